@@ -1,0 +1,75 @@
+"""Plain frozen data shared by every part: what a task is, how a run ends."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+METADATA_LOOP = "metadata"
+
+
+class TaskState(str, enum.Enum):
+    """Where a task is within the current iteration of its loop."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+
+
+class RunStatus(str, enum.Enum):
+    """How a run ended. ``RUNNING`` exists only while the run is under way."""
+
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    TIMEOUT = "TIMEOUT"
+    ABANDONED = "ABANDONED"
+
+
+class Executor(str, enum.Enum):
+    SPARK = "spark"
+    PYTHON = "python"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as defined in a repository, normalised once at load.
+
+    ``notebook`` is relative to the repository root (POSIX separators);
+    ``source_file`` is relative to the repository root too, ``source_line`` is
+    the line of the task's key in that file.
+    """
+
+    codops: str
+    name: str
+    notebook: str
+    method: str | None
+    full_notebook: bool = False
+    executor: Executor = Executor.SPARK
+    loop: str | None = None  # None: the organisation's own loop
+    dependencies: tuple[str, ...] = ()
+    timeout: float | None = None
+    repo: str = ""
+    source_file: str = ""
+    source_line: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.codops, self.name)
+
+    @property
+    def loop_name(self) -> str:
+        return self.loop or self.codops
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an executor reports when a run has ended; the loop stores it."""
+
+    status: RunStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    result: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
