@@ -1,0 +1,294 @@
+"""``peach-tasks``: the command line. Every command has ``--help`` and ``--config``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from .errors import PeachError
+from .settings import Settings, SettingsError, load_settings
+
+TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
+                "last_duration_s", "version", "successes", "failures"]
+RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "error"]
+
+
+def _config_option(func: Callable) -> Callable:
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value:
+            ctx.ensure_object(dict)["config"] = value
+        return value
+
+    return click.option("--config", "-c", type=click.Path(dir_okay=False), expose_value=False,
+                        callback=remember, is_eager=True,
+                        help="scheduler.yaml to use (default: $PEACH_TASKS_CONFIG, else ./scheduler.yaml).")(func)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        return load_settings(ctx.find_root().ensure_object(dict).get("config"))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _setup_logging(settings: Settings | None = None, verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, (settings.log_level if settings else "info").upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%SZ", stream=sys.stderr)
+    logging.Formatter.converter = time.gmtime
+
+
+def _open_store(settings: Settings, migrate: bool):
+    from .store import Store, StoreError
+
+    url = settings.database_url
+    if not migrate and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise click.ClickException(f"no state yet at {url[len('sqlite:///'):]}; run 'peach-tasks run-once' "
+                                   "or 'peach-tasks serve' first")
+    try:
+        return Store.open(url, migrate=migrate)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value).replace("\n", " ")[:100]
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _print_problems(problems: list[dict[str, Any]], err: bool = True) -> None:
+    for p in problems:
+        where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
+        click.echo(f"{p['scope']}: {where}: {p['message']}" if where else f"{p['scope']}: {p['message']}", err=err)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@_config_option
+@click.version_option(package_name="peach-tasks")
+def main() -> None:
+    """Run notebooks from git repositories as production tasks, one loop per organisation."""
+
+
+@main.command()
+@_config_option
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: run until stopped).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.pass_context
+def serve(ctx: click.Context, duration: float | None, verbose: bool) -> None:
+    """Run all loops until SIGTERM or Ctrl-C; running tasks are then ended as ABANDONED."""
+    settings = _settings(ctx)
+    _setup_logging(settings, verbose)
+    _serve(settings, duration)
+
+
+def _serve(settings: Settings, duration: float | None, on_run: Callable | None = None) -> None:
+    from .scheduler import Scheduler
+
+    store = _open_store(settings, migrate=True)
+    scheduler = Scheduler(settings, store, on_run=on_run)
+
+    def handle(signum: int, _frame: Any) -> None:
+        logging.getLogger("peach_tasks").warning("%s received: stopping", signal.Signals(signum).name)
+        scheduler.stop_event.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    try:
+        scheduler.serve(duration)
+    except PeachError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        scheduler.close()
+        store.close()
+
+
+@main.command("run-once")
+@_config_option
+@click.option("--org", "orgs", multiple=True, metavar="CODOPS", help="Only this organisation's tasks (repeatable).")
+@click.option("--loop", "loops", multiple=True, metavar="LOOP", help="Only this loop, e.g. 'metadata' (repeatable).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.pass_context
+def run_once(ctx: click.Context, orgs: tuple[str, ...], loops: tuple[str, ...], verbose: bool) -> None:
+    """Sync, run exactly one iteration of each selected loop (concurrently), exit.
+
+    Exits 0 even when tasks fail (that is their status); non-zero only if the
+    scheduler itself could not work.
+    """
+    from .scheduler import Scheduler
+
+    settings = _settings(ctx)
+    _setup_logging(settings, verbose)
+    store = _open_store(settings, migrate=True)
+    scheduler = Scheduler(settings, store, on_run=_echo_run)
+    try:
+        counts = scheduler.run_once(orgs, loops)
+    except PeachError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        scheduler.close()
+        store.close()
+    click.echo(f"ran {sum(counts.values())} tasks in {len(counts)} loops", err=True)
+
+
+def _echo_run(event: Any) -> None:
+    o = event.outcome
+    tail = f"  {o.error}" if o.error else ""
+    click.echo(f"{event.codops}/{event.task}  run {event.run_id}  {o.status.value}  "
+               f"{event.duration_s:.2f}s  version {event.version}{tail}", err=True)
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print problems as a JSON array.")
+@click.option("--accept-rewrite", metavar="REPO", multiple=True,
+              help="Follow this repository's force-pushed branch from now on.")
+@click.pass_context
+def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...]) -> None:
+    """Fetch repositories, reload definitions, build environments; print every problem.
+
+    Each problem is printed as FILE:LINE: message. Exits 1 if there is any.
+    """
+    from .scheduler import Scheduler
+
+    settings = _settings(ctx)
+    _setup_logging(settings)
+    store = _open_store(settings, migrate=True)
+    scheduler = Scheduler(settings, store)
+    try:
+        for name in accept_rewrite:
+            repo = next((r for r in scheduler.repos if r.name == name), None)
+            if repo is None:
+                raise click.ClickException(f"no repository named '{name}' in the settings")
+            repo.accept_rewrite()
+        snapshot = scheduler.sync()
+        problems = store.problems()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(problems, indent=2))
+    else:
+        for p in problems:
+            where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
+            click.echo(f"{where or p['scope']}: {p['message']}")
+        click.echo(f"{len(snapshot.tasks)} tasks in {len(snapshot.loops)} loops; {len(problems)} problems", err=True)
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@_config_option
+@click.option("--org", "orgs", multiple=True, metavar="CODOPS", help="Only this organisation (repeatable).")
+@click.option("--all", "include_inactive", is_flag=True, help="Also tasks no longer defined (their history stays).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of task objects.")
+@click.pass_context
+def tasks(ctx: click.Context, orgs: tuple[str, ...], include_inactive: bool, as_json: bool) -> None:
+    """One row per task: state, last run, version, successes and failures."""
+    settings = _settings(ctx)
+    store = _open_store(settings, migrate=False)
+    try:
+        rows = store.tasks(orgs or None, include_inactive=include_inactive)
+        problems = store.problems(orgs or None)
+    finally:
+        store.close()
+    if as_json:
+        for row in rows:
+            row["problems"] = [p for p in problems if p["codops"] in (None, row["codops"])
+                               and (p["codops"] or p["scope"] == row["repo"])]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(_table(rows, TASK_COLUMNS) if rows else "no tasks")
+    if problems:
+        click.echo(f"\n{len(problems)} problems:", err=True)
+        _print_problems(problems)
+
+
+@main.command()
+@_config_option
+@click.argument("task", metavar="CODOPS/TASK")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="How many runs.")
+@click.option("--before", type=int, default=None, help="Only runs with an id below this (paging).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of run objects.")
+@click.pass_context
+def runs(ctx: click.Context, task: str, limit: int, before: int | None, as_json: bool) -> None:
+    """Executions of one task, newest first."""
+    if "/" not in task:
+        raise click.BadParameter("give the task as CODOPS/TASK, e.g. default/tf_task", param_hint="CODOPS/TASK")
+    codops, name = task.split("/", 1)
+    settings = _settings(ctx)
+    store = _open_store(settings, migrate=False)
+    try:
+        rows = store.runs(codops, name, limit, before)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(_table(rows, RUN_COLUMNS) if rows else f"no runs of {task}")
+
+
+@main.command()
+@_config_option
+@click.argument("run_id", type=int)
+@click.pass_context
+def logs(ctx: click.Context, run_id: int) -> None:
+    """The captured log of one run."""
+    settings = _settings(ctx)
+    store = _open_store(settings, migrate=False)
+    try:
+        text = store.log(run_id)
+    finally:
+        store.close()
+    if text is None:
+        raise click.ClickException(f"no run with id {run_id}; 'peach-tasks runs CODOPS/TASK' lists them")
+    click.echo(text, nl=False)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+@_config_option
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Bring the database schema to this version's (Alembic migrations)."""
+    settings = _settings(ctx)
+    store = _open_store(settings, migrate=True)
+    click.echo(f"schema at revision {store.schema_revision()}")
+    store.close()
+
+
+@main.command()
+@click.argument("directory", required=False, default="peach-demo", type=click.Path(file_okay=False))
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+def demo(directory: str, duration: float | None) -> None:
+    """Create a demo git repository with notebooks and a scheduler.yaml in DIRECTORY, and serve it."""
+    from .demo import create_demo
+
+    _setup_logging()
+    config = create_demo(Path(directory))
+    settings = load_settings(config)
+    click.echo(f"demo ready in {Path(directory).resolve()}; serving (Ctrl-C to stop).\n"
+               f"In another shell: peach-tasks --config {config} tasks", err=True)
+    _serve(settings, duration, on_run=_echo_run)
+
+
+if __name__ == "__main__":
+    main()

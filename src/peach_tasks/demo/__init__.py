@@ -1,0 +1,65 @@
+"""``peach-tasks demo``: a git repository of example notebooks and a scheduler.yaml.
+
+The repository is a normal working copy (``DIR/algos``) so a user can edit a notebook,
+commit, and watch the next iteration run the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .notebooks import NOTEBOOKS, PEACH_CONF
+
+SCHEDULER_YAML = """\
+# peach-tasks demo settings; every key is described in docs/settings.md
+state_dir: state
+repositories:
+  - url: algos
+    branch: master
+timeouts: {{task: 600, metadata: 60, kill_grace: 5}}
+loop: {{min_iteration_seconds: 5, sync_interval_seconds: 10}}
+task_env:
+  DEMO_OUTPUT: {output}
+"""
+
+
+def notebook_json(cells: list[tuple[str, str]]) -> str:
+    """A minimal nbformat-4 notebook from (cell_type, source) pairs."""
+    out = []
+    for kind, source in cells:
+        cell: dict = {"cell_type": kind, "metadata": {}, "source": source}
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        out.append(cell)
+    nb = {"cells": out, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                    "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(nb, indent=1) + "\n"
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def create_demo(directory: Path) -> Path:
+    """Create (or reuse) the demo in ``directory``; returns the scheduler.yaml path."""
+    directory = directory.resolve()
+    config = directory / "scheduler.yaml"
+    if config.exists():
+        return config
+    repo = directory / "algos"
+    (repo / "peach.conf").mkdir(parents=True, exist_ok=True)
+    output = directory / "output"
+    output.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        (repo / name).write_text(notebook_json(cells))
+    for name, text in PEACH_CONF.items():
+        (repo / "peach.conf" / name).write_text(text)
+    _git(repo, "init", "--quiet", "--initial-branch=master")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=peach demo", "-c", "user.email=demo@peach.invalid",
+         "commit", "--quiet", "-m", "Demo notebooks and task definitions")
+    config.write_text(SCHEDULER_YAML.format(output=json.dumps(str(output))))
+    return config

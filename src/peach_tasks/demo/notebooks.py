@@ -1,0 +1,99 @@
+"""The demo's notebooks and task definitions, as data."""
+
+TRAIN = [
+    ("markdown", "# Train a model\nFits a logistic regression on the iris data that ships with "
+                 "scikit-learn and stores its weights, like the tutorial's TensorFlow example."),
+    ("code", "%matplotlib inline\nimport json, os, time\n"),
+    ("code",
+     "import json\n"
+     "import os\n"
+     "from pathlib import Path\n"
+     "\n"
+     "from sklearn.datasets import load_iris\n"
+     "from sklearn.linear_model import LogisticRegression\n"
+     "\n"
+     "\n"
+     "def train_model():\n"
+     "    data = load_iris()\n"
+     "    model = LogisticRegression(max_iter=500).fit(data.data, data.target)\n"
+     "    accuracy = float(model.score(data.data, data.target))\n"
+     "    out = Path(os.environ.get('DEMO_OUTPUT', '.')) / 'iris_weights.json'\n"
+     "    out.write_text(json.dumps({'coef': model.coef_.tolist(), 'intercept': model.intercept_.tolist(),\n"
+     "                               'accuracy': accuracy}))\n"
+     "    print(f'trained on {len(data.target)} rows, accuracy {accuracy:.3f}, weights in {out}')\n"
+     "    return {'accuracy': accuracy}\n"),
+]
+
+FAILING = [
+    ("code",
+     "def build_report():\n"
+     "    rows = [1, 2, 3]\n"
+     "    print('building a report from', len(rows), 'rows')\n"
+     "    raise ValueError('the source table is empty: this demo task always fails')\n"),
+]
+
+METADATA = [
+    ("code", "!echo 'shell escapes are neutralised outside Jupyter'\n"),
+    ("code",
+     "import json\n"
+     "import os\n"
+     "import subprocess\n"
+     "from datetime import datetime, timezone\n"
+     "from pathlib import Path\n"
+     "\n"
+     "\n"
+     "def fetch_metadata():\n"
+     "    # Stands in for an API call: the repository's last commits are our 'articles'.\n"
+     "    log = subprocess.run(['git', 'log', '-5', '--format=%h %s'], capture_output=True, text=True).stdout\n"
+     "    items = [line.split(' ', 1) for line in log.splitlines() if line]\n"
+     "    out = Path(os.environ.get('DEMO_OUTPUT', '.')) / 'metadata.json'\n"
+     "    out.write_text(json.dumps({'fetched_at': datetime.now(timezone.utc).isoformat(), 'items': items}))\n"
+     "    print(f'fetched {len(items)} items into {out}')\n"
+     "    return len(items)\n"),
+]
+
+SUMMARY = [
+    ("markdown", "A full-notebook task: every code cell runs, in order."),
+    ("code", "from tabulate import tabulate\nrows = [('chrts', 3), ('sesr', 5)]\n"),
+    ("code", "def summarise():\n    print(tabulate(rows, headers=['codops', 'tasks']))\n    return len(rows)\n"),
+]
+
+NOTEBOOKS = {
+    "train_model.ipynb": TRAIN,
+    "build_report.ipynb": FAILING,
+    "fetch_metadata.ipynb": METADATA,
+    "summary.ipynb": SUMMARY,
+}
+
+PEACH_CONF = {
+    "default.yaml": """\
+codops: default
+dependencies:
+  - scikit-learn
+tasks:
+  train_model:
+    executor: python
+    notebook: train_model.ipynb
+    method: train_model
+  build_report:
+    executor: python
+    notebook: build_report.ipynb
+    method: build_report
+  fetch_metadata:
+    executor: python
+    loop: metadata
+    notebook: fetch_metadata.ipynb
+    method: fetch_metadata
+""",
+    "chrts.yaml": """\
+codops: chrts
+tasks:
+  summary:
+    executor: python
+    notebook: summary.ipynb
+    method: summarise
+    full_notebook: true
+    dependencies:
+      - tabulate
+""",
+}

@@ -1,0 +1,171 @@
+"""One Python environment per organisation, built with uv and switched atomically.
+
+``state_dir/envs/<codops>/<hash>/`` is a virtual environment for one exact set of
+requirements and interpreter; ``state_dir/envs/<codops>/current`` is a symlink to the
+one in use. A new set is built beside the old one and the link is replaced in one
+``rename``; a failed build leaves the link (and so every task) where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import Problem
+
+log = logging.getLogger(__name__)
+
+BUILD_TIMEOUT = 1800.0
+TAIL_LINES = 25
+KEEP_OLD = 1  # previous environments kept besides the current one
+# A requirement set that failed is not rebuilt at every sync (each would hit the
+# package index again); it is retried after this long, or at once when it changes.
+RETRY_FAILED_SECONDS = 600.0
+
+
+def uv_binary() -> str:
+    """The uv shipped with the ``uv`` package (a dependency), else one on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:  # the package's finder raises when its binary is missing
+        found = shutil.which("uv")
+        if not found:
+            raise RuntimeError("uv is not installed; run 'pip install uv'") from None
+        return found
+
+
+@dataclass(frozen=True)
+class Environment:
+    codops: str
+    digest: str
+    path: Path
+    requirements: tuple[str, ...]
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def environment_digest(requirements: tuple[str, ...], python: str) -> str:
+    """Hash of the normalised requirement set and the exact interpreter version."""
+    version = subprocess_version(python)
+    text = json.dumps({"python": version, "requirements": list(requirements)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_VERSIONS: dict[str, str] = {}
+
+
+def subprocess_version(python: str) -> str:
+    if python == sys.executable:
+        return f"{platform.python_implementation()}-{platform.python_version()}-{platform.machine()}"
+    if python not in _VERSIONS:
+        out = subprocess.run([python, "-c", "import platform as p;print(f'{p.python_implementation()}-"
+                                            "{p.python_version()}-{p.machine()}')"],
+                             capture_output=True, text=True, timeout=60)
+        _VERSIONS[python] = out.stdout.strip()
+    return _VERSIONS[python]
+
+
+class EnvironmentManager:
+    """Builds and finds organisations' environments. ``ensure`` runs on the sync thread."""
+
+    def __init__(self, state_dir: Path, python: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.root = state_dir / "envs"
+        self.python = python or sys.executable
+        self.progress = progress or log.info
+        self._failed: dict[tuple[str, str], tuple[float, Problem]] = {}
+
+    def current(self, codops: str) -> Environment | None:
+        link = self.root / codops / "current"
+        try:
+            target = link.resolve(strict=True)
+            meta = json.loads((target / "peach-env.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return Environment(codops, target.name, target, tuple(meta.get("requirements", ())))
+
+    def ensure(self, codops: str, requirements: tuple[str, ...]) -> tuple[Environment | None, Problem | None]:
+        """Make ``current`` match ``requirements``; on failure keep the last good one."""
+        digest = environment_digest(requirements, self.python)
+        current = self.current(codops)
+        if current and current.digest == digest:
+            return current, None
+        org_dir = self.root / codops
+        target = org_dir / digest
+        if not (target / "peach-env.json").exists():
+            failed = self._failed.get((codops, digest))
+            if failed and time.monotonic() - failed[0] < RETRY_FAILED_SECONDS:
+                return current, failed[1]
+            problem = self._build(codops, requirements, target)
+            if problem:
+                self._failed[(codops, digest)] = (time.monotonic(), problem)
+                return current, problem
+            self._failed.pop((codops, digest), None)
+        self._switch(org_dir, digest)
+        self._prune(org_dir, digest)
+        return self.current(codops), None
+
+    def _build(self, codops: str, requirements: tuple[str, ...], target: Path) -> Problem | None:
+        uv = uv_binary()
+        tmp = target.with_name(f".build-{target.name}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shown = ", ".join(requirements) or "no packages"
+        self.progress(f"environment {codops}: building ({shown})")
+        started = time.monotonic()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "CONDA_", "PYTHONPATH"))}
+        env["UV_NO_PROGRESS"] = "1"
+        steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
+        if requirements:
+            steps.append([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), *requirements])
+        for cmd in steps:
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env)
+                failed, output = proc.returncode != 0, (proc.stdout or "") + (proc.stderr or "")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                failed, output = True, str(exc)
+            if failed:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
+                keep = self.current(codops)
+                still = f"its tasks keep using environment {keep.digest}" if keep else "its tasks cannot run until it builds"
+                self.progress(f"environment {codops}: FAILED after {time.monotonic() - started:.1f}s")
+                return Problem("environment", codops,
+                               f"building the environment ({shown}) failed; {still}. "
+                               f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
+        meta = {"codops": codops, "requirements": list(requirements), "python": subprocess_version(self.python),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.monotonic() - started, 3)}
+        (tmp / "peach-env.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        self.progress(f"environment {codops}: ready in {meta['build_seconds']:.1f}s")
+        return None
+
+    def _switch(self, org_dir: Path, digest: str) -> None:
+        link = org_dir / "current"
+        tmp_link = org_dir / f".current-{os.getpid()}"
+        tmp_link.unlink(missing_ok=True)
+        os.symlink(digest, tmp_link)
+        os.replace(tmp_link, link)  # atomic: a reader sees the old or the new, never none
+
+    def _prune(self, org_dir: Path, keep: str) -> None:
+        envs = sorted((p for p in org_dir.iterdir() if p.is_dir() and not p.is_symlink()
+                       and not p.name.startswith(".") and p.name != keep),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in envs[KEEP_OLD:]:
+            shutil.rmtree(old, ignore_errors=True)

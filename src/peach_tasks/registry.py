@@ -1,0 +1,77 @@
+"""A snapshot of every task of every repository, as of one sync.
+
+The snapshot is immutable; the scheduler swaps in a new one after each sync and each
+loop iteration starts from the newest. Duplicates across repositories are settled here:
+the definition registered first (repository order in scheduler.yaml, then file path)
+keeps running and every later one is a problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .definitions import RepoDefinitions
+from .errors import Problem
+from .model import METADATA_LOOP, TaskSpec
+from .repos import Checkout
+from .requirements import normalise_requirements
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    spec: TaskSpec
+    checkout: Checkout
+    version: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    tasks: dict[tuple[str, str], RegisteredTask] = field(default_factory=dict)
+    # loop name -> task keys in the stable order the loop runs them
+    loops: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # codops -> normalised union of its requirements (root and task level, all repositories)
+    requirements: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # repository name -> its config problems (including duplicates found here)
+    problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def loop_names(self) -> list[str]:
+        return sorted(self.loops)
+
+
+def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | None]]) -> Snapshot:
+    """``found`` is (repository name, last good checkout, its definitions), in settings order."""
+    tasks: dict[tuple[str, str], RegisteredTask] = {}
+    requirements: dict[str, set[str]] = {}
+    problems: dict[str, list[Problem]] = {}
+    for repo, checkout, defs in found:
+        if checkout is None or defs is None:
+            continue
+        problems[repo] = list(defs.problems)
+        for codops, deps in defs.org_dependencies.items():
+            requirements.setdefault(codops, set()).update(deps)
+        for spec in defs.tasks:
+            first = tasks.get(spec.key)
+            if first is not None:
+                where = f"{first.spec.repo}:{first.spec.source_file}:{first.spec.source_line}"
+                problems[repo].append(Problem(
+                    "config", repo,
+                    f"task '{spec.codops}/{spec.name}' is already defined in {where}, which keeps running; "
+                    "rename or remove one of them",
+                    spec.source_file, spec.source_line))
+                continue
+            tasks[spec.key] = RegisteredTask(spec, checkout, checkout.version_of(spec.notebook))
+            requirements.setdefault(spec.codops, set()).update(spec.dependencies)
+    loops: dict[str, list[tuple[str, str]]] = {}
+    for key, task in tasks.items():
+        loops.setdefault(task.spec.loop_name, []).append(key)
+        requirements.setdefault(task.spec.codops, set())
+    if METADATA_LOOP not in loops:
+        loops[METADATA_LOOP] = []
+    return Snapshot(
+        tasks=tasks,
+        loops={name: tuple(sorted(keys)) for name, keys in loops.items()},
+        requirements={codops: normalise_requirements(reqs) for codops, reqs in requirements.items()},
+        problems={repo: tuple(p) for repo, p in problems.items()},
+    )

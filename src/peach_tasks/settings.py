@@ -1,0 +1,160 @@
+"""``scheduler.yaml`` -> ``Settings``. Every default lives here, in one place.
+
+The file is found from ``--config``, else ``$PEACH_TASKS_CONFIG``, else
+``./scheduler.yaml``. Relative paths inside it (``state_dir``, a repository ``url``
+that is a local path, a SQLite ``database`` path) are relative to the file itself, so
+the scheduler behaves the same whichever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigProblem, PeachError
+from .yamlsource import load_yaml_file, validation_problems
+
+CONFIG_ENV = "PEACH_TASKS_CONFIG"
+DATABASE_ENV = "PEACH_TASKS_DATABASE_URL"
+DEFAULT_CONFIG = "scheduler.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RepositorySettings(_Strict):
+    url: str = Field(min_length=1)
+    branch: str = Field(default="master", min_length=1)
+    # Organisations this repository may define tasks for; None = any.
+    codops: list[str] | None = None
+    # Short name used in folders and messages; derived from the url when absent.
+    name: str | None = None
+
+
+class TimeoutSettings(_Strict):
+    task: float = Field(default=3600.0, gt=0)
+    metadata: float = Field(default=300.0, gt=0)
+    # Seconds between SIGTERM and SIGKILL when a task's process tree is ended.
+    kill_grace: float = Field(default=10.0, ge=0)
+
+
+class LoopSettings(_Strict):
+    min_iteration_seconds: float = Field(default=0.0, ge=0)
+    sync_interval_seconds: float = Field(default=30.0, ge=0)
+
+
+class WebSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class Settings(_Strict):
+    database: str | None = None
+    state_dir: str = "peach-state"
+    repositories: list[RepositorySettings] = Field(default_factory=list)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    # Extra environment variables given to every task process (the scheduler's own
+    # environment is not passed on, so secrets such as the database URL stay out).
+    task_env: dict[str, str] = Field(default_factory=dict)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Set by load_settings, not by the file: the folder relative paths start from.
+    base_dir: str = Field(default=".", exclude=True)
+
+    @property
+    def state_path(self) -> Path:
+        return (Path(self.base_dir) / self.state_dir).resolve()
+
+    @property
+    def database_url(self) -> str:
+        """``$PEACH_TASKS_DATABASE_URL`` wins, then ``database``, then SQLite in state_dir."""
+        url = os.environ.get(DATABASE_ENV) or self.database
+        if not url:
+            return f"sqlite:///{self.state_path / 'peach.db'}"
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str((Path(self.base_dir) / url[len(prefix):]).resolve())
+        return url
+
+    def repository_url(self, repo: RepositorySettings) -> str:
+        """A local relative path is made absolute against the settings file's folder."""
+        url = repo.url
+        if _is_remote(url) or os.path.isabs(url):
+            return url
+        return str((Path(self.base_dir) / url).resolve())
+
+    def repository_name(self, repo: RepositorySettings) -> str:
+        if repo.name:
+            return repo.name
+        tail = repo.url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        tail = tail[:-4] if tail.endswith(".git") else tail
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", tail) or "repo"
+
+
+def _is_remote(url: str) -> bool:
+    # scheme://..., file:..., or scp-like user@host:path
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url)) or bool(re.match(r"^[^/]+@[^/]+:", url))
+
+
+class SettingsError(PeachError):
+    """The settings file cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and check the settings file; raise ``SettingsError`` listing every problem."""
+    path = config_path(explicit)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError([ConfigProblem(shown, None, "settings file not found; create it or pass --config")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError([ConfigProblem(shown, None, f"cannot read the settings file ({exc})")]) from None
+    try:
+        data, lines = load_yaml_file(text, shown)
+    except ConfigProblem as exc:
+        raise SettingsError([exc]) from None
+    problems = [
+        ConfigProblem(shown, line, f"key '{'.'.join(map(str, key))}' is given twice; keep one")
+        for key, line in lines.duplicates
+    ]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(ConfigProblem(shown, 1, "the settings file must be a mapping of keys to values"))
+        raise SettingsError(problems)
+    if "base_dir" in data:
+        problems.append(ConfigProblem(shown, lines.line_of(("base_dir",)), "unknown key 'base_dir'; remove it"))
+    try:
+        settings = Settings.model_validate({**data, "base_dir": str(path.resolve().parent)})
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, shown, lines))
+        raise SettingsError(problems) from None
+    names = [settings.repository_name(r) for r in settings.repositories]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            problems.append(ConfigProblem(shown, lines.line_of(("repositories", index)),
+                                          f"two repositories are both named '{name}'; give one a distinct 'name'"))
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def settings_from_dict(data: dict, base_dir: str | os.PathLike[str] = ".") -> Settings:
+    """Build settings in code (tests, the demo) with the same checks as the file."""
+    return Settings.model_validate({**data, "base_dir": str(Path(base_dir).resolve())})

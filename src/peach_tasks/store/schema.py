@@ -1,0 +1,74 @@
+"""Table definitions (SQLAlchemy Core). Migrations in ``migrations/`` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# One row per task ever seen; ``active`` is false once its definition is gone
+# (its history stays).
+tasks = sa.Table(
+    "tasks", metadata,
+    sa.Column("codops", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("loop", sa.String(64), nullable=False),
+    sa.Column("executor", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("repo", sa.String(200), nullable=False),
+    sa.Column("notebook", sa.Text, nullable=False),
+    sa.Column("source_file", sa.Text, nullable=False),
+    sa.Column("source_line", sa.Integer),
+    sa.Column("version", sa.String(64)),
+    sa.Column("last_run_id", sa.Integer),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("codops", sa.String(64), nullable=False),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("loop", sa.String(64), nullable=False),
+    sa.Column("executor", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(64)),
+    sa.Column("commit", sa.String(64)),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("signal", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("result", sa.Text),  # JSON
+    sa.Column("details", sa.Text),  # JSON: traceback, leftovers, executor facts
+    sa.Column("owner", sa.String(200)),  # which scheduler process ran it
+    sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("log_dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_runs_task", "codops", "task", "id"),
+    sa.Index("ix_runs_status", "status"),
+)
+
+# A run's log in chunks: 'h' chunks are the kept head, 't' chunks the rolling tail.
+log_chunks = sa.Table(
+    "log_chunks", metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("part", sa.String(1), nullable=False),
+    sa.Column("nbytes", sa.Integer, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+)
+
+problems = sa.Table(
+    "problems", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(200), nullable=False),
+    sa.Column("codops", sa.String(64)),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("line", sa.Integer),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_problems_scope", "kind", "scope"),
+)

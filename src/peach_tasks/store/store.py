@@ -1,0 +1,319 @@
+"""``Store``: the one place runs, task states, logs and problems are written and read.
+
+Every run ends through ``finish_run`` (the single release path), and runs that were
+RUNNING when a scheduler died end through ``abandon_running``. The store knows nothing
+about executors or git: it is handed plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from ..errors import PeachError, Problem
+from ..model import Outcome, RunStatus, TaskSpec, TaskState
+from .logs import FLUSH_SECONDS, LogWriter, read_log
+from .schema import problems as problems_t
+from .schema import runs, tasks
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD_REVISION = "0001"
+MAX_RESULT_CHARS = 64 * 1024
+
+
+class StoreError(PeachError):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with a Z; SQLite hands back naive datetimes that are UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class TaskRegistration:
+    """What the registry tells the store about one active task."""
+
+    spec: TaskSpec
+    version: str | None
+
+
+class Store:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._writers: set[LogWriter] = set()
+        self._writers_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- opening ----------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> "Store":
+        """Connect; with ``migrate`` bring the schema to the newest version first."""
+        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.upgrade()
+        else:
+            store.check_schema()
+        return store
+
+    def upgrade(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("select version_num from alembic_version")).scalar()
+
+    def check_schema(self) -> None:
+        rev = self.schema_revision()
+        if rev != HEAD_REVISION:
+            raise StoreError(f"the database schema is at {rev or 'nothing'} but this version needs "
+                             f"{HEAD_REVISION}; run 'peach-tasks db upgrade' (or start 'serve' once)")
+
+    def close(self) -> None:
+        self._stop.set()
+        for writer in list(self._writers):
+            writer.close()
+        if self._flusher:
+            self._flusher.join(timeout=5)
+        self.engine.dispose()
+
+    # -- registry -> store ------------------------------------------------------
+    def register_tasks(self, active: Sequence[TaskRegistration]) -> None:
+        """Upsert every active task and mark the others inactive (history stays)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            existing = {(r.codops, r.name): r for r in conn.execute(sa.select(tasks)).all()}
+            seen = set()
+            for reg in active:
+                spec = reg.spec
+                seen.add(spec.key)
+                values = dict(loop=spec.loop_name, executor=spec.executor.value, active=True, repo=spec.repo,
+                              notebook=spec.notebook, source_file=spec.source_file,
+                              source_line=spec.source_line, version=reg.version, updated_at=now)
+                row = existing.get(spec.key)
+                if row is None:
+                    conn.execute(tasks.insert().values(codops=spec.codops, name=spec.name,
+                                                       state=TaskState.FINISHED.value, **values))
+                elif any(getattr(row, k) != v for k, v in values.items() if k != "updated_at"):
+                    conn.execute(tasks.update().where(tasks.c.codops == spec.codops,
+                                                      tasks.c.name == spec.name).values(**values))
+            gone = [key for key, row in existing.items() if row.active and key not in seen]
+            for codops, name in gone:
+                conn.execute(tasks.update().where(tasks.c.codops == codops, tasks.c.name == name)
+                             .values(active=False, state=TaskState.FINISHED.value, updated_at=now))
+
+    def set_problems(self, kind: str, scope: str, found: Iterable[Problem], codops: str | None = None) -> None:
+        """Replace the problems of one (kind, scope) with ``found``."""
+        now = utcnow()
+        rows = [dict(kind=p.kind, scope=scope, codops=codops, file=p.file, line=p.line,
+                     message=p.message, created_at=now) for p in found]
+        with self.engine.begin() as conn:
+            conn.execute(problems_t.delete().where(problems_t.c.kind == kind, problems_t.c.scope == scope))
+            if rows:
+                conn.execute(problems_t.insert(), rows)
+
+    # -- loops -> store ---------------------------------------------------------
+    def set_states(self, keys: Iterable[tuple[str, str]], state: TaskState) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        with self.engine.begin() as conn:
+            for codops, name in keys:
+                conn.execute(tasks.update().where(tasks.c.codops == codops, tasks.c.name == name)
+                             .values(state=state.value))
+
+    def start_run(self, spec: TaskSpec, version: str | None, commit: str | None, owner: str) -> int:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            run_id = conn.execute(runs.insert().values(
+                codops=spec.codops, task=spec.name, loop=spec.loop_name, executor=spec.executor.value,
+                version=version, commit=commit, started_at=now, status=RunStatus.RUNNING.value, owner=owner,
+            )).inserted_primary_key[0]
+            conn.execute(tasks.update().where(tasks.c.codops == spec.codops, tasks.c.name == spec.name)
+                         .values(state=TaskState.RUNNING.value, last_run_id=run_id))
+        return int(run_id)
+
+    def log_writer(self, run_id: int) -> LogWriter:
+        writer = LogWriter(self, run_id)
+        with self._writers_lock:
+            self._writers.add(writer)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, name="log-flusher", daemon=True)
+                self._flusher.start()
+        return writer
+
+    def _forget_writer(self, writer: LogWriter) -> None:
+        with self._writers_lock:
+            self._writers.discard(writer)
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            with self._writers_lock:
+                writers = list(self._writers)
+            for writer in writers:
+                try:
+                    writer.flush()
+                except Exception:  # a full disk must not end the flusher; next round retries
+                    time.sleep(FLUSH_SECONDS)
+
+    def finish_run(self, run_id: int, outcome: Outcome, started_monotonic: float | None = None) -> None:
+        """The single path by which a run leaves RUNNING."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(runs.c.started_at, runs.c.codops, runs.c.task, runs.c.status)
+                               .where(runs.c.id == run_id)).one()
+            if row.status != RunStatus.RUNNING.value:
+                return  # already ended (abandoned by a successor); never overwrite
+            if started_monotonic is not None:
+                duration = time.monotonic() - started_monotonic
+            else:
+                started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=timezone.utc)
+                duration = (now - started).total_seconds()
+            conn.execute(runs.update().where(runs.c.id == run_id).values(
+                finished_at=now, status=outcome.status.value, duration_s=round(duration, 6),
+                exit_code=outcome.exit_code, signal=outcome.signal,
+                error=(outcome.error or None) and outcome.error[:4000],
+                result=_json_or_none(outcome.result),
+                details=json.dumps(outcome.details, default=str) if outcome.details else None,
+            ))
+            conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
+                         .values(state=TaskState.FINISHED.value))
+
+    def abandon_running(self, reason: str, owner: str | None = None) -> list[int]:
+        """End every RUNNING run (of ``owner``, or all) as ABANDONED; returns their ids."""
+        query = sa.select(runs.c.id).where(runs.c.status == RunStatus.RUNNING.value)
+        if owner is not None:
+            query = query.where(runs.c.owner == owner)
+        with self.engine.connect() as conn:
+            ids = [r.id for r in conn.execute(query).all()]
+        for run_id in ids:
+            self.finish_run(run_id, Outcome(RunStatus.ABANDONED, error=reason))
+        with self.engine.begin() as conn:
+            conn.execute(tasks.update().where(tasks.c.state != TaskState.FINISHED.value)
+                         .values(state=TaskState.FINISHED.value))
+        return ids
+
+    # -- views ------------------------------------------------------------------
+    def tasks(self, codops: Sequence[str] | None = None, include_inactive: bool = False) -> list[dict[str, Any]]:
+        counts = (sa.select(runs.c.codops, runs.c.task,
+                            sa.func.sum(sa.case((runs.c.status == "SUCCESS", 1), else_=0)).label("successes"),
+                            sa.func.sum(sa.case((runs.c.status.in_(["FAILURE", "TIMEOUT"]), 1), else_=0))
+                            .label("failures"))
+                  .group_by(runs.c.codops, runs.c.task))
+        last = runs.alias("last")
+        if codops:
+            counts = counts.where(runs.c.codops.in_(list(codops)))
+        counts = counts.subquery()
+        query = (sa.select(tasks, last.c.status.label("last_status"), last.c.started_at.label("last_started_at"),
+                           last.c.duration_s.label("last_duration_s"), last.c.version.label("last_version"),
+                           counts.c.successes, counts.c.failures)
+                 .outerjoin(last, last.c.id == tasks.c.last_run_id)
+                 .outerjoin(counts, sa.and_(counts.c.codops == tasks.c.codops, counts.c.task == tasks.c.name))
+                 .order_by(tasks.c.codops, tasks.c.name))
+        if codops:
+            query = query.where(tasks.c.codops.in_(list(codops)))
+        if not include_inactive:
+            query = query.where(tasks.c.active.is_(True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{
+            "codops": r.codops, "name": r.name, "loop": r.loop, "executor": r.executor, "state": r.state,
+            "last_status": r.last_status, "last_started_at": iso(r.last_started_at),
+            "last_duration_s": r.last_duration_s, "version": r.version,
+            "successes": int(r.successes or 0), "failures": int(r.failures or 0),
+            "active": bool(r.active), "repo": r.repo, "notebook": r.notebook,
+            "defined_at": f"{r.source_file}:{r.source_line}" if r.source_line else r.source_file,
+        } for r in rows]
+
+    def runs(self, codops: str, task: str, limit: int = 20, before_id: int | None = None) -> list[dict[str, Any]]:
+        query = (sa.select(runs).where(runs.c.codops == codops, runs.c.task == task)
+                 .order_by(runs.c.id.desc()).limit(limit))
+        if before_id is not None:
+            query = query.where(runs.c.id < before_id)
+        with self.engine.connect() as conn:
+            return [_run_dict(r) for r in conn.execute(query).all()]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return _run_dict(row) if row else None
+
+    def log(self, run_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            dropped = conn.execute(sa.select(runs.c.log_dropped_bytes).where(runs.c.id == run_id)).scalar()
+            if dropped is None:
+                return None
+            return read_log(conn, run_id, dropped)
+
+    def problems(self, codops: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        query = sa.select(problems_t).order_by(problems_t.c.kind, problems_t.c.scope, problems_t.c.file,
+                                               problems_t.c.line, problems_t.c.id)
+        if codops:
+            query = query.where(sa.or_(problems_t.c.codops.is_(None), problems_t.c.codops.in_(list(codops))))
+        with self.engine.connect() as conn:
+            return [{"kind": r.kind, "scope": r.scope, "codops": r.codops, "file": r.file, "line": r.line,
+                     "message": r.message, "created_at": iso(r.created_at)} for r in conn.execute(query).all()]
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "codops": r.codops, "task": r.task, "loop": r.loop, "executor": r.executor,
+        "version": r.version, "commit": r.commit, "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at), "status": r.status, "duration_s": r.duration_s,
+        "exit_code": r.exit_code, "signal": r.signal, "error": r.error,
+        "result": json.loads(r.result) if r.result else None,
+        "details": json.loads(r.details) if r.details else None,
+        "owner": r.owner, "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
+    }
+
+
+def _json_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= MAX_RESULT_CHARS else None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the views read while loops write; NORMAL sync is durable across a
+    # process crash (only an OS crash may lose the last commits); wait on busy writers.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,74 @@
+"""Shared test helpers: real git repositories, notebooks and settings in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from peach_tasks.demo import notebook_json
+
+
+def git(repo: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+class Repo:
+    """A real git working copy on branch master; the scheduler fetches from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        git(path, "init", "--quiet", "--initial-branch=master")
+
+    def write(self, rel: str, text: str) -> Path:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return target
+
+    def notebook(self, rel: str, *cells: str | tuple[str, str]) -> Path:
+        pairs = [c if isinstance(c, tuple) else ("code", c) for c in cells]
+        return self.write(rel, notebook_json(pairs))
+
+    def commit(self, message: str = "change") -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "--quiet", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def short(self, rev: str = "HEAD") -> str:
+        return git(self.path, "rev-parse", "--short", rev)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path / "algos")
+
+
+def write_settings(tmp_path: Path, repos: list[dict[str, Any]], **extra: Any) -> Path:
+    data: dict[str, Any] = {"state_dir": "state", "repositories": repos,
+                            "timeouts": {"task": 60, "metadata": 30, "kill_grace": 1},
+                            "loop": {"min_iteration_seconds": 0, "sync_interval_seconds": 1}}
+    data.update(extra)
+    path = tmp_path / "scheduler.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def task_yaml(codops: str, tasks: dict[str, dict[str, Any]], dependencies: list[str] | None = None) -> str:
+    doc: dict[str, Any] = {"codops": codops}
+    if dependencies is not None:
+        doc["dependencies"] = dependencies
+    doc["tasks"] = tasks
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def py_task(notebook: str, method: str, **extra: Any) -> dict[str, Any]:
+    return {"executor": "python", "notebook": notebook, "method": method, **extra}

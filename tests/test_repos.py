@@ -1,0 +1,127 @@
+"""Repositories: real git remotes in tmp_path, fetched into state_dir."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import Repo, git
+
+from peach_tasks.repos import Repository
+
+
+def test_first_sync_exports_branch_head(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "one")
+    head = repo.commit("first")
+    result = Repository("algos", str(repo.path), "master", tmp_path / "state").sync()
+    assert result.problems == ()
+    assert result.changed
+    assert result.checkout is not None and result.checkout.commit == head
+    assert (result.checkout.path / "a.txt").read_text() == "one"
+
+
+def test_only_configured_branch_is_used(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "master")
+    master = repo.commit()
+    git(repo.path, "checkout", "--quiet", "-b", "dev")
+    repo.write("a.txt", "dev")
+    repo.commit("dev work")
+    checkout = Repository("algos", str(repo.path), "master", tmp_path / "state").sync().checkout
+    assert checkout is not None and checkout.commit == master
+    assert (checkout.path / "a.txt").read_text() == "master"
+
+
+def test_version_is_last_commit_touching_the_file(repo: Repo, tmp_path: Path) -> None:
+    repo.write("nb.ipynb", "{}")
+    repo.commit("notebook")
+    nb_version = repo.short()
+    repo.write("other.txt", "x")
+    repo.commit("unrelated")
+    checkout = Repository("algos", str(repo.path), "master", tmp_path / "state").sync().checkout
+    assert checkout is not None
+    assert checkout.version_of("nb.ipynb") == nb_version
+    assert checkout.version_of("other.txt") == repo.short()
+    assert nb_version != repo.short()
+
+
+def test_new_commit_gives_new_checkout_old_one_untouched(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "v1")
+    repo.commit()
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    first = r.sync().checkout
+    repo.write("a.txt", "v2")
+    repo.commit()
+    second = r.sync()
+    assert second.changed and second.checkout is not None and first is not None
+    assert (second.checkout.path / "a.txt").read_text() == "v2"
+    assert (first.path / "a.txt").read_text() == "v1"  # a running task keeps its files
+    assert not r.sync().changed
+
+
+def test_unreachable_remote_keeps_last_good_checkout(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "v1")
+    head = repo.commit()
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    assert r.sync().checkout is not None
+    shutil.rmtree(repo.path)
+    result = r.sync()
+    assert result.checkout is not None and result.checkout.commit == head
+    assert len(result.problems) == 1
+    assert "cannot fetch" in result.problems[0].message and "still running" in result.problems[0].message
+    # A new Repository object (a restarted scheduler) finds the last good checkout too.
+    again = Repository("algos", str(repo.path), "master", tmp_path / "state").sync()
+    assert again.checkout is not None and again.checkout.commit == head
+
+
+def test_never_reachable_remote_is_a_problem(tmp_path: Path) -> None:
+    result = Repository("ghost", str(tmp_path / "nowhere"), "master", tmp_path / "state").sync()
+    assert result.checkout is None
+    assert "no checkout yet" in result.problems[0].message
+
+
+def test_deleted_branch_is_reported(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "v1")
+    head = repo.commit()
+    git(repo.path, "checkout", "--quiet", "-b", "prod")
+    r = Repository("algos", str(repo.path), "prod", tmp_path / "state")
+    assert r.sync().checkout is not None
+    git(repo.path, "checkout", "--quiet", "master")
+    git(repo.path, "branch", "-D", "prod")
+    result = r.sync()
+    assert result.checkout is not None and result.checkout.commit == head
+    assert "no longer exists" in result.problems[0].message
+
+
+def test_force_push_is_reported_and_not_followed_until_accepted(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a.txt", "v1")
+    repo.commit()
+    repo.write("a.txt", "v2")
+    good = repo.commit()
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    assert r.sync().checkout.commit == good  # type: ignore[union-attr]
+    git(repo.path, "reset", "--quiet", "--hard", "HEAD~1")
+    repo.write("a.txt", "rewritten")
+    rewritten = repo.commit("rewrite")
+    result = r.sync()
+    assert result.checkout is not None and result.checkout.commit == good
+    assert "force-pushed" in result.problems[0].message
+    assert "--accept-rewrite algos" in result.problems[0].message
+    r.accept_rewrite()
+    accepted = r.sync()
+    assert accepted.problems == () and accepted.checkout is not None
+    assert accepted.checkout.commit == rewritten
+
+
+def test_old_checkouts_pruned_but_in_use_kept(repo: Repo, tmp_path: Path) -> None:
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    repo.write("a.txt", "0")
+    repo.commit()
+    first = r.sync().checkout
+    assert first is not None
+    for i in range(5):
+        repo.write("a.txt", str(i + 1))
+        repo.commit()
+        r.sync(in_use={first.path})
+    names = [p.name for p in (tmp_path / "state/repos/algos/checkouts").iterdir()]
+    assert first.path.exists()
+    assert len(names) <= 4

@@ -1,0 +1,120 @@
+"""The store on SQLite: the single release path, abandonment, bounded logs, views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peach_tasks.errors import Problem
+from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
+from peach_tasks.store import Store, StoreError
+from peach_tasks.store.logs import LogWriter
+from peach_tasks.store.store import TaskRegistration
+
+SPEC = TaskSpec("default", "t", "t.ipynb", "m", executor=Executor.PYTHON, repo="algos",
+                source_file="peach.yaml", source_line=3)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    yield s
+    s.close()
+
+
+def test_run_lifecycle_and_counts(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "abc1234")])
+    statuses = [RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.TIMEOUT, RunStatus.SUCCESS]
+    for status in statuses:
+        run_id = store.start_run(SPEC, "abc1234", "f" * 40, "me")
+        assert store.tasks()[0]["state"] == "RUNNING"
+        store.finish_run(run_id, Outcome(status, error=None if status == RunStatus.SUCCESS else "boom",
+                                         result={"n": 1}))
+    [task] = store.tasks()
+    assert task["state"] == "FINISHED" and task["last_status"] == "SUCCESS"
+    assert task["successes"] == 2 and task["failures"] == 2
+    assert task["defined_at"] == "peach.yaml:3"
+    runs = store.runs("default", "t")
+    assert [r["status"] for r in runs] == ["SUCCESS", "TIMEOUT", "FAILURE", "SUCCESS"]  # newest first
+    assert runs[0]["result"] == {"n": 1} and runs[1]["error"] == "boom"
+    assert runs[0]["started_at"].endswith("Z") and runs[0]["duration_s"] >= 0
+    assert store.runs("default", "t", limit=2, before_id=runs[1]["id"])[0]["id"] == runs[2]["id"]
+
+
+def test_finish_is_single_release_path(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    run_id = store.start_run(SPEC, "v", "c", "me")
+    assert store.abandon_running("gone") == [run_id]
+    store.finish_run(run_id, Outcome(RunStatus.SUCCESS))  # too late: must not overwrite
+    run = store.run(run_id)
+    assert run is not None and run["status"] == "ABANDONED" and run["error"] == "gone"
+    assert store.tasks()[0]["state"] == "FINISHED"
+
+
+def test_abandon_only_owner(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    mine = store.start_run(SPEC, "v", "c", "me")
+    theirs = store.start_run(SPEC, "v", "c", "other")
+    assert store.abandon_running("x", owner="me") == [mine]
+    assert store.run(theirs)["status"] == "RUNNING"  # type: ignore[index]
+
+
+def test_removed_task_keeps_history(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    store.finish_run(store.start_run(SPEC, "v", "c", "me"), Outcome(RunStatus.SUCCESS))
+    store.register_tasks([])
+    assert store.tasks() == []
+    [gone] = store.tasks(include_inactive=True)
+    assert gone["active"] is False and gone["successes"] == 1
+    assert len(store.runs("default", "t")) == 1
+
+
+def test_log_is_bounded_head_and_tail(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    run_id = store.start_run(SPEC, "v", "c", "me")
+    writer = LogWriter(store, run_id, head_bytes=100, tail_bytes=300)
+    for i in range(200):
+        writer.write(f"line {i:04d}")  # 10 bytes + newline each
+        if i % 7 == 0:
+            writer.flush()
+    writer.close()
+    text = store.log(run_id)
+    assert text is not None
+    assert text.startswith("line 0000\n")
+    assert text.endswith("line 0199\n")
+    assert "bytes of this log were dropped" in text
+    run = store.run(run_id)
+    assert run["log_bytes"] == 200 * 10  # type: ignore[index]
+    kept = len(text.encode()) - len(text.splitlines(keepends=True)[
+        [i for i, line in enumerate(text.splitlines(keepends=True)) if "dropped" in line][0]])
+    assert kept + run["log_dropped_bytes"] == 2000  # type: ignore[index]
+    assert kept <= 100 + 300
+
+
+def test_log_flusher_writes_while_running(store: Store) -> None:
+    import time
+
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    run_id = store.start_run(SPEC, "v", "c", "me")
+    writer = store.log_writer(run_id)
+    writer.write("early line")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not store.log(run_id):
+        time.sleep(0.05)
+    assert store.log(run_id) == "early line\n"  # visible before the run ends
+    writer.close()
+
+
+def test_problems_replace_per_scope(store: Store) -> None:
+    store.set_problems("config", "algos", [Problem("config", "algos", "bad", "peach.yaml", 3)])
+    store.set_problems("environment", "chrts", [Problem("environment", "chrts", "uv failed")], codops="chrts")
+    assert len(store.problems()) == 2
+    assert [p["message"] for p in store.problems(["default"])] == ["bad"]
+    store.set_problems("config", "algos", [])
+    assert [p["message"] for p in store.problems()] == ["uv failed"]
+
+
+def test_schema_check(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="peach-tasks db upgrade"):
+        Store.open(f"sqlite:///{tmp_path / 'fresh.db'}", migrate=False)
