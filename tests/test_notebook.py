@@ -1,0 +1,550 @@
+"""Code extraction from notebooks: real .ipynb files written with nbformat, then executed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+import warnings
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peach_tasks.errors import PeachError
+from peach_tasks.notebook import (
+    ExtractedCode,
+    NotebookError,
+    extract_code,
+    find_entry_cell,
+    neutralise_magics,
+)
+
+v4 = nbformat.v4
+
+
+def code(text: str) -> Any:
+    return v4.new_code_cell(text)
+
+
+def md(text: str) -> Any:
+    return v4.new_markdown_cell(text)
+
+
+def raw(text: str) -> Any:
+    return v4.new_raw_cell(text)
+
+
+def write_nb(tmp_path: Path, cells: list[Any], name: str = "nb.ipynb", split_lines: bool = True) -> Path:
+    """A real notebook file; ``split_lines=False`` stores each source as one string."""
+    path = tmp_path / name
+    nbformat.write(v4.new_notebook(cells=cells), str(path), split_lines=split_lines)
+    return path
+
+
+def run(extracted: ExtractedCode, method: str | None = None, *args: Any) -> tuple[Any, dict[str, Any]]:
+    """Exec the extracted source in a fresh namespace, then call ``method`` if given."""
+    namespace: dict[str, Any] = {"__name__": "__peach_task__"}
+    exec(compile(extracted.source, "<task>", "exec"), namespace)
+    result = namespace[method](*args) if method else None
+    return result, namespace
+
+
+# --- cell-only versus full notebook -------------------------------------------------
+
+HELPER_AND_ENTRY = [
+    code("def helper(x):\n    return x * 10"),
+    code("import math\n\ndef train(x):\n    return helper(x) + math.floor(1.5)"),
+]
+
+
+def test_cell_only_returns_just_the_entry_cell_so_other_cells_are_missing(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, HELPER_AND_ENTRY)
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert extracted.cells == (1,)
+    assert "def helper" not in extracted.source
+    with pytest.raises(NameError, match="helper"):
+        run(extracted, "train", 2)
+
+
+def test_full_notebook_has_every_cell_so_helpers_work(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, HELPER_AND_ENTRY)
+    extracted = extract_code(path, "train", full_notebook=True)
+    assert extracted.cells == (0, 1)
+    assert run(extracted, "train", 2)[0] == 21
+    # Joined by exactly one blank line.
+    assert extracted.source == "def helper(x):\n    return x * 10\n\nimport math\n\ndef train(x):\n    return helper(x) + math.floor(1.5)"
+
+
+def test_full_notebook_without_method_is_the_task_itself(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("total = 0"), md("# add"), code("for i in range(4):\n    total += i")])
+    extracted = extract_code(path, None, full_notebook=True)
+    assert extracted.cells == (0, 2)
+    assert run(extracted)[1]["total"] == 6
+
+
+def test_cell_only_without_method_is_refused(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("x = 1")])
+    with pytest.raises(NotebookError, match=r"nb\.ipynb: .*needs a `method`.*full_notebook"):
+        extract_code(path, None, full_notebook=False)
+
+
+def test_last_definition_wins(tmp_path: Path) -> None:
+    path = write_nb(
+        tmp_path,
+        [code("def train():\n    return 'first'"), code("x = 1"), code("def train():\n    return 'second'"), code("y = 2")],
+    )
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert extracted.cells == (2,)
+    assert run(extracted, "train")[0] == "second"
+    # Full mode runs both, in order, so the later one is the one left bound.
+    assert run(extract_code(path, "train", full_notebook=True), "train")[0] == "second"
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("async def train():\n    return 'async'", "coroutine"),
+        ("def make():\n    return lambda: 'made'\n\ntrain = make()", "made"),
+        ("from os.path import basename as train", "basename"),
+        ("from os.path import basename\ntrain: object = basename", "basename"),
+        ("class train:\n    pass", "class"),
+        ("try:\n    from nowhere_at_all import train\nexcept ImportError:\n    def train():\n        return 'fallback'", "fallback"),
+        ("first, train = 1, (lambda: 'unpacked')", "unpacked"),
+    ],
+)
+def test_every_top_level_binding_is_an_entry(tmp_path: Path, cell: str, expected: str) -> None:
+    path = write_nb(tmp_path, [code("x = 1"), code(cell), code("y = 2")])
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert extracted.cells == (1,)
+    namespace = run(extracted)[1]
+    train = namespace["train"]
+    if expected == "coroutine":
+        coroutine = train()
+        assert coroutine.__class__.__name__ == "coroutine"
+        coroutine.close()
+    elif expected == "basename":
+        assert train("/a/b.txt") == "b.txt"
+    elif expected == "class":
+        assert isinstance(train, type)
+    else:
+        assert train() == expected
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "def outer():\n    def train():\n        pass",  # nested function
+        "class Model:\n    def train(self):\n        pass",  # method
+        "train_model = 1\ndef retrain():\n    pass",  # names that merely contain it
+        "result = train()",  # used, not defined
+        "# def train():\ns = 'def train(): pass'",  # comment and string
+    ],
+)
+def test_names_not_bound_at_top_level_are_not_entries(tmp_path: Path, cell: str) -> None:
+    path = write_nb(tmp_path, [code(cell)])
+    with pytest.raises(NotebookError, match=r"defines no top-level function 'train'"):
+        extract_code(path, "train", full_notebook=False)
+
+
+def test_list_and_string_sources_give_the_same_code(tmp_path: Path) -> None:
+    cells = [code("def train():\n    %matplotlib inline\n    return 'ok'\n")]
+    as_list = write_nb(tmp_path, cells, "list.ipynb", split_lines=True)
+    as_string = write_nb(tmp_path, cells, "string.ipynb", split_lines=False)
+    assert isinstance(json.loads(as_list.read_text())["cells"][0]["source"], list)
+    assert isinstance(json.loads(as_string.read_text())["cells"][0]["source"], str)
+    from_list = extract_code(as_list, "train", full_notebook=False)
+    from_string = extract_code(as_string, "train", full_notebook=False)
+    assert from_list == from_string
+    assert run(from_list, "train")[0] == "ok"
+
+
+def test_markdown_and_raw_cells_are_ignored_but_counted_in_indexes(tmp_path: Path) -> None:
+    path = write_nb(
+        tmp_path,
+        [md("def train():\n    return 'markdown'"), raw("%%bash\nrm -rf /"), code("def train():\n    return 'code'"), md("x")],
+    )
+    for full in (False, True):
+        extracted = extract_code(path, "train", full_notebook=full)
+        assert extracted.cells == (2,)
+        assert extracted.notes == ()
+        assert run(extracted, "train")[0] == "code"
+
+
+# --- magics -----------------------------------------------------------------------------
+
+
+def test_every_line_magic_form_is_neutralised_and_the_cell_runs(tmp_path: Path) -> None:
+    cell = (
+        "%matplotlib inline\n"  # 1 line magic
+        "!pip install nothing\n"  # 2 shell escape
+        "files = !ls\n"  # 3 assignment from shell
+        "t = %timeit -o sum([1])\n"  # 4 assignment from magic
+        "import os\n"  # 5
+        "os.path.join?\n"  # 6 help
+        "??os\n"  # 7 help, prefix form
+        "os.getcwd??  # the source\n"  # 8 help with a comment
+        "   !echo indented\n"  # 9 (inside nothing: same indentation kept, so it is an error)
+    )
+    out, notes = neutralise_magics(cell)
+    lines = out.split("\n")
+    assert len(lines) == len(cell.split("\n"))
+    assert lines[0] == "pass  # peach-tasks: neutralised: %matplotlib inline"
+    assert lines[1] == "pass  # peach-tasks: neutralised: !pip install nothing"
+    assert lines[2] == "pass  # peach-tasks: neutralised: files = !ls"
+    assert lines[3] == "pass  # peach-tasks: neutralised: t = %timeit -o sum([1])"
+    assert lines[4] == "import os"
+    assert lines[5] == "pass  # peach-tasks: neutralised: os.path.join?"
+    assert lines[6] == "pass  # peach-tasks: neutralised: ??os"
+    assert lines[7] == "pass  # peach-tasks: neutralised: os.getcwd??  # the source"
+    assert lines[8] == "   pass  # peach-tasks: neutralised: !echo indented"
+    assert len(notes) == 8
+    assert notes[0] == "line 1: IPython magic '%matplotlib inline' neutralised (not Python)"
+    assert notes[1] == "line 2: shell escape '!pip install nothing' neutralised (not Python)"
+    assert notes[2] == "line 3: IPython magic assignment 'files = !ls' neutralised (not Python; 'files' is not set)"
+    assert notes[3].startswith("line 4: IPython magic assignment 't = %timeit -o sum([1])'")
+    assert notes[4] == "line 6: IPython help 'os.path.join?' neutralised (not Python)"
+    assert notes[6].startswith("line 8: IPython help 'os.getcwd??  # the source'")
+
+    # Without the stray indented line, the whole cell is valid Python and runs.
+    path = write_nb(tmp_path, [code(cell.rsplit("   !echo", 1)[0] + "def train():\n    return os.sep")])
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert run(extracted, "train")[0] == os.sep
+    assert len(extracted.notes) == 7
+    assert all(note.startswith("cell 1 line ") for note in extracted.notes)
+
+
+def test_magic_inside_an_indented_block_keeps_the_block_valid(tmp_path: Path) -> None:
+    cell = (
+        "def train(flag):\n"
+        "    if flag:\n"
+        "        !nvidia-smi\n"  # the block's only statement: `pass` keeps it valid
+        "    else:\n"
+        "        %load_ext autoreload\n"
+        "    for i in range(2):\n"
+        "        %time x = i * 2\n"
+        "    return x\n"
+    )
+    path = write_nb(tmp_path, [code(cell)])
+    extracted = extract_code(path, "train", full_notebook=False)
+    lines = extracted.source.split("\n")
+    assert lines[2] == "        pass  # peach-tasks: neutralised: !nvidia-smi"
+    assert lines[4] == "        pass  # peach-tasks: neutralised: %load_ext autoreload"
+    # %time keeps its statement (run once), so `x` exists afterwards.
+    assert lines[6] == "        x = i * 2  # peach-tasks: neutralised: %time x = i * 2"
+    assert run(extracted, "train", True)[0] == 2
+    assert [note.split(":")[0] for note in extracted.notes] == ["cell 1 line 3", "cell 1 line 5", "cell 1 line 7"]
+    assert "its statement is kept" in extracted.notes[2]
+
+
+def test_tab_indentation_is_kept() -> None:
+    out, _ = neutralise_magics("if True:\n\t%who\n\t!ls")
+    assert out == "if True:\n\tpass  # peach-tasks: neutralised: %who\n\tpass  # peach-tasks: neutralised: !ls"
+    compile(out, "<cell>", "exec")
+
+
+def test_help_line_followed_by_magic_both_go() -> None:
+    out, notes = neutralise_magics("df.head?\n%matplotlib inline\nx = 1")
+    assert out.split("\n")[:2] == [
+        "pass  # peach-tasks: neutralised: df.head?",
+        "pass  # peach-tasks: neutralised: %matplotlib inline",
+    ]
+    assert len(notes) == 2
+
+
+def test_timeit_options_are_dropped_and_the_statement_kept() -> None:
+    out, notes = neutralise_magics("%timeit -n 10 -r3 -q value = sorted([3, 1, 2])")
+    assert out.startswith("value = sorted([3, 1, 2])  # peach-tasks: neutralised: %timeit")
+    namespace: dict[str, Any] = {}
+    exec(out, namespace)
+    assert namespace["value"] == [1, 2, 3]
+    assert len(notes) == 1
+
+
+def test_magics_inside_triple_quoted_strings_are_untouched(tmp_path: Path) -> None:
+    cell = (
+        'QUERY = """\n'
+        "%not a magic\n"
+        "!not a shell\n"
+        "help?\n"
+        '"""\n'
+        "OTHER = '''\n"
+        '  %%bash "quoted"\n'
+        "'''\n"
+        'RAW = rb"""\n'
+        '!\\"""\n'  # an escaped quote does not end the string
+        '"""\n'
+        "%matplotlib inline\n"  # after the strings: a real magic
+        "def train():\n"
+        "    return QUERY, OTHER, RAW"
+    )
+    path = write_nb(tmp_path, [code(cell)])
+    extracted = extract_code(path, "train", full_notebook=False)
+    query, other, raw_bytes = run(extracted, "train")[1]["train"]()
+    assert query == "\n%not a magic\n!not a shell\nhelp?\n"
+    assert other == '\n  %%bash "quoted"\n'
+    assert raw_bytes == b'\n!\\"""\n'
+    assert extracted.notes == ("cell 1 line 12: IPython magic '%matplotlib inline' neutralised (not Python)",)
+
+
+def test_percent_and_bang_that_are_python_are_untouched() -> None:
+    cell = (
+        "x = (7\n"
+        "%3)\n"  # modulo on a continuation line
+        "y = 10 \\\n"
+        "%4\n"  # modulo after a backslash continuation
+        "z = x != 1\n"
+        "s = 'what?'  # a question?\n"
+        "# is this a help line?\n"
+        "t = '%d' % 5\n"
+        "u = f'{x!r}'\n"
+        "w = 'it''s'\n"
+    )
+    out, notes = neutralise_magics(cell)
+    assert out == cell
+    assert notes == []
+    namespace: dict[str, Any] = {}
+    exec(out, namespace)
+    assert (namespace["x"], namespace["y"], namespace["t"]) == (1, 2, "5")
+
+
+def test_multi_line_magic_with_backslash_is_neutralised_whole() -> None:
+    out, notes = neutralise_magics("!pip install \\\n    numpy \\\n    pandas\nx = 1")
+    assert out.split("\n") == [
+        "pass  # peach-tasks: neutralised: !pip install \\",
+        "    # peach-tasks: neutralised: numpy \\",
+        "    # peach-tasks: neutralised: pandas",
+        "x = 1",
+    ]
+    assert len(notes) == 1
+
+
+def test_foreign_cell_magic_skips_the_whole_cell(tmp_path: Path) -> None:
+    bash = "%%bash\necho 'unbalanced\nfor f in *; do echo $f; done"
+    path = write_nb(tmp_path, [code("a = 1"), code(bash), md("text"), code("%%writefile out.txt\nhello"), code("b = a + 1")])
+    extracted = extract_code(path, None, full_notebook=True)
+    assert extracted.cells == (0, 1, 3, 4)
+    assert run(extracted)[1]["b"] == 2
+    assert not (tmp_path / "out.txt").exists()
+    # Every line became a comment and the line count is kept.
+    bash_part = extracted.source.split("\n")[2:5]
+    assert bash_part == ["# %%bash", "# echo 'unbalanced", "# for f in *; do echo $f; done"]
+    assert extracted.notes == (
+        "cell 2 line 1: cell magic '%%bash' is not Python; the whole cell was skipped",
+        "cell 4 line 1: cell magic '%%writefile out.txt' is not Python; the whole cell was skipped",
+    )
+
+
+@pytest.mark.parametrize("magic", ["%%html", "%%sh", "%%javascript", "%%sql", "%%script python"])
+def test_any_other_cell_magic_is_skipped(magic: str) -> None:
+    out, notes = neutralise_magics(f"\n{magic}\nnot python at all (\n")
+    assert all(not line or line.startswith("#") for line in out.split("\n"))
+    assert out.count("\n") == 3
+    assert notes == [f"line 2: cell magic '{magic}' is not Python; the whole cell was skipped"]
+
+
+@pytest.mark.parametrize("magic", ["%%time", "%%timeit -n 1 -r 1", "%%capture captured"])
+def test_python_cell_magics_keep_their_python(tmp_path: Path, magic: str) -> None:
+    path = write_nb(tmp_path, [code(f"{magic}\ndef train():\n    %load_ext x\n    return 'timed'")])
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert extracted.source.split("\n")[0] == f"pass  # peach-tasks: neutralised: {magic}"
+    assert run(extracted, "train")[0] == "timed"
+    assert extracted.notes == (
+        f"cell 1 line 1: cell magic '{magic}' neutralised (not Python); the cell's Python is kept",
+        "cell 1 line 3: IPython magic '%load_ext x' neutralised (not Python)",
+    )
+
+
+def test_notes_only_cover_the_cells_used(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("%matplotlib inline"), md("m"), code("!ls\ndef train():\n    return 1")])
+    assert extract_code(path, "train", full_notebook=False).notes == (
+        "cell 3 line 1: shell escape '!ls' neutralised (not Python)",
+    )
+    assert extract_code(path, "train", full_notebook=True).notes == (
+        "cell 1 line 1: IPython magic '%matplotlib inline' neutralised (not Python)",
+        "cell 3 line 1: shell escape '!ls' neutralised (not Python)",
+    )
+
+
+def test_long_magics_are_shortened_in_notes_but_kept_whole_in_the_code() -> None:
+    magic = "!pip install " + "x" * 300
+    out, notes = neutralise_magics(magic)
+    assert out.endswith(magic)
+    assert len(notes[0]) < 200 and "..." in notes[0]
+
+
+def test_find_entry_cell_neutralises_before_parsing() -> None:
+    sources = ["def train():\n    return 1", "%matplotlib inline\ndef train():\n    !ls\n    return 2", "x = ("]
+    assert find_entry_cell(sources, "train") == 1
+    assert find_entry_cell(sources, "predict") is None
+    assert find_entry_cell([], "train") is None
+
+
+def test_unicode_identifiers_are_matched_as_python_does(tmp_path: Path) -> None:
+    # Python NFKC-normalises identifiers: the fullwidth 'ｔ' defines plain 'train'.
+    path = write_nb(tmp_path, [code("def \uff54rain():\n    return 'wide'")])
+    assert run(extract_code(path, "train", full_notebook=False), "train")[0] == "wide"
+
+
+def test_valid_python_is_left_exactly_as_it_is() -> None:
+    """Real-world Python never contains a magic, so the standard library must come back unchanged."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = ["argparse.py", "tokenize.py", "textwrap.py", "string.py", "dataclasses.py", "inspect.py", "pydoc.py"]
+    for name in files:
+        text = (stdlib / name).read_text(encoding="utf-8")
+        out, notes = neutralise_magics(text)
+        assert notes == [], name
+        assert out == text, name
+
+
+@given(st.text(alphabet=st.sampled_from(list("%!?=x1 \t\n'\"#\\()")), max_size=80))
+def test_line_count_never_changes_and_python_is_never_touched(text: str) -> None:
+    out, notes = neutralise_magics(text)
+    assert out.count("\n") == text.count("\n")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random text trips escape and literal warnings
+            compile(text, "<cell>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return
+    assert (out, notes) == (text, [])
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_missing_method_names_the_notebook_and_the_fix(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("def train():\n    pass")])
+    for full in (False, True):
+        with pytest.raises(NotebookError) as info:
+            extract_code(path, "train_model", full_notebook=full, display_name="jobs/daily.ipynb")
+        assert str(info.value) == (
+            "jobs/daily.ipynb defines no top-level function 'train_model' in any code cell; "
+            "add it or fix `method` in the task definition"
+        )
+
+
+def test_syntax_error_is_mapped_to_cell_and_line_in_full_mode(tmp_path: Path) -> None:
+    cells = [code("a = 1"), md("# title"), code("b = 2\nc = 3"), code("%matplotlib inline\nd = 4\ne = = 5\nf = 6")]
+    path = write_nb(tmp_path, cells)
+    with pytest.raises(NotebookError) as info:
+        extract_code(path, None, full_notebook=True, display_name="repo/nb.ipynb")
+    assert str(info.value) == "repo/nb.ipynb cell 4 line 3: SyntaxError: invalid syntax; fix the cell"
+
+
+def test_syntax_error_in_the_entry_cell_is_reported_not_hidden(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("x = 1"), code("!ls\ndef train():\n    return (1,\n\nprint('x')")])
+    with pytest.raises(NotebookError, match=r"^nb\.ipynb cell 2 line 3: SyntaxError: .*; fix the cell$"):
+        extract_code(path, "train", full_notebook=False)
+
+
+def test_indentation_error_and_unclosed_bracket_at_the_end_of_a_cell(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("if True:\nx = 1")])
+    with pytest.raises(NotebookError, match=r"cell 1 line 2: IndentationError: "):
+        extract_code(path, None, full_notebook=True)
+    path = write_nb(tmp_path, [code("a = 1"), code("b = [1,\n2"), code("c = 3")])
+    with pytest.raises(NotebookError, match=r"cell 2 line [12]: SyntaxError: "):
+        extract_code(path, None, full_notebook=True)
+
+
+def test_compile_stage_errors_are_reported_too(tmp_path: Path) -> None:
+    # `return` outside a function parses, and only fails when compiled.
+    path = write_nb(tmp_path, [code("x = 1"), code("y = 2\nreturn y")])
+    with pytest.raises(NotebookError, match=r"cell 2 line 2: SyntaxError: 'return' outside function"):
+        extract_code(path, None, full_notebook=True)
+
+
+def test_broken_non_entry_cell_does_not_matter_in_cell_only_mode(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("def train(:\n  oops"), code("def train():\n    return 'good'"), code("x = = 1")])
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert extracted.cells == (1,)
+    assert run(extracted, "train")[0] == "good"
+    # The same notebook in full mode fails on the first broken cell.
+    with pytest.raises(NotebookError, match=r"cell 1 line 1: SyntaxError"):
+        extract_code(path, "train", full_notebook=True)
+
+
+def test_missing_method_mentions_cells_that_could_not_be_read(tmp_path: Path) -> None:
+    # Only cells that mention the name could define it, so only they are listed.
+    path = write_nb(tmp_path, [code("x = = 1"), code("train(x = = 1)"), code("y = 2")])
+    with pytest.raises(NotebookError) as info:
+        extract_code(path, "train", full_notebook=False)
+    assert "in any code cell (cell 2 mentions it but has a syntax error); add it" in str(info.value)
+    path = write_nb(tmp_path, [code("train(("), code("train(x = = 1)"), code("y = 2")])
+    with pytest.raises(NotebookError, match=r"\(cells 1, 2 mention it but have syntax errors\); add it"):
+        extract_code(path, "train", full_notebook=False)
+
+
+def test_invalid_json_gives_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.ipynb"
+    path.write_text('{\n "cells": [\n<<<<<<< HEAD\n]}\n')
+    with pytest.raises(NotebookError, match=r"^broken\.ipynb is not valid notebook JSON \(line 3\): "):
+        extract_code(path, "train", full_notebook=False)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(NotebookError, match=r"^notebooks/gone\.ipynb does not exist; check the task's `notebook`"):
+        extract_code(tmp_path / "gone.ipynb", "train", full_notebook=False, display_name="notebooks/gone.ipynb")
+
+
+def test_a_directory_is_not_readable(tmp_path: Path) -> None:
+    (tmp_path / "dir.ipynb").mkdir()
+    with pytest.raises(NotebookError, match=r"^dir\.ipynb cannot be read"):
+        extract_code(tmp_path / "dir.ipynb", "train", full_notebook=False)
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"worksheets": []}', '{"cells": {}}', '"text"'])
+def test_json_that_is_not_a_notebook(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "data.ipynb"
+    path.write_text(content)
+    with pytest.raises(NotebookError, match=r"^data\.ipynb is JSON but not a Jupyter notebook \(no `cells` list"):
+        extract_code(path, None, full_notebook=True)
+
+
+def test_malformed_cells_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "odd.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": 42}]}))
+    with pytest.raises(NotebookError, match=r"odd\.ipynb cell 1 has a `source`"):
+        extract_code(path, None, full_notebook=True)
+
+
+def test_byte_order_mark_and_windows_line_endings_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "win.ipynb"
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+            "source": ["%pylab\r\n", "def train():\r\n", "    return 'crlf'"]}
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"cells": [cell], "nbformat": 4}).encode())
+    extracted = extract_code(path, "train", full_notebook=False)
+    assert "\r" not in extracted.source
+    assert run(extracted, "train")[0] == "crlf"
+
+
+def test_non_utf8_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "latin.ipynb"
+    path.write_bytes('{"cells": [], "x": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(NotebookError, match=r"^latin\.ipynb is not UTF-8 text; re-save"):
+        extract_code(path, None, full_notebook=True)
+
+
+def test_notebook_error_is_a_peach_error() -> None:
+    assert issubclass(NotebookError, PeachError)
+
+
+# --- a large notebook (speed is measured in bench/, never asserted here) ---------------
+
+
+def test_fifty_cell_notebook_with_magics_in_every_cell(tmp_path: Path) -> None:
+    cells = []
+    for i in range(50):
+        cells.append(md(f"## step {i}"))
+        body = f"import math\n%matplotlib inline\ndef step_{i}(x):\n    '''doc\n    %keep'''\n"
+        body += "".join(f"    x = math.sqrt(x + {j})  # work\n" for j in range(4))
+        cells.append(code(body + "    return x\n"))
+    cells.append(code("def train():\n    return step_49(1)"))
+    path = write_nb(tmp_path, cells)
+    extracted = extract_code(path, "train", full_notebook=True)
+    assert run(extracted, "train")[0] > 0
+    assert len(extracted.notes) == 50
+    assert "    %keep" in extracted.source  # inside a docstring: untouched
