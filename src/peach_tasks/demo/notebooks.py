@@ -3,8 +3,8 @@
 TRAIN = [
     ("markdown", "# Train a model\nFits a logistic regression on the iris data that ships with "
                  "scikit-learn and stores its weights, like the tutorial's TensorFlow example."),
-    ("code", "%matplotlib inline\nimport json, os, time\n"),
     ("code",
+     "%matplotlib inline\n"
      "import json\n"
      "import os\n"
      "from pathlib import Path\n"
@@ -33,19 +33,17 @@ FAILING = [
 ]
 
 METADATA = [
-    ("code", "!echo 'shell escapes are neutralised outside Jupyter'\n"),
     ("code",
      "import json\n"
      "import os\n"
-     "import subprocess\n"
      "from datetime import datetime, timezone\n"
      "from pathlib import Path\n"
      "\n"
      "\n"
      "def fetch_metadata():\n"
-     "    # Stands in for an API call: the repository's last commits are our 'articles'.\n"
-     "    log = subprocess.run(['git', 'log', '-5', '--format=%h %s'], capture_output=True, text=True).stdout\n"
-     "    items = [line.split(' ', 1) for line in log.splitlines() if line]\n"
+     "    !echo 'shell escapes are neutralised outside Jupyter'\n"
+     "    # Stands in for an API call: the notebooks of the repository are our 'articles'.\n"
+     "    items = sorted((p.name, p.stat().st_size) for p in Path('.').glob('*.ipynb'))\n"
      "    out = Path(os.environ.get('DEMO_OUTPUT', '.')) / 'metadata.json'\n"
      "    out.write_text(json.dumps({'fetched_at': datetime.now(timezone.utc).isoformat(), 'items': items}))\n"
      "    print(f'fetched {len(items)} items into {out}')\n"

@@ -1,0 +1,172 @@
+"""Runs inside the task process: execute the task's code, call its entry, record the result.
+
+Started as ``<interpreter> -I bootstrap.py`` in the organisation's environment, so it
+uses the standard library only and imports as little as it can: its start-up time is
+part of every task's run. It reads one JSON request from stdin::
+
+    {"code", "method", "filename", "cwd", "result_path", "payload", "has_payload",
+     "max_result_bytes"}
+
+and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
+``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
+A ``SystemExit`` from the task ends the process with its code (no result file
+unless the code is 0).
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import os
+import sys
+
+_THIS_FILE = os.path.abspath(__file__)
+
+
+def main() -> int:
+    # -I ignores PYTHONUNBUFFERED and PYTHONIOENCODING: flush every line to keep the
+    # log live, and write UTF-8, which is what the scheduler decodes.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True, write_through=True)
+        except (AttributeError, ValueError):
+            pass
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+        code, filename = request["code"], request["filename"]
+        result_path = request["result_path"]
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
+        return 2
+
+    # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0].
+    sys.path.insert(0, request.get("cwd") or os.getcwd())
+    sys.argv = [filename]
+    # Tracebacks then show the task's own lines, not whatever file the name points at.
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+
+    try:
+        value = _run(code, filename, request)
+    except SystemExit as exc:
+        status = _exit_code(exc)
+        if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
+            _write(result_path, {"ok": True, "result": None})
+        return status
+    except BaseException as exc:  # the task's failure, whatever it is, is reported
+        _write(result_path, {"ok": False, "error": _describe(exc)})
+        return 1
+    _write(result_path, _result(value, int(request.get("max_result_bytes") or 0)))
+    return 0
+
+
+def _run(code: str, filename: str, request: dict) -> object:
+    # A real module as __main__, so pickle (multiprocessing, joblib) finds what the
+    # task defines; a fresh namespace like a fresh kernel.
+    module = type(sys)("__main__")
+    module.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = module
+    exec(compile(code, filename, "exec"), module.__dict__)
+
+    method = request.get("method")
+    if not method:
+        return None
+    func = module.__dict__.get(method)
+    if func is None:
+        raise NameError(f"entry method {method!r} is not defined in {filename}")
+    if not callable(func):
+        raise TypeError(f"entry method {method!r} in {filename} is a {type(func).__name__}, not a function")
+    if request.get("has_payload") and _takes_positional(func):
+        value = func(request.get("payload"))
+    else:
+        value = func()
+    if hasattr(value, "__await__"):
+        import asyncio
+
+        value = asyncio.run(_await(value))
+    return value
+
+
+async def _await(awaitable: object) -> object:
+    # asyncio.run takes only coroutines; this also accepts any awaitable.
+    return await awaitable  # type: ignore[misc]
+
+
+def _takes_positional(func: object) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(func).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True  # no signature to read (some builtins): try the payload
+    kind = inspect.Parameter
+    return any(p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD, kind.VAR_POSITIONAL) for p in params)
+
+
+def _result(value: object, max_bytes: int) -> dict:
+    try:
+        text = json.dumps(value, allow_nan=False)  # NaN is not JSON for the store
+    except (TypeError, ValueError, RecursionError):
+        return {"ok": True, "result": None, "result_note": f"not JSON-serialisable: {type(value).__name__}"}
+    size = len(text.encode("utf-8"))
+    if max_bytes and size > max_bytes:
+        return {"ok": True, "result": None, "result_note": f"too large: {size} bytes"}
+    return {"ok": True, "result": value}
+
+
+def _describe(exc: BaseException) -> dict:
+    import traceback
+
+    # Drop this file's own frames: the reader should start at the task's code.
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == _THIS_FILE:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        sys.stderr.write(text)  # into the log; the task may have closed or replaced stderr
+    except Exception:
+        pass
+    only = traceback.format_exception_only(type(exc), exc)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and notes and len(only) > len(notes):
+        only = only[: -len(notes)]  # notes come after the "Type: message" line
+    return {
+        "type": type(exc).__name__,
+        "value": _safe_str(exc),
+        "traceback": text,
+        "last_line": only[-1].strip() if only else type(exc).__name__,
+    }
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # as Python does for sys.exit("message")
+    return 1
+
+
+def _write(path: str, data: dict) -> None:
+    # Write then rename: the scheduler never reads half a file if the task is killed.
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, default=repr, allow_nan=False)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    status = main()
+    for _stream in (sys.stdout, sys.stderr):
+        try:
+            _stream.flush()
+        except (OSError, ValueError):
+            pass
+    sys.exit(status)

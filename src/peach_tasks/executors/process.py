@@ -1,0 +1,397 @@
+"""Start one task process, stream its output line by line, and kill all it started.
+
+A task may start children, grandchildren, daemons that call ``setsid``; none of them
+may outlive the run. Every process of a run is found in three ways, because each alone
+misses some: the process group (the task gets its own session), the tree of
+descendants (gathered while the task still lives, as orphans lose their parent), and
+a marker variable put into the task's environment, which every process it starts
+inherits even after it changed session and was reparented to init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import select
+import signal as _signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Iterable
+
+import psutil
+
+from .base import LogSink
+
+MARKER_ENV = "PEACH_TASKS_RUN"
+
+MAX_LINE_BYTES = 64 * 1024
+_CANCEL_POLL = 0.05  # how late a cancel may be noticed; exit is noticed at once
+_KILL_WAIT = 2.0  # how long a SIGKILLed process may take to disappear
+_MAX_ROUNDS = 20  # a fork loop could refill the marker scan forever
+_PROC = Path("/proc")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to run: ``timeout`` and ``grace`` are seconds, ``marker`` is unique
+    to the run and lands in ``MARKER_ENV``; ``stdin_data`` is written then closed."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    timeout: float
+    grace: float
+    marker: str
+    stdin_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How the process ended. ``exit_code`` is set when it exited, ``signal`` when a
+    signal ended it; ``leftovers_killed`` counts the other processes that had to be
+    killed (descendants on a timeout, background processes after a normal exit)."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    cancelled: bool
+    pid: int
+    leftovers_killed: int
+
+
+def utc_stamp(ts: float | None = None) -> str:
+    """``ts`` (default: now) as ``2026-11-24T22:30:01.123Z``."""
+    ts = time.time() if ts is None else ts
+    secs = math.floor(ts)
+    millis = min(int((ts - secs) * 1000), 999)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{millis:03d}Z"
+
+
+def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None = None) -> ProcessResult:
+    """Run ``spec`` to its end, every output line to ``sink``; kill all it left behind.
+
+    The timeout is enforced here, never trusted to the child. On a timeout or when
+    ``cancel`` is set, the task and every process it started get SIGTERM, then SIGKILL
+    after ``spec.grace`` seconds. Raises ``OSError`` when the process cannot start.
+    """
+    env = dict(spec.env)
+    env[MARKER_ENV] = spec.marker
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        spec.argv,
+        cwd=spec.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    reader = _Reader(proc.stdout.fileno(), sink)
+    reader.start()
+    writer = None
+    if spec.stdin_data is not None:
+        # A thread, so a child that never reads its stdin cannot block the timeout.
+        writer = threading.Thread(target=_feed, args=(proc.stdin, spec.stdin_data), daemon=True)
+        writer.start()
+
+    def marker_scan() -> list[psutil.Process]:
+        return find_marked(spec.marker, exact=True)
+
+    try:
+        how = _wait_for_exit(proc, spec.timeout, cancel)
+        killed = 0
+        if how != "exited":
+            why = f"timed out after {spec.timeout:g} s" if how == "timeout" else "the scheduler is stopping"
+            sink(f"{utc_stamp()} peach-tasks: {why}; stopping the task and every process it started")
+            tree = _tree(proc.pid)  # before any signal: orphans lose their parent link
+            killed = _terminate(marker_scan, spec.grace, extra=tree, pgid=proc.pid, skip=proc.pid)
+        returncode = proc.wait()  # reaping only now kept the group id from being reused
+        # Whatever still runs (a background child, or one started during the kill)
+        # carries the marker, or sits in the task's group if it dropped the marker.
+        leftovers = _terminate(lambda: marker_scan() + _group_members(proc.pid), spec.grace)
+    except BaseException:
+        # Our own failure (a sink that raised, KeyboardInterrupt): never leave the task.
+        _terminate(marker_scan, 0, extra=_tree(proc.pid), pgid=proc.pid)
+        proc.wait()
+        raise
+    if leftovers and how == "exited":
+        counted = "1 process" if leftovers == 1 else f"{leftovers} processes"
+        sink(f"{utc_stamp()} peach-tasks: killed {counted} the task left running")
+    _finish(reader, writer, proc, sink, wait=max(1.0, spec.grace))
+    return ProcessResult(
+        exit_code=returncode if returncode >= 0 else None,
+        signal=-returncode if returncode < 0 else None,
+        timed_out=how == "timeout",
+        cancelled=how == "cancelled",
+        pid=proc.pid,
+        leftovers_killed=killed + leftovers,
+    )
+
+
+def find_marked(marker_prefix: str, *, exact: bool = False) -> list[psutil.Process]:
+    """Processes whose ``MARKER_ENV`` starts with ``marker_prefix`` (equals it if ``exact``).
+
+    Never this process itself. Processes whose environment cannot be read (other
+    users', zombies, gone meanwhile) are skipped.
+    """
+    needle = f"\0{MARKER_ENV}={marker_prefix}".encode()
+    if exact:
+        needle += b"\0"
+    found = []
+    for pid in sorted(set(_candidate_pids(needle)) - {os.getpid()}):
+        try:
+            proc = psutil.Process(pid)
+            # Check again through the object: it pins the process's start time, so a
+            # pid reused since the scan cannot be mistaken for the task's process.
+            value = proc.environ().get(MARKER_ENV)
+        except psutil.Error:
+            continue
+        if value is not None and (value == marker_prefix if exact else value.startswith(marker_prefix)):
+            found.append(proc)
+    return found
+
+
+def kill_marked(marker_prefix: str, grace: float, extra: Iterable[psutil.Process] = ()) -> int:
+    """Kill ``extra`` and every process ``find_marked(marker_prefix)`` finds.
+
+    SIGTERM first, SIGKILL after ``grace`` seconds for survivors, then scan again and
+    SIGKILL until nothing is left. Returns how many processes were signalled.
+    """
+    return _terminate(lambda: find_marked(marker_prefix), grace, extra=list(extra))
+
+
+
+def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str:
+    """``exited``, ``timeout`` or ``cancelled``; the child is left unreaped if possible.
+
+    A pidfd wakes us the moment the child exits (Popen.wait with a timeout polls with
+    growing sleeps, which adds tens of ms to every short task). The wait is cut in
+    short slices only to look at ``cancel``, which cannot be waited on with the child.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                return "exited" if _exited(proc, pidfd, 0) else "cancelled"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "exited" if _exited(proc, pidfd, 0) else "timeout"
+            step = min(remaining, 3600.0 if cancel is None else _CANCEL_POLL)
+            if _exited(proc, pidfd, step):
+                return "exited"
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _exited(proc: subprocess.Popen[bytes], pidfd: int | None, wait: float) -> bool:
+    if pidfd is None:
+        try:
+            proc.wait(timeout=wait)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(math.ceil(wait * 1000)))
+
+
+
+def _candidate_pids(needle: bytes) -> list[int]:
+    """Pids whose environment block contains ``needle`` (``\\0NAME=value...``).
+
+    Reading /proc directly costs well under a millisecond for a few hundred
+    processes; it runs after every task, so no psutil object per process.
+    """
+    if not _PROC.is_dir():
+        return psutil.pids()  # no /proc: find_marked checks each one through psutil
+    pids = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                block = handle.read()
+        except OSError:  # other users' processes, or gone meanwhile
+            continue
+        # The block is NUL separated and ends with a NUL; framing it on both sides
+        # lets one ``in`` test match a whole entry (or an entry's start).
+        if needle in b"\0" + block:
+            pids.append(int(name))
+    return pids
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """Live processes of group ``pgid``; costs one syscall when the group is empty."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return []
+    members = []
+    for pid in psutil.pids():
+        try:
+            if pid != os.getpid() and os.getpgid(pid) == pgid:
+                members.append(psutil.Process(pid))
+        except (OSError, psutil.Error):
+            continue
+    return [p for p in members if _alive(p)]
+
+
+
+def _terminate(
+    scan: Callable[[], list[psutil.Process]],
+    grace: float,
+    extra: list[psutil.Process] | None = None,
+    pgid: int | None = None,
+    skip: int | None = None,
+) -> int:
+    """SIGTERM ``extra``, the group and what ``scan`` finds; SIGKILL what survives
+    ``grace``; scan again until nothing is left. Returns how many processes other
+    than ``skip`` were signalled."""
+    targets = {p for p in [*(extra or []), *scan()] if _alive(p)}
+    if not targets and pgid is None:
+        return 0  # the usual case after a clean exit: nothing to wait for
+    signalled: set[psutil.Process] = set()
+    _signal_group(pgid, _signal.SIGTERM)
+    signalled |= _send(targets, _signal.SIGTERM)
+    _wait_gone(targets, grace)
+    for _ in range(_MAX_ROUNDS):
+        _signal_group(pgid, _signal.SIGKILL)
+        survivors = {p for p in [*signalled, *scan()] if _alive(p)}
+        if not survivors:
+            break
+        signalled |= _send(survivors, _signal.SIGKILL)
+        _wait_gone(survivors, _KILL_WAIT)
+    return len({p.pid for p in signalled} - {skip})
+
+
+def _signal_group(pgid: int | None, sig: int) -> None:
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+def _send(procs: Iterable[psutil.Process], sig: int) -> set[psutil.Process]:
+    sent = set()
+    for proc in procs:
+        try:
+            proc.send_signal(sig)  # psutil refuses if the pid was reused meanwhile
+            sent.add(proc)
+        except psutil.Error:
+            pass
+    return sent
+
+
+def _alive(proc: psutil.Process) -> bool:
+    # A zombie is dead for our purpose: it only waits for its parent (or init) to reap.
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: Iterable[psutil.Process], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = [p for p in procs if _alive(p)]
+    delay = 0.002
+    while pending and time.monotonic() < deadline:
+        time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+        delay = min(delay * 2, 0.05)
+        pending = [p for p in pending if _alive(p)]
+
+
+
+class _Reader(threading.Thread):
+    """Reads the merged output pipe and hands each line to the sink as it arrives."""
+
+    def __init__(self, fd: int, sink: LogSink) -> None:
+        super().__init__(name="peach-tasks-output", daemon=True)
+        self.fd, self.sink = fd, sink
+        self.detached = False  # set when the run ended without EOF: stop calling the sink
+        self._sink_failed = False
+
+    def run(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, MAX_LINE_BYTES)
+            except OSError:
+                break
+            if not chunk:
+                break
+            stamp = utc_stamp()  # one stamp per read: its lines arrived together
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._emit(stamp, line[:-1] if line.endswith(b"\r") else line)
+            while len(pending) > MAX_LINE_BYTES:
+                cut = _utf8_cut(pending, MAX_LINE_BYTES)
+                self._emit(stamp, pending[:cut])
+                pending = pending[cut:]
+        if pending:
+            self._emit(utc_stamp(), pending)
+
+    def _emit(self, stamp: str, line: bytes) -> None:
+        while len(line) > MAX_LINE_BYTES:
+            cut = _utf8_cut(line, MAX_LINE_BYTES)
+            self._emit(stamp, line[:cut])
+            line = line[cut:]
+        if self.detached:
+            return
+        try:
+            self.sink(f"{stamp} {line.decode('utf-8', errors='replace')}")
+        except Exception:
+            # Keep draining: a child blocked on a full pipe would hang until its timeout.
+            if not self._sink_failed:
+                self._sink_failed = True
+                log.exception("log sink failed; the lines it rejects are lost")
+
+
+def _utf8_cut(data: bytes, limit: int) -> int:
+    """A cut position near ``limit`` (``len(data) > limit``) that keeps UTF-8 sequences whole."""
+    cut = limit
+    # A sequence is at most 4 bytes: at most 3 continuation bytes (10xxxxxx) to step back.
+    while cut > limit - 3 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if (data[cut] & 0xC0) != 0x80 else limit
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    # A child that ended or closed its stdin early: its exit status tells what happened.
+    with contextlib.suppress(OSError), pipe:
+        pipe.write(data)
+
+
+def _finish(
+    reader: _Reader, writer: threading.Thread | None, proc: subprocess.Popen[bytes], sink: LogSink, wait: float
+) -> None:
+    reader.join(wait)
+    if reader.is_alive():
+        # Someone outside every scan (a process that dropped the marker and left the
+        # group) still holds the pipe. Stop reporting; the daemon thread ends at EOF.
+        reader.detached = True
+        sink(f"{utc_stamp()} peach-tasks: stopped capturing output; a process the task started still holds it")
+    else:
+        assert proc.stdout is not None
+        proc.stdout.close()
+    if writer is not None:
+        writer.join(wait)

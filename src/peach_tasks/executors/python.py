@@ -1,0 +1,132 @@
+"""The plain Python executor: the task's code runs in the organisation's interpreter.
+
+The task process runs ``bootstrap.py`` (standard library only), which receives the
+code and the payload as JSON on stdin and leaves a JSON result file in the run's
+private folder; this module turns exit status and result file into an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..model import Outcome, RunStatus
+from .base import Job, LogSink
+from .process import ProcessResult, ProcessSpec, run_process, utc_stamp
+
+BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+
+RESULT_FILE = "result.json"
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+
+
+class PythonExecutor:
+    """Runs a ``Job`` as ``<interpreter> -I bootstrap.py`` and reports its ``Outcome``.
+
+    ``max_result_bytes`` bounds the JSON of a returned value that is kept; a larger
+    value is dropped with a note in ``details["result_note"]``.
+    """
+
+    def __init__(self, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+        self.max_result_bytes = max_result_bytes
+
+    def run(self, job: Job, sink: LogSink, cancel: threading.Event) -> Outcome:
+        """Run ``job`` to its end; never raises for anything the task does."""
+        own_dir = job.work_dir is None
+        work_dir = Path(tempfile.mkdtemp(prefix="peach-tasks-")) if job.work_dir is None else Path(job.work_dir)
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            result_path = work_dir / RESULT_FILE
+            result_path.unlink(missing_ok=True)  # a file left by an earlier attempt is not this run's
+            try:
+                request = self._request(job, result_path)
+            except (TypeError, ValueError) as exc:
+                return Outcome(RunStatus.FAILURE, error=f"the payload is not JSON-serialisable: {exc}")
+            spec = ProcessSpec(
+                argv=[str(job.interpreter), "-I", str(BOOTSTRAP)],
+                env=dict(job.env),
+                cwd=Path(job.cwd),
+                timeout=job.timeout,
+                grace=job.grace,
+                marker=job.marker,
+                stdin_data=request,
+            )
+            try:
+                ended = run_process(spec, sink, cancel)
+            except OSError as exc:
+                message = f"cannot start {job.interpreter} in {job.cwd}: {exc.strerror or exc}"
+                sink(f"{utc_stamp()} peach-tasks: {message}")
+                return Outcome(RunStatus.FAILURE, error=message)
+            return _outcome(job, ended, _read_result(result_path))
+        finally:
+            if own_dir:
+                shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _request(self, job: Job, result_path: Path) -> bytes:
+        return json.dumps(
+            {
+                "code": job.code,
+                "method": job.method,
+                "filename": job.filename,
+                "cwd": str(job.cwd),
+                "result_path": str(result_path),
+                "payload": job.payload,
+                "has_payload": job.payload is not None,
+                "max_result_bytes": self.max_result_bytes,
+            },
+            allow_nan=False,
+        ).encode("utf-8")
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no file: the process died, was killed or exited on its own
+    return data if isinstance(data, dict) and "ok" in data else None
+
+
+def _outcome(job: Job, ended: ProcessResult, result: dict[str, Any] | None) -> Outcome:
+    details: dict[str, Any] = {}
+    if ended.leftovers_killed:
+        details["leftovers_killed"] = ended.leftovers_killed
+    codes = {"exit_code": ended.exit_code, "signal": ended.signal}
+
+    # A timeout or a cancel wins over whatever the task managed to write before.
+    if ended.timed_out:
+        error = f"timed out after {job.timeout:g} s; the task and every process it started were killed"
+        return Outcome(RunStatus.TIMEOUT, error=error, details=details, **codes)
+    if ended.cancelled:
+        return Outcome(RunStatus.ABANDONED, error="scheduler stopped while the task ran", details=details, **codes)
+
+    if result is not None and not result["ok"]:
+        failure = result.get("error") or {}
+        details["error_type"] = failure.get("type")
+        details["traceback"] = failure.get("traceback")
+        error = failure.get("last_line") or failure.get("type") or "the task failed"
+        return Outcome(RunStatus.FAILURE, error=error, details=details, **codes)
+    if ended.exit_code != 0:
+        return Outcome(RunStatus.FAILURE, error=_ended_by(ended), details=details, **codes)
+    if result is None:
+        # Exit code 0 without a result file: the task ended the interpreter itself
+        # (os._exit(0)); that is a success, with nothing returned.
+        details["result_note"] = "the task ended its process before returning"
+        return Outcome(RunStatus.SUCCESS, details=details, **codes)
+    if result.get("result_note"):
+        details["result_note"] = result["result_note"]
+    return Outcome(RunStatus.SUCCESS, result=result.get("result"), details=details, **codes)
+
+
+def _ended_by(ended: ProcessResult) -> str:
+    if ended.signal is not None:
+        try:
+            name = signal.Signals(ended.signal).name
+        except ValueError:
+            name = f"signal {ended.signal}"
+        return f"process killed by signal {name}"
+    return f"process exited with code {ended.exit_code}"
