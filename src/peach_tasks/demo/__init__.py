@@ -28,8 +28,9 @@ task_env:
 def notebook_json(cells: list[tuple[str, str]]) -> str:
     """A minimal nbformat-4 notebook from (cell_type, source) pairs."""
     out = []
-    for kind, source in cells:
-        cell: dict = {"cell_type": kind, "metadata": {}, "source": source}
+    for index, (kind, source) in enumerate(cells):
+        # nbformat 4.5 requires a unique id on every cell
+        cell: dict = {"id": f"cell-{index}", "cell_type": kind, "metadata": {}, "source": source}
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
         out.append(cell)

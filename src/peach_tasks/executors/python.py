@@ -22,7 +22,7 @@ from .process import ProcessResult, ProcessSpec, run_process, utc_stamp
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 
 RESULT_FILE = "result.json"
-DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024  # the store keeps results up to this size
 
 
 class PythonExecutor:
