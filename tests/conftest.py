@@ -12,6 +12,28 @@ import yaml
 
 from peach_tasks.demo import notebook_json
 
+# Spark binds to loopback in every test (driver and the standalone cluster alike).
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def require_service(reason: str | None) -> None:
+    """Skip a test whose service is missing, except under CI=true, where it is a failure."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
+    from spark_cluster import missing_reason, start_cluster
+
+    require_service(missing_reason())
+    cluster = start_cluster(tmp_path_factory.mktemp("spark-cluster"))
+    yield cluster
+    cluster.stop()
+
 
 def git(repo: Path, *args: str) -> str:
     env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import Repo, py_task, task_yaml, write_settings
+from conftest import Repo, py_task, require_service, task_yaml, write_settings
 
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.settings import load_settings
@@ -216,14 +216,22 @@ def test_removed_task_stops_and_keeps_history(repo: Repo, make: Any) -> None:
     assert {t["name"]: t["active"] for t in store.tasks(include_inactive=True)} == {"a": True, "b": False}
 
 
-def test_spark_executor_without_spark_is_a_clear_failure(repo: Repo, make: Any) -> None:
-    repo.notebook("nb.ipynb", RETURN_ONE)
+@pytest.mark.spark
+def test_spark_is_the_default_executor_on_embedded_local_master(repo: Repo, make: Any) -> None:
+    from spark_cluster import missing_reason
+
+    require_service(missing_reason())
+    repo.notebook("nb.ipynb", "def main():\n    return spark.range(10).count() + sc.parallelize([1, 2]).sum()\n")
     repo.write("peach.yaml", "codops: default\ntasks:\n  t:\n    notebook: nb.ipynb\n    method: main\n")
     repo.commit()
     scheduler, store = make([{"url": str(repo.path)}])
     scheduler.run_once()
     run = last_run(store, "default", "t")
-    assert run["status"] == "FAILURE" and "executor 'spark' is not available" in run["error"]
+    assert run["executor"] == "spark"
+    assert run["status"] == "SUCCESS", store.log(run["id"])
+    assert run["result"] == 13
+    assert run["details"]["spark_application_id"].startswith("local-")
+    assert "Spark application local-" in (store.log(run["id"]) or "")
 
 
 def test_environment_isolation_and_secrets(repo: Repo, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,8 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,29 @@ class EnvironmentManager:
         self.progress(f"environment {codops}: ready in {meta['build_seconds']:.1f}s")
         return None
 
+    _pack_lock = threading.Lock()
+
+    def pack(self, env: Environment) -> Path:
+        """A ``.tar.gz`` of ``env`` for Spark's ``--archives``, made once per environment hash.
+
+        Symlinks are kept as they are: ``bin/python`` points at the base interpreter, which
+        cluster nodes must have at the same path (as with any packed virtualenv).
+        """
+        archive = env.path.with_name(f"{env.digest}.tar.gz")
+        with self._pack_lock:  # two loops of one organisation may ask at once
+            if archive.exists():
+                return archive
+            started = time.monotonic()
+            self.progress(f"environment {env.codops}: packing {env.digest} for Spark")
+            tmp = archive.with_name(f".{archive.name}-{os.getpid()}")
+            with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+                for child in sorted(env.path.iterdir()):
+                    tar.add(child, arcname=child.name)
+            os.replace(tmp, archive)
+            self.progress(f"environment {env.codops}: packed in {time.monotonic() - started:.1f}s "
+                          f"({archive.stat().st_size >> 20} MiB)")
+            return archive
+
     def _switch(self, org_dir: Path, digest: str) -> None:
         link = org_dir / "current"
         tmp_link = org_dir / f".current-{os.getpid()}"
@@ -169,3 +194,4 @@ class EnvironmentManager:
                       key=lambda p: p.stat().st_mtime, reverse=True)
         for old in envs[KEEP_OLD:]:
             shutil.rmtree(old, ignore_errors=True)
+            old.with_name(f"{old.name}.tar.gz").unlink(missing_ok=True)

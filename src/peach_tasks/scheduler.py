@@ -22,6 +22,8 @@ from .errors import PeachError, Problem
 from .executors.base import TaskExecutor
 from .executors.process import kill_marked
 from .executors.python import PythonExecutor
+from .executors.spark import SparkExecutor
+from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent
 from .model import METADATA_LOOP, Executor
 from .registry import Snapshot, build_snapshot
@@ -50,7 +52,10 @@ class Scheduler:
                       for r in settings.repositories]
         self.allowed = {settings.repository_name(r): r.codops for r in settings.repositories}
         self.envs = EnvironmentManager(self.state_dir, progress=progress)
-        self.executors = executors if executors is not None else {Executor.PYTHON: PythonExecutor()}
+        self.executors = executors if executors is not None else {
+            Executor.PYTHON: PythonExecutor(),
+            Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs),
+        }
         self.stop_event = threading.Event()
         self._snapshot = Snapshot()
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
@@ -88,6 +93,8 @@ class Scheduler:
         abandoned = self.store.abandon_running(ABANDON_REASON)
         if abandoned:
             log.warning("marked %d runs left RUNNING as ABANDONED: %s", len(abandoned), abandoned)
+            if Executor.SPARK in self.executors and not self.settings.spark.master.startswith("local"):
+                end_orphans(self.settings.spark.master, self.settings.spark.master_web_url, abandoned)
 
     # -- sync -------------------------------------------------------------------
     def sync(self) -> Snapshot:

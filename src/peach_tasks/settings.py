@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigProblem, PeachError
 from .yamlsource import load_yaml_file, validation_problems
@@ -51,6 +51,76 @@ class LoopSettings(_Strict):
 class WebSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    # With no tokens, serving on a non-loopback address is refused unless this is true.
+    allow_public: bool = False
+
+
+class TokenSettings(_Strict):
+    """One bearer token of the web API and the organisations it may see (``*``: all)."""
+
+    token: str | None = Field(default=None, min_length=16)
+    # Name of an environment variable holding the token, to keep it out of the file.
+    token_env: str | None = Field(default=None, min_length=1)
+    codops: list[str] = Field(min_length=1)
+
+    # Checked on token_env, not on the whole entry, so the error never echoes the token.
+    @field_validator("token_env")
+    @classmethod
+    def _not_both(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("token") is not None:
+            raise ValueError("give either 'token' or 'token_env', not both")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TokenSettings":
+        if self.token is None and self.token_env is None:
+            raise ValueError("give 'token' or 'token_env' (the name of an environment variable holding it)")
+        return self
+
+
+ConfValue = str | int | float | bool
+
+
+class SparkOrganisationSettings(_Strict):
+    """Per-organisation Spark resources. The queue defaults to the codops itself."""
+
+    queue: str | None = Field(default=None, min_length=1)
+    num_executors: int | None = Field(default=None, ge=1)
+    executor_cores: int | None = Field(default=None, ge=1)
+    executor_memory: str | None = Field(default=None, pattern=r"^[0-9]+[kmgtKMGT]?$")
+    driver_memory: str | None = Field(default=None, pattern=r"^[0-9]+[kmgtKMGT]?$")
+    conf: dict[str, ConfValue] = Field(default_factory=dict)
+
+
+class OrganisationSettings(_Strict):
+    spark: SparkOrganisationSettings = Field(default_factory=SparkOrganisationSettings)
+
+
+class SparkSettings(_Strict):
+    # local[*] (embedded), spark://host:7077 (standalone), yarn, k8s://https://...
+    master: str = Field(default="local[*]", min_length=1)
+    conf: dict[str, ConfValue] = Field(default_factory=dict)
+    # spark-submit to use; default $SPARK_HOME/bin/spark-submit, else the pyspark package's.
+    submit: str | None = None
+    # A standalone master's web UI (for its JSON and the kill of orphaned applications);
+    # default: http://<master host>:8080 for a spark:// master.
+    master_web_url: str | None = None
+
+
+class GitLabSettings(_Strict):
+    """A GitLab server whose projects carrying ``topic`` join the repositories at each sync."""
+
+    url: str = Field(min_length=1)  # the server, e.g. https://gitlab.example.com
+    # Environment variable holding the token (scopes read_api and read_repository),
+    # so that the token itself is never written in this file.
+    token_env: str = Field(default="PEACH_GITLAB_TOKEN", min_length=1)
+    groups: list[str] = Field(default_factory=list)  # paths or ids, subgroups included; none: all visible
+    topic: str = Field(default="peach-lab", min_length=1)
+    branch: str | None = Field(default=None, min_length=1)  # None: each project's default branch
+    codops: list[str] | None = None  # organisations its projects may define tasks for; None = any
+    clone: Literal["http", "ssh"] = "http"  # which of the project's clone URLs to fetch
+    name: str = Field(default="gitlab", pattern=r"^[A-Za-z0-9_.-]+$")  # in messages and folders
+    timeout: float = Field(default=30.0, gt=0)  # seconds per API request
 
 
 class Settings(_Strict):
@@ -60,6 +130,11 @@ class Settings(_Strict):
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    tokens: list[TokenSettings] = Field(default_factory=list)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    organisations: dict[str, OrganisationSettings] = Field(default_factory=dict)
+    # GitLab servers to discover repositories on (one mapping, or a list of them).
+    gitlab: list[GitLabSettings] = Field(default_factory=list)
     # Extra environment variables given to every task process (the scheduler's own
     # environment is not passed on, so secrets such as the database URL stay out).
     task_env: dict[str, str] = Field(default_factory=dict)
@@ -67,6 +142,19 @@ class Settings(_Strict):
 
     # Set by load_settings, not by the file: the folder relative paths start from.
     base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("gitlab", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value  # `gitlab: {url: ...}` is one source
+
+    @field_validator("gitlab")
+    @classmethod
+    def _distinct_sources(cls, value: list[GitLabSettings]) -> list[GitLabSettings]:
+        names = [source.name for source in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two gitlab sources have the same 'name'; give each its own")
+        return value
 
     @property
     def state_path(self) -> Path:

@@ -33,10 +33,20 @@ def main() -> int:
             pass
     try:
         request = json.loads(sys.stdin.buffer.read())
+    except ValueError as exc:
+        print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
+        return 2
+    return run_request(request)
+
+
+def run_request(request: dict, extra_globals: dict | None = None) -> int:
+    """Run one request; returns the process exit status. The Spark driver calls this
+    too, with ``spark`` and ``sc`` in ``extra_globals``."""
+    try:
         code, filename = request["code"], request["filename"]
         result_path = request["result_path"]
-    except (ValueError, KeyError, TypeError) as exc:
-        print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
+    except (KeyError, TypeError) as exc:
+        print(f"peach-tasks bootstrap: unusable request: {exc!r}", file=sys.stderr)
         return 2
 
     # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0].
@@ -44,9 +54,10 @@ def main() -> int:
     sys.argv = [filename]
     # Tracebacks then show the task's own lines, not whatever file the name points at.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    _offer_helpers()
 
     try:
-        value = _run(code, filename, request)
+        value = _run(code, filename, request, extra_globals or {})
     except SystemExit as exc:
         status = _exit_code(exc)
         if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
@@ -59,11 +70,12 @@ def main() -> int:
     return 0
 
 
-def _run(code: str, filename: str, request: dict) -> object:
+def _run(code: str, filename: str, request: dict, extra_globals: dict) -> object:
     # A real module as __main__, so pickle (multiprocessing, joblib) finds what the
     # task defines; a fresh namespace like a fresh kernel.
     module = type(sys)("__main__")
     module.__dict__["__builtins__"] = __builtins__
+    module.__dict__.update(extra_globals)
     sys.modules["__main__"] = module
     exec(compile(code, filename, "exec"), module.__dict__)
 
@@ -84,6 +96,41 @@ def _run(code: str, filename: str, request: dict) -> object:
 
         value = asyncio.run(_await(value))
     return value
+
+
+def _offer_helpers() -> None:
+    """Let ``from peach_tasks import trigger_task`` work in an environment without peach-tasks.
+
+    The finder is asked last, so an installed peach-tasks always wins; otherwise
+    ``peach_tasks`` is a package holding only the standard-library trigger helper.
+    """
+    helper = os.path.join(os.path.dirname(os.path.dirname(_THIS_FILE)), "trigger_client.py")
+    if os.path.isfile(helper):
+        sys.meta_path.append(_HelperFinder(helper))
+
+
+class _HelperFinder:
+    """A meta path finder for ``peach_tasks`` and ``peach_tasks.trigger_client`` only."""
+
+    def __init__(self, helper: str) -> None:
+        self.helper = helper
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        import importlib.util
+
+        if name == "peach_tasks.trigger_client":
+            return importlib.util.spec_from_file_location(name, self.helper)
+        if name == "peach_tasks":
+            return importlib.util.spec_from_loader(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: object) -> None:
+        return None  # the default module object
+
+    def exec_module(self, module: object) -> None:
+        from peach_tasks.trigger_client import TriggerError, trigger_task
+
+        module.trigger_task, module.TriggerError = trigger_task, TriggerError  # type: ignore[attr-defined]
 
 
 async def _await(awaitable: object) -> object:

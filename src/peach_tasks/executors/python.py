@@ -62,7 +62,7 @@ class PythonExecutor:
                 message = f"cannot start {job.interpreter} in {job.cwd}: {exc.strerror or exc}"
                 sink(f"{utc_stamp()} peach-tasks: {message}")
                 return Outcome(RunStatus.FAILURE, error=message)
-            return _outcome(job, ended, _read_result(result_path))
+            return outcome_from(job, ended, read_result(result_path))
         finally:
             if own_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -83,7 +83,7 @@ class PythonExecutor:
         ).encode("utf-8")
 
 
-def _read_result(path: Path) -> dict[str, Any] | None:
+def read_result(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -91,7 +91,7 @@ def _read_result(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "ok" in data else None
 
 
-def _outcome(job: Job, ended: ProcessResult, result: dict[str, Any] | None) -> Outcome:
+def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) -> Outcome:
     details: dict[str, Any] = {}
     if ended.leftovers_killed:
         details["leftovers_killed"] = ended.leftovers_killed
