@@ -25,6 +25,56 @@ def require_service(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+POSTGRES_ENV = "PEACH_TASKS_TEST_POSTGRES"  # e.g. postgresql+psycopg://user@host:5432/test
+POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT)
+
+
+def postgres_missing() -> str | None:
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(postgres_admin_url())
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"PostgreSQL is not reachable at {postgres_admin_url()} ({type(exc).__name__}); set {POSTGRES_ENV}"
+    return None
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    require_service(postgres_missing())
+    name = f"peach_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_admin_url()).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store contract runs on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'peach.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
     from spark_cluster import missing_reason, start_cluster

@@ -1,4 +1,5 @@
-"""The store on SQLite: the single release path, abandonment, bounded logs, views."""
+"""The store contract, run on SQLite and on the real PostgreSQL server: the single
+release path, abandonment, bounded logs, views."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ SPEC = TaskSpec("default", "t", "t.ipynb", "m", executor=Executor.PYTHON, repo="
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+def store(database_url: str) -> Store:
+    s = Store.open(database_url)
     yield s
     s.close()
 
@@ -118,3 +119,27 @@ def test_problems_replace_per_scope(store: Store) -> None:
 def test_schema_check(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="peach-tasks db upgrade"):
         Store.open(f"sqlite:///{tmp_path / 'fresh.db'}", migrate=False)
+
+
+def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
+    """serve/run-once/sync create the schema in an empty database but never upgrade an old one."""
+    from alembic import command
+    from alembic.config import Config
+
+    from peach_tasks.store.store import MIGRATIONS
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    engine.dispose()
+    with pytest.raises(StoreError, match="peach-tasks db upgrade"):
+        Store.open(database_url, migrate="fresh")
+    upgraded = Store.open(database_url, migrate=True)  # what 'peach-tasks db upgrade' does
+    assert upgraded.schema_revision() == "0004"
+    upgraded.close()
+    Store.open(database_url, migrate="fresh").close()  # now current: accepted as it is

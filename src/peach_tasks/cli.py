@@ -11,19 +11,22 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from .errors import PeachError
 from .settings import Settings, SettingsError, load_settings
 
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures"]
-RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "error"]
+RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "triggered_by", "error"]
 
 
 def _config_option(func: Callable) -> Callable:
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
         if value:
-            ctx.ensure_object(dict)["config"] = value
+            # Kept on the root context, so it counts before and after the subcommand alike.
+            ctx.find_root().ensure_object(dict)["config"] = value
         return value
 
     return click.option("--config", "-c", type=click.Path(dir_okay=False), expose_value=False,
@@ -45,7 +48,7 @@ def _setup_logging(settings: Settings | None = None, verbose: bool = False) -> N
     logging.Formatter.converter = time.gmtime
 
 
-def _open_store(settings: Settings, migrate: bool):
+def _open_store(settings: Settings, migrate: bool | str):
     from .store import Store, StoreError
 
     url = settings.database_url
@@ -56,6 +59,11 @@ def _open_store(settings: Settings, migrate: bool):
         return Store.open(url, migrate=migrate)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise click.ClickException(f"cannot use the database {shown}: {reason}; check 'database' in "
+                                   "scheduler.yaml or $PEACH_TASKS_DATABASE_URL, and that the server runs") from None
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -90,19 +98,20 @@ def main() -> None:
 @_config_option
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: run until stopped).")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.option("--no-web", is_flag=True, help="Do not serve the dashboard, API and /metrics on web.host:web.port.")
 @click.pass_context
-def serve(ctx: click.Context, duration: float | None, verbose: bool) -> None:
-    """Run all loops until SIGTERM or Ctrl-C; running tasks are then ended as ABANDONED."""
+def serve(ctx: click.Context, duration: float | None, verbose: bool, no_web: bool) -> None:
+    """Run all loops until SIGTERM or Ctrl-C; running tasks are then ended as ABANDONED.
+
+    Also serves the dashboard, the JSON API and /metrics on web.host:web.port.
+    """
     settings = _settings(ctx)
     _setup_logging(settings, verbose)
-    _serve(settings, duration)
+    _serve(settings, duration, web=not no_web)
 
 
-def _serve(settings: Settings, duration: float | None, on_run: Callable | None = None) -> None:
-    from .scheduler import Scheduler
-
-    store = _open_store(settings, migrate=True)
-    scheduler = Scheduler(settings, store, on_run=on_run)
+def _stop_on_signals(scheduler: Any) -> None:
+    """SIGTERM and Ctrl-C stop the loops: running tasks end as ABANDONED, nothing stays RUNNING."""
 
     def handle(signum: int, _frame: Any) -> None:
         logging.getLogger("peach_tasks").warning("%s received: stopping", signal.Signals(signum).name)
@@ -110,12 +119,51 @@ def _serve(settings: Settings, duration: float | None, on_run: Callable | None =
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def _serve(settings: Settings, duration: float | None, on_run: Callable | None = None, web: bool = True) -> None:
+    from .scheduler import Scheduler
+    from .web.server import WebServer
+
+    store = _open_store(settings, migrate="fresh")
+    scheduler = Scheduler(settings, store, on_run=on_run)
+
+    _stop_on_signals(scheduler)
+    web_server = None
     try:
-        scheduler.serve(duration)
+        # Checked before anything starts; listening waits until this scheduler holds the state_dir.
+        web_server = WebServer(settings, store) if web else None
+        scheduler.serve(duration, on_ready=web_server.start if web_server else None)
     except PeachError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
+        if web_server is not None:
+            web_server.stop()
         scheduler.close()
+        store.close()
+
+
+@main.command()
+@_config_option
+@click.option("--host", default=None, help="Address to listen on (default: web.host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on (default: web.port).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the dashboard, the JSON API and /metrics against the store, without running tasks."""
+    from .web.server import WebServer
+
+    settings = _settings(ctx)
+    _setup_logging(settings)
+    store = _open_store(settings, migrate=False)
+    try:
+        server = WebServer(settings, store, host, port)
+        server.listen()
+        click.echo(f"dashboard on {server.url}/ (API docs at {server.url}/docs); Ctrl-C to stop", err=True)
+        server.warm_up()
+        server.run()
+    except PeachError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
         store.close()
 
 
@@ -135,8 +183,9 @@ def run_once(ctx: click.Context, orgs: tuple[str, ...], loops: tuple[str, ...], 
 
     settings = _settings(ctx)
     _setup_logging(settings, verbose)
-    store = _open_store(settings, migrate=True)
+    store = _open_store(settings, migrate="fresh")
     scheduler = Scheduler(settings, store, on_run=_echo_run)
+    _stop_on_signals(scheduler)
     try:
         counts = scheduler.run_once(orgs, loops)
     except PeachError as exc:
@@ -169,7 +218,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...]) -> 
 
     settings = _settings(ctx)
     _setup_logging(settings)
-    store = _open_store(settings, migrate=True)
+    store = _open_store(settings, migrate="fresh")
     scheduler = Scheduler(settings, store)
     try:
         for name in accept_rewrite:
@@ -259,6 +308,28 @@ def logs(ctx: click.Context, run_id: int) -> None:
     click.echo(text, nl=False)
 
 
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of replica objects.")
+@click.pass_context
+def replicas(ctx: click.Context, as_json: bool) -> None:
+    """Scheduler replicas sharing this database: alive or not, their loops and lease expiry."""
+    from .store.leases import LeaseStore, replica_summary
+
+    settings = _settings(ctx)
+    store = _open_store(settings, migrate=False)
+    try:
+        rows = replica_summary(LeaseStore(store.engine), settings.replica.lease_seconds)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    shown = [dict(r, loops=" ".join(f"{l['loop']}(until {l['expires_at']})" for l in r["loops"]) or "-")
+             for r in rows]
+    click.echo(_table(shown, ["id", "alive", "host", "pid", "heartbeat_at", "loops"]) if rows else "no replicas yet")
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
@@ -286,8 +357,16 @@ def demo(directory: str, duration: float | None) -> None:
     config = create_demo(Path(directory))
     settings = load_settings(config)
     click.echo(f"demo ready in {Path(directory).resolve()}; serving (Ctrl-C to stop).\n"
+               f"Dashboard: http://{settings.web.host}:{settings.web.port}/\n"
                f"In another shell: peach-tasks --config {config} tasks", err=True)
     _serve(settings, duration, on_run=_echo_run)
+
+
+# The notebook authors' commands (validate, run, trigger, triggers) live in their own module.
+from .cli_authors import COMMANDS as _AUTHOR_COMMANDS  # noqa: E402 - each gets --config below
+
+for _command in _AUTHOR_COMMANDS:
+    main.add_command(_config_option(_command))  # click adds the option to a built command too
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Problem
+from .web.metrics import record_environment_build
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class EnvironmentManager:
                 keep = self.current(codops)
                 still = f"its tasks keep using environment {keep.digest}" if keep else "its tasks cannot run until it builds"
                 self.progress(f"environment {codops}: FAILED after {time.monotonic() - started:.1f}s")
+                record_environment_build(codops, time.monotonic() - started, ok=False)
                 return Problem("environment", codops,
                                f"building the environment ({shown}) failed; {still}. "
                                f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
@@ -156,6 +158,7 @@ class EnvironmentManager:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         self.progress(f"environment {codops}: ready in {meta['build_seconds']:.1f}s")
+        record_environment_build(codops, meta["build_seconds"], ok=True)
         return None
 
     _pack_lock = threading.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -22,6 +23,9 @@ from .executors.process import utc_stamp
 from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskState
 from .notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
+from .trigger_client import TRIGGER_DIR_ENV
+from .triggers import Trigger, TriggerQueue, collect_run_requests
+from .web.metrics import record_loop_iteration
 
 if TYPE_CHECKING:
     from .environments import EnvironmentManager
@@ -61,61 +65,125 @@ class Loop:
         self.marker_prefix, self.keep, self.on_run = marker_prefix, keep, on_run
         self.limit = settings.timeouts.metadata if name == METADATA_LOOP else settings.timeouts.task
         self.in_use: set[Path] = set()  # checkouts a running task uses (not to be pruned)
+        # Set when this replica gives the loop to another one: stop after the current task.
+        self.handover = threading.Event()
+        # A loop taken over from another replica goes on after the task that ran last.
+        self.resume_after: tuple[str, str] | None = None
+        self.triggers = TriggerQueue(store)
+        # Each run's private folder where trigger_task() drops requests (see triggers.py).
+        self.trigger_root = settings.state_path / "trigger-requests"
 
     # -- one iteration ----------------------------------------------------------
     def tick(self) -> int:
         """Run every task of the loop once, in order; returns how many ran."""
         keys = [key for key in self.snapshot().loops.get(self.name, ()) if self.keep(key)]
+        if self.resume_after is not None:
+            resume, self.resume_after = self.resume_after, None
+            keys = [key for key in keys if key > resume] or keys
         self.store.set_states(keys, TaskState.PENDING)
         ran = 0
         for key in keys:
-            if self.stop.is_set():
+            if self.stop.is_set() or self.handover.is_set():
                 break
+            ran += self.run_triggered()  # a trigger goes ahead of the normal order
             # Always the newest definition: a commit to master during the iteration counts.
             task = self.snapshot().tasks.get(key)
             if task is None or task.spec.loop_name != self.name:
                 continue  # removed or moved since the iteration began
             self.run_task(task)
             ran += 1
+        return ran + self.run_triggered()
+
+    def run_triggered(self) -> int:
+        """Run, once each, the pending triggers of this loop's tasks; returns how many ran.
+
+        Only triggers queued before the call are taken, so a task that triggers itself
+        cannot keep the loop from its other tasks.
+        """
+        pending = self.triggers.pending()
+        if not pending:
+            return 0
+        ran = 0
+        for trigger in self.triggers.pending(up_to=pending[-1].id):
+            if self.stop.is_set():
+                break
+            task = self.snapshot().tasks.get(trigger.key)
+            if task is None or task.spec.loop_name != self.name or not self.keep(trigger.key):
+                continue  # another loop's, or not known yet: it stays pending
+            if self.triggers.claim(trigger):
+                self.run_task(task, trigger)
+                ran += 1
         return ran
 
     def run_forever(self) -> None:
         pace = self.settings.loop.min_iteration_seconds
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.handover.is_set():
             started = time.monotonic()
             try:
                 ran = self.tick()
             except Exception:  # the store may be briefly unreachable: report, wait, go on
                 log.exception("loop %s: iteration failed; retrying", self.name)
                 ran = 0
+            if ran:
+                record_loop_iteration(self.name, time.monotonic() - started)
             wait = max(pace - (time.monotonic() - started), 0.0 if ran else 1.0)
-            if wait:
-                self.stop.wait(wait)
+            # Wait in short steps: a trigger should not wait for a slow pace to pass.
+            deadline = time.monotonic() + wait
+            while not self.stop.wait(min(max(deadline - time.monotonic(), 0.0), 1.0)):
+                if time.monotonic() >= deadline or self.handover.is_set():
+                    break
+                try:
+                    self.run_triggered()
+                except Exception:  # the store may be briefly unreachable; the next step retries
+                    log.exception("loop %s: checking triggers failed", self.name)
 
     # -- one run ----------------------------------------------------------------
-    def run_task(self, task: RegisteredTask) -> Outcome:
+    def run_task(self, task: RegisteredTask, trigger: Trigger | None = None) -> Outcome:
         spec = task.spec
         timeout = min(spec.timeout or self.limit, self.limit)
-        run_id = self.store.start_run(spec, task.version, task.checkout.commit, self.owner)
+        try:
+            run_id = self.store.start_run(spec, task.version, task.checkout.commit, self.owner, trigger=trigger)
+        except Exception:
+            if trigger is not None:  # no run was recorded: the trigger waits for the next try
+                self.triggers.settle(trigger, None, RunStatus.ABANDONED)
+            raise
         writer = self.store.log_writer(run_id)
         started = time.monotonic()
         self.in_use.add(task.checkout.path)
+        outcome = Outcome(RunStatus.FAILURE, error="internal scheduler error")
         try:
-            outcome = self._execute(task, run_id, writer.write, timeout)
+            if trigger is not None:
+                writer.write(f"{utc_stamp()} peach-tasks: triggered by {trigger.requested_by} "
+                             f"(trigger {trigger.id}{', with a payload' if trigger.payload_json else ''})")
+            payload = trigger.payload if trigger is not None else None
+            # Whatever sits in this run's trigger folder before it starts is not its request.
+            shutil.rmtree(self.trigger_root / str(run_id), ignore_errors=True)
+            outcome = self._execute(task, run_id, writer.write, timeout, payload)
         except Exception as exc:  # a bug of ours must not end the loop
             log.exception("run %s of %s/%s failed inside the scheduler", run_id, spec.codops, spec.name)
             writer.write(f"{utc_stamp()} peach-tasks: internal error: {traceback.format_exc()}")
             outcome = Outcome(RunStatus.FAILURE, error=f"internal scheduler error: {exc!r}")
         finally:
             self.in_use.discard(task.checkout.path)
+            self._collect_requests(run_id, spec.codops, spec.name, writer.write)
             writer.close()
+            if trigger is not None:
+                self.triggers.settle(trigger, run_id, outcome.status)
         self.store.finish_run(run_id, outcome, started)
         if self.on_run:
             self.on_run(RunEvent(run_id, spec.codops, spec.name, task.version, outcome,
                                  time.monotonic() - started))
         return outcome
 
-    def _execute(self, task: RegisteredTask, run_id: int, sink: LogSink, timeout: float) -> Outcome:
+    def _collect_requests(self, run_id: int, codops: str, name: str, sink: LogSink) -> None:
+        try:
+            collect_run_requests(self.store, self.trigger_root / str(run_id), codops, name, run_id,
+                                 lambda text: sink(f"{utc_stamp()} peach-tasks: {text}"))
+        except Exception:  # the store briefly gone: the run's own outcome still counts
+            log.exception("run %s: queueing the triggers it requested failed", run_id)
+
+    def _execute(self, task: RegisteredTask, run_id: int, sink: LogSink, timeout: float,
+                 payload: object = None) -> Outcome:
         spec = task.spec
         note = lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")  # noqa: E731
         note(f"run {run_id} of {spec.codops}/{spec.name}, version {task.version} "
@@ -143,7 +211,11 @@ class Loop:
         job = Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code.source, method=spec.method,
                   filename=spec.notebook, interpreter=env.python, cwd=notebook.parent, timeout=timeout,
                   grace=self.settings.timeouts.kill_grace, marker=f"{self.marker_prefix}{run_id}",
-                  env=self.task_environment(env.path, run_id, task))
+                  env=self.task_environment(env.path, run_id, task), payload=payload,
+                  # With a shared database another replica takes the loop over when this
+                  # one dies: the task must die with it (SQLite: one scheduler, which ends
+                  # its leftovers itself at restart).
+                  die_with_scheduler=self.store.engine.dialect.name != "sqlite")
         return executor.run(job, sink, self.stop)
 
     def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask) -> dict[str, str]:
@@ -153,4 +225,5 @@ class Loop:
         env["VIRTUAL_ENV"] = str(env_path)
         env.update(PEACH_CODOPS=task.spec.codops, PEACH_TASK=task.spec.name, PEACH_RUN_ID=str(run_id),
                    PEACH_VERSION=task.version, PEACH_LOOP=self.name)
+        env[TRIGGER_DIR_ENV] = str(self.trigger_root / str(run_id))
         return env

@@ -56,7 +56,19 @@ _STRING_END = {q: re.compile(r"\\|" + re.escape(q)) for q in ('"""', "'''", '"',
 
 
 class NotebookError(PeachError):
-    """A notebook that cannot give runnable code; the message names the file and the fix."""
+    """A notebook that cannot give runnable code; the message names the file and the fix.
+
+    ``kind`` says what is wrong: ``read`` (missing, unreadable, not a notebook),
+    ``method`` (the entry method is missing or not defined) or ``syntax``. ``cell``
+    (1-based, every cell counted) and ``line`` (1-based in that cell) say where, when
+    known; ``file_line`` is the line of the notebook file itself (broken JSON), so that
+    ``peach-tasks validate`` can point an editor at it.
+    """
+
+    def __init__(self, message: str, *, kind: str = "read", cell: int | None = None,
+                 line: int | None = None, file_line: int | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.cell, self.line, self.file_line = kind, cell, line, file_line
 
 
 @dataclass(frozen=True)
@@ -382,14 +394,15 @@ def extract_code(
         if not method:
             raise NotebookError(
                 f"{name}: a task that runs one cell needs a `method`; "
-                "set `method`, or `full_notebook: true` to run the whole notebook"
+                "set `method`, or `full_notebook: true` to run the whole notebook",
+                kind="method",
             )
         # Only the entry cell's magics matter (and only its notes are wanted), but
         # every cell must be neutralised before it can be parsed to find the entry.
         results = [neutralise_magics(text) for text in sources]
         entry, broken = _find_entry([code for code, _ in results], method)
         if entry is None:
-            raise NotebookError(_not_found(name, method, [indexes[i] for i in broken]))
+            raise NotebookError(_not_found(name, method, [indexes[i] for i in broken]), kind="method")
         code, cell_notes = results[entry]
         notes.extend(f"cell {indexes[entry] + 1} {note}" for note in cell_notes)
         source = code.rstrip("\n")
@@ -409,7 +422,7 @@ def extract_code(
     source = "\n\n".join(parts)
     _compile(source, name, starts, indexes)
     if method and _find_entry(parts, method)[0] is None:
-        raise NotebookError(_not_found(name, method, []))
+        raise NotebookError(_not_found(name, method, []), kind="method")
     return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes))
 
 
@@ -430,7 +443,8 @@ def _read_code_cells(path: Path, name: str) -> tuple[list[int], list[str]]:
     except json.JSONDecodeError as exc:
         raise NotebookError(
             f"{name} is not valid notebook JSON (line {exc.lineno}): {exc.msg}; "
-            "fix the file (a merge conflict?) or re-save it from Jupyter"
+            "fix the file (a merge conflict?) or re-save it from Jupyter",
+            file_line=exc.lineno,
         ) from None
     cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(cells, list):
@@ -442,7 +456,8 @@ def _read_code_cells(path: Path, name: str) -> tuple[list[int], list[str]]:
     sources: list[str] = []
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
-            raise NotebookError(f"{name} cell {index + 1} is not a JSON object; re-save the notebook from Jupyter")
+            raise NotebookError(f"{name} cell {index + 1} is not a JSON object; re-save the notebook from Jupyter",
+                                cell=index + 1)
         if cell.get("cell_type") != "code":
             continue
         text = cell.get("source", "")
@@ -452,7 +467,8 @@ def _read_code_cells(path: Path, name: str) -> tuple[list[int], list[str]]:
         elif not isinstance(text, str):
             raise NotebookError(
                 f"{name} cell {index + 1} has a `source` that is neither text nor a list of lines; "
-                "re-save the notebook from Jupyter"
+                "re-save the notebook from Jupyter",
+                cell=index + 1,
             )
         indexes.append(index)
         sources.append(text)
@@ -476,10 +492,12 @@ def _compile(source: str, name: str, starts: list[int], indexes: list[int]) -> N
         cell_line = max(1, min(lineno - starts[part] + 1, next_start - starts[part] - 1))
         kind = type(exc).__name__
         raise NotebookError(
-            f"{name} cell {indexes[part] + 1} line {cell_line}: {kind}: {exc.msg}; fix the cell"
+            f"{name} cell {indexes[part] + 1} line {cell_line}: {kind}: {exc.msg}; fix the cell",
+            kind="syntax", cell=indexes[part] + 1, line=cell_line,
         ) from None
     except ValueError as exc:  # e.g. a NUL character in the source
-        raise NotebookError(f"{name}: the code cells cannot be compiled ({exc}); fix the notebook") from None
+        raise NotebookError(f"{name}: the code cells cannot be compiled ({exc}); fix the notebook",
+                            kind="syntax") from None
 
 
 def _not_found(name: str, method: str, broken: list[int]) -> str:

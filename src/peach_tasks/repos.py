@@ -41,9 +41,11 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def git(*args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = GIT_TIMEOUT) -> str:
+def git(*args: str, cwd: Path | None = None, git_dir: Path | None = None, timeout: float = GIT_TIMEOUT,
+        extra_env: dict[str, str] | None = None) -> str:
     cmd = ["git"] + ([f"--git-dir={git_dir}"] if git_dir else []) + list(args)
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_git_env())
+    env = {**_git_env(), **(extra_env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise GitError(list(args), proc.stderr or proc.stdout)
     return proc.stdout
@@ -87,8 +89,12 @@ class SyncResult:
 class Repository:
     """A configured repository; ``sync()`` is safe to call from one thread at a time."""
 
-    def __init__(self, name: str, url: str, branch: str, state_dir: Path) -> None:
+    def __init__(self, name: str, url: str, branch: str, state_dir: Path,
+                 fetch_env: dict[str, str] | None = None) -> None:
         self.name, self.url, self.branch = name, url, branch
+        # Extra environment for fetching only (e.g. a GitLab token as an HTTP header
+        # through GIT_CONFIG_*), so a secret is never part of the url nor the mirror's config.
+        self.fetch_env = fetch_env or {}
         self.root = state_dir / "repos" / name
         self.mirror = self.root / "mirror.git"
         self.checkouts = self.root / "checkouts"
@@ -121,7 +127,8 @@ class Repository:
             problems.append(Problem("sync", self.name, f"cannot export commit {head[:7]}: {exc}; "
                                                        "check free disk space under state_dir"))
             return SyncResult(previous, tuple(problems), False)
-        self.good_head_file.write_text(checkout.commit + "\n")
+        # The branch is kept with the commit: following another branch is not a rewrite.
+        self.good_head_file.write_text(f"{checkout.commit} {self.branch}\n")
         self._current = checkout
         self._prune(checkout, in_use or set())
         return SyncResult(checkout, tuple(problems), previous is None or previous.commit != checkout.commit)
@@ -142,7 +149,7 @@ class Repository:
     def _fetch(self) -> str:
         ref = f"refs/remotes/origin/{self.branch}"
         git("fetch", "--quiet", "--no-tags", "--prune", "origin",
-            f"+refs/heads/{self.branch}:{ref}", git_dir=self.mirror)
+            f"+refs/heads/{self.branch}:{ref}", git_dir=self.mirror, extra_env=self.fetch_env)
         return git("rev-parse", "--verify", f"{ref}^{{commit}}", git_dir=self.mirror).strip()
 
     def _fetch_problem(self, exc: Exception, previous: Checkout | None) -> Problem:
@@ -189,9 +196,11 @@ class Repository:
         if self._current is not None:
             return self._current
         try:
-            commit = self.good_head_file.read_text().strip()
+            commit, _, branch = self.good_head_file.read_text().strip().partition(" ")
         except OSError:
             return None
+        if branch and branch != self.branch:
+            return None  # the settings (or GitLab's default branch) moved to another branch
         if commit and (self.checkouts / commit).is_dir():
             self._current = Checkout(self.name, self.url, self.branch, commit, self.checkouts / commit, self.mirror)
         return self._current

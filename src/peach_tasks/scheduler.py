@@ -17,6 +17,7 @@ import time
 from typing import Callable, Iterable
 
 from .definitions import RepoDefinitions, load_definitions
+from .discovery import Discovery
 from .environments import EnvironmentManager
 from .errors import PeachError, Problem
 from .executors.base import TaskExecutor
@@ -27,10 +28,14 @@ from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent
 from .model import METADATA_LOOP, Executor
 from .registry import Snapshot, build_snapshot
+from .replica import TAKEOVER_REASON, LeasedLoops
 from .repos import Checkout, Repository
 from .settings import Settings
 from .store import Store
+from .store.leases import LeaseStore
 from .store.store import TaskRegistration
+from .triggers import TriggerQueue
+from .web.metrics import record_sync_failure
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +49,22 @@ class Scheduler:
         self.settings, self.store, self.on_run = settings, store, on_run
         self.state_dir = settings.state_path
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        state_hash = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+        # The replica's identity: the same after a restart on the same state_dir, so a
+        # restarted scheduler recognises (and ends) the runs its previous process left.
+        self.owner = settings.replica.name or f"{socket.gethostname()}:{state_hash[:8]}"
         # Every task process carries this prefix in its environment, so processes left
         # by a crashed scheduler of the same state_dir can be found and killed at start.
-        self.marker_prefix = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12] + ":"
+        self.marker_prefix = state_hash + ":"
         self.repos = [Repository(settings.repository_name(r), settings.repository_url(r), r.branch, self.state_dir)
                       for r in settings.repositories]
         self.allowed = {settings.repository_name(r): r.codops for r in settings.repositories}
+        # Repositories found on GitLab by topic join these at each sync (discovery.py).
+        self._configured = list(self.repos)
+        self.discovery = Discovery(settings.gitlab, self.state_dir)
+        if self.discovery.sources:
+            self.repos, _ = self.discovery.merge(self._configured, refresh=False)
+            self.allowed.update(self.discovery.allowed)
         self.envs = EnvironmentManager(self.state_dir, progress=progress)
         self.executors = executors if executors is not None else {
             Executor.PYTHON: PythonExecutor(),
@@ -59,8 +73,7 @@ class Scheduler:
         self.stop_event = threading.Event()
         self._snapshot = Snapshot()
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
-        self._loops: dict[str, Loop] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self._leased: LeasedLoops | None = None
         self._sync_lock = threading.Lock()
 
     @property
@@ -81,7 +94,7 @@ class Scheduler:
             raise PeachError(f"{path}: another scheduler ({holder}) is using this state_dir; "
                              "stop it first, or give this one its own state_dir") from None
         self._lock_file.truncate(0)
-        self._lock_file.write(self.owner)
+        self._lock_file.write(f"{self.owner} pid {os.getpid()}")
         self._lock_file.flush()
 
     def recover(self) -> None:
@@ -90,7 +103,9 @@ class Scheduler:
         killed = kill_marked(self.marker_prefix, self.settings.timeouts.kill_grace)
         if killed:
             log.warning("killed %d task processes left by a previous scheduler", killed)
-        abandoned = self.store.abandon_running(ABANDON_REASON)
+        # Only this replica's own runs: others' runs are ended by whoever takes their loop.
+        abandoned = self.store.abandon_running(ABANDON_REASON, owner=self.owner)
+        TriggerQueue(self.store).release_orphans()  # a triggered run cut short runs again
         if abandoned:
             log.warning("marked %d runs left RUNNING as ABANDONED: %s", len(abandoned), abandoned)
             if Executor.SPARK in self.executors and not self.settings.spark.master.startswith("local"):
@@ -100,13 +115,20 @@ class Scheduler:
     def sync(self) -> Snapshot:
         """Fetch every repository, reload definitions, rebuild environments, publish."""
         with self._sync_lock:
-            in_use = set().union(*(loop.in_use for loop in self._loops.values())) if self._loops else set()
+            in_use = self._leased.in_use() if self._leased is not None else set()
+            if self.discovery.sources:
+                self.repos, dropped = self.discovery.merge(self._configured, self.store)
+                self.allowed = {**{k: v for k, v in self.allowed.items() if k not in dropped},
+                                **self.discovery.allowed}
+                for name in dropped:
+                    self._definitions.pop(name, None)
             found: list[tuple[str, Checkout | None, RepoDefinitions | None]] = []
             for repo in self.repos:
                 try:
                     found.append(self._sync_repo(repo, in_use))
                 except Exception as exc:  # one bad repository never stops the others
                     log.exception("sync of %s failed", repo.name)
+                    record_sync_failure(repo.name)
                     self.store.set_problems("sync", repo.name, [Problem("sync", repo.name, f"sync failed: {exc!r}")])
                     found.append((repo.name, None, None))
             snapshot = build_snapshot(found)
@@ -116,6 +138,9 @@ class Scheduler:
                 _, problem = self.envs.ensure(codops, requirements)
                 self.store.set_problems("environment", codops, [problem] if problem else [], codops=codops)
             self.store.register_tasks([TaskRegistration(t.spec, t.version) for t in snapshot.tasks.values()])
+            queue = TriggerQueue(self.store)
+            queue.drop_missing(set(snapshot.tasks))
+            queue.release_orphans()  # e.g. runs another replica ended when it took their loop over
             self._snapshot = snapshot
             return snapshot
 
@@ -135,9 +160,10 @@ class Scheduler:
         return repo.name, checkout, defs
 
     # -- loops ------------------------------------------------------------------
-    def make_loop(self, name: str, keep: Callable[[tuple[str, str]], bool] = lambda key: True) -> Loop:
+    def make_loop(self, name: str, keep: Callable[[tuple[str, str]], bool] = lambda key: True,
+                  stop: threading.Event | None = None) -> Loop:
         return Loop(name, settings=self.settings, store=self.store, envs=self.envs, executors=self.executors,
-                    snapshot=lambda: self._snapshot, stop=self.stop_event, owner=self.owner,
+                    snapshot=lambda: self._snapshot, stop=stop or self.stop_event, owner=self.owner,
                     marker_prefix=self.marker_prefix, keep=keep, on_run=self.on_run)
 
     def run_once(self, orgs: Iterable[str] = (), loops: Iterable[str] = ()) -> dict[str, int]:
@@ -149,22 +175,57 @@ class Scheduler:
                  and (not orgs or n == METADATA_LOOP or n in orgs)]
         keep = (lambda key: key[0] in orgs) if orgs else (lambda key: True)
         counts: dict[str, int] = {}
+        leases = LeaseStore(self.store.engine)
+        lease_seconds = self.settings.replica.lease_seconds
+        held: set[str] = set()
+        done = threading.Event()
+
+        def renew() -> None:  # keep the leases while the iteration runs
+            while not done.wait(lease_seconds / 3):
+                try:
+                    leases.renew(self.owner, set(held), leases.now(), lease_seconds)
+                except Exception as exc:  # the next try may work; the tasks go on meanwhile
+                    log.warning("lease renewal failed: %s", exc)
 
         def one(name: str) -> None:
-            counts[name] = self.make_loop(name, keep).tick()
+            # Like a replica: the loop's lease first, so run-once never runs a loop that a
+            # serving replica runs at the same time.
+            lease = leases.try_acquire(name, self.owner, leases.now(), lease_seconds)
+            if lease is None:
+                log.warning("loop %s is run by another replica right now; skipped", name)
+                counts[name] = 0
+                return
+            held.add(name)
+            try:
+                abandoned = self.store.abandon_running(TAKEOVER_REASON.format(replica=self.owner), loop=name)
+                if abandoned:
+                    log.warning("loop %s: marked runs %s ABANDONED", name, abandoned)
+                counts[name] = self.make_loop(name, keep).tick()
+            finally:
+                held.discard(name)
+                leases.release(self.owner, [name])
 
+        renewer = threading.Thread(target=renew, name="leases", daemon=True)
+        renewer.start()
         threads = [threading.Thread(target=one, args=(n,), name=f"loop-{n}") for n in names]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        done.set()
         return counts
 
-    def serve(self, duration: float | None = None) -> None:
-        """Run every loop until ``stop()`` (or ``duration`` seconds, for the demo and tests)."""
+    def serve(self, duration: float | None = None, on_ready: Callable[[], None] | None = None) -> None:
+        """Run every loop until ``stop()`` (or ``duration`` seconds, for the demo and tests).
+
+        ``on_ready`` runs once this scheduler holds the state_dir (``serve`` starts the web server there).
+        """
         self.recover()
+        if on_ready is not None:
+            on_ready()
         self.sync()
-        self._start_loops()
+        self._leased = LeasedLoops(self)
+        self._leased.start()
         sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
         sync_thread.start()
         self.stop_event.wait(duration)
@@ -176,26 +237,21 @@ class Scheduler:
         while not self.stop_event.wait(interval):
             try:
                 self.sync()
-                self._start_loops()
+                if self._leased is not None:
+                    self._leased.round()  # a new organisation's loop starts now, not at the next round
             except Exception:  # e.g. the database briefly gone: report and retry next time
                 log.exception("sync failed; retrying in %.0fs", interval)
-
-    def _start_loops(self) -> None:
-        for name in self._snapshot.loop_names():
-            if name not in self._threads and not self.stop_event.is_set():
-                loop = self._loops[name] = self.make_loop(name)
-                thread = threading.Thread(target=loop.run_forever, name=f"loop-{name}", daemon=True)
-                self._threads[name] = thread
-                thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every loop; running tasks are killed and recorded as ABANDONED."""
         self.stop_event.set()
-        deadline = time.monotonic() + (timeout or self.settings.timeouts.kill_grace + 30)
-        for thread in list(self._threads.values()):
-            thread.join(timeout=max(deadline - time.monotonic(), 0.1))
-        # Anything still marked RUNNING by us (a loop that did not finish in time) is ended.
+        # Anything still marked RUNNING by us (a loop that did not finish in time) is ended,
+        # then the loops are handed over without waiting for their leases to expire.
+        if self._leased is not None:
+            self._leased.stop(timeout or self.settings.timeouts.kill_grace + 30)
         self.store.abandon_running(ABANDON_REASON, owner=self.owner)
+        if self._leased is not None:
+            self._leased.coordinator.release_all()
 
     def close(self) -> None:
         """Release the state_dir for the next scheduler."""

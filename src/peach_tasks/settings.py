@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigProblem, PeachError
 from .yamlsource import load_yaml_file, validation_problems
@@ -81,6 +82,15 @@ class TokenSettings(_Strict):
 ConfValue = str | int | float | bool
 
 
+class ReplicaSettings(_Strict):
+    """Several ``serve`` processes on one database share the loops through leases."""
+
+    # This replica's identity; default <host>:<hash of state_dir>, stable across restarts.
+    name: str | None = Field(default=None, min_length=1)
+    # A replica that dies is replaced within this many seconds.
+    lease_seconds: float = Field(default=30.0, ge=1)
+
+
 class SparkOrganisationSettings(_Strict):
     """Per-organisation Spark resources. The queue defaults to the codops itself."""
 
@@ -132,6 +142,7 @@ class Settings(_Strict):
     web: WebSettings = Field(default_factory=WebSettings)
     tokens: list[TokenSettings] = Field(default_factory=list)
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
     organisations: dict[str, OrganisationSettings] = Field(default_factory=dict)
     # GitLab servers to discover repositories on (one mapping, or a list of them).
     gitlab: list[GitLabSettings] = Field(default_factory=list)

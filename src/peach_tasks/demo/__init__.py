@@ -7,6 +7,7 @@ commit, and watch the next iteration run the new version.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ repositories:
     branch: master
 timeouts: {{task: 600, metadata: 60, kill_grace: 5}}
 loop: {{min_iteration_seconds: 5, sync_interval_seconds: 10}}
+web: {{host: 127.0.0.1, port: {port}}}
 task_env:
   DEMO_OUTPUT: {output}
 """
@@ -44,6 +46,17 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
+def _web_port(preferred: int = 8765) -> int:
+    """The usual dashboard port, or a free one when something already listens there."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+
 def create_demo(directory: Path) -> Path:
     """Create (or reuse) the demo in ``directory``; returns the scheduler.yaml path."""
     directory = directory.resolve()
@@ -62,5 +75,5 @@ def create_demo(directory: Path) -> Path:
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=peach demo", "-c", "user.email=demo@peach.invalid",
          "commit", "--quiet", "-m", "Demo notebooks and task definitions")
-    config.write_text(SCHEDULER_YAML.format(output=json.dumps(str(output))))
+    config.write_text(SCHEDULER_YAML.format(output=json.dumps(str(output)), port=_web_port()))
     return config

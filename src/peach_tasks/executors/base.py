@@ -41,6 +41,7 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
     payload: Any = None
     work_dir: Path | None = None  # a private folder for this run's control files
+    die_with_scheduler: bool = False  # replicas: the task dies if its scheduler is killed
 
 
 class TaskExecutor(Protocol):

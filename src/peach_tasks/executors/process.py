@@ -17,6 +17,7 @@ import os
 import select
 import signal as _signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,21 @@ class ProcessSpec:
     grace: float
     marker: str
     stdin_data: bytes | None = None
+    die_with_parent: bool = False  # SIGKILL the process when the thread that started it dies
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    import ctypes
+
+    # Resolved here, before any fork: the child may only make the bare system call.
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(_signal.SIGKILL), 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,9 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
         start_new_session=True,
+        # Costs about a millisecond per start, so only where another replica may take the
+        # loop over: then a task must not outlive a scheduler killed with SIGKILL.
+        preexec_fn=_die_with_parent if spec.die_with_parent else None,
     )
     assert proc.stdout is not None
     reader = _Reader(proc.stdout.fileno(), sink)

@@ -55,6 +55,7 @@ class PythonExecutor:
                 grace=job.grace,
                 marker=job.marker,
                 stdin_data=request,
+                die_with_parent=job.die_with_scheduler,
             )
             try:
                 ended = run_process(spec, sink, cancel)

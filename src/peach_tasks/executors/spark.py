@@ -149,7 +149,7 @@ class SparkExecutor:
             env_vars = dict(job.env)
             env_vars.update({k: os.environ[k] for k in SPARK_ENV if k in os.environ})
             spec = ProcessSpec(argv=argv, env=env_vars, cwd=Path(job.cwd), timeout=job.timeout,
-                               grace=job.grace, marker=job.marker)
+                               grace=job.grace, marker=job.marker, die_with_parent=job.die_with_scheduler)
             try:
                 ended = run_process(spec, sink, cancel)
             except OSError as exc:

@@ -44,10 +44,15 @@ runs = sa.Table(
     sa.Column("result", sa.Text),  # JSON
     sa.Column("details", sa.Text),  # JSON: traceback, leftovers, executor facts
     sa.Column("owner", sa.String(200)),  # which scheduler process ran it
+    # 0003: set when a trigger asked for this run (who asked, and the payload passed as JSON)
+    sa.Column("trigger_id", sa.Integer),
+    sa.Column("triggered_by", sa.String(300)),
+    sa.Column("payload", sa.Text),
     sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("log_dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_task", "codops", "task", "id"),
     sa.Index("ix_runs_status", "status"),
+    sa.Index("ix_runs_stats", "codops", "task", "status", "finished_at", "duration_s"),  # 0002
 )
 
 # A run's log in chunks: 'h' chunks are the kept head, 't' chunks the rolling tail.
@@ -71,4 +76,42 @@ problems = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_problems_scope", "kind", "scope"),
+)
+
+# 0003: runs asked for by `peach-tasks trigger`, the API or trigger_task() in task code.
+# PENDING until a loop claims one (RUNNING), then DONE; DROPPED when its task is gone.
+triggers = sa.Table(
+    "triggers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True),  # makes retries idempotent
+    sa.Column("codops", sa.String(64), nullable=False),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("payload", sa.Text),  # JSON; NULL: no payload
+    sa.Column("requested_by", sa.String(300), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_triggers_state", "state", "id"),
+)
+
+# 0004: scheduler replicas sharing one database, and the lease each loop is run under.
+replicas = sa.Table(
+    "replicas", metadata,
+    sa.Column("id", sa.String(200), primary_key=True),  # host:state-dir hash, stable across restarts
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stopped_at", sa.DateTime(timezone=True)),
+)
+
+loop_leases = sa.Table(
+    "loop_leases", metadata,
+    sa.Column("loop", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(200)),  # NULL: free
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True)),
 )

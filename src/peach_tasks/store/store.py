@@ -13,19 +13,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
+from . import views
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
-from .schema import runs, tasks
+from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0004"
 MAX_RESULT_CHARS = 64 * 1024
 
 
@@ -64,15 +65,22 @@ class Store:
 
     # -- opening ----------------------------------------------------------------
     @classmethod
-    def open(cls, url: str, migrate: bool = True) -> "Store":
-        """Connect; with ``migrate`` bring the schema to the newest version first."""
+    def open(cls, url: str, migrate: bool | str = True) -> "Store":
+        """Connect. ``migrate``: True upgrades the schema; ``"fresh"`` creates it in an empty
+        database and otherwise only checks it; False only checks it."""
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
-        if migrate:
+        if migrate == "fresh":
+            # A new, empty database gets the schema; an older schema is never changed
+            # behind the operator's back (other replicas may still run the old version).
+            if store.schema_revision() is None:
+                store.upgrade()
+            store.check_schema()
+        elif migrate:
             store.upgrade()
         else:
             store.check_schema()
@@ -153,15 +161,22 @@ class Store:
                 conn.execute(tasks.update().where(tasks.c.codops == codops, tasks.c.name == name)
                              .values(state=state.value))
 
-    def start_run(self, spec: TaskSpec, version: str | None, commit: str | None, owner: str) -> int:
+    def start_run(self, spec: TaskSpec, version: str | None, commit: str | None, owner: str,
+                  trigger: Any = None) -> int:
+        """Record a new RUNNING run; ``trigger`` (a ``triggers.Trigger``) when one asked for it."""
         now = utcnow()
+        asked = {} if trigger is None else dict(trigger_id=trigger.id, triggered_by=trigger.requested_by,
+                                                payload=trigger.payload_json)
         with self.engine.begin() as conn:
             run_id = conn.execute(runs.insert().values(
                 codops=spec.codops, task=spec.name, loop=spec.loop_name, executor=spec.executor.value,
                 version=version, commit=commit, started_at=now, status=RunStatus.RUNNING.value, owner=owner,
+                **asked,
             )).inserted_primary_key[0]
             conn.execute(tasks.update().where(tasks.c.codops == spec.codops, tasks.c.name == spec.name)
                          .values(state=TaskState.RUNNING.value, last_run_id=run_id))
+            if trigger is not None:  # in the same transaction: a claimed trigger is never without its run
+                conn.execute(triggers.update().where(triggers.c.id == trigger.id).values(run_id=run_id))
         return int(run_id)
 
     def log_writer(self, run_id: int) -> LogWriter:
@@ -210,19 +225,31 @@ class Store:
             conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
                          .values(state=TaskState.FINISHED.value))
 
-    def abandon_running(self, reason: str, owner: str | None = None) -> list[int]:
-        """End every RUNNING run (of ``owner``, or all) as ABANDONED; returns their ids."""
+    def abandon_running(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]:
+        """End every RUNNING run (of ``owner`` and/or ``loop``, or all) as ABANDONED; returns their ids."""
         query = sa.select(runs.c.id).where(runs.c.status == RunStatus.RUNNING.value)
         if owner is not None:
             query = query.where(runs.c.owner == owner)
+        if loop is not None:
+            query = query.where(runs.c.loop == loop)
         with self.engine.connect() as conn:
             ids = [r.id for r in conn.execute(query).all()]
         for run_id in ids:
             self.finish_run(run_id, Outcome(RunStatus.ABANDONED, error=reason))
-        with self.engine.begin() as conn:
-            conn.execute(tasks.update().where(tasks.c.state != TaskState.FINISHED.value)
-                         .values(state=TaskState.FINISHED.value))
+        if ids:
+            with self.engine.begin() as conn:
+                stale = tasks.update().where(tasks.c.state != TaskState.FINISHED.value)
+                if loop is not None:
+                    stale = stale.where(tasks.c.loop == loop)
+                conn.execute(stale.values(state=TaskState.FINISHED.value))
         return ids
+
+    def last_task_of_loop(self, loop: str) -> tuple[str, str] | None:
+        """The task of the newest run in ``loop``: a loop taken over goes on after it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs.c.codops, runs.c.task).where(runs.c.loop == loop)
+                               .order_by(runs.c.id.desc()).limit(1)).first()
+        return (row.codops, row.task) if row else None
 
     # -- views ------------------------------------------------------------------
     def tasks(self, codops: Sequence[str] | None = None, include_inactive: bool = False) -> list[dict[str, Any]]:
@@ -285,6 +312,47 @@ class Store:
             return [{"kind": r.kind, "scope": r.scope, "codops": r.codops, "file": r.file, "line": r.line,
                      "message": r.message, "created_at": iso(r.created_at)} for r in conn.execute(query).all()]
 
+    # -- views for the web API and metrics (read only; queries in views.py) -------
+    def organisations(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Organisations with active tasks (only ``codops`` when given): task and running counts."""
+        with self.engine.connect() as conn:
+            return views.organisations(conn, codops)
+
+    def log_slice(self, run_id: int, offset: int = 0, max_bytes: int = 1 << 20,
+                  tail: int | None = None) -> views.LogSlice | None:
+        """Part of a run's log by absolute byte offset, for polling a growing log."""
+        with self.engine.connect() as conn:
+            return views.log_slice(conn, run_id, offset, max_bytes, tail)
+
+    def task_logs(self, codops: str, task: str, runs_limit: int = 10,
+                  per_run_bytes: int = 64 << 10) -> list[tuple[dict[str, Any], views.LogSlice]]:
+        """A task's newest runs, oldest first, each with the last ``per_run_bytes`` of its log."""
+        with self.engine.connect() as conn:
+            ids = views.recent_run_ids(conn, codops, task, runs_limit)
+            rows = {r.id: r for r in conn.execute(sa.select(runs).where(runs.c.id.in_(ids))).all()}
+            slices = [views.log_slice(conn, run_id, tail=per_run_bytes, max_bytes=per_run_bytes) for run_id in ids]
+        return [(_run_dict(rows[run_id]), piece) for run_id, piece in zip(ids, slices) if piece is not None]
+
+    def runs_for_totals(self, after_id: int, also_ids: Sequence[int] = ()) -> Iterator[tuple[Any, ...]]:
+        """Runs above ``after_id`` or in ``also_ids`` as (id, codops, task, status, finished_at,
+        duration_s), streamed, for totals kept up to date incrementally."""
+        with self.engine.connect() as conn:
+            yield from views.runs_for_totals(conn, after_id, also_ids)
+
+    def finished_totals(self, up_to_id: int, bounds: Sequence[float]) -> dict[str, Any]:
+        """Per-task totals of finished runs up to an id, computed by the database (see views.py)."""
+        with self.engine.connect() as conn:
+            return views.finished_totals(conn, up_to_id, bounds)
+
+    def max_run_id(self) -> int:
+        with self.engine.connect() as conn:
+            return views.max_run_id(conn)
+
+    def task_state_counts(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Active tasks by (codops, state)."""
+        with self.engine.connect() as conn:
+            return views.task_state_counts(conn, codops)
+
 
 def _run_dict(r: Any) -> dict[str, Any]:
     return {
@@ -295,6 +363,8 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "result": json.loads(r.result) if r.result else None,
         "details": json.loads(r.details) if r.details else None,
         "owner": r.owner, "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
+        "trigger_id": r.trigger_id, "triggered_by": r.triggered_by,
+        "payload": json.loads(r.payload) if r.payload else None,
     }
 
 

@@ -1,0 +1,125 @@
+"""Sharing the loops between scheduler replicas through leases in the database.
+
+Every replica runs one ``Coordinator.round()`` every ``renew`` seconds:
+
+1. heartbeat (this replica is alive);
+2. renew the leases it holds; a loop whose lease could not be renewed is lost and its
+   running task is stopped at once (``on_lost``);
+3. if no renewal succeeded for half the lease time (the database is out of reach),
+   give up every loop: another replica may take them once the leases expire, and by
+   then this one has stopped its tasks;
+4. take free or expired loops up to its fair share, ``ceil(loops / live replicas)``;
+   a replica over its share hands the extra loops over (after their current task).
+
+The replica's identity is its host plus its state_dir, stable across restarts: a
+restarted replica gets its own loops back at once (the state_dir lock proves the
+previous process is gone) instead of waiting for its old leases to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .store.leases import Lease, LeaseStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Holdings:
+    """What this replica holds, as the coordinator last saw it."""
+
+    loops: set[str] = field(default_factory=set)
+    last_renewed: float = field(default_factory=time.monotonic)
+
+
+class Coordinator:
+    def __init__(self, leases: LeaseStore, replica: str, lease_seconds: float, *,
+                 on_acquired: Callable[[Lease], None], on_lost: Callable[[str], None],
+                 on_surplus: Callable[[int], None]) -> None:
+        self.leases, self.replica, self.lease_seconds = leases, replica, lease_seconds
+        self.on_acquired, self.on_lost, self.on_surplus = on_acquired, on_lost, on_surplus
+        self.held = Holdings()
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self._lock = threading.Lock()  # held.loops changes on this thread and on loop threads
+
+    @property
+    def renew_seconds(self) -> float:
+        return max(self.lease_seconds / 3.0, 0.2)
+
+    def start(self) -> None:
+        self.leases.mark_started(self.replica, self.host, self.pid, self.leases.now())
+
+    def round(self, wanted: list[str]) -> bool:
+        """One round; returns False on a database outage (never raises for one)."""
+        try:
+            now = self.leases.now()
+            self.leases.heartbeat(self.replica, self.host, self.pid, now)
+            kept = self.leases.renew(self.replica, set(self.held.loops), now, self.lease_seconds)
+            self.held.last_renewed = time.monotonic()
+        except Exception as exc:  # the database is unreachable: maybe only for a moment
+            log.warning("lease renewal failed (%s); retrying", exc)
+            self.check_deadline()
+            return False
+        self._lose(self.held.loops - kept)
+        self._share(wanted, now)
+        return True
+
+    def check_deadline(self) -> None:
+        """Give every loop up once renewals have failed for half the lease time: the
+        leases expire only after the whole lease time, so no other replica can have
+        started these loops' tasks yet."""
+        if self.held.loops and time.monotonic() - self.held.last_renewed > self.lease_seconds / 2:
+            log.error("no lease renewal for %.1fs: stopping every loop of this replica", self.lease_seconds / 2)
+            self._lose(set(self.held.loops))
+
+    def hand_over(self, loop: str) -> None:
+        """Called by a loop that stopped to give its loop to another replica."""
+        with self._lock:
+            self.held.loops.discard(loop)
+        try:
+            self.leases.release(self.replica, [loop])
+        except Exception as exc:  # then the lease simply expires
+            log.warning("could not release loop %s (%s)", loop, exc)
+
+    def _lose(self, loops: set[str]) -> None:
+        for loop in sorted(loops):
+            with self._lock:
+                self.held.loops.discard(loop)
+            log.warning("lost the lease of loop %s: its task is stopped", loop)
+            self.on_lost(loop)
+
+    def _share(self, wanted: list[str], now) -> None:
+        live = max(len(self.leases.live_replicas(now, self.lease_seconds)), 1)
+        share = math.ceil(len(wanted) / live) if wanted else 0
+        surplus = len(self.held.loops) - share
+        if surplus > 0:
+            self.on_surplus(surplus)  # those loops hand over after their current task
+            return
+        # Spread the loops: each replica tries them in its own order.
+        order = sorted((l for l in wanted if l not in self.held.loops),
+                       key=lambda l: zlib.crc32(f"{self.replica}/{l}".encode()))
+        for loop in order:
+            if len(self.held.loops) >= share:
+                break
+            lease = self.leases.try_acquire(loop, self.replica, now, self.lease_seconds)
+            if lease is not None:
+                with self._lock:
+                    self.held.loops.add(loop)
+                self.on_acquired(lease)
+
+    def release_all(self) -> None:
+        try:
+            self.leases.release(self.replica, list(self.held.loops))
+            self.leases.mark_stopped(self.replica, self.leases.now())
+        except Exception as exc:  # stopping without a database: the leases expire by themselves
+            log.warning("could not hand the loops over (%s); they are free once their leases expire", exc)
+        self.held.loops.clear()

@@ -1,0 +1,126 @@
+"""``serve`` as one replica among several: run exactly the loops this replica leases.
+
+The coordinator (coordinator.py) decides which loops are ours; this module starts a
+loop's thread when its lease is acquired, stops its task at once when the lease is
+lost, hands a loop over after its current task when this replica has more than its
+share, and releases everything on a clean stop so the others take over immediately.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .coordinator import Coordinator
+from .executors.spark_cluster import end_orphans
+from .model import Executor
+from .store.leases import Lease, LeaseStore
+from .web.metrics import record_replica
+
+if TYPE_CHECKING:
+    from .loops import Loop
+    from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_REASON = ("the replica that ran this task stopped or lost its lease; it was ended and "
+                   "the loop went on with the next task on replica {replica}")
+
+
+class LeasedLoops:
+    def __init__(self, scheduler: "Scheduler") -> None:
+        self.scheduler = scheduler
+        self.store = scheduler.store
+        self.coordinator = Coordinator(LeaseStore(self.store.engine), scheduler.owner,
+                                       scheduler.settings.replica.lease_seconds,
+                                       on_acquired=self._acquired, on_lost=self._lost, on_surplus=self._surplus)
+        self.loops: dict[str, "Loop"] = {}
+        self.threads: dict[str, threading.Thread] = {}
+        self._lock = threading.RLock()
+        self._round_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.coordinator.start()
+        self.round()
+        self._thread = threading.Thread(target=self._forever, name="leases", daemon=True)
+        self._thread.start()
+
+    def round(self) -> bool:
+        with self._round_lock:
+            ok = self.coordinator.round(self.scheduler.snapshot.loop_names())
+        record_replica(self.coordinator.replica, len(self.coordinator.held.loops))
+        return ok
+
+    def _forever(self) -> None:
+        stop = self.scheduler.stop_event
+        renew = self.coordinator.renew_seconds
+        next_round = time.monotonic() + renew
+        while not stop.wait(min(renew, 1.0)):
+            if time.monotonic() >= next_round:
+                ok = self.round()
+                next_round = time.monotonic() + (renew if ok else min(renew, 1.0))
+            else:
+                self.coordinator.check_deadline()
+
+    # -- coordinator callbacks ----------------------------------------------------
+    def _acquired(self, lease: Lease) -> None:
+        """A loop became ours: end what its previous runner left, continue after its last task."""
+        reason = TAKEOVER_REASON.format(replica=self.scheduler.owner)
+        abandoned = self.store.abandon_running(reason, loop=lease.loop)
+        if abandoned:
+            log.warning("loop %s: took over from %s; marked runs %s ABANDONED", lease.loop,
+                        lease.previous_owner or "nobody", abandoned)
+            spark = self.scheduler.settings.spark
+            if Executor.SPARK in self.scheduler.executors and not spark.master.startswith("local"):
+                end_orphans(spark.master, spark.master_web_url, abandoned)
+        loop = self.scheduler.make_loop(lease.loop, stop=threading.Event())
+        loop.resume_after = self.store.last_task_of_loop(lease.loop)
+        with self._lock:
+            if self.scheduler.stop_event.is_set():
+                return
+            self.loops[lease.loop] = loop
+            thread = threading.Thread(target=self._run, args=(loop,), name=f"loop-{lease.loop}", daemon=True)
+            self.threads[lease.loop] = thread
+            thread.start()
+
+    def _lost(self, name: str) -> None:
+        with self._lock:
+            loop = self.loops.get(name)
+        if loop is not None:
+            loop.stop.set()  # the running task is ended now, as on a timeout
+
+    def _surplus(self, count: int) -> None:
+        with self._lock:
+            leaving = [n for n, loop in self.loops.items() if loop.handover.is_set()]
+            for name in sorted(n for n in self.loops if n not in leaving)[: max(count - len(leaving), 0)]:
+                log.info("loop %s: handing over to another replica after its current task", name)
+                self.loops[name].handover.set()
+
+    def _run(self, loop: "Loop") -> None:
+        try:
+            loop.run_forever()
+        finally:
+            with self._lock:
+                self.loops.pop(loop.name, None)
+                self.threads.pop(loop.name, None)
+            if loop.handover.is_set() and not self.scheduler.stop_event.is_set():
+                self.coordinator.hand_over(loop.name)
+
+    # -- views and stop -------------------------------------------------------------
+    def in_use(self) -> set:
+        with self._lock:
+            return set().union(*(loop.in_use for loop in self.loops.values())) if self.loops else set()
+
+    def stop(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            loops, threads = list(self.loops.values()), list(self.threads.values())
+        for loop in loops:
+            loop.stop.set()
+        for thread in threads:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.1))
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,146 @@
+"""Loop leases in the database: each loop is run by exactly one replica at a time.
+
+A lease is a row ``(loop, owner, expires_at)``. The holder renews it well before it
+expires; anyone may take a lease that is free or expired. Every change is one
+conditional UPDATE (or an INSERT that loses to a concurrent one), so two replicas can
+never both believe they won. Times come from the database server where it has a clock
+(PostgreSQL ``now()``), so replicas on different machines agree on expiry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .schema import loop_leases, replicas
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Lease:
+    loop: str
+    owner: str | None
+    expires_at: datetime
+    previous_owner: str | None = None  # on acquisition: who held it before (None: nobody)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class LeaseStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def now(self) -> datetime:
+        """The database's clock where it has one, else this machine's (SQLite: one machine)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                return _aware(conn.execute(sa.text("select now()")).scalar_one())
+        return datetime.now(timezone.utc)
+
+    # -- replicas ---------------------------------------------------------------
+    def heartbeat(self, replica: str, host: str, pid: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(replicas.update().where(replicas.c.id == replica).values(
+                host=host, pid=pid, heartbeat_at=now, stopped_at=None)).rowcount
+            if not updated:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(replicas.insert().values(id=replica, host=host, pid=pid, started_at=now,
+                                                              heartbeat_at=now))
+                except IntegrityError:
+                    pass
+
+    def mark_started(self, replica: str, host: str, pid: int, now: datetime) -> None:
+        self.heartbeat(replica, host, pid, now)
+        with self.engine.begin() as conn:
+            conn.execute(replicas.update().where(replicas.c.id == replica).values(started_at=now))
+
+    def mark_stopped(self, replica: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(replicas.update().where(replicas.c.id == replica).values(stopped_at=now))
+
+    def live_replicas(self, now: datetime, lease_seconds: float) -> list[str]:
+        since = now - timedelta(seconds=lease_seconds)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(replicas.c.id).where(replicas.c.heartbeat_at >= since,
+                                                               replicas.c.stopped_at.is_(None))).all()
+        return sorted(r.id for r in rows)
+
+    def replicas(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(replicas).order_by(replicas.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- leases -----------------------------------------------------------------
+    def leases(self) -> list[Lease]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(loop_leases).order_by(loop_leases.c.loop)).all()
+        return [Lease(r.loop, r.owner, _aware(r.expires_at)) for r in rows]
+
+    def try_acquire(self, loop: str, owner: str, now: datetime, lease_seconds: float) -> Lease | None:
+        """Take ``loop`` if it is free, expired, or already ours; None if someone else holds it."""
+        expires = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(loop_leases).where(loop_leases.c.loop == loop)).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(loop_leases.insert().values(loop=loop, owner=owner, expires_at=expires,
+                                                                 acquired_at=now))
+                    return Lease(loop, owner, expires, None)
+                except IntegrityError:
+                    return None  # another replica inserted it first
+            previous = row.owner
+            taken = conn.execute(loop_leases.update().where(
+                loop_leases.c.loop == loop,
+                sa.or_(loop_leases.c.owner.is_(None), loop_leases.c.owner == owner,
+                       loop_leases.c.expires_at < now),
+                # The row must still be what we read: a concurrent taker wins, we lose.
+                loop_leases.c.expires_at == row.expires_at,
+            ).values(owner=owner, expires_at=expires, acquired_at=now)).rowcount
+        return Lease(loop, owner, expires, previous) if taken else None
+
+    def renew(self, owner: str, loops: Iterable[str], now: datetime, lease_seconds: float) -> set[str]:
+        """Extend our leases; returns the loops still ours (the others were lost)."""
+        loops = list(loops)
+        if not loops:
+            return set()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            conn.execute(loop_leases.update().where(loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops),
+                                                    loop_leases.c.expires_at >= now).values(expires_at=expires))
+            rows = conn.execute(sa.select(loop_leases.c.loop).where(
+                loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops),
+                loop_leases.c.expires_at == expires)).all()
+        return {r.loop for r in rows}
+
+    def release(self, owner: str, loops: Iterable[str]) -> None:
+        """Hand loops over at once (clean stop, or fair sharing): free and already expired."""
+        loops = list(loops)
+        if not loops:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(loop_leases.update().where(loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops))
+                         .values(owner=None, expires_at=EPOCH))
+
+
+def replica_summary(leases: LeaseStore, lease_seconds: float) -> list[dict]:
+    """Every replica with whether it is alive and the loops it holds (CLI and API)."""
+    from .store import iso
+
+    now = leases.now()
+    live = set(leases.live_replicas(now, lease_seconds))
+    held = [lease for lease in leases.leases() if lease.owner and lease.expires_at > now]
+    return [{"id": r["id"], "host": r["host"], "pid": r["pid"], "alive": r["id"] in live,
+             "started_at": iso(r["started_at"]), "heartbeat_at": iso(r["heartbeat_at"]),
+             "stopped_at": iso(r["stopped_at"]),
+             "loops": [{"loop": lease.loop, "expires_at": iso(lease.expires_at)}
+                       for lease in held if lease.owner == r["id"]]}
+            for r in leases.replicas()]

@@ -1,0 +1,197 @@
+"""Read-only queries behind the web views and metrics (``Store`` delegates to these).
+
+A run's log is kept as a head (the first bytes) and a rolling tail (the last bytes),
+with what was dropped between them counted. ``log_slice`` turns that into one byte
+stream with absolute offsets, so a reader can poll a growing log with ``offset`` and
+be told, with a marker line, when bytes it has not seen were dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Collection, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from .schema import log_chunks, runs, tasks
+
+# Statuses that count as a failure in every view (ABANDONED counts as neither).
+FAILED = ("FAILURE", "TIMEOUT")
+
+
+@dataclass(frozen=True)
+class LogSlice:
+    """A piece of one run's log. Ask again with ``offset=next_offset`` for what follows."""
+
+    run_id: int
+    status: str
+    text: str
+    offset: int  # absolute byte offset where ``text`` starts
+    next_offset: int  # absolute byte offset just after ``text``
+    size: int  # bytes the run has written so far
+    dropped: int  # bytes dropped in the middle to keep the log bounded
+    complete: bool  # the run has ended and ``next_offset`` reached ``size``: nothing more will come
+
+
+def dropped_marker(nbytes: int) -> str:
+    return f"[peach-tasks: {nbytes} bytes of this log were dropped here to keep it bounded]\n"
+
+
+def organisations(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:
+    """One row per organisation with active tasks: how many, and how many are running."""
+    query = (sa.select(tasks.c.codops, sa.func.count().label("tasks"),
+                       sa.func.sum(sa.case((tasks.c.state == "RUNNING", 1), else_=0)).label("running"))
+             .where(tasks.c.active.is_(True)).group_by(tasks.c.codops).order_by(tasks.c.codops))
+    if codops is not None:
+        query = query.where(tasks.c.codops.in_(list(codops)))
+    return [{"codops": r.codops, "tasks": int(r.tasks), "running": int(r.running or 0)}
+            for r in conn.execute(query).all()]
+
+
+def log_slice(conn: sa.Connection, run_id: int, offset: int = 0, max_bytes: int = 1 << 20,
+              tail: int | None = None) -> LogSlice | None:
+    """At most ``max_bytes`` of a run's log from ``offset`` (or from its last ``tail`` bytes).
+
+    The text never splits a UTF-8 character; a marker line stands where bytes were dropped.
+    """
+    # Status first: once a run has ended its log writer has flushed, so reading the
+    # chunks after the status never misses the end of a finished run's log.
+    run = conn.execute(sa.select(runs.c.status, runs.c.log_bytes, runs.c.log_dropped_bytes)
+                       .where(runs.c.id == run_id)).first()
+    if run is None:
+        return None
+    chunks = conn.execute(sa.select(log_chunks.c.seq, log_chunks.c.part, log_chunks.c.nbytes)
+                          .where(log_chunks.c.run_id == run_id).order_by(log_chunks.c.seq)).all()
+    spans, size = _spans(chunks, int(run.log_bytes or 0))
+    if tail is not None:
+        offset = max(size - tail, 0)
+    offset = min(max(offset, 0), size)
+    picked: list[tuple[int, int, int]] = []  # (seq, start, end)
+    taken = 0
+    for seq, start, end in spans:
+        if end <= offset:
+            continue
+        if taken >= max_bytes:
+            break
+        picked.append((seq, start, end))
+        taken += end - max(start, offset)
+    data = _chunk_data(conn, run_id, [seq for seq, _, _ in picked])
+    out: list[str] = []
+    position, budget = offset, max_bytes
+    for seq, start, end in picked:
+        if budget <= 0:
+            break
+        if start > position:  # bytes between what the reader has and this chunk are gone
+            out.append(dropped_marker(start - position))
+            position = start
+        raw = data.get(seq, "").encode("utf-8")
+        begin = min(position - start, len(raw))
+        cut = _cut_at_char(raw, begin, begin + budget)
+        out.append(raw[begin:cut].decode("utf-8", errors="ignore"))
+        budget -= cut - begin
+        position = end if cut >= len(raw) else start + cut
+    finished = run.status != "RUNNING"
+    return LogSlice(run_id=run_id, status=run.status, text="".join(out), offset=offset,
+                    next_offset=position, size=size, dropped=int(run.log_dropped_bytes or 0),
+                    complete=finished and position >= size)
+
+
+def _cut_at_char(raw: bytes, begin: int, limit: int) -> int:
+    """The end of a slice from ``begin`` near ``limit`` that splits no UTF-8 character
+    (at least one character, so a reader always moves on)."""
+    if limit >= len(raw):
+        return len(raw)
+    cut = limit
+    while cut > begin and (raw[cut] & 0xC0) == 0x80:
+        cut -= 1
+    if cut == begin:
+        cut = begin + 1
+        while cut < len(raw) and (raw[cut] & 0xC0) == 0x80:
+            cut += 1
+    return cut
+
+
+def _spans(chunks: Sequence[Any], written: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Absolute byte ranges of the kept chunks: the head from 0, the tail back from the end."""
+    spans: list[tuple[int, int, int]] = []
+    position = 0
+    for seq, part, nbytes in chunks:
+        if part == "h":
+            spans.append((seq, position, position + nbytes))
+            position += nbytes
+    head_end = position
+    tail_total = sum(nbytes for _, part, nbytes in chunks if part == "t")
+    size = max(written, head_end + tail_total)
+    position = size - tail_total
+    for seq, part, nbytes in chunks:
+        if part == "t":
+            spans.append((seq, position, position + nbytes))
+            position += nbytes
+    return spans, size
+
+
+def _chunk_data(conn: sa.Connection, run_id: int, seqs: list[int]) -> dict[int, str]:
+    if not seqs:
+        return {}
+    rows = conn.execute(sa.select(log_chunks.c.seq, log_chunks.c.data)
+                        .where(log_chunks.c.run_id == run_id, log_chunks.c.seq >= seqs[0],
+                               log_chunks.c.seq <= seqs[-1])).all()
+    return {seq: data for seq, data in rows}
+
+
+def recent_run_ids(conn: sa.Connection, codops: str, task: str, limit: int) -> list[int]:
+    """Ids of a task's newest runs, oldest first."""
+    query = (sa.select(runs.c.id).where(runs.c.codops == codops, runs.c.task == task)
+             .order_by(runs.c.id.desc()).limit(limit))
+    return sorted(r.id for r in conn.execute(query).all())
+
+
+def runs_for_totals(conn: sa.Connection, after_id: int, also_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+    """(id, codops, task, status, finished_at, duration_s) of the runs above ``after_id`` or in
+    ``also_ids``, streamed: the first call reads every run."""
+    condition = runs.c.id > after_id
+    if also_ids:
+        condition = sa.or_(condition, runs.c.id.in_(list(also_ids)))
+    query = sa.select(runs.c.id, runs.c.codops, runs.c.task, runs.c.status, runs.c.finished_at,
+                      runs.c.duration_s).where(condition)
+    for row in conn.execution_options(yield_per=20_000).execute(query):
+        yield tuple(row)
+
+
+def finished_totals(conn: sa.Connection, up_to_id: int, bounds: Sequence[float]) -> dict[str, Any]:
+    """Totals of the finished runs with an id up to ``up_to_id``, aggregated in the database.
+
+    Returns the ids of runs still RUNNING there (read first, and left out of the totals, so
+    each is counted once, when it has finished) and, per (codops, task, status): count,
+    newest finish, number and sum of durations, and cumulative counts at each bound.
+    """
+    running = [r.id for r in conn.execute(sa.select(runs.c.id).where(runs.c.status == "RUNNING",
+                                                                      runs.c.id <= up_to_id))]
+    duration = runs.c.duration_s
+    query = (sa.select(runs.c.codops, runs.c.task, runs.c.status, sa.func.count().label("n"),
+                       sa.func.max(runs.c.finished_at).label("last_finished_at"),
+                       sa.func.count(duration).label("timed"), sa.func.sum(duration).label("total"),
+                       *[sa.func.sum(sa.case((duration <= bound, 1), else_=0)).label(f"le{i}")
+                         for i, bound in enumerate(bounds)])
+             .where(runs.c.id <= up_to_id, runs.c.status != "RUNNING")
+             .group_by(runs.c.codops, runs.c.task, runs.c.status))
+    if running:
+        query = query.where(runs.c.id.not_in(running))
+    rows = [{"codops": r.codops, "task": r.task, "status": r.status, "count": int(r.n),
+             "last_finished_at": r.last_finished_at, "timed": int(r.timed or 0), "sum": float(r.total or 0.0),
+             "cumulative": [int(getattr(r, f"le{i}") or 0) for i in range(len(bounds))]}
+            for r in conn.execute(query)]
+    return {"running": running, "rows": rows}
+
+
+def max_run_id(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() or 0)
+
+
+def task_state_counts(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:
+    """Active tasks by (codops, state)."""
+    query = (sa.select(tasks.c.codops, tasks.c.state, sa.func.count().label("n"))
+             .where(tasks.c.active.is_(True)).group_by(tasks.c.codops, tasks.c.state))
+    if codops is not None:
+        query = query.where(tasks.c.codops.in_(list(codops)))
+    return [{"codops": r.codops, "state": r.state, "count": int(r.n)} for r in conn.execute(query).all()]

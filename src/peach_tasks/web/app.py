@@ -1,0 +1,84 @@
+"""The FastAPI application: the JSON API, the dashboard, ``/metrics`` and ``/docs``.
+
+Every script and style the pages load is served from this package (the dashboard's
+own files, and Swagger UI's from the ``swagger-ui-bundle-v2`` package), so both work
+on a machine without internet access.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..store import Store
+from . import api, triggers_api
+from .access import AccessPolicy, Scope
+from .metrics import DURATION_BUCKETS, render
+from .run_totals import RunTotals
+
+STATIC = Path(__file__).with_name("static")
+
+DESCRIPTION = """Read-only views of the peach-tasks store: organisations, tasks, executions and logs.
+
+When `tokens` are set in scheduler.yaml, send `Authorization: Bearer <token>`; a token
+sees only the organisations it names. Timestamps are UTC ISO 8601; durations are seconds.
+A running task's log grows: poll `/api/runs/{id}/log?offset=N` with the `next_offset`
+of the previous answer until `complete` is true."""
+
+
+def _version() -> str:
+    try:
+        return version("peach-tasks")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: float = 30.0) -> FastAPI:
+    """The application serving ``store``; ``access`` defaults to open (no tokens)."""
+    app = FastAPI(title="peach-tasks", version=_version(), description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
+    app.state.store = store
+    app.state.access = access or AccessPolicy()
+    app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones
+    app.state.totals = RunTotals(DURATION_BUCKETS)  # kept between scrapes: only new runs are read
+    app.include_router(api.router)
+    app.include_router(triggers_api.router)  # the one write: POST .../trigger
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    swagger = _swagger_ui_dir()
+    if swagger is not None:
+        app.mount("/swagger-ui", StaticFiles(directory=swagger), name="swagger-ui")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if swagger is None:
+            return HTMLResponse("<p>Install swagger-ui-bundle-v2 for the interactive docs; "
+                                "the API description is at <a href='/openapi.json'>/openapi.json</a>.</p>")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="peach-tasks API",
+                                   swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)",
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics(scope: Scope = Depends(api.request_scope)) -> Response:
+        return Response(render(store, scope, app.state.totals), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _swagger_ui_dir() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return Path(str(swagger_ui_path))

@@ -1,0 +1,109 @@
+"""Shapes of the JSON API's answers (they also document the API at ``/docs``).
+
+Timestamps are UTC ISO 8601 strings ending in ``Z``; durations are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    schema_revision: str | None
+
+
+class Organisation(BaseModel):
+    codops: str
+    tasks: int = Field(description="active tasks")
+    running: int = Field(description="tasks running now")
+
+
+class Problem(BaseModel):
+    kind: str = Field(description="sync, config or environment")
+    scope: str = Field(description="the repository, or the organisation for environment problems")
+    codops: str | None
+    file: str | None
+    line: int | None
+    message: str
+    created_at: str | None
+
+
+class Task(BaseModel):
+    codops: str
+    name: str
+    loop: str
+    executor: str
+    state: str = Field(description="PENDING, RUNNING or FINISHED within the loop's current iteration")
+    last_status: str | None
+    last_started_at: str | None
+    last_duration_s: float | None
+    version: str | None = Field(description="short hash of the last commit that touched the notebook")
+    successes: int
+    failures: int = Field(description="FAILURE and TIMEOUT runs (ABANDONED counts as neither)")
+    repo: str
+    notebook: str
+    defined_at: str | None
+    problems: list[Problem]
+
+
+class TaskList(BaseModel):
+    codops: str
+    tasks: list[Task]
+    problems: list[Problem] = Field(description="the organisation's and its repositories' problems")
+
+
+class Run(BaseModel):
+    id: int
+    codops: str
+    task: str
+    loop: str
+    executor: str
+    version: str | None
+    commit: str | None
+    started_at: str
+    finished_at: str | None
+    status: str = Field(description="RUNNING, SUCCESS, FAILURE, TIMEOUT or ABANDONED")
+    duration_s: float | None
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    result: Any = None
+    details: Any = None
+    log_bytes: int
+    log_dropped_bytes: int
+    triggered_by: str | None = Field(default=None, description="who triggered this run; null: the normal order")
+    trigger_id: int | None = None
+    payload: Any = None
+
+
+class RunsPage(BaseModel):
+    codops: str
+    task: str
+    runs: list[Run] = Field(description="newest first")
+    next_before: int | None = Field(description="pass as 'before' for the next (older) page; null at the end")
+
+
+class LogPiece(BaseModel):
+    run_id: int
+    status: str
+    text: str
+    offset: int = Field(description="byte offset of the log where 'text' starts")
+    next_offset: int = Field(description="ask again with offset=next_offset for what follows")
+    size: int = Field(description="bytes the run has written so far")
+    dropped: int = Field(description="bytes dropped in the middle to keep the log bounded")
+    complete: bool = Field(description="the run has ended and nothing more will come")
+
+
+class RunLog(BaseModel):
+    run: Run
+    log: LogPiece
+
+
+class TaskLogs(BaseModel):
+    codops: str
+    task: str
+    runs: list[RunLog] = Field(description="the newest runs, oldest first, each with the end of its log")
+    text: str = Field(description="every run's log one after another, each behind a marker line")

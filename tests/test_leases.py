@@ -1,0 +1,68 @@
+"""Loop leases on SQLite and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from peach_tasks.store import Store
+from peach_tasks.store.leases import LeaseStore
+
+
+@pytest.fixture
+def leases(database_url: str) -> LeaseStore:
+    store = Store.open(database_url)
+    yield LeaseStore(store.engine)
+    store.close()
+
+
+def test_one_owner_at_a_time_and_expiry(leases: LeaseStore) -> None:
+    now = leases.now()
+    first = leases.try_acquire("chrts", "a", now, 30)
+    assert first is not None and first.previous_owner is None
+    assert leases.try_acquire("chrts", "b", now + timedelta(seconds=29), 30) is None
+    assert leases.try_acquire("chrts", "a", now + timedelta(seconds=1), 30) is not None  # ours: renewable
+    later = now + timedelta(seconds=40)  # a's lease expired
+    taken = leases.try_acquire("chrts", "b", later, 30)
+    assert taken is not None and taken.previous_owner == "a"
+    assert leases.renew("a", ["chrts"], later, 30) == set()  # a lost it
+    assert leases.renew("b", ["chrts"], later + timedelta(seconds=5), 30) == {"chrts"}
+
+
+def test_release_hands_over_at_once(leases: LeaseStore) -> None:
+    now = leases.now()
+    assert leases.try_acquire("metadata", "a", now, 30)
+    leases.release("a", ["metadata"])
+    assert leases.try_acquire("metadata", "b", now, 30) is not None
+
+
+def test_concurrent_acquisition_has_exactly_one_winner(leases: LeaseStore) -> None:
+    now = leases.now()
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def attempt(owner: str) -> None:
+        barrier.wait()
+        if leases.try_acquire("sesr", owner, now, 30):
+            winners.append(owner)
+
+    threads = [threading.Thread(target=attempt, args=(f"r{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    [lease] = leases.leases()
+    assert lease.owner == winners[0]
+
+
+def test_live_replicas(leases: LeaseStore) -> None:
+    now = leases.now()
+    leases.heartbeat("a", "host", 1, now)
+    leases.heartbeat("b", "host", 2, now - timedelta(seconds=60))
+    leases.heartbeat("c", "host", 3, now)
+    leases.mark_stopped("c", now)
+    assert leases.live_replicas(now, 30) == ["a"]
+    assert {r["id"] for r in leases.replicas()} == {"a", "b", "c"}

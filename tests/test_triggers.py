@@ -1,0 +1,214 @@
+"""Triggers end to end: CLI, task code, HTTP API; stored, ordered, once each, recorded on the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from click.testing import CliRunner
+from conftest import Repo, py_task, task_yaml, write_settings
+
+from peach_tasks import TriggerError, trigger_task
+from peach_tasks.cli import main
+from peach_tasks.scheduler import Scheduler
+from peach_tasks.settings import load_settings
+from peach_tasks.store import Store
+from peach_tasks.triggers import TriggerQueue, request_trigger
+
+ECHO = "def main(payload=None):\n    return payload\n"
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Any]:
+    opened: list[tuple[Scheduler, Store]] = []
+
+    def factory(repo: Repo, **extra: Any) -> tuple[Scheduler, Store, Path]:
+        config = write_settings(tmp_path, [{"url": str(repo.path)}], **extra)
+        settings = load_settings(config)
+        store = Store.open(settings.database_url)
+        scheduler = Scheduler(settings, store)
+        opened.append((scheduler, store))
+        return scheduler, store, config
+
+    yield factory
+    for scheduler, store in opened:
+        scheduler.close()
+        store.close()
+
+
+def runs_since(store: Store, first_id: int) -> list[dict[str, Any]]:
+    every = [r for name in ("a", "b", "c") for r in store.runs("default", name, limit=100)]
+    return sorted((r for r in every if r["id"] > first_id), key=lambda r: r["id"])
+
+
+def three_tasks(repo: Repo, a_cell: str = ECHO) -> None:
+    repo.notebook("a.ipynb", a_cell)
+    repo.notebook("echo.ipynb", ECHO)
+    repo.write("peach.yaml", task_yaml("default", {"a": py_task("a.ipynb", "main"), "b": py_task("echo.ipynb", "main"),
+                                                   "c": py_task("echo.ipynb", "main")}))
+    repo.commit()
+
+
+def test_cli_trigger_runs_next_once_with_its_payload(repo: Repo, make: Any) -> None:
+    three_tasks(repo)
+    scheduler, store, config = make(repo)
+    scheduler.run_once()  # registers the tasks
+    result = CliRunner().invoke(main, ["--config", str(config), "trigger", "default/c", "--payload", '{"n": 5}'])
+    assert result.exit_code == 0 and "runs next in its loop" in result.stdout, result.output
+    before = max(r["id"] for r in runs_since(store, 0))
+    scheduler.run_once()
+    order = runs_since(store, before)
+    assert [(r["task"], r["triggered_by"] is not None) for r in order] == \
+        [("c", True), ("a", False), ("b", False), ("c", False)]
+    triggered = order[0]
+    assert triggered["triggered_by"].startswith("cli ") and triggered["payload"] == {"n": 5}
+    assert triggered["result"] == {"n": 5} and order[3]["result"] is None  # the method got the payload
+    assert "triggered by cli " in (store.log(triggered["id"]) or "")
+    [row] = TriggerQueue(store).listing()
+    assert (row["state"], row["run_id"], row["attempts"]) == ("DONE", triggered["id"], 1)
+    scheduler.run_once()  # once per trigger: the next iteration is the normal order only
+    assert [r["triggered_by"] for r in runs_since(store, order[-1]["id"])] == [None, None, None]
+    shown = CliRunner().invoke(main, ["--config", str(config), "runs", "default/c"])
+    assert "TRIGGERED_BY" in shown.stdout and "cli " in shown.stdout
+
+
+def test_task_code_triggers_a_task_of_its_own_organisation(repo: Repo, make: Any) -> None:
+    three_tasks(repo, "from peach_tasks import TriggerError, trigger_task\n"
+                      "def main():\n"
+                      "    trigger_task('default', 'c', {'from': 'a'})\n"
+                      "    try:\n"
+                      "        trigger_task('chrts', 'x')\n"
+                      "    except TriggerError as exc:\n"
+                      "        return str(exc)\n")
+    scheduler, store, _ = make(repo)
+    scheduler.run_once()
+    order = runs_since(store, 0)
+    assert [(r["task"], r["triggered_by"]) for r in order] == [
+        ("a", None), ("c", f"task default/a run {order[0]['id']}"), ("b", None), ("c", None)]
+    assert order[1]["result"] == {"from": "a"}
+    assert "may trigger only tasks of its own organisation" in order[0]["result"]
+    assert "trigger of default/c queued" in (store.log(order[0]["id"]) or "")
+
+
+def test_a_task_that_triggers_itself_does_not_starve_the_loop(repo: Repo, make: Any) -> None:
+    three_tasks(repo, "from peach_tasks import trigger_task\ndef main(payload=None):\n"
+                      "    trigger_task('default', 'a')\n")
+    scheduler, store, _ = make(repo)
+    scheduler.run_once()
+    tasks = [r["task"] for r in runs_since(store, 0)]
+    assert tasks[:2] == ["a", "a"] and {"b", "c"} <= set(tasks)  # the loop moved on
+    assert len(TriggerQueue(store).pending()) == 1  # the newest self-trigger waits for the next iteration
+
+
+def test_triggers_survive_a_restart_and_an_abandoned_triggered_run_runs_again(repo: Repo, make: Any) -> None:
+    three_tasks(repo)
+    scheduler, store, _ = make(repo)
+    scheduler.run_once()
+    request_trigger(store, "default", "b", {"k": 1}, requested_by="test")
+    scheduler.close()
+    store.close()
+
+    scheduler, store, _ = make(repo)  # a new scheduler process on the same state
+    scheduler.recover()
+    scheduler.sync()
+    [pending] = TriggerQueue(store).pending()
+    assert TriggerQueue(store).claim(pending)
+    task = scheduler.snapshot.tasks[("default", "b")]
+    dying = store.start_run(task.spec, task.version, task.checkout.commit, scheduler.owner, trigger=pending)
+    scheduler.close()  # ...and that scheduler dies with the run RUNNING
+    store.close()
+
+    scheduler, store, _ = make(repo)
+    last = max(r["id"] for r in runs_since(store, 0))
+    scheduler.run_once()
+    assert store.run(dying)["status"] == "ABANDONED"
+    first = runs_since(store, last)[0]
+    assert (first["task"], first["trigger_id"], first["payload"], first["status"]) == ("b", pending.id, {"k": 1},
+                                                                                       "SUCCESS")
+    [row] = TriggerQueue(store).listing()
+    assert (row["state"], row["attempts"], row["run_id"]) == ("DONE", 2, first["id"])
+
+
+def test_refusals_say_what_to_do(repo: Repo, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    three_tasks(repo)
+    scheduler, store, config = make(repo)
+    scheduler.run_once()
+    unknown = CliRunner().invoke(main, ["--config", str(config), "trigger", "default/nope"])
+    assert unknown.exit_code == 1 and "no task 'default/nope' is defined" in unknown.output
+    not_json = CliRunner().invoke(main, ["--config", str(config), "trigger", "default/a", "--payload", "{x"])
+    assert not_json.exit_code == 2 and "not JSON" in not_json.output
+    for name in ("PEACH_TRIGGER_DIR", "PEACH_TASKS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TriggerError, match="PEACH_TASKS_URL is not set"):
+        trigger_task("default", "a")
+    with pytest.raises(TriggerError, match="payload must be JSON"):
+        trigger_task("default", "a", {"when": object()})
+    assert TriggerQueue(store).listing() == []
+
+
+def test_api_trigger_needs_a_token_for_the_organisation(repo: Repo, make: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from peach_tasks.web.server import WebServer
+
+    three_tasks(repo)
+    default_token, other_token = "d" * 24, "o" * 24
+    scheduler, store, _ = make(repo, tokens=[{"token": default_token, "codops": ["default"]},
+                                             {"token": other_token, "codops": ["chrts"]}])
+    scheduler.run_once()
+    server = WebServer(scheduler.settings, store, host="127.0.0.1", port=0).start()
+    try:
+        monkeypatch.delenv("PEACH_TRIGGER_DIR", raising=False)
+        monkeypatch.setenv("PEACH_TASKS_URL", server.url)  # as in a PEACH Lab notebook
+        monkeypatch.delenv("PEACH_TASKS_TOKEN", raising=False)
+        with pytest.raises(TriggerError, match="401.*set \\$PEACH_TASKS_TOKEN"):
+            trigger_task("default", "b")
+        monkeypatch.setenv("PEACH_TASKS_TOKEN", other_token)
+        with pytest.raises(TriggerError, match="403.*not allowed for 'default'"):
+            trigger_task("default", "b")
+        monkeypatch.setenv("PEACH_TASKS_TOKEN", default_token)
+        with pytest.raises(TriggerError, match="404.*no task 'default/nope'"):
+            trigger_task("default", "nope")
+        request_id = trigger_task("default", "b", {"from": "lab"})
+    finally:
+        server.stop()
+    [row] = TriggerQueue(store).listing()
+    assert row["request_id"] == request_id and row["requested_by"] == "api from 127.0.0.1 (token for default)"
+    before = max(r["id"] for r in runs_since(store, 0))
+    scheduler.run_once()
+    first = runs_since(store, before)[0]
+    assert (first["task"], first["result"], first["triggered_by"]) == ("b", {"from": "lab"}, row["requested_by"])
+
+
+def test_a_trigger_of_a_task_no_longer_defined_is_dropped(repo: Repo, make: Any) -> None:
+    three_tasks(repo)
+    scheduler, store, _ = make(repo)
+    scheduler.sync()
+    request_trigger(store, "default", "b", requested_by="test")
+    repo.write("peach.yaml", task_yaml("default", {"a": py_task("a.ipynb", "main")}))
+    repo.commit("drop b and c")
+    scheduler.sync()
+    [row] = TriggerQueue(store).listing()
+    assert (row["state"], row["note"]) == ("DROPPED", "the task is no longer defined")
+    assert scheduler.make_loop("default").tick() == 1  # only 'a' runs; nothing triggered is left
+
+
+def test_the_api_shows_what_triggered_a_run(repo: Repo, make: Any) -> None:
+    import httpx
+
+    from peach_tasks.web.server import WebServer
+
+    three_tasks(repo)
+    scheduler, store, _ = make(repo)
+    scheduler.sync()
+    request_trigger(store, "default", "c", [1, 2], requested_by="test suite")
+    scheduler.make_loop("default").run_triggered()
+    server = WebServer(scheduler.settings, store, host="127.0.0.1", port=0).start()
+    try:
+        page = httpx.get(f"{server.url}/api/organisations/default/tasks/c/runs", timeout=30).json()
+        listed = httpx.get(f"{server.url}/api/organisations/default/triggers", timeout=30).json()
+    finally:
+        server.stop()
+    [run] = page["runs"]
+    assert (run["triggered_by"], run["payload"], run["result"]) == ("test suite", [1, 2], [1, 2])
+    assert [(t["state"], t["run_id"]) for t in listed] == [("DONE", run["id"])]

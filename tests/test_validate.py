@@ -1,0 +1,123 @@
+"""``peach-tasks validate`` over a corpus of broken working copies, real git and real uv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from validate_corpus import CASES, GOOD_YAML, Case, build, expected_line, notebook_text
+
+from peach_tasks.cli import main
+from peach_tasks.scheduler import Scheduler
+from peach_tasks.settings import settings_from_dict
+from peach_tasks.store import Store
+from peach_tasks.validate import ipynb_line, validate_directory
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_corpus_is_big_enough_and_each_case_is_distinct() -> None:
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_each_fault_is_reported_at_its_file_and_line(tmp_path: Path, case: Case) -> None:
+    root = tmp_path / "repo"
+    build(root, case)
+    args = ["validate", str(root)] + [f"--codops={c}" for c in case.codops]
+    code, out, _ = cli(*args)
+    assert code == 1, out
+    line = expected_line(root, case)
+    where = f"{root}/{case.file}:{line}: " if line else f"{root}/{case.file}: "
+    matching = [text for text in out.splitlines() if text.startswith(where)]
+    assert matching, f"nothing at {where} in:\n{out}"
+    assert any(all(word in text for word in case.words) for text in matching), out
+    assert "internal error" not in out
+
+
+def test_good_repository_passes_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    build(root, Case("good", {}, "", None, ()))
+    code, out, err = cli("validate", str(root))
+    assert (code, out) == (0, "")
+    assert "1 tasks in 1 files: no problems" in err
+
+
+def test_json_output_for_tools(tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.id == "syntax-entry-cell")
+    root = tmp_path / "repo"
+    build(root, case)
+    code, out, _ = cli("validate", "--json", str(root))
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False and data["tasks"] == ["default/good"]
+    [problem] = data["problems"]
+    assert problem["file"] == "nb.ipynb" and problem["line"] == expected_line(root, case)
+    assert problem["path"] == f"{root}/nb.ipynb" and problem["scope"] == "default/good"
+    assert "SyntaxError" in problem["message"] and "peach.yaml:5" in problem["message"]
+
+
+def test_installed_command_in_the_working_copy_prints_relative_paths(tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.id == "method-missing")
+    root = tmp_path / "repo"
+    build(root, case)
+    proc = subprocess.run(["peach-tasks", "validate"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("peach.yaml:8: nb.ipynb defines no top-level function 'train'"), proc.stdout
+
+
+def test_validate_finds_what_the_scheduler_reports(tmp_path: Path) -> None:
+    """Same definitions code path: the scheduler's sync stores the same config problems."""
+    root = tmp_path / "repo"
+    faulty = (GOOD_YAML.replace("  - tabulate\n", "  - -e ./lib\n") + "  out:\n    notebook: ../x.ipynb\n"
+              "    method: m\n  typo:\n    notebook: nb.ipynb\n    metod: m\n")
+    build(root, Case("mixed", {"peach.yaml": faulty}, "", None, ()))
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm",
+                    "x"], check=True)
+    report = validate_directory(root)
+    settings = settings_from_dict({"state_dir": "state", "repositories": [{"url": str(root), "name": "repo"}]},
+                                  tmp_path)
+    store = Store.open(settings.database_url)
+    try:
+        scheduler = Scheduler(settings, store, executors={})
+        scheduler.sync()
+        stored = {(p["file"], p["line"], p["message"]) for p in store.problems() if p["kind"] == "config"}
+        scheduler.close()
+    finally:
+        store.close()
+    found = {(p.file, p.line, p.message) for p in report.problems if p.kind == "config"}
+    assert found == stored and len(found) == 3, found
+
+
+def test_resolve_pins_a_good_set_and_places_an_unknown_package(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    build(good, Case("good", {}, "", None, ()))
+    report = validate_directory(good, resolve=True)
+    assert report.ok, [str(p) for p in report.problems]
+    assert any(pin.startswith("tabulate==") for pin in report.resolved["default"])
+    assert not (good / ".venv").exists()  # resolved, nothing installed
+
+    bad = tmp_path / "bad"
+    yaml_text = GOOD_YAML.replace("  - tabulate\n", "  - tabulate\n  - peach-tasks-no-such-package-xyz==1.0\n")
+    build(bad, Case("bad", {"peach.yaml": yaml_text}, "", None, ()))
+    code, out, _ = cli("validate", "--resolve", str(bad))
+    assert code == 1
+    assert out.startswith(f"{bad}/peach.yaml:4: the dependencies of 'default' cannot be resolved"), out
+    assert "peach-tasks-no-such-package-xyz" in out
+
+
+def test_ipynb_line_for_a_source_written_as_one_string(tmp_path: Path) -> None:
+    path = tmp_path / "nb.ipynb"
+    text = notebook_text("a = 1\nb = 2\n")
+    data = json.loads(text)
+    data["cells"][1]["source"] = "a = 1\nb = (\n"
+    path.write_text(json.dumps(data, indent=1))
+    line = ipynb_line(path, 1, 2)
+    assert line is not None and '"source": "a = 1\\nb = (\\n"' in path.read_text().splitlines()[line - 1]
+    assert ipynb_line(path, 7, 1) is None  # no such cell

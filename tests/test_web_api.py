@@ -1,0 +1,176 @@
+"""The JSON API over real HTTP (uvicorn on loopback) against a store filled by real runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Repo, py_task, task_yaml, write_settings
+from web_helpers import Filled, filled, server, start_server  # noqa: F401 (fixtures)
+
+from peach_tasks.scheduler import Scheduler
+from peach_tasks.settings import load_settings
+from peach_tasks.store import Store
+from peach_tasks.web.server import WebServer
+
+
+def get(web: WebServer, path: str, **params: Any) -> Any:
+    response = httpx.get(f"{web.url}{path}", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_organisations_and_their_tasks(filled: Filled, server: WebServer) -> None:
+    assert get(server, "/api/organisations") == [{"codops": "chrts", "tasks": 2, "running": 0},
+                                                 {"codops": "sesr", "tasks": 1, "running": 0}]
+    listing = get(server, "/api/organisations/chrts/tasks")
+    tasks = {t["name"]: t for t in listing["tasks"]}
+    assert set(tasks) == {"steady", "flaky"} and listing["problems"] == []
+    flaky, steady = tasks["flaky"], tasks["steady"]
+    assert (flaky["state"], flaky["last_status"], flaky["successes"], flaky["failures"]) == ("FINISHED", "FAILURE", 1, 1)
+    assert flaky["version"] == filled.flaky_versions[1]
+    assert (steady["last_status"], steady["successes"], steady["failures"]) == ("SUCCESS", 2, 0)
+    assert steady["last_started_at"].endswith("Z") and steady["last_duration_s"] > 0
+    # The API says what the store says (the CLI's 'tasks' view), plus problems.
+    for row in filled.store.tasks(["chrts"]):
+        assert {k: tasks[row["name"]][k] for k in row if k != "active"} == {k: v for k, v in row.items() if k != "active"}
+    assert get(server, "/api/organisations/chrts/tasks/flaky")["failures"] == 1
+
+
+def test_executions_are_paged_newest_first(filled: Filled, server: WebServer) -> None:
+    first = get(server, "/api/organisations/chrts/tasks/flaky/runs", limit=1)
+    [newest] = first["runs"]
+    assert (newest["status"], newest["version"], newest["error"]) == ("FAILURE", filled.flaky_versions[1],
+                                                                      "RuntimeError: flaky broke")
+    assert first["next_before"] == newest["id"]
+    second = get(server, "/api/organisations/chrts/tasks/flaky/runs", limit=1, before=first["next_before"])
+    [older] = second["runs"]
+    assert (older["status"], older["version"]) == ("SUCCESS", filled.flaky_versions[0])
+    assert older["id"] < newest["id"] and second["next_before"] is None
+    whole = get(server, "/api/organisations/chrts/tasks/flaky/runs")["runs"]
+    assert [r["id"] for r in whole] == [newest["id"], older["id"]]
+    assert whole[0]["duration_s"] == filled.store.run(newest["id"])["duration_s"]  # type: ignore[index]
+
+
+def test_run_log_read_whole_and_by_offsets(filled: Filled, server: WebServer) -> None:
+    run_id = filled.store.runs("chrts", "flaky", limit=1)[0]["id"]
+    stored = filled.store.log(run_id)
+    whole = get(server, f"/api/runs/{run_id}/log")
+    assert whole["text"] == stored and whole["complete"] is True
+    assert "flaky second try" in stored and "RuntimeError: flaky broke" in stored  # type: ignore[operator]
+    assert whole["next_offset"] == whole["size"] == len(stored.encode())  # type: ignore[union-attr]
+    # Polling in small pieces, each from the previous next_offset, gives the same text.
+    pieces, offset = [], 0
+    while True:
+        piece = get(server, f"/api/runs/{run_id}/log", offset=offset, max_bytes=40)
+        pieces.append(piece["text"])
+        assert piece["offset"] == offset
+        offset = piece["next_offset"]
+        if piece["complete"]:
+            break
+    assert len(pieces) > 2 and "".join(pieces) == stored
+    assert get(server, f"/api/runs/{run_id}/log", offset=whole["size"])["text"] == ""
+    tail = get(server, f"/api/runs/{run_id}/log", tail=26)
+    assert tail["text"] == stored.encode()[-26:].decode() and tail["offset"] == whole["size"] - 26  # type: ignore[union-attr]
+    detail = get(server, f"/api/runs/{run_id}")
+    assert detail["run"]["status"] == "FAILURE" and detail["log"]["text"] == stored
+
+
+def test_all_logs_of_a_task_mark_each_run(filled: Filled, server: WebServer) -> None:
+    body = get(server, "/api/organisations/chrts/tasks/flaky/logs")
+    ids = [entry["run"]["id"] for entry in body["runs"]]
+    assert ids == sorted(ids) and len(ids) == 2  # oldest first
+    text = body["text"]
+    first_mark = f"===== run {ids[0]} · version {filled.flaky_versions[0]} · started "
+    second_mark = f"===== run {ids[1]} · version {filled.flaky_versions[1]} · started "
+    assert text.index(first_mark) < text.index("flaky first try") < text.index(second_mark) \
+        < text.index("flaky second try")
+    assert "· SUCCESS ·" in text.splitlines()[0]
+    assert [entry["log"]["text"] for entry in body["runs"]] == [filled.store.log(i) for i in ids]
+
+
+@pytest.mark.parametrize("path", ["/api/organisations/nope/tasks", "/api/organisations/chrts/tasks/nope/runs",
+                                  "/api/organisations/chrts/tasks/nope/logs", "/api/organisations/chrts/tasks/nope",
+                                  "/api/runs/999999", "/api/runs/999999/log"])
+def test_unknown_things_are_404_with_a_reason(server: WebServer, path: str) -> None:
+    response = httpx.get(server.url + path)
+    assert response.status_code == 404
+    assert "nope" in response.json()["detail"] or "999999" in response.json()["detail"]
+
+
+def test_docs_are_served_without_internet(server: WebServer) -> None:
+    page = httpx.get(server.url + "/docs").text
+    assert "/swagger-ui/swagger-ui-bundle.js" in page and "cdn." not in page
+    assert httpx.get(server.url + "/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert {"/api/organisations", "/api/organisations/{codops}/tasks", "/api/organisations/{codops}/tasks/{task}/runs",
+            "/api/runs/{run_id}/log", "/api/organisations/{codops}/tasks/{task}/logs", "/metrics"} <= set(paths)
+    assert all("post" not in ops for path, ops in paths.items() if not path.endswith("/trigger"))
+
+
+GATED = ("import os, pathlib, time\n"
+         "def gated():\n"
+         "    print('before the gate', flush=True)\n"
+         "    gate = pathlib.Path(os.environ['GATE'])\n"
+         "    while not gate.exists():\n"
+         "        time.sleep(0.05)\n"
+         "    print('after the gate', flush=True)\n")
+
+
+def test_log_of_a_running_task_grows(tmp_path: Path) -> None:
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("gated.ipynb", GATED)
+    repo.write("peach.yaml", task_yaml("default", {"gated": py_task("gated.ipynb", "gated")}))
+    repo.commit()
+    gate = tmp_path / "gate"
+    settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], task_env={"GATE": str(gate)}))
+    store = Store.open(settings.database_url)
+    scheduler = Scheduler(settings, store)
+    web = start_server(settings, store)
+    thread = None
+    try:
+        scheduler.recover()
+        scheduler.sync()
+        thread = threading.Thread(target=scheduler.make_loop("default").tick)
+        thread.start()
+        run_id = wait_for(lambda: (store.runs("default", "gated", limit=1) or [{}])[0].get("id"))
+        seen, offset = "", 0
+
+        def poll() -> dict[str, Any]:
+            nonlocal seen, offset
+            piece = get(web, f"/api/runs/{run_id}/log", offset=offset)
+            seen, offset = seen + piece["text"], piece["next_offset"]
+            return piece
+
+        while "before the gate" not in seen:
+            piece = poll()
+            assert not piece["complete"]
+            time.sleep(0.1)
+        assert piece["status"] == "RUNNING" and "after the gate" not in seen
+        gate.touch()
+        while not poll()["complete"]:
+            time.sleep(0.1)
+        assert seen == store.log(run_id)
+        assert seen.index("before the gate") < seen.index("after the gate")
+        assert get(web, f"/api/runs/{run_id}")["run"]["status"] == "SUCCESS"
+    finally:
+        gate.touch()
+        if thread is not None:
+            thread.join(timeout=60)
+        web.stop()
+        scheduler.close()
+        store.close()
+
+
+def wait_for(probe: Any, limit: float = 60.0) -> Any:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("gave up waiting")

@@ -1,0 +1,119 @@
+"""Shared by the web, metrics, dashboard and widget tests: a store filled by real runs,
+a real uvicorn server on a free loopback port, and the browser's availability.
+
+The store holds two organisations run twice by the real scheduler:
+  chrts/steady   SUCCESS, SUCCESS
+  chrts/flaky    SUCCESS (version 1), then FAILURE (version 2 raises)
+  sesr/secret    SUCCESS, SUCCESS   (its log holds a line no chrts token may read)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Repo, py_task, task_yaml, write_settings
+
+from peach_tasks.scheduler import Scheduler
+from peach_tasks.settings import Settings, load_settings, settings_from_dict
+from peach_tasks.store import Store
+from peach_tasks.web.server import WebServer
+
+STEADY = "def steady():\n    print('steady says hello')\n    return 1\n"
+FLAKY_V1 = "def flaky():\n    print('flaky first try')\n    return 'ok'\n"
+FLAKY_V2 = "def flaky():\n    print('flaky second try')\n    raise RuntimeError('flaky broke')\n"
+SECRET = "def secret():\n    print('sesr-only secret line')\n    return 2\n"
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Filled:
+    """A store after real runs, and what the tests need to know about it."""
+
+    settings: Settings
+    store: Store
+    repo: Repo
+    flaky_versions: tuple[str, str]
+
+
+def need_service(reason: str) -> None:
+    """Skip when a service is missing; under CI=true a missing service is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def fill_store(root: Path) -> Filled:
+    repo = Repo(root / "algos")
+    repo.notebook("steady.ipynb", STEADY)
+    repo.notebook("flaky.ipynb", FLAKY_V1)
+    repo.notebook("secret.ipynb", SECRET)
+    repo.write("peach.conf/chrts.yaml", task_yaml("chrts", {"steady": py_task("steady.ipynb", "steady"),
+                                                            "flaky": py_task("flaky.ipynb", "flaky")}))
+    repo.write("peach.conf/sesr.yaml", task_yaml("sesr", {"secret": py_task("secret.ipynb", "secret")}))
+    repo.commit("tasks")
+    first = repo.short()
+    settings = load_settings(write_settings(root, [{"url": str(repo.path)}]))
+    store = Store.open(settings.database_url)
+    scheduler = Scheduler(settings, store)
+    try:
+        scheduler.run_once()
+        repo.notebook("flaky.ipynb", FLAKY_V2)
+        repo.commit("flaky breaks")
+        scheduler.run_once()
+    finally:
+        scheduler.close()
+    return Filled(settings, store, repo, (first, repo.short()))
+
+
+# Each test module imports the fixtures below, which makes pytest hold one fixture per
+# module; the store and the server are made once and shared through this cache.
+_SHARED: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Filled:
+    if "filled" not in _SHARED:
+        if os.environ.get("PEACH_TASKS_DATABASE_URL"):
+            pytest.fail("unset PEACH_TASKS_DATABASE_URL: these tests make their own store")
+        found = fill_store(tmp_path_factory.mktemp("web-store"))
+        _SHARED["filled"] = found
+        request.config.add_cleanup(found.store.close)
+    return _SHARED["filled"]
+
+
+def start_server(settings: Settings, store: Store, **extra: Any) -> WebServer:
+    """A real uvicorn server on a free loopback port; ``extra`` adds settings (tokens...)."""
+    if extra:
+        data = settings.model_dump(exclude={"base_dir"})
+        data.update(extra)
+        settings = settings_from_dict(data, settings.base_dir)
+    return WebServer(settings, store, host="127.0.0.1", port=0).start()
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, filled: Filled) -> WebServer:
+    """The open server (no tokens) on the filled store."""
+    if "server" not in _SHARED:
+        web = start_server(filled.settings, filled.store)
+        _SHARED["server"] = web
+        request.config.add_cleanup(web.stop)  # cleanups run last-in first-out: before the store closes
+    return _SHARED["server"]
+
+
+def chromium_executable() -> str:
+    """Debian's chromium, which Playwright drives through ``executable_path``."""
+    path = os.environ.get("PEACH_TASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        need_service(f"Debian's chromium is not installed at {path} (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        need_service("the playwright package is not installed (pip install -e '.[test]')")
+    return path
