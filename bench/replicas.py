@@ -101,7 +101,7 @@ def wait_for(check: Callable[[], Any], seconds: float, what: str, alive: Callabl
         if value:
             return value
         time.sleep(step)
-    raise RuntimeError(f"timed out after {seconds:g}s waiting for {what}")
+    raise TimeoutError(f"timed out after {seconds:g}s waiting for {what}")
 
 
 # -- the repository and the environments ---------------------------------------------
@@ -246,16 +246,33 @@ class Cluster:
                 proc.kill()
                 proc.wait()
 
-    def warnings(self) -> dict[str, int]:
-        """Unexpected WARNING/ERROR lines per replica log (lost leases, failed renewals, pool timeouts...)."""
+    def log_marks(self) -> dict[str, int]:
+        """Where each replica's log ends now, to count what it logs from here on."""
+        return {n: (self.folder / f"{n}.log").stat().st_size for n in self.procs}
+
+    def events(self, since: dict[str, int] | None = None, until: dict[str, int] | None = None
+               ) -> dict[str, dict[str, int]]:
+        """Per replica, lease trouble logged between two marks: every loop given up at once
+        (no renewal for lease/2), single leases lost, failed renewals; and other unexpected
+        WARNING/ERROR lines (the bench's own stop and the failover's takeover are expected)."""
         out = {}
         for name in self.procs:
             path = self.folder / f"{name}.log"
-            text = path.read_text(errors="replace") if path.exists() else ""
-            out[name] = sum((" WARNING " in line or " ERROR " in line or "Traceback" in line)
-                            and not any(known in line for known in EXPECTED_WARNINGS)
-                            for line in text.splitlines())
-        return out
+            data = path.read_bytes() if path.exists() else b""
+            data = data[(since or {}).get(name, 0):(until or {}).get(name, len(data))]
+            counts = dict.fromkeys(("gave_up_all", "lost_lease", "renewal_failed", "other_warnings"), 0)
+            for line in data.decode(errors="replace").splitlines():
+                if "no lease renewal for" in line:
+                    counts["gave_up_all"] += 1
+                elif "lost the lease of loop" in line:
+                    counts["lost_lease"] += 1
+                elif "lease renewal failed" in line:
+                    counts["renewal_failed"] += 1
+                elif ((" WARNING " in line or " ERROR " in line or "Traceback" in line)
+                      and not any(known in line for known in EXPECTED_WARNINGS)):
+                    counts["other_warnings"] += 1
+            out[name] = {k: v for k, v in counts.items() if v}
+        return {n: v for n, v in out.items() if v}
 
 
 def holders(engine: sa.Engine) -> dict[str, set[str]]:
@@ -266,6 +283,21 @@ def holders(engine: sa.Engine) -> dict[str, set[str]]:
     for owner, loop in rows:
         out.setdefault(owner, set()).add(loop)
     return out
+
+
+def task_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("select count(*) from tasks")).scalar_one())
+
+
+def lease_progress(engine: sa.Engine) -> dict[str, Any]:
+    """How far the replicas got with leasing: rows, live leases, newest acquisition, runs."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "select count(*), count(*) filter (where owner is not null and expires_at > now()), "
+            "max(acquired_at), (select count(*) from runs), now() from loop_leases")).one()
+    return {"lease_rows": row[0], "live_leases": row[1], "runs": row[3],
+            "newest_acquisition_age_s": None if row[2] is None else round((row[4] - row[2]).total_seconds(), 1)}
 
 
 def fairly_shared(engine: sa.Engine, names: list[str], loops: int) -> bool:
@@ -323,6 +355,14 @@ def measure_window(cluster: Cluster, engine: sa.Engine, db: Database, seconds: f
         rows = conn.execute(sa.text(
             "select owner, status, count(*) from runs where finished_at >= :t0 and finished_at < :t1 "
             "group by owner, status"), {"t0": t0, "t1": t1}).all()
+        # A loop runs one task at a time: two of its runs overlapping in time means two
+        # loop threads (of one replica or of two) ran it at once.
+        overlap = conn.execute(sa.text(
+            "with w as (select id, loop, owner, started_at, coalesce(finished_at, now()) as ended from runs "
+            "where started_at < :t1 and coalesce(finished_at, now()) > :t0) "
+            "select count(distinct a.loop), count(distinct a.loop) filter (where a.owner <> b.owner) "
+            "from w a join w b on a.loop = b.loop and a.id < b.id "
+            "and b.started_at < a.ended and a.started_at < b.ended"), {"t0": t0, "t1": t1}).one()
     window = (t1 - t0).total_seconds()
     statuses: dict[str, int] = {}
     per_owner: dict[str, int] = {}
@@ -351,14 +391,19 @@ def measure_window(cluster: Cluster, engine: sa.Engine, db: Database, seconds: f
         "other_cpu_ms_per_task": per_task((after["busy"] - before["busy"]) - sum(own.values()) - children
                                           - (after["postgres"] - before["postgres"])),
         "loadavg_1m": [round(load0, 2), round(load1, 2)],
+        "loops_with_overlapping_runs": overlap[0],
+        "loops_run_by_two_replicas_at_once": overlap[1],
     }
 
 
 # -- failover ------------------------------------------------------------------------
 def failover(cluster: Cluster, engine: sa.Engine, lease: float) -> dict[str, Any]:
-    victim_loops = holders(engine).get(VICTIM, set())
+    held = holders(engine).get(VICTIM, set())
+    with engine.connect() as conn:  # its lease rows, expired or not (in case nothing settled)
+        rows = {r[0] for r in conn.execute(sa.text("select loop from loop_leases where owner = :o"), {"o": VICTIM})}
+    victim_loops = held or rows
     org_loops = sorted(victim_loops - {"metadata"})
-    say(f"failover: SIGKILL {VICTIM}, which holds {len(victim_loops)} loops")
+    say(f"failover: SIGKILL {VICTIM}, which holds {len(held)} live leases ({len(rows)} lease rows)")
     kill_wall = utcnow()
     cluster.kill(VICTIM)
     killed = time.perf_counter()
@@ -382,17 +427,23 @@ def failover(cluster: Cluster, engine: sa.Engine, lease: float) -> dict[str, Any
                 {"o": SURVIVOR, "loops": org_loops, "t": kill_wall}).one()
         return row[1] if row[0] == len(org_loops) else None
 
-    last = wait_for(all_loops, 120, f"{SURVIVOR} to run every loop of {VICTIM}", cluster.check_alive, step=0.5)
+    try:
+        last = wait_for(all_loops, 60, f"{SURVIVOR} to run every loop of {VICTIM}", cluster.check_alive, step=0.5)
+    except TimeoutError:
+        last = None
     with engine.connect() as conn:
         leases = conn.execute(sa.text(
-            "select min(acquired_at), max(acquired_at) from loop_leases where owner = :o and loop = any(:loops)"),
-            {"o": SURVIVOR, "loops": sorted(victim_loops)}).one()
-    since = lambda t: None if t is None else round((t - kill_wall).total_seconds(), 3)  # noqa: E731
+            "select min(acquired_at), max(acquired_at), count(*) from loop_leases "
+            "where owner = :o and loop = any(:loops) and acquired_at >= :t"),
+            {"o": SURVIVOR, "loops": sorted(victim_loops), "t": kill_wall}).one()
+    since = lambda t: None if t is None else round((t - kill_wall).total_seconds(), 3)
     return {
         "victim": VICTIM, "survivor": SURVIVOR, "victim_loops": len(victim_loops),
+        "victim_live_leases": len(held),
         "lease_seconds": lease, "renew_seconds": round(max(lease / 3.0, 0.2), 3),
         "first_run_s": since(first),
         "first_run_seen_by_bench_s": round(first_seen, 3),
+        "leases_taken": leases[2],
         "first_lease_taken_s": since(leases[0]),
         "last_lease_taken_s": since(leases[1]),
         "all_loops_running_again_s": since(last),
@@ -488,7 +539,7 @@ def diagnostics(config: Path, url: str, orgs: list[str], per_org: int, lease: fl
         out["loop_python_executor"] = {"tasks": ran, **per(real, max(ran, 1))}
 
         leases = LeaseStore(store.engine)
-        noop = lambda *args: None  # noqa: E731
+        noop = lambda *args: None
         coordinator = Coordinator(leases, "bench-diag", lease, on_acquired=noop, on_lost=noop, on_surplus=noop)
         coordinator.start()
         wanted = scheduler.snapshot.loop_names()
@@ -526,29 +577,73 @@ def run_phase(count: int, root: Path, repo: Path, admin_url: str, orgs: list[str
         for name in names:
             cluster.config(name, template_envs)
         started = time.perf_counter()
-        for name in names:
-            cluster.start(name)
+        cluster.start(names[0])
+        if len(names) > 1:
+            # Replicas that register the tasks of a fresh database at the same moment collide
+            # (register_tasks reads, then inserts: UniqueViolation on tasks_pkey, and serve
+            # exits). So the others start once the first one has registered every task.
+            want = len(orgs) * per_org
+            wait_for(lambda: task_rows(engine) >= want, args.settle_timeout,
+                     f"{names[0]} to register the {want} tasks", cluster.check_alive)
+            result["others_started_after_s"] = round(time.perf_counter() - started, 1)
+            for name in names[1:]:
+                cluster.start(name)
         say(f"started {', '.join(names)} on {db.name}; waiting for all {loops} loops to be leased and shared")
-        wait_for(lambda: fairly_shared(engine, names, loops), 600, "all loops leased and fairly shared",
-                 cluster.check_alive)
+        progress: list[dict[str, Any]] = []
+        next_note = [time.perf_counter() + 10]
+
+        def shared() -> bool:
+            if time.perf_counter() >= next_note[0]:
+                next_note[0] += 10
+                note = {"t_s": round(time.perf_counter() - started, 1), **lease_progress(engine)}
+                progress.append(note)
+                say(f"  {note['t_s']}s: {note['lease_rows']} of {loops} loops ever leased, {note['live_leases']} "
+                    f"leases live, newest taken {note['newest_acquisition_age_s']}s ago, {note['runs']} runs")
+            return fairly_shared(engine, names, loops)
+
+        try:
+            wait_for(shared, args.settle_timeout, "all loops leased and fairly shared", cluster.check_alive)
+            result["settled"] = True
+        except TimeoutError as exc:
+            result["settled"] = False
+            say(f"NOT SETTLED: {exc}; lease trouble so far: {cluster.events()}; measuring anyway")
+        result["setup_progress"] = progress
         shared_at = utcnow()
         result["shared_after_s"] = round(time.perf_counter() - started, 1)
-        say(f"shared after {result['shared_after_s']}s: "
-            f"{ {n: len(v) for n, v in sorted(holders(engine).items())} }; waiting for a run in every loop")
-        wait_for(lambda: loops_run_since(engine, shared_at) >= len(orgs), 600,
-                 "a finished run in every organisation's loop", cluster.check_alive)
+        if result["settled"]:
+            say(f"shared after {result['shared_after_s']}s: "
+                f"{ {n: len(v) for n, v in sorted(holders(engine).items())} }; waiting for a run in every loop")
+            try:
+                wait_for(lambda: loops_run_since(engine, shared_at) >= len(orgs), args.settle_timeout,
+                         "a finished run in every organisation's loop", cluster.check_alive)
+            except TimeoutError as exc:
+                result["settled"] = False
+                say(f"NOT WARM: {exc}; lease trouble so far: {cluster.events()}; measuring anyway")
         result["warm_after_s"] = round(time.perf_counter() - started, 1)
+        result["setup_lease_trouble"] = cluster.events()
         time.sleep(args.warmup)
         result["loops_held"] = {n: len(v) for n, v in sorted(holders(engine).items())}
         say(f"measuring for {args.seconds:g}s")
+        marks = cluster.log_marks()
         result.update(measure_window(cluster, engine, db, args.seconds))
+        result["window_lease_trouble"] = cluster.events(since=marks)
+        result["loops_held_after"] = {n: len(v) for n, v in sorted(holders(engine).items())}
         say(f"{result['tasks_completed']} tasks in {result['window_s']}s = {result['tasks_per_s']} tasks/s, "
-            f"scheduler CPU {result['scheduler_cpu_ms_per_task']} ms/task")
+            f"scheduler CPU {result['scheduler_cpu_ms_per_task']} ms/task"
+            + (f"; lease trouble in the window: {result['window_lease_trouble']}"
+               if result["window_lease_trouble"] else ""))
         if failover_here:
-            result["failover"] = failover(cluster, engine, args.lease_seconds)
-            say(f"failover: first run after {result['failover']['first_run_s']}s")
+            marks = cluster.log_marks()
+            try:
+                result["failover"] = failover(cluster, engine, args.lease_seconds)
+                say(f"failover: first run after {result['failover']['first_run_s']}s")
+            except TimeoutError as exc:
+                result["failover"] = {"error": str(exc), "lease_seconds": args.lease_seconds}
+                say(f"failover: {exc}")
+            result["failover"]["lease_trouble"] = cluster.events(since=marks)
+        marks = cluster.log_marks()
         cluster.stop()
-        result["log_warnings"] = cluster.warnings()
+        result["lease_trouble_total"] = cluster.events(until=marks)
         if diagnose_here:
             say("diagnostics in this process (replicas stopped)")
             result["diagnostics"] = diagnostics(cluster.folder / "r1.yaml", db.url, orgs, per_org,
@@ -581,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="loop.sync_interval_seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=3.0, metavar="S",
                         help="seconds between 'every loop ran' and the window (default 3)")
+    parser.add_argument("--settle-timeout", type=float, default=90.0, metavar="S",
+                        help="give up waiting for all loops leased and run after this long, and measure "
+                             "anyway, flagged NOT SETTLED (default 90)")
     parser.add_argument("--no-failover", action="store_true", help="skip the SIGKILL failover measurement")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the in-process diagnostics")
     parser.add_argument("--keep", metavar="DIR", help="build in DIR (must not exist) and keep it (logs, configs)")
@@ -610,14 +708,20 @@ def main(argv: list[str] | None = None) -> int:
         repo = build_repository(root, orgs, args.tasks_per_org)
         say(f"building {args.orgs} empty uv environments once (setup, not measured)")
         template_envs, env_seconds = build_template_environments(root, orgs)
-        phases = []
+        phases: list[dict[str, Any]] = []
         for i, count in enumerate(counts):
-            phases.append(run_phase(count, root, repo, admin_url, orgs, args.tasks_per_org, template_envs, args,
-                                    failover_here=count == 2 and not args.no_failover and
-                                    not any(p.get("failover") for p in phases),
-                                    diagnose_here=i == 0 and not args.no_diagnostics))
-    base = next((p["tasks_per_s"] for p in phases if p["replicas"] == 1), None)
+            try:
+                phases.append(run_phase(count, root, repo, admin_url, orgs, args.tasks_per_org, template_envs,
+                                        args, failover_here=count == 2 and not args.no_failover and
+                                        not any(p.get("failover") for p in phases),
+                                        diagnose_here=i == 0 and not args.no_diagnostics))
+            except (RuntimeError, TimeoutError) as exc:  # a replica died, or never started: go on
+                say(f"phase with {count} replicas FAILED: {exc}")
+                phases.append({"replicas": count, "error": str(exc)[-3000:]})
+    base = next((p["tasks_per_s"] for p in phases if p["replicas"] == 1 and "error" not in p), None)
     for p in phases:
+        if "error" in p:
+            continue
         p["ratio_vs_1"] = round(p["tasks_per_s"] / base, 3) if base else None
     result = {
         "orgs": args.orgs, "tasks_per_org": args.tasks_per_org, "loops": args.orgs + 1,
@@ -627,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         "phases": phases,
         "bench_seconds": round(time.perf_counter() - bench_started, 1),
     }
+    if args.keep:
+        (root / "result.json").write_text(json.dumps(result, indent=2, default=str))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -644,35 +750,60 @@ def print_table(r: dict[str, Any]) -> None:
           f"({r['loops']} loops), lease {r['lease_seconds']:g}s, sync every {r['sync_interval_s']:g}s, "
           f"window {r['window_s']:g}s, {r['cpus']} cpus, {r['python']}")
     print(f"  (environments built once before the phases, {r['environments_build_s_untimed']}s, not timed)")
+    failed = [p for p in r["phases"] if "error" in p]
+    ok = [p for p in r["phases"] if "error" not in p]
     print(f"{'replicas':>8} | {'tasks/s':>8} | {'scheduler CPU ms/task':>21} | {'tasks/s vs 1 replica':>20}")
-    for p in r["phases"]:
+    for p in failed:
+        print(f"{p['replicas']:>8} | FAILED: {p['error'].splitlines()[0]}")
+    for p in ok:
         print(f"{p['replicas']:>8} | {num(p['tasks_per_s'], 8)} | {num(p['scheduler_cpu_ms_per_task'], 21, 2)} | "
               f"{num(p['ratio_vs_1'], 20, 2, 'x')}")
     print("  scheduler CPU = user+sys of the serve processes themselves (not their children) / tasks completed")
     print("where the machine's CPU went, ms per completed task (machine busy = share of all cores):")
     print(f"{'replicas':>8} | {'scheduler':>9} | {'task procs':>10} | {'postgres':>8} | {'other':>6} | "
           f"{'machine busy':>12} | {'db commits/task':>15} | {'db sessions opened':>18} | serve CPU, share of one core")
-    for p in r["phases"]:
+    for p in ok:
         shares = ", ".join(f"{n} {v:.0%}" for n, v in p["scheduler_cpu_share_of_one_core"].items())
         print(f"{p['replicas']:>8} | {num(p['scheduler_cpu_ms_per_task'], 9, 2)} | "
               f"{num(p['task_processes_cpu_ms_per_task'], 10, 2)} | {num(p['postgres_cpu_ms_per_task'], 8, 2)} | "
               f"{num(p['other_cpu_ms_per_task'], 6, 2)} | {num(p['machine_busy'] * 100, 12, 0, '%')} | "
               f"{num(p['db_commits_per_task'], 15, 1)} | {p['db_sessions_opened']:>18} | {shares}")
-    for p in r["phases"]:
+    for p in ok:
         bad = {k: v for k, v in p["statuses"].items() if k != "SUCCESS"}
-        warn = {k: v for k, v in p.get("log_warnings", {}).items() if v}
-        print(f"  {p['replicas']} replica(s): {p['tasks_completed']} tasks in {p['window_s']}s, per replica "
-              f"{p['tasks_per_s_by_replica']} tasks/s, loops held {p['loops_held']}, load {p['loadavg_1m']}; "
-              f"setup: shared after {p['shared_after_s']}s, every loop ran after {p['warm_after_s']}s"
-              + (f"; NOT SUCCESS: {bad}" if bad else "") + (f"; warnings in logs: {warn}" if warn else ""))
+        print(f"  {p['replicas']} replica(s){'' if p['settled'] else ' NOT SETTLED'}: {p['tasks_completed']} tasks "
+              f"in {p['window_s']}s, per replica {p['tasks_per_s_by_replica']} tasks/s, loops held "
+              f"{p['loops_held']} -> {p['loops_held_after']}, load {p['loadavg_1m']}, db sessions opened "
+              f"{p['db_sessions_opened']}; setup: shared after {p['shared_after_s']}s, every loop ran after "
+              f"{p['warm_after_s']}s" + (f"; runs not SUCCESS: {bad}" if bad else ""))
+        if p["loops_with_overlapping_runs"]:
+            print(f"    DOUBLE RUNS: {p['loops_with_overlapping_runs']} loops had two runs at once in the window "
+                  f"({p['loops_run_by_two_replicas_at_once']} of them on two replicas)")
+        if not p["settled"] and p.get("setup_progress"):
+            last = p["setup_progress"][-1]
+            print(f"    leasing at {last['t_s']}s: {last['lease_rows']} of {r['loops']} loops ever leased, "
+                  f"{last['live_leases']} live, newest taken {last['newest_acquisition_age_s']}s before")
+        for label, key in (("setup", "setup_lease_trouble"), ("window", "window_lease_trouble"),
+                           ("whole phase", "lease_trouble_total")):
+            if p.get(key):
+                print(f"    lease trouble logged ({label}): {p[key]}")
+    for p in failed:
+        print(f"  {p['replicas']} replica(s) FAILED:")
+        print("\n".join(f"    {line}" for line in p["error"].splitlines()[-12:]))
     f = next((p["failover"] for p in r["phases"] if p.get("failover")), None)
-    if f:
+    if f and "error" in f:
+        print(f"failover (lease {f['lease_seconds']:g} s): FAILED: {f['error']}")
+    elif f:
+        if f["victim_live_leases"] == 0:
+            print(f"failover: {f['victim']} held no live lease when killed (nothing settled): the figure below "
+                  "is not a lease takeover")
         lo, hi = f["lease_seconds"] - f["renew_seconds"], f["lease_seconds"] + f["renew_seconds"]
         print(f"failover: SIGKILL of {f['victim']} (held {f['victim_loops']} loops) -> first run in one of its "
               f"loops started by {f['survivor']} after {f['first_run_s']:.2f} s  (lease {f['lease_seconds']:g} s, "
               f"renewal every {f['renew_seconds']:g} s: expected {lo:.1f}..{hi:.1f} s)")
         print(f"  leases taken {f['first_lease_taken_s']}..{f['last_lease_taken_s']} s after the kill; "
               f"every one of its loops had run again after {f['all_loops_running_again_s']} s")
+    if f and f.get("lease_trouble"):
+        print(f"  lease trouble logged during the failover: {f['lease_trouble']}")
     d = next((p["diagnostics"] for p in r["phases"] if p.get("diagnostics")), None)
     if d:
         print("diagnostics, in the bench process after the first phase (replicas stopped), on its database:")

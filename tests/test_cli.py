@@ -425,7 +425,9 @@ def test_demo(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    result = cli("demo", str(directory), "--duration", "20", cwd=cwd, timeout=900)
+    # Long enough for every task to run once after the environments are built, even on a
+    # busy machine (scikit-learn's environment is the slow one).
+    result = cli("demo", str(directory), "--duration", "45", cwd=cwd, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     config = directory / "scheduler.yaml"
     assert config.exists() and (directory / "algos" / ".git").is_dir()

@@ -151,7 +151,7 @@ def test_sigkill_takeover_abandons_and_continues(cluster_factory: Any) -> None:
         cluster.start(name)
     # Fair sharing: 11 loops (10 organisations + metadata) over 3 replicas, none idle.
     wait_for(lambda: len(cluster.holders()) == 3 and sum(map(len, cluster.holders().values())) == 11,
-             60, "all loops leased over three replicas")
+             150, "all loops leased over three replicas")
     assert max(len(loops) for loops in cluster.holders().values()) <= 4
     # Kill r1 while one of its tasks runs.
     victim_loops = cluster.holders()["r1"]
@@ -185,7 +185,8 @@ def test_sigterm_hands_over_without_waiting_for_expiry(cluster_factory: Any) -> 
     wait_for(lambda: len(cluster.holders().get("r2", ())) == 2, 60, "r2 taking its share")
     cluster.procs["r1"].send_signal(signal.SIGTERM)
     assert cluster.procs["r1"].wait(timeout=40) == 0
-    wait_for(lambda: len(cluster.holders().get("r2", ())) == 4, 30, "r2 taking r1's loops after SIGTERM")
+    # Well within the 45 s lease: only the hand-over at SIGTERM can explain it.
+    wait_for(lambda: len(cluster.holders().get("r2", ())) == 4, 40, "r2 taking r1's loops after SIGTERM")
     assert not any(r.status == "RUNNING" and r.owner == "r1" for r in cluster.runs())
     assert_no_overlap(cluster.runs())
     # Visibility: the CLI and the API list the replicas, /metrics names this replica.

@@ -49,7 +49,10 @@ def scheduler_for(tmp_path: Path, spark_cluster: Any):
     def make(repo: Repo, **extra: Any) -> tuple[Scheduler, Store]:
         spark = {"master": spark_cluster.master_url, "master_web_url": spark_cluster.web_url,
                  "conf": {"spark.executor.memory": "512m", "spark.ui.enabled": "false"}}
-        settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], spark=spark, **extra))
+        # Generous limits: a loaded 2-core machine can take a minute to start an application.
+        timeouts = {"task": 600, "metadata": 300, "kill_grace": 2}
+        settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], spark=spark,
+                                                timeouts=timeouts, **extra))
         store = Store.open(settings.database_url)
         scheduler = Scheduler(settings, store)
         made.append((scheduler, store))
@@ -124,7 +127,8 @@ def test_orphaned_application_is_ended_at_start(repo: Repo, scheduler_for: Any, 
     scheduler, store = scheduler_for(repo)
     scheduler.sync()
     spec = TaskSpec("chrts", "t", "nb.ipynb", "main", executor=Executor.SPARK)
-    run_id = store.start_run(spec, "v", "c", "a scheduler that crashed")
+    # A run of this same replica's previous process, which was killed (same state_dir).
+    run_id = store.start_run(spec, "v", "c", scheduler.owner)
     # An application of that run, started outside our process tree (no run marker), as
     # a driver that outlived its scheduler would be.
     app = tmp_path / "orphan.py"
