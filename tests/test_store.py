@@ -143,3 +143,32 @@ def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
     assert upgraded.schema_revision() == "0004"
     upgraded.close()
     Store.open(database_url, migrate="fresh").close()  # now current: accepted as it is
+
+
+def test_replicas_registering_the_same_new_tasks_at_once(database_url: str) -> None:
+    """Replicas start together on an empty database: both register every task, none fails."""
+    import threading
+
+    stores = [Store.open(database_url) for _ in range(4)]
+    specs = [TaskRegistration(TaskSpec("org", f"t{i}", "t.ipynb", "m", executor=Executor.PYTHON), "v")
+             for i in range(30)]
+    barrier, errors = threading.Barrier(len(stores)), []
+
+    def register(store: Store) -> None:
+        barrier.wait()
+        try:
+            store.register_tasks(specs)
+        except Exception as exc:  # the failure this test guards against
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert len(stores[0].tasks(["org"])) == 30
+    finally:
+        for s in stores:
+            s.close()

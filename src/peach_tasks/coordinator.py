@@ -107,9 +107,13 @@ class Coordinator:
         # Spread the loops: each replica tries them in its own order.
         order = sorted((l for l in wanted if l not in self.held.loops),
                        key=lambda l: zlib.crc32(f"{self.replica}/{l}".encode()))
+        # Taking a loop starts its thread; with hundreds of loops that competes with the
+        # round itself. Bounded in time, so renewals stay regular: the rest comes next round.
+        budget = time.monotonic() + self.lease_seconds / 4
         for loop in order:
-            if len(self.held.loops) >= share:
+            if len(self.held.loops) >= share or time.monotonic() > budget:
                 break
+            now = self.leases.now()  # each lease runs from when it is taken
             lease = self.leases.try_acquire(loop, self.replica, now, self.lease_seconds)
             if lease is not None:
                 with self._lock:

@@ -104,8 +104,10 @@ class LeasedLoops:
             loop.run_forever()
         finally:
             with self._lock:
-                self.loops.pop(loop.name, None)
-                self.threads.pop(loop.name, None)
+                # The loop may have been taken again meanwhile: remove only this run of it.
+                if self.loops.get(loop.name) is loop:
+                    del self.loops[loop.name]
+                    self.threads.pop(loop.name, None)
             if loop.handover.is_set() and not self.scheduler.stop_event.is_set():
                 self.coordinator.hand_over(loop.name)
 

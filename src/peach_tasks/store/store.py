@@ -17,6 +17,7 @@ from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
@@ -131,8 +132,13 @@ class Store:
                               source_line=spec.source_line, version=reg.version, updated_at=now)
                 row = existing.get(spec.key)
                 if row is None:
-                    conn.execute(tasks.insert().values(codops=spec.codops, name=spec.name,
-                                                       state=TaskState.FINISHED.value, **values))
+                    try:
+                        with conn.begin_nested():  # another replica may register it at the same moment
+                            conn.execute(tasks.insert().values(codops=spec.codops, name=spec.name,
+                                                               state=TaskState.FINISHED.value, **values))
+                    except IntegrityError:
+                        conn.execute(tasks.update().where(tasks.c.codops == spec.codops,
+                                                          tasks.c.name == spec.name).values(**values))
                 elif any(getattr(row, k) != v for k, v in values.items() if k != "updated_at"):
                     conn.execute(tasks.update().where(tasks.c.codops == spec.codops,
                                                       tasks.c.name == spec.name).values(**values))
