@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from .errors import PeachError
 from .settings import Settings, SettingsError, load_settings
@@ -49,6 +47,11 @@ def _setup_logging(settings: Settings | None = None, verbose: bool = False) -> N
 
 
 def _open_store(settings: Settings, migrate: bool | str):
+    # Imported here: SQLAlchemy costs a noticeable part of a second, and `validate` (a
+    # pre-commit hook) and `--help` never open the store.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     from .store import Store, StoreError
 
     url = settings.database_url
