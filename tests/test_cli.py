@@ -165,12 +165,6 @@ def test_config_before_the_command(ran: Peach) -> None:
     assert set(ran.tasks()) == {"default/good", "default/bad"}
 
 
-CONFIG_AFTER_BUG = ("cli.py:26 _config_option.remember stores --config in the subcommand's own context "
-                    "object (ctx.ensure_object), but cli.py:36 _settings reads ctx.find_root().ensure_object(dict): "
-                    "a --config given after the subcommand is ignored ($PEACH_TASKS_CONFIG or ./scheduler.yaml "
-                    "is used instead); fix: store it with ctx.find_root().ensure_object(dict)")
-
-
 @pytest.mark.parametrize("args", [["tasks", "--json"], ["db", "upgrade"], ["runs", "default/good", "--json"]],
                          ids=lambda a: " ".join(a))
 def test_config_after_the_command(ran: Peach, args: list[str]) -> None:

@@ -238,13 +238,6 @@ def test_clean_stop_abandons_the_run_and_ends_its_processes(sleeper: Project, si
         store.close()
 
 
-RUN_ONCE_SIGNAL_BUG = (
-    "cli.py run_once (and Scheduler.run_once) installs no SIGTERM/SIGINT handler, unlike _serve: the signal "
-    "ends the run-once process at once, its task keeps running in its own session with no timeout enforced, "
-    "and the run stays RUNNING until the next scheduler starts. Fix: in run_once install the same handler as "
-    "_serve (set scheduler.stop_event) so the loops cancel their tasks and record them ABANDONED before exiting.")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
 def test_interrupted_run_once_ends_its_task(sleeper: Project, signum: int) -> None:
     run_once = sleeper.start("run-once")

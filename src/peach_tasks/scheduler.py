@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Callable, Iterable
 
 from .definitions import RepoDefinitions, load_definitions
