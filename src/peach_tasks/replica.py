@@ -41,6 +41,9 @@ class LeasedLoops:
         self._lock = threading.RLock()
         self._round_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Leases are renewed until the stop has ended every task: nobody else may start a
+        # loop whose task is still being killed here.
+        self._done = threading.Event()
 
     def start(self) -> None:
         self.coordinator.start()
@@ -49,16 +52,16 @@ class LeasedLoops:
         self._thread.start()
 
     def round(self) -> bool:
-        with self._round_lock:
-            ok = self.coordinator.round(self.scheduler.snapshot.loop_names())
+        stopping = self.scheduler.stop_event.is_set()
+        with self._round_lock:  # while stopping: renew only, take nothing new
+            ok = self.coordinator.round([] if stopping else self.scheduler.snapshot.loop_names())
         record_replica(self.coordinator.replica, len(self.coordinator.held.loops))
         return ok
 
     def _forever(self) -> None:
-        stop = self.scheduler.stop_event
         renew = self.coordinator.renew_seconds
         next_round = time.monotonic() + renew
-        while not stop.wait(min(renew, 1.0)):
+        while not self._done.wait(min(renew, 1.0)):
             if time.monotonic() >= next_round:
                 ok = self.round()
                 next_round = time.monotonic() + (renew if ok else min(renew, 1.0))
@@ -124,5 +127,6 @@ class LeasedLoops:
             loop.stop.set()
         for thread in threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.1))
+        self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
