@@ -302,3 +302,25 @@ def test_rejected_requirement_is_a_config_problem_with_line(repo: Repo, make: An
     assert last_run(store, "default", "t")["status"] == "SUCCESS"  # the valid entry was kept
     [problem] = store.problems()
     assert (problem["file"], problem["line"]) == ("peach.yaml", 4) and "pip option" in problem["message"]
+
+
+def test_stop_mid_iteration_leaves_nothing_pending_or_running(repo: Repo, make: Any) -> None:
+    repo.notebook("slow.ipynb", "import time\ndef main():\n    time.sleep(30)\n")
+    repo.write("peach.yaml", task_yaml("default", {"a": py_task("slow.ipynb", "main"),
+                                                   "b": py_task("slow.ipynb", "main")}))
+    repo.commit()
+    scheduler, store = make([{"url": str(repo.path)}])
+    scheduler.recover()
+    scheduler.sync()
+    thread = threading.Thread(target=scheduler.make_loop("default").tick)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while by_name(store)["a"]["state"] != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert by_name(store)["b"]["state"] == "PENDING"
+    scheduler.stop_event.set()
+    thread.join(timeout=60)
+    states = {name: t["state"] for name, t in by_name(store).items()}
+    assert states == {"a": "FINISHED", "b": "FINISHED"}
+    assert last_run(store, "default", "a")["status"] == "ABANDONED"
+    assert store.runs("default", "b") == []

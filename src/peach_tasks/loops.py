@@ -82,8 +82,10 @@ class Loop:
             keys = [key for key in keys if key > resume] or keys
         self.store.set_states(keys, TaskState.PENDING)
         ran = 0
-        for key in keys:
+        for index, key in enumerate(keys):
             if self.stop.is_set() or self.handover.is_set():
+                # This iteration ends here: the tasks it did not reach wait for no one now.
+                self.store.set_states(keys[index:], TaskState.FINISHED)
                 break
             ran += self.run_triggered()  # a trigger goes ahead of the normal order
             # Always the newest definition: a commit to master during the iteration counts.
