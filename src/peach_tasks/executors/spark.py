@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..environments import Environment
 from ..model import Outcome, RunStatus
 from .base import Job, LogSink
 from .process import ProcessSpec, run_process, utc_stamp
@@ -122,17 +123,12 @@ class SparkExecutor:
         except RuntimeError as exc:
             note(str(exc))
             return Outcome(RunStatus.FAILURE, error=str(exc))
-        env = self.envs.current(job.codops)
-        if env is None or env.python != job.interpreter:
-            # The loop resolved the interpreter a moment ago; use exactly that environment.
-            env_path = Path(job.interpreter).parent.parent
-        else:
-            env_path = env.path
+        # Ship exactly the environment whose interpreter drives this run (the loop chose it
+        # a moment ago), not whatever is current now: driver and executors must match.
+        env_path = Path(job.interpreter).parent.parent
         archive = None
         if not self.is_local:
-            from ..environments import Environment
-
-            archive = str(self.envs.pack(env or Environment(job.codops, env_path.name, env_path, ())))
+            archive = str(self.envs.pack(Environment(job.codops, env_path.name, env_path, ())))
         work_dir = Path(tempfile.mkdtemp(prefix="peach-spark-")) if job.work_dir is None else Path(job.work_dir)
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
