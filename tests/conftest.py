@@ -16,6 +16,20 @@ from peach_tasks.demo import notebook_json
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+def wait_for(predicate: Any, timeout: float, what: str, detail: Any = lambda: "", interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true; fail naming ``what`` after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{detail()}")
+        time.sleep(interval)
+
+
 def require_service(reason: str | None) -> None:
     """Skip a test whose service is missing, except under CI=true, where it is a failure."""
     if reason is None:

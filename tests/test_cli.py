@@ -15,13 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
-from conftest import Repo, py_task, task_yaml, write_settings
+from conftest import Repo, py_task, task_yaml, wait_for, write_settings
 
 TASK_KEYS = {"codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
              "last_duration_s", "version", "successes", "failures"}
@@ -54,18 +52,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             detail: Callable[[], str] = lambda: "", interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{detail()}")
-        time.sleep(interval)
 
 
 class Peach:

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import psutil
 import pytest
 import yaml
+from conftest import Repo, py_task, task_yaml, wait_for, write_settings
 
-from conftest import Repo, py_task, task_yaml, write_settings
 from peach_tasks.store import Store
 
 # The console script (``python -m peach_tasks.cli`` only when it is not installed here).
@@ -50,18 +50,6 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             detail: Callable[[], str] = lambda: "", interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{detail()}")
-        time.sleep(interval)
 
 
 class Project:

@@ -7,16 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Repo
+from conftest import Repo, wait_for
 from spark_cluster import free_port
 from tcp_proxy import TcpProxy
 
@@ -34,16 +33,6 @@ def main():
     (out / f"{os.environ['PEACH_CODOPS']}-{os.environ['PEACH_RUN_ID']}.pid").write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("TASK_SECONDS", "1")))
 """
-
-
-def wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def gone(pid: int) -> bool:
