@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from peach_tasks.executors.base import CancelEvent
 from peach_tasks.executors.process import (
     MARKER_ENV,
     MAX_LINE_BYTES,
@@ -279,3 +280,33 @@ def test_find_and_kill_marked() -> None:
             proc.kill()
             proc.wait()
             proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_cancel_event_wakes_the_wait_without_polling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hundreds of loops wait at once in one replica: a waiting task must not wake up to
+    # look at its cancel event, only when the child exits or the event is set.
+    from peach_tasks.executors import process
+
+    waits: list[float] = []
+    real = process._exited
+
+    def counted(proc, pidfd, wait, cancel_fd=None):  # type: ignore[no-untyped-def]
+        waits.append(wait)
+        return real(proc, pidfd, wait, cancel_fd)
+
+    monkeypatch.setattr(process, "_exited", counted)
+    cancel = CancelEvent()
+
+    def sink(line: str) -> None:
+        if line.endswith(" ready"):
+            cancel.set()
+
+    result = run_process(spec(tmp_path, "print('ready', flush=True)\nimport time\ntime.sleep(60)", timeout=600),
+                         sink, cancel)
+    assert result.cancelled and not result.timed_out
+    # One long wait ended by the cancel, then the final look; a 50 ms slicing would be hundreds.
+    assert len(waits) <= 3 and max(waits) > 60
+    cancel.clear()
+    assert not cancel.is_set()
+    result = run_process(spec(tmp_path, "pass"), lambda _: None, cancel)  # a cleared event no longer wakes
+    assert result.exit_code == 0 and not result.cancelled

@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .executors.base import CancelEvent
 from .model import RunStatus
 from .settings import CONFIG_ENV, Settings, settings_from_dict
 
@@ -111,7 +111,7 @@ def run_cmd(ctx: click.Context, directory: str, task: str, current_python: bool,
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
         extra_env[key] = value
-    cancel = threading.Event()
+    cancel = CancelEvent()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     try:
         result = run_local(Path(directory), task, settings, sink=lambda line: click.echo(line), cancel=cancel,

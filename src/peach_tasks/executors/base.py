@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -13,6 +15,35 @@ from ..model import Outcome
 # ("2026-11-24T22:30:01.123Z text"), without the trailing newline. It must be cheap
 # and thread-safe: the process layer calls it from its reader thread.
 LogSink = Callable[[str], None]
+
+
+class CancelEvent(threading.Event):
+    """A ``threading.Event`` that a process wait can poll beside the child's pidfd.
+
+    ``set()`` also makes ``fileno()`` readable, so a waiting executor wakes the moment a
+    task is cancelled instead of looking at the event in short slices: with hundreds of
+    loops in one replica those slices were thousands of wake-ups a second, each fighting
+    for the interpreter lock with the thread that renews the leases.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        weakref.finalize(self, os.close, self._fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def set(self) -> None:
+        super().set()
+        os.eventfd_write(self._fd, 1)
+
+    def clear(self) -> None:
+        super().clear()
+        try:
+            os.eventfd_read(self._fd)
+        except BlockingIOError:
+            pass  # it was not set
 
 
 @dataclass(frozen=True)

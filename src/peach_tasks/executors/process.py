@@ -26,12 +26,12 @@ from typing import IO, Callable, Iterable
 
 import psutil
 
-from .base import LogSink
+from .base import CancelEvent, LogSink
 
 MARKER_ENV = "PEACH_TASKS_RUN"
 
 MAX_LINE_BYTES = 64 * 1024
-_CANCEL_POLL = 0.05  # how late a cancel may be noticed; exit is noticed at once
+_CANCEL_POLL = 0.05  # how late a plain Event's cancel may be noticed (a CancelEvent: at once)
 _KILL_WAIT = 2.0  # how long a SIGKILLed process may take to disappear
 _MAX_ROUNDS = 20  # a fork loop could refill the marker scan forever
 _PROC = Path("/proc")
@@ -192,14 +192,16 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: thread
     """``exited``, ``timeout`` or ``cancelled``; the child is left unreaped if possible.
 
     A pidfd wakes us the moment the child exits (Popen.wait with a timeout polls with
-    growing sleeps, which adds tens of ms to every short task). The wait is cut in
-    short slices only to look at ``cancel``, which cannot be waited on with the child.
+    growing sleeps, which adds tens of ms to every short task). A ``CancelEvent`` is
+    polled with it, so a cancel wakes us too; a plain Event can only be looked at, so
+    then the wait is cut in short slices.
     """
     deadline = time.monotonic() + max(timeout, 0.0)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
         pidfd = None
+    cancel_fd = cancel.fileno() if isinstance(cancel, CancelEvent) else None
     try:
         while True:
             if cancel is not None and cancel.is_set():
@@ -207,15 +209,16 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: thread
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "exited" if _exited(proc, pidfd, 0) else "timeout"
-            step = min(remaining, 3600.0 if cancel is None else _CANCEL_POLL)
-            if _exited(proc, pidfd, step):
+            slice_ = _CANCEL_POLL if cancel is not None and (cancel_fd is None or pidfd is None) else 3600.0
+            if _exited(proc, pidfd, min(remaining, slice_), cancel_fd):
                 return "exited"
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-def _exited(proc: subprocess.Popen[bytes], pidfd: int | None, wait: float) -> bool:
+def _exited(proc: subprocess.Popen[bytes], pidfd: int | None, wait: float, cancel_fd: int | None = None) -> bool:
+    """Whether the child exited within ``wait`` seconds; a readable ``cancel_fd`` ends the wait early."""
     if pidfd is None:
         try:
             proc.wait(timeout=wait)
@@ -224,8 +227,9 @@ def _exited(proc: subprocess.Popen[bytes], pidfd: int | None, wait: float) -> bo
             return False
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(math.ceil(wait * 1000)))
-
+    if cancel_fd is not None:
+        poller.register(cancel_fd, select.POLLIN)
+    return any(fd == pidfd for fd, _ in poller.poll(math.ceil(wait * 1000)))
 
 
 def _candidate_pids(needle: bytes) -> list[int]:
