@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from conftest import wait_for
 
 from peach_tasks.executors.base import Job
 from peach_tasks.executors.python import BOOTSTRAP, PythonExecutor
@@ -269,3 +272,32 @@ def test_missing_interpreter_is_a_failure(tmp_path: Path) -> None:
     assert run.outcome.status is RunStatus.FAILURE
     assert run.outcome.error is not None and run.outcome.error.startswith("cannot start")
     assert run.log and run.log[-1].startswith("peach-tasks: cannot start")
+
+
+def test_die_with_scheduler_kills_the_task_when_its_scheduler_is_killed(tmp_path: Path) -> None:
+    # A stand-in scheduler process runs one job; SIGKILL it (as a replica is killed) and the
+    # task must die too, without any cleanup by the scheduler: the kernel does it.
+    pid_file = tmp_path / "task.pid"
+    scheduler_code = textwrap.dedent(f"""
+        import sys, threading
+        from pathlib import Path
+        from peach_tasks.executors.base import Job
+        from peach_tasks.executors.python import PythonExecutor
+        code = "import os, time\\ndef main():\\n    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\\n    time.sleep(120)\\n"
+        job = Job(run_id=1, codops="c", task="t", code=code, method="main", filename="nb.ipynb",
+                  interpreter=Path(sys.executable), cwd=Path({str(tmp_path)!r}), timeout=300, grace=1,
+                  marker="test-die-with-{uuid.uuid4().hex}", die_with_scheduler=True)
+        PythonExecutor().run(job, print, threading.Event())
+    """)
+    scheduler = subprocess.Popen([sys.executable, "-c", scheduler_code])
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the task to start")
+        task = psutil.Process(int(pid_file.read_text()))
+        assert task.ppid() == scheduler.pid
+        scheduler.kill()
+        scheduler.wait()
+        wait_for(lambda: gone(task.pid), 30, "the task to die with its scheduler")
+    finally:
+        scheduler.kill()
+        if pid_file.exists() and pid_file.read_text() and not gone(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -8,6 +8,7 @@ private folder; this module turns exit status and result file into an ``Outcome`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -54,8 +55,7 @@ class PythonExecutor:
                 timeout=job.timeout,
                 grace=job.grace,
                 marker=job.marker,
-                stdin_data=request,
-                die_with_parent=job.die_with_scheduler,
+                stdin_data=request,  # carries die_with_parent: the task sets it itself (bootstrap.py)
             )
             try:
                 ended = run_process(spec, sink, cancel)
@@ -79,6 +79,7 @@ class PythonExecutor:
                 "payload": job.payload,
                 "has_payload": job.payload is not None,
                 "max_result_bytes": self.max_result_bytes,
+                "die_with_parent": os.getpid() if job.die_with_scheduler else None,
             },
             allow_nan=False,
         ).encode("utf-8")
