@@ -324,3 +324,31 @@ def test_stop_mid_iteration_leaves_nothing_pending_or_running(repo: Repo, make: 
     assert states == {"a": "FINISHED", "b": "FINISHED"}
     assert last_run(store, "default", "a")["status"] == "ABANDONED"
     assert store.runs("default", "b") == []
+
+
+def test_a_run_end_that_cannot_be_stored_at_once_is_retried(repo: Repo, make: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store out of reach for a moment (a busy connection pool, a database restart)
+    # when the task ends: the run must still end with its own outcome and its whole log.
+    from peach_tasks import loops
+
+    repo.notebook("nb.ipynb", RETURN_ONE)
+    repo.write("peach.yaml", task_yaml("default", {"t": py_task("nb.ipynb", "main")}))
+    repo.commit("task")
+    scheduler, store = make([{"url": str(repo.path)}])
+    monkeypatch.setattr(loops, "FINISH_RETRY_SECONDS", (0.01, 0.01, 0.01))
+    real, failures = Store._finish, []
+
+    def flaky(*args: Any) -> None:  # fails after the log went into the transaction
+        if len(failures) < 2:
+            failures.append(1)
+            raise ConnectionError("database briefly gone")
+        real(*args)
+
+    monkeypatch.setattr(Store, "_finish", staticmethod(flaky))
+    scheduler.run_once()
+    monkeypatch.undo()
+    run = last_run(store, "default", "t")
+    assert len(failures) == 2 and run["status"] == "SUCCESS" and run["result"] == 1
+    log = store.log(run["id"]) or ""
+    assert log.count("hello from the task") == 1  # neither lost nor written twice

@@ -107,6 +107,41 @@ def test_log_flusher_writes_while_running(store: Store) -> None:
     writer.close()
 
 
+def test_a_failed_log_write_keeps_its_lines_for_the_next(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    run_id = store.start_run(SPEC, "v", "c", "me")
+    writer = LogWriter(store, run_id, head_bytes=100, tail_bytes=300)
+    writer.write("first")
+    writer.flush()
+    writer.write("second")
+
+    class Broken(Exception):
+        pass
+
+    # The run's finishing transaction fails after the log went into it: nothing of it stays.
+    with pytest.raises(Broken):
+        with store.engine.begin() as conn:
+            writer.flush(conn=conn)
+            raise Broken
+    writer.undo()
+    writer.write("third")
+    store.finish_run(run_id, Outcome(RunStatus.SUCCESS), log=writer)
+    assert store.log(run_id) == "first\nsecond\nthird\n"
+    assert store.run(run_id)["log_bytes"] == len("first\nsecond\nthird\n")  # type: ignore[index]
+    assert store.run(run_id)["status"] == "SUCCESS"  # type: ignore[index]
+
+
+def test_finish_stores_the_log_even_of_an_abandoned_run(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    run_id = store.start_run(SPEC, "v", "c", "me")
+    writer = store.log_writer(run_id)
+    writer.write("was killed here")
+    store.abandon_running("taken over")
+    store.finish_run(run_id, Outcome(RunStatus.SUCCESS), log=writer)  # too late for the status
+    assert store.run(run_id)["status"] == "ABANDONED"  # type: ignore[index]
+    assert store.log(run_id) == "was killed here\n"
+
+
 def test_problems_replace_per_scope(store: Store) -> None:
     store.set_problems("config", "algos", [Problem("config", "algos", "bad", "peach.yaml", 3)])
     store.set_problems("environment", "chrts", [Problem("environment", "chrts", "uv failed")], codops="chrts")

@@ -31,11 +31,20 @@ if TYPE_CHECKING:
     from .environments import EnvironmentManager
     from .settings import Settings
     from .store import Store
+    from .store.logs import LogWriter
 
 log = logging.getLogger(__name__)
 
 # Variables a task process may inherit from the scheduler's own environment. Anything
 # else (database URLs, tokens, cloud credentials) stays with the scheduler.
+# Waits between attempts to store a run's end (about half a minute in all).
+FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+# How often a loop looks for triggers between its tasks: a trigger waits at most this
+# (or the running task) before it runs, and a loop of very short tasks does not ask
+# the database before every one of them.
+TRIGGER_CHECK_SECONDS = 1.0
+
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
 
 
@@ -70,6 +79,7 @@ class Loop:
         # A loop taken over from another replica goes on after the task that ran last.
         self.resume_after: tuple[str, str] | None = None
         self.triggers = TriggerQueue(store)
+        self._triggers_checked = float("-inf")
         # Each run's private folder where trigger_task() drops requests (see triggers.py).
         self.trigger_root = settings.state_path / "trigger-requests"
 
@@ -102,6 +112,9 @@ class Loop:
         Only triggers queued before the call are taken, so a task that triggers itself
         cannot keep the loop from its other tasks.
         """
+        if time.monotonic() - self._triggers_checked < TRIGGER_CHECK_SECONDS:
+            return 0
+        self._triggers_checked = time.monotonic()
         pending = self.triggers.pending()
         if not pending:
             return 0
@@ -168,19 +181,37 @@ class Loop:
         finally:
             self.in_use.discard(task.checkout.path)
             self._collect_requests(run_id, spec.codops, spec.name, writer.write)
-            writer.close()
             if trigger is not None:
-                self.triggers.settle(trigger, run_id, outcome.status)
-        self.store.finish_run(run_id, outcome, started)
+                try:
+                    self.triggers.settle(trigger, run_id, outcome.status)
+                except Exception:  # the run's end still counts; the sync releases the trigger
+                    log.exception("run %s: settling trigger %s failed", run_id, trigger.id)
+        self._record_end(run_id, outcome, started, writer)
         if self.on_run:
             self.on_run(RunEvent(run_id, spec.codops, spec.name, task.version, outcome,
                                  time.monotonic() - started))
         return outcome
 
+    def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter") -> None:
+        """Store the run's end and the rest of its log, retrying: a store out of reach for
+        a moment (a busy connection pool, a database restart) must not leave it RUNNING."""
+        for attempt, delay in enumerate(FINISH_RETRY_SECONDS):
+            try:
+                self.store.finish_run(run_id, outcome, started, log=writer)
+                return
+            except Exception as exc:
+                if attempt == len(FINISH_RETRY_SECONDS) - 1 or (self.stop.is_set() and attempt > 0):
+                    log.error("run %s: its end could not be stored; it stays RUNNING until this replica's "
+                              "next start or a takeover marks it ABANDONED", run_id)
+                    raise
+                log.warning("run %s: storing its end failed (%s); retrying in %gs", run_id, exc, delay)
+                time.sleep(delay)
+
     def _collect_requests(self, run_id: int, codops: str, name: str, sink: LogSink) -> None:
         try:
-            collect_run_requests(self.store, self.trigger_root / str(run_id), codops, name, run_id,
-                                 lambda text: sink(f"{utc_stamp()} peach-tasks: {text}"))
+            if collect_run_requests(self.store, self.trigger_root / str(run_id), codops, name, run_id,
+                                    lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")):
+                self._triggers_checked = float("-inf")  # what this run triggered may be ours: look now
         except Exception:  # the store briefly gone: the run's own outcome still counts
             log.exception("run %s: queueing the triggers it requested failed", run_id)
 

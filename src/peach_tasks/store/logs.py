@@ -1,14 +1,17 @@
 """Streaming a run's log into the store, bounded to a kept head and a rolling tail.
 
 A task may print gigabytes; the store keeps the first ``HEAD_BYTES`` and the last
-``TAIL_BYTES`` and counts what was dropped in between. Lines are buffered and flushed
-by the store's flusher thread at least every ``FLUSH_SECONDS``, so a crash of the
-scheduler loses at most that much of the log.
+``TAIL_BYTES`` and counts what was dropped in between. Lines are buffered; the store's
+flusher thread writes the lines that have waited ``FLUSH_SECONDS`` (looking every
+``FLUSH_SECONDS``), so a crash of the scheduler loses at most about twice that much of
+the log. The rest is written in the transaction that finishes the run: a short task's
+log costs no write of its own. A failed write keeps its lines for the next one.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -38,27 +41,82 @@ class LogWriter:
         self._written = 0
         self._dropped = 0
         self._closed = False
+        self._waiting_since: float | None = None  # when the oldest buffered line came
+        self._in_flight: int | None = None  # lines being written by a transaction not yet committed
+        self._saved: tuple | None = None  # the counters before that transaction, to undo it
 
     def write(self, line: str) -> None:
         with self._lock:
             if not self._closed:
+                if not self._buffer:
+                    self._waiting_since = time.monotonic()
                 self._buffer.append(line + "\n")
 
-    def flush(self) -> None:
-        with self._lock:
-            if not self._buffer:
-                return
-            text, self._buffer = "".join(self._buffer), []
-            self._store_text(text)
+    def flush(self, older_than: float = 0.0, conn: sa.Connection | None = None) -> None:
+        """Write the buffered lines, if the oldest has waited ``older_than`` seconds.
 
-    def close(self) -> None:
-        self.flush()
+        With ``conn`` the lines join that transaction (the run's finish): the caller
+        then calls ``kept()`` once it committed, or ``undo()`` if it did not. Without
+        it they are committed here.
+        """
+        with self._lock:
+            if self._in_flight is not None:
+                return  # another transaction carries these lines right now
+            if not self._buffer or time.monotonic() - (self._waiting_since or 0.0) < older_than:
+                return
+            if conn is not None:
+                self._store_text(conn)
+                return
+            try:
+                with self.store.engine.begin() as own:
+                    self._store_text(own)
+            except BaseException:
+                self._undo()
+                raise
+            self._kept()
+
+    def close(self, conn: sa.Connection | None = None) -> None:
+        """Write what is left (in ``conn``'s transaction if given) and take no more lines."""
+        self.flush(conn=conn)
         with self._lock:
             self._closed = True
         self.store._forget_writer(self)
 
-    # Called with the lock held: the flusher thread and the loop both flush.
-    def _store_text(self, text: str) -> None:
+    def kept(self) -> None:
+        """The transaction given to ``flush``/``close`` committed: those lines are stored."""
+        with self._lock:
+            self._kept()
+
+    def undo(self) -> None:
+        """The transaction given to ``flush``/``close`` failed: the lines wait for the next write."""
+        with self._lock:
+            self._undo()
+
+    # The helpers below run with the lock held: the flusher thread and the loop both flush.
+    def _store_text(self, conn: sa.Connection) -> None:
+        self._saved = (self._seq, self._head, list(self._tail), self._tail_total, self._written, self._dropped)
+        self._in_flight = len(self._buffer)
+        try:
+            self._write_chunks(conn, "".join(self._buffer))
+        except BaseException:
+            self._undo()
+            raise
+
+    def _kept(self) -> None:
+        if self._in_flight is None:
+            return
+        self._buffer = self._buffer[self._in_flight:]  # lines that came meanwhile stay
+        self._in_flight = self._saved = None
+        self._waiting_since = time.monotonic() if self._buffer else None
+
+    def _undo(self) -> None:
+        if self._in_flight is None:
+            return
+        assert self._saved is not None
+        self._seq, self._head, self._tail, self._tail_total, self._written, self._dropped = self._saved
+        self._in_flight = self._saved = None
+
+    def _write_chunks(self, conn: sa.Connection, text: str) -> None:
         data = text.encode("utf-8", errors="replace")
         self._written += len(data)
         inserts: list[dict] = []
@@ -82,14 +140,13 @@ class LogWriter:
                 self._tail_total -= nbytes
                 self._dropped += nbytes
                 deletes.append(seq)
-        with self.store.engine.begin() as conn:
-            if inserts:
-                conn.execute(log_chunks.insert(), inserts)
-            if deletes:
-                conn.execute(log_chunks.delete().where(log_chunks.c.run_id == self.run_id,
-                                                       log_chunks.c.seq.in_(deletes)))
-            conn.execute(runs.update().where(runs.c.id == self.run_id).values(
-                log_bytes=self._written, log_dropped_bytes=self._dropped))
+        if inserts:
+            conn.execute(log_chunks.insert(), inserts)
+        if deletes:
+            conn.execute(log_chunks.delete().where(log_chunks.c.run_id == self.run_id,
+                                                   log_chunks.c.seq.in_(deletes)))
+        conn.execute(runs.update().where(runs.c.id == self.run_id).values(
+            log_bytes=self._written, log_dropped_bytes=self._dropped))
 
     def _chunk(self, part: str, data: bytes) -> dict:
         self._seq += 1

@@ -71,7 +71,8 @@ class Store:
         database and otherwise only checks it; False only checks it."""
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        # A loop waiting for a connection has nothing better to do: waiting beats failing a run.
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True, pool_timeout=300)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
@@ -86,6 +87,14 @@ class Store:
         else:
             store.check_schema()
         return store
+
+    def side_engine(self) -> sa.Engine:
+        """A small pool of its own for work that must never queue for a connection behind
+        hundreds of loops (lease renewals). The caller disposes of it."""
+        engine = sa.create_engine(self.engine.url, future=True, pool_pre_ping=True, pool_size=1, max_overflow=2)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
 
     def upgrade(self) -> None:
         from alembic import command
@@ -163,9 +172,8 @@ class Store:
         if not keys:
             return
         with self.engine.begin() as conn:
-            for codops, name in keys:
-                conn.execute(tasks.update().where(tasks.c.codops == codops, tasks.c.name == name)
-                             .values(state=state.value))
+            conn.execute(tasks.update().where(sa.tuple_(tasks.c.codops, tasks.c.name).in_(keys))
+                         .values(state=state.value))
 
     def start_run(self, spec: TaskSpec, version: str | None, commit: str | None, owner: str,
                   trigger: Any = None) -> int:
@@ -204,32 +212,48 @@ class Store:
                 writers = list(self._writers)
             for writer in writers:
                 try:
-                    writer.flush()
+                    writer.flush(older_than=FLUSH_SECONDS)  # the younger lines go with the run's finish
                 except Exception:  # a full disk must not end the flusher; next round retries
                     time.sleep(FLUSH_SECONDS)
 
-    def finish_run(self, run_id: int, outcome: Outcome, started_monotonic: float | None = None) -> None:
-        """The single path by which a run leaves RUNNING."""
+    def finish_run(self, run_id: int, outcome: Outcome, started_monotonic: float | None = None,
+                   log: LogWriter | None = None) -> None:
+        """The single path by which a run leaves RUNNING. ``log``: the run's log writer,
+        closed in the same transaction (what it still buffers is stored with the end)."""
         now = utcnow()
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(runs.c.started_at, runs.c.codops, runs.c.task, runs.c.status)
-                               .where(runs.c.id == run_id)).one()
-            if row.status != RunStatus.RUNNING.value:
-                return  # already ended (abandoned by a successor); never overwrite
-            if started_monotonic is not None:
-                duration = time.monotonic() - started_monotonic
-            else:
-                started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=timezone.utc)
-                duration = (now - started).total_seconds()
-            conn.execute(runs.update().where(runs.c.id == run_id).values(
-                finished_at=now, status=outcome.status.value, duration_s=round(duration, 6),
-                exit_code=outcome.exit_code, signal=outcome.signal,
-                error=(outcome.error or None) and outcome.error[:4000],
-                result=_json_or_none(outcome.result),
-                details=json.dumps(outcome.details, default=str) if outcome.details else None,
-            ))
-            conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
-                         .values(state=TaskState.FINISHED.value))
+        try:
+            with self.engine.begin() as conn:
+                if log is not None:
+                    log.close(conn)
+                self._finish(conn, run_id, outcome, now, started_monotonic)
+        except BaseException:
+            if log is not None:
+                log.undo()
+            raise
+        if log is not None:
+            log.kept()
+
+    @staticmethod
+    def _finish(conn: sa.Connection, run_id: int, outcome: Outcome, now: datetime,
+                started_monotonic: float | None) -> None:
+        row = conn.execute(sa.select(runs.c.started_at, runs.c.codops, runs.c.task, runs.c.status)
+                           .where(runs.c.id == run_id)).one()
+        if row.status != RunStatus.RUNNING.value:
+            return  # already ended (abandoned by a successor); never overwrite
+        if started_monotonic is not None:
+            duration = time.monotonic() - started_monotonic
+        else:
+            started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=timezone.utc)
+            duration = (now - started).total_seconds()
+        conn.execute(runs.update().where(runs.c.id == run_id).values(
+            finished_at=now, status=outcome.status.value, duration_s=round(duration, 6),
+            exit_code=outcome.exit_code, signal=outcome.signal,
+            error=(outcome.error or None) and outcome.error[:4000],
+            result=_json_or_none(outcome.result),
+            details=json.dumps(outcome.details, default=str) if outcome.details else None,
+        ))
+        conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
+                     .values(state=TaskState.FINISHED.value))
 
     def abandon_running(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]:
         """End every RUNNING run (of ``owner`` and/or ``loop``, or all) as ABANDONED; returns their ids."""
