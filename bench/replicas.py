@@ -39,7 +39,7 @@ or two threads of one, running it).
 
 Failover (the 2-replica phase, after its window): SIGKILL r2 and time the kill to the
 first run that r1 starts (``runs.started_at``) in a loop r2 held. Expect it between
-lease - renewal and lease + renewal (renewal = lease / 3): the dead replica's leases
+lease - renewal and lease + renewal (renewal = lease / 4): the dead replica's leases
 expire ``lease`` after its last renewal, and the survivor looks at its next round. It is
 skipped when r2 holds no live lease at that moment: there would be no takeover to time.
 
@@ -454,7 +454,7 @@ def failover(cluster: Cluster, engine: sa.Engine, lease: float) -> dict[str, Any
     return {
         "victim": VICTIM, "survivor": SURVIVOR, "victim_loops": len(victim_loops),
         "victim_live_leases": len(held),
-        "lease_seconds": lease, "renew_seconds": round(max(lease / 3.0, 0.2), 3),
+        "lease_seconds": lease, "renew_seconds": round(max(lease / 4.0, 0.2), 3),
         "first_run_s": since(first),
         "first_run_seen_by_bench_s": round(first_seen, 3),
         "leases_taken": leases[2],

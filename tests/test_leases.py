@@ -66,3 +66,49 @@ def test_live_replicas(leases: LeaseStore) -> None:
     leases.mark_stopped("c", now)
     assert leases.live_replicas(now, 30) == ["a"]
     assert {r["id"] for r in leases.replicas()} == {"a", "b", "c"}
+
+
+def test_take_many_at_once_respects_holders_limit_and_order(leases: LeaseStore) -> None:
+    now = leases.now()
+    assert leases.try_acquire("b", "other", now, 30)  # held by someone else
+    assert leases.try_acquire("c", "gone", now - timedelta(seconds=60), 30)  # expired long ago
+    taken = leases.take(["d", "b", "c", "a", "e"], "me", now, 30, limit=3)
+    # "b" is held; the first three takeable ones in the order asked for.
+    assert [(lease.loop, lease.previous_owner) for lease in taken] == [("d", None), ("c", "gone"), ("a", None)]
+    owners = {lease.loop: lease.owner for lease in leases.leases()}
+    assert owners == {"a": "me", "b": "other", "c": "me", "d": "me", "e": None}  # "e": beyond the limit, free
+    assert leases.take(["b", "e"], "me", now, 30, limit=5)[0].loop == "e"
+    assert leases.take(["b"], "me", now, 30, limit=5) == []
+    assert leases.take(["x"], "me", now, 30, limit=0) == []
+
+
+def test_concurrent_takes_never_share_a_loop(leases: LeaseStore) -> None:
+    # Six replicas ask for the same twenty loops at once, in different orders.
+    now = leases.now()
+    names = [f"org{i:02d}" for i in range(20)]
+    got: dict[str, list[str]] = {}
+    barrier = threading.Barrier(6)
+
+    def attempt(owner: str, order: list[str]) -> None:
+        barrier.wait()
+        got[owner] = [lease.loop for lease in leases.take(order, owner, now, 30, limit=20)]
+
+    threads = [threading.Thread(target=attempt, args=(f"r{i}", names[i:] + names[:i])) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [loop for loops in got.values() for loop in loops]
+    assert len(taken) == len(set(taken))  # no loop went to two replicas
+    owners = {lease.loop: lease.owner for lease in leases.leases()}
+    assert all(owners[loop] == owner for owner, loops in got.items() for loop in loops)
+    assert set(taken) == set(names)  # and every free loop went to someone
+
+
+def test_keep_alive_renews_and_reports_live_replicas(leases: LeaseStore) -> None:
+    now = leases.now()
+    leases.take(["a", "b"], "me", now, 30, limit=2)
+    leases.try_acquire("c", "other", now, 30)
+    leases.heartbeat("other", "host", 2, now)
+    _, kept, live = leases.keep_alive("me", "host", 1, ["a", "b", "c"], 30)
+    assert kept == {"a", "b"} and live == ["me", "other"]

@@ -1,15 +1,17 @@
 """Sharing the loops between scheduler replicas through leases in the database.
 
-Every replica runs one ``Coordinator.round()`` every ``renew`` seconds:
+Every replica runs one ``Coordinator.round()`` every ``lease / 4`` seconds:
 
-1. heartbeat (this replica is alive);
-2. renew the leases it holds; a loop whose lease could not be renewed is lost and its
-   running task is stopped at once (``on_lost``);
-3. if no renewal succeeded for half the lease time (the database is out of reach),
+1. heartbeat (this replica is alive) and renew the leases it holds, in one transaction
+   on a connection pool of its own (never queued behind the loops' store work); a loop
+   whose lease could not be renewed is lost and its running task is stopped at once
+   (``on_lost``);
+2. if no renewal succeeded for half the lease time (the database is out of reach),
    give up every loop: another replica may take them once the leases expire, and by
    then this one has stopped its tasks;
-4. take free or expired loops up to its fair share, ``ceil(loops / live replicas)``;
-   a replica over its share hands the extra loops over (after their current task).
+3. take free or expired loops up to its fair share, ``ceil(loops / live replicas)``, in
+   one statement; a replica over its share hands the extra loops over (after their
+   current task).
 
 The replica's identity is its host plus its state_dir, stable across restarts: a
 restarted replica gets its own loops back at once (the state_dir lock proves the
@@ -53,7 +55,9 @@ class Coordinator:
 
     @property
     def renew_seconds(self) -> float:
-        return max(self.lease_seconds / 3.0, 0.2)
+        # A quarter: a round may then be a whole period late before the half-lease
+        # deadline below gives everything up.
+        return max(self.lease_seconds / 4.0, 0.2)
 
     def start(self) -> None:
         self.leases.mark_started(self.replica, self.host, self.pid, self.leases.now())
@@ -61,16 +65,20 @@ class Coordinator:
     def round(self, wanted: list[str]) -> bool:
         """One round; returns False on a database outage (never raises for one)."""
         try:
-            now = self.leases.now()
-            self.leases.heartbeat(self.replica, self.host, self.pid, now)
-            kept = self.leases.renew(self.replica, set(self.held.loops), now, self.lease_seconds)
-            self.held.last_renewed = time.monotonic()
+            # Timed from before the statement: the database dates the renewal no earlier.
+            started = time.monotonic()
+            _, kept, live = self.leases.keep_alive(self.replica, self.host, self.pid, set(self.held.loops),
+                                                     self.lease_seconds)
+            self.held.last_renewed = started
         except Exception as exc:  # the database is unreachable: maybe only for a moment
             log.warning("lease renewal failed (%s); retrying", exc)
             self.check_deadline()
             return False
         self._lose(self.held.loops - kept)
-        self._share(wanted, now)
+        try:
+            self._share(wanted, live)
+        except Exception as exc:  # the renewal went through; taking more can wait a round
+            log.warning("taking loops failed (%s); retrying next round", exc)
         return True
 
     def check_deadline(self) -> None:
@@ -97,9 +105,8 @@ class Coordinator:
             log.warning("lost the lease of loop %s: its task is stopped", loop)
             self.on_lost(loop)
 
-    def _share(self, wanted: list[str], now) -> None:
-        live = max(len(self.leases.live_replicas(now, self.lease_seconds)), 1)
-        share = math.ceil(len(wanted) / live) if wanted else 0
+    def _share(self, wanted: list[str], live: list[str]) -> None:
+        share = math.ceil(len(wanted) / max(len(live), 1)) if wanted else 0
         surplus = len(self.held.loops) - share
         if surplus > 0:
             self.on_surplus(surplus)  # those loops hand over after their current task
@@ -107,18 +114,17 @@ class Coordinator:
         # Spread the loops: each replica tries them in its own order.
         order = sorted((l for l in wanted if l not in self.held.loops),
                        key=lambda l: zlib.crc32(f"{self.replica}/{l}".encode()))
-        # Taking a loop starts its thread; with hundreds of loops that competes with the
-        # round itself. Bounded in time, so renewals stay regular: the rest comes next round.
-        budget = time.monotonic() + self.lease_seconds / 4
-        for loop in order:
-            if len(self.held.loops) >= share or time.monotonic() > budget:
-                break
-            now = self.leases.now()  # each lease runs from when it is taken
-            lease = self.leases.try_acquire(loop, self.replica, now, self.lease_seconds)
-            if lease is not None:
-                with self._lock:
-                    self.held.loops.add(loop)
-                self.on_acquired(lease)
+        if not order or surplus == 0:
+            return
+        # All at once, each lease timed from the database's clock at the take.
+        started = time.monotonic()
+        taken = self.leases.take(order, self.replica, self.leases.now(), self.lease_seconds, -surplus)
+        if taken and not self.held.loops:
+            self.held.last_renewed = started  # these are all we hold: the deadline runs from now
+        for lease in taken:
+            with self._lock:
+                self.held.loops.add(lease.loop)
+            self.on_acquired(lease)  # only starts the loop's thread: the round stays short
 
     def release_all(self) -> None:
         try:

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .coordinator import Coordinator
+from .executors.base import CancelEvent
 from .executors.spark_cluster import end_orphans
 from .model import Executor
 from .store.leases import Lease, LeaseStore
@@ -33,7 +34,8 @@ class LeasedLoops:
     def __init__(self, scheduler: "Scheduler") -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
-        self.coordinator = Coordinator(LeaseStore(self.store.engine), scheduler.owner,
+        self.lease_engine = self.store.side_engine()
+        self.coordinator = Coordinator(LeaseStore(self.lease_engine), scheduler.owner,
                                        scheduler.settings.replica.lease_seconds,
                                        on_acquired=self._acquired, on_lost=self._lost, on_surplus=self._surplus)
         self.loops: dict[str, "Loop"] = {}
@@ -53,8 +55,13 @@ class LeasedLoops:
 
     def round(self) -> bool:
         stopping = self.scheduler.stop_event.is_set()
+        started = time.monotonic()
         with self._round_lock:  # while stopping: renew only, take nothing new
             ok = self.coordinator.round([] if stopping else self.scheduler.snapshot.loop_names())
+        took = time.monotonic() - started
+        if took > self.coordinator.renew_seconds / 2:
+            log.warning("a lease round took %.2fs (renewals are due every %.1fs): this replica or its "
+                        "database is overloaded", took, self.coordinator.renew_seconds)
         record_replica(self.coordinator.replica, len(self.coordinator.held.loops))
         return ok
 
@@ -70,7 +77,21 @@ class LeasedLoops:
 
     # -- coordinator callbacks ----------------------------------------------------
     def _acquired(self, lease: Lease) -> None:
-        """A loop became ours: end what its previous runner left, continue after its last task."""
+        """A loop became ours: start its thread (the lease thread must not wait for more)."""
+        loop = self.scheduler.make_loop(lease.loop, stop=CancelEvent())
+        with self._lock:
+            if self.scheduler.stop_event.is_set():
+                return
+            self.loops[lease.loop] = loop
+            # A loop lost and taken again at once may still be ending its task on the old thread.
+            previous = self.threads.get(lease.loop)
+            thread = threading.Thread(target=self._run, args=(loop, lease, previous), name=f"loop-{lease.loop}",
+                                      daemon=True)
+            self.threads[lease.loop] = thread
+            thread.start()
+
+    def _take_over(self, lease: Lease, loop: "Loop") -> None:
+        """End what the loop's previous runner left, and go on after its last task."""
         reason = TAKEOVER_REASON.format(replica=self.scheduler.owner)
         abandoned = self.store.abandon_running(reason, loop=lease.loop)
         if abandoned:
@@ -79,15 +100,7 @@ class LeasedLoops:
             spark = self.scheduler.settings.spark
             if Executor.SPARK in self.scheduler.executors and not spark.master.startswith("local"):
                 end_orphans(spark.master, spark.master_web_url, abandoned)
-        loop = self.scheduler.make_loop(lease.loop, stop=threading.Event())
         loop.resume_after = self.store.last_task_of_loop(lease.loop)
-        with self._lock:
-            if self.scheduler.stop_event.is_set():
-                return
-            self.loops[lease.loop] = loop
-            thread = threading.Thread(target=self._run, args=(loop,), name=f"loop-{lease.loop}", daemon=True)
-            self.threads[lease.loop] = thread
-            thread.start()
 
     def _lost(self, name: str) -> None:
         with self._lock:
@@ -102,8 +115,17 @@ class LeasedLoops:
                 log.info("loop %s: handing over to another replica after its current task", name)
                 self.loops[name].handover.set()
 
-    def _run(self, loop: "Loop") -> None:
+    def _run(self, loop: "Loop", lease: Lease, previous: threading.Thread | None) -> None:
         try:
+            if previous is not None:
+                previous.join()
+            while not loop.stop.is_set():
+                try:
+                    self._take_over(lease, loop)
+                    break
+                except Exception:  # the store briefly gone: nothing may run before this is done
+                    log.exception("loop %s: taking over failed; retrying", loop.name)
+                    loop.stop.wait(1.0)
             loop.run_forever()
         finally:
             with self._lock:
@@ -130,3 +152,7 @@ class LeasedLoops:
         self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """After ``stop()`` and the final release."""
+        self.lease_engine.dispose()

@@ -19,7 +19,7 @@ from .definitions import RepoDefinitions, load_definitions
 from .discovery import Discovery
 from .environments import EnvironmentManager
 from .errors import PeachError, Problem
-from .executors.base import TaskExecutor
+from .executors.base import CancelEvent, TaskExecutor
 from .executors.process import kill_marked
 from .executors.python import PythonExecutor
 from .executors.spark import SparkExecutor
@@ -69,7 +69,7 @@ class Scheduler:
             Executor.PYTHON: PythonExecutor(),
             Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs),
         }
-        self.stop_event = threading.Event()
+        self.stop_event = CancelEvent()  # loops' tasks wake on it at once
         self._snapshot = Snapshot()
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
         self._leased: LeasedLoops | None = None
@@ -180,7 +180,7 @@ class Scheduler:
         done = threading.Event()
 
         def renew() -> None:  # keep the leases while the iteration runs
-            while not done.wait(lease_seconds / 3):
+            while not done.wait(lease_seconds / 4):
                 try:
                     leases.renew(self.owner, set(held), leases.now(), lease_seconds)
                 except Exception as exc:  # the next try may work; the tasks go on meanwhile
@@ -251,6 +251,7 @@ class Scheduler:
         self.store.abandon_running(ABANDON_REASON, owner=self.owner)
         if self._leased is not None:
             self._leased.coordinator.release_all()
+            self._leased.close()
 
     def close(self) -> None:
         """Release the state_dir for the next scheduler."""

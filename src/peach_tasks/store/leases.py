@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .schema import loop_leases, replicas
@@ -41,21 +42,44 @@ class LeaseStore:
         """The database's clock where it has one, else this machine's (SQLite: one machine)."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                return _aware(conn.execute(sa.text("select now()")).scalar_one())
+                return self._now(conn)
+        return datetime.now(timezone.utc)
+
+    def _now(self, conn: sa.Connection) -> datetime:
+        if self.engine.dialect.name == "postgresql":
+            return _aware(conn.execute(sa.text("select now()")).scalar_one())
         return datetime.now(timezone.utc)
 
     # -- replicas ---------------------------------------------------------------
     def heartbeat(self, replica: str, host: str, pid: int, now: datetime) -> None:
         with self.engine.begin() as conn:
-            updated = conn.execute(replicas.update().where(replicas.c.id == replica).values(
-                host=host, pid=pid, heartbeat_at=now, stopped_at=None)).rowcount
-            if not updated:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(replicas.insert().values(id=replica, host=host, pid=pid, started_at=now,
-                                                              heartbeat_at=now))
-                except IntegrityError:
-                    pass
+            self._heartbeat(conn, replica, host, pid, now)
+
+    @staticmethod
+    def _heartbeat(conn: sa.Connection, replica: str, host: str, pid: int, now: datetime) -> None:
+        updated = conn.execute(replicas.update().where(replicas.c.id == replica).values(
+            host=host, pid=pid, heartbeat_at=now, stopped_at=None)).rowcount
+        if not updated:
+            try:
+                with conn.begin_nested():
+                    conn.execute(replicas.insert().values(id=replica, host=host, pid=pid, started_at=now,
+                                                          heartbeat_at=now))
+            except IntegrityError:
+                pass
+
+    def keep_alive(self, replica: str, host: str, pid: int, loops: Iterable[str],
+                   lease_seconds: float) -> tuple[datetime, set[str], list[str]]:
+        """One replica round's bookkeeping in one transaction: heartbeat, renew ``loops``.
+
+        Returns the database's time, the loops still ours and the live replicas. One
+        connection and one commit, because this runs on the thread that must never be late.
+        """
+        with self.engine.begin() as conn:
+            now = self._now(conn)
+            self._heartbeat(conn, replica, host, pid, now)
+            kept = self._renew(conn, replica, list(loops), now, lease_seconds)
+            live = self._live(conn, now, lease_seconds)
+        return now, kept, live
 
     def mark_started(self, replica: str, host: str, pid: int, now: datetime) -> None:
         self.heartbeat(replica, host, pid, now)
@@ -67,10 +91,14 @@ class LeaseStore:
             conn.execute(replicas.update().where(replicas.c.id == replica).values(stopped_at=now))
 
     def live_replicas(self, now: datetime, lease_seconds: float) -> list[str]:
-        since = now - timedelta(seconds=lease_seconds)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(replicas.c.id).where(replicas.c.heartbeat_at >= since,
-                                                               replicas.c.stopped_at.is_(None))).all()
+            return self._live(conn, now, lease_seconds)
+
+    @staticmethod
+    def _live(conn: sa.Connection, now: datetime, lease_seconds: float) -> list[str]:
+        since = now - timedelta(seconds=lease_seconds)
+        rows = conn.execute(sa.select(replicas.c.id).where(replicas.c.heartbeat_at >= since,
+                                                           replicas.c.stopped_at.is_(None))).all()
         return sorted(r.id for r in rows)
 
     def replicas(self) -> list[dict]:
@@ -107,19 +135,59 @@ class LeaseStore:
             ).values(owner=owner, expires_at=expires, acquired_at=now)).rowcount
         return Lease(loop, owner, expires, previous) if taken else None
 
+    def take(self, loops: Sequence[str], owner: str, now: datetime, lease_seconds: float,
+             limit: int) -> list[Lease]:
+        """Take up to ``limit`` of ``loops`` (in that order of preference) that are free,
+        expired or left by an earlier process of ``owner``; returns those taken.
+
+        A few statements whatever the count: a replica joining 200 loops must not take
+        them one round trip at a time while its first loops already run. Rows being
+        taken by another replica at the same moment are skipped, not waited for
+        (``SKIP LOCKED``), so two replicas never deadlock on each other's rows.
+        """
+        loops = list(dict.fromkeys(loops))
+        if not loops or limit <= 0:
+            return []
+        expires = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            seen = {r.loop: r for r in conn.execute(sa.select(loop_leases).where(loop_leases.c.loop.in_(loops)))}
+            missing = [loop for loop in loops if loop not in seen]
+            if missing:  # a loop nobody ever held: a free row first, then taken like any other
+                conn.execute(self._insert_free().values([{"loop": loop, "owner": None, "expires_at": EPOCH}
+                                                         for loop in missing]))
+            takeable = [loop for loop in loops if loop not in seen or seen[loop].owner in (None, owner)
+                        or _aware(seen[loop].expires_at) < now][:limit]
+            if not takeable:
+                return []
+            free = sa.or_(loop_leases.c.owner.is_(None), loop_leases.c.owner == owner, loop_leases.c.expires_at < now)
+            chosen = (sa.select(loop_leases.c.loop).where(loop_leases.c.loop.in_(takeable), free)
+                      .with_for_update(skip_locked=True))
+            taken = conn.execute(loop_leases.update().where(loop_leases.c.loop.in_(chosen), free)
+                                 .values(owner=owner, expires_at=expires, acquired_at=now)
+                                 .returning(loop_leases.c.loop)).scalars().all()
+        order = {loop: i for i, loop in enumerate(loops)}
+        return [Lease(loop, owner, expires, seen[loop].owner if loop in seen else None)
+                for loop in sorted(taken, key=order.__getitem__)]
+
+    def _insert_free(self) -> sa.Insert:
+        """INSERT that quietly loses to a row another replica inserted first."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(loop_leases).on_conflict_do_nothing(index_elements=["loop"])
+        return sqlite.insert(loop_leases).on_conflict_do_nothing(index_elements=["loop"])
+
     def renew(self, owner: str, loops: Iterable[str], now: datetime, lease_seconds: float) -> set[str]:
         """Extend our leases; returns the loops still ours (the others were lost)."""
-        loops = list(loops)
+        with self.engine.begin() as conn:
+            return self._renew(conn, owner, list(loops), now, lease_seconds)
+
+    @staticmethod
+    def _renew(conn: sa.Connection, owner: str, loops: list[str], now: datetime, lease_seconds: float) -> set[str]:
         if not loops:
             return set()
         expires = now + timedelta(seconds=lease_seconds)
-        with self.engine.begin() as conn:
-            conn.execute(loop_leases.update().where(loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops),
-                                                    loop_leases.c.expires_at >= now).values(expires_at=expires))
-            rows = conn.execute(sa.select(loop_leases.c.loop).where(
-                loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops),
-                loop_leases.c.expires_at == expires)).all()
-        return {r.loop for r in rows}
+        return set(conn.execute(loop_leases.update().where(
+            loop_leases.c.owner == owner, loop_leases.c.loop.in_(loops), loop_leases.c.expires_at >= now,
+        ).values(expires_at=expires).returning(loop_leases.c.loop)).scalars())
 
     def release(self, owner: str, loops: Iterable[str]) -> None:
         """Hand loops over at once (clean stop, or fair sharing): free and already expired."""
