@@ -828,9 +828,9 @@ def print_table(r: dict[str, Any]) -> None:
             ("sync, first (per sync)", d["first_sync"], "a replica's start: every definition parsed"),
             ("sync, steady (per sync)", d["steady_sync"], "what each replica does every sync_interval"),
             ("lease round taking all loops", d["lease_round_taking_all"],
-             f"{d['lease_round_taking_all']['loops']} loops acquired one by one"),
+             f"{d['lease_round_taking_all']['loops']} loops taken in one statement"),
             ("lease round, steady", d["lease_round_steady"],
-             f"holding {d['lease_round_steady']['loops']} loops; median of 10; every lease/3"),
+             f"holding {d['lease_round_steady']['loops']} loops; median of 10; every lease/4"),
         ]
         print(f"  {'':<34}{'wall ms':>10}{'CPU ms':>10}{'child ms':>10}{'stmts':>8}{'checkouts':>10}{'commits':>9}")
         for label, v, note in rows:

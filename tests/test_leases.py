@@ -110,5 +110,37 @@ def test_keep_alive_renews_and_reports_live_replicas(leases: LeaseStore) -> None
     leases.take(["a", "b"], "me", now, 30, limit=2)
     leases.try_acquire("c", "other", now, 30)
     leases.heartbeat("other", "host", 2, now)
-    _, kept, live = leases.keep_alive("me", "host", 1, ["a", "b", "c"], 30)
+    kept, live, _ = leases.keep_alive("me", "host", 1, ["a", "b", "c"], 30, stale_after=10)
     assert kept == {"a", "b"} and live == ["me", "other"]
+
+
+def test_keep_alive_says_when_a_silent_replicas_first_lease_ends(leases: LeaseStore) -> None:
+    now = leases.now()
+    leases.heartbeat("busy", "host", 2, now)  # renewing: its leases are none of our business
+    leases.try_acquire("a", "busy", now, 30)
+    assert leases.keep_alive("me", "host", 1, [], 30, stale_after=10)[2] is None
+    leases.heartbeat("gone", "host", 3, now - timedelta(seconds=20))  # silent for 20 s
+    leases.try_acquire("b", "gone", now - timedelta(seconds=20), 30)  # ends 10 s from now
+    leases.try_acquire("c", "gone", now - timedelta(seconds=15), 30)
+    takeover_in = leases.keep_alive("me", "host", 1, [], 30, stale_after=10)[2]
+    assert takeover_in is not None and 5 < takeover_in <= 10
+
+
+def test_a_loop_handed_over_is_not_taken_back_before_its_release(leases: LeaseStore) -> None:
+    from peach_tasks.coordinator import Coordinator
+
+    acquired: list[str] = []
+    coordinator = Coordinator(leases, "me", 30, on_acquired=lambda lease, _delay: acquired.append(lease.loop),
+                              on_lost=lambda loop: None, on_surplus=lambda count: None)
+    coordinator.start()
+    coordinator.round(["a", "b"])
+    assert sorted(acquired) == ["a", "b"]
+    coordinator.hand_over("a")  # its thread ended after a hand-over; the release waits for the round
+    assert coordinator.wake.is_set()
+    # The race seen in the benchmark: a round's sharing step right after, before the
+    # release. The row still names us as owner, but the loop must not be taken back.
+    coordinator._share(["a", "b"], ["me"])
+    assert acquired.count("a") == 1
+    coordinator.round(["a", "b"])
+    owners = {lease.loop: lease.owner for lease in leases.leases()}
+    assert owners == {"a": None, "b": "me"} and coordinator.held.loops == {"b"}

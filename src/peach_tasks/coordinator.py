@@ -34,6 +34,12 @@ from .store.leases import Lease, LeaseStore
 
 log = logging.getLogger(__name__)
 
+# How long after a dead replica's lease expires the takeover round runs: the database's
+# clock and ours are compared through one statement's duration.
+TAKEOVER_MARGIN = 0.1
+# Taking more loops than this at once starts them spread out (see _share).
+SPREAD_ABOVE = 8
+
 
 @dataclass
 class Holdings:
@@ -45,13 +51,19 @@ class Holdings:
 
 class Coordinator:
     def __init__(self, leases: LeaseStore, replica: str, lease_seconds: float, *,
-                 on_acquired: Callable[[Lease], None], on_lost: Callable[[str], None],
+                 on_acquired: Callable[[Lease, float], None], on_lost: Callable[[str], None],
                  on_surplus: Callable[[int], None]) -> None:
         self.leases, self.replica, self.lease_seconds = leases, replica, lease_seconds
         self.on_acquired, self.on_lost, self.on_surplus = on_acquired, on_lost, on_surplus
         self.held = Holdings()
         self.host, self.pid = socket.gethostname(), os.getpid()
         self._lock = threading.Lock()  # held.loops changes on this thread and on loop threads
+        self._handed: set[str] = set()  # loops given up by their threads, released at the next round
+        # Set to have the next round now (a loop handed over); the lease thread waits on it.
+        self.wake = threading.Event()
+        # When (time.monotonic) the first lease of a replica that stopped renewing expires:
+        # a round then takes it over at once instead of up to a round period later.
+        self.next_takeover: float | None = None
 
     @property
     def renew_seconds(self) -> float:
@@ -67,18 +79,21 @@ class Coordinator:
         try:
             # Timed from before the statement: the database dates the renewal no earlier.
             started = time.monotonic()
-            _, kept, live = self.leases.keep_alive(self.replica, self.host, self.pid, set(self.held.loops),
-                                                     self.lease_seconds)
+            kept, live, takeover_in = self.leases.keep_alive(
+                self.replica, self.host, self.pid, set(self.held.loops), self.lease_seconds,
+                stale_after=2 * self.renew_seconds)
             self.held.last_renewed = started
         except Exception as exc:  # the database is unreachable: maybe only for a moment
             log.warning("lease renewal failed (%s); retrying", exc)
             self.check_deadline()
             return False
+        self.next_takeover = None if takeover_in is None else started + takeover_in + TAKEOVER_MARGIN
         self._lose(self.held.loops - kept)
         try:
-            self._share(wanted, live)
-        except Exception as exc:  # the renewal went through; taking more can wait a round
-            log.warning("taking loops failed (%s); retrying next round", exc)
+            released = self._release_handed()
+            self._share([loop for loop in wanted if loop not in released], live)
+        except Exception as exc:  # the renewal went through; the rest can wait a round
+            log.warning("sharing loops failed (%s); retrying next round", exc)
         return True
 
     def check_deadline(self) -> None:
@@ -90,13 +105,27 @@ class Coordinator:
             self._lose(set(self.held.loops))
 
     def hand_over(self, loop: str) -> None:
-        """Called by a loop that stopped to give its loop to another replica."""
+        """Called by a loop that stopped to give its loop to another replica. The release
+        waits for the lease thread (woken now): a hundred loops handing over at once must
+        not queue on its connections before a renewal."""
         with self._lock:
             self.held.loops.discard(loop)
+            self._handed.add(loop)
+        self.wake.set()
+
+    def _release_handed(self) -> set[str]:
+        with self._lock:
+            loops, self._handed = self._handed, set()
+        if not loops:
+            return set()
         try:
-            self.leases.release(self.replica, [loop])
-        except Exception as exc:  # then the lease simply expires
-            log.warning("could not release loop %s (%s)", loop, exc)
+            self.leases.release(self.replica, loops)
+        except Exception:
+            with self._lock:
+                self._handed |= loops  # next round; or the leases expire by themselves
+            raise
+        log.info("handed %d loop%s over: %s", len(loops), "" if len(loops) == 1 else "s", ", ".join(sorted(loops)))
+        return loops
 
     def _lose(self, loops: set[str]) -> None:
         for loop in sorted(loops):
@@ -111,8 +140,11 @@ class Coordinator:
         if surplus > 0:
             self.on_surplus(surplus)  # those loops hand over after their current task
             return
+        # Not the loops still ours that a thread just gave up (released next round).
+        with self._lock:
+            busy = self.held.loops | self._handed
         # Spread the loops: each replica tries them in its own order.
-        order = sorted((l for l in wanted if l not in self.held.loops),
+        order = sorted((l for l in wanted if l not in busy),
                        key=lambda l: zlib.crc32(f"{self.replica}/{l}".encode()))
         if not order or surplus == 0:
             return
@@ -121,14 +153,21 @@ class Coordinator:
         taken = self.leases.take(order, self.replica, self.leases.now(), self.lease_seconds, -surplus)
         if taken and not self.held.loops:
             self.held.last_renewed = started  # these are all we hold: the deadline runs from now
-        for lease in taken:
+        if taken:
+            log.info("took %d loop%s: %s", len(taken), "" if len(taken) == 1 else "s",
+                     ", ".join(lease.loop for lease in taken))
+        # Many loops taken at once (a start, a takeover) start spread over half a round
+        # period: all their first tasks and store writes at the same instant starved the
+        # next round on a busy machine.
+        spread = self.renew_seconds / 2 / len(taken) if len(taken) > SPREAD_ABOVE else 0.0
+        for index, lease in enumerate(taken):
             with self._lock:
                 self.held.loops.add(lease.loop)
-            self.on_acquired(lease)  # only starts the loop's thread: the round stays short
+            self.on_acquired(lease, index * spread)  # only starts the loop's thread: the round stays short
 
     def release_all(self) -> None:
         try:
-            self.leases.release(self.replica, list(self.held.loops))
+            self.leases.release(self.replica, list(self.held.loops | self._handed))
             self.leases.mark_stopped(self.replica, self.leases.now())
         except Exception as exc:  # stopping without a database: the leases expire by themselves
             log.warning("could not hand the loops over (%s); they are free once their leases expire", exc)

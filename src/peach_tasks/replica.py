@@ -66,17 +66,23 @@ class LeasedLoops:
         return ok
 
     def _forever(self) -> None:
-        renew = self.coordinator.renew_seconds
+        coordinator = self.coordinator
+        renew = coordinator.renew_seconds
         next_round = time.monotonic() + renew
-        while not self._done.wait(min(renew, 1.0)):
-            if time.monotonic() >= next_round:
+        while not self._done.is_set():
+            due = min(next_round, coordinator.next_takeover or next_round)
+            woken = coordinator.wake.wait(min(max(due - time.monotonic(), 0.0), 1.0))
+            if self._done.is_set():
+                break
+            coordinator.wake.clear()
+            if woken or time.monotonic() >= due:
                 ok = self.round()
                 next_round = time.monotonic() + (renew if ok else min(renew, 1.0))
             else:
-                self.coordinator.check_deadline()
+                coordinator.check_deadline()
 
     # -- coordinator callbacks ----------------------------------------------------
-    def _acquired(self, lease: Lease) -> None:
+    def _acquired(self, lease: Lease, start_after: float) -> None:
         """A loop became ours: start its thread (the lease thread must not wait for more)."""
         loop = self.scheduler.make_loop(lease.loop, stop=CancelEvent())
         with self._lock:
@@ -85,8 +91,8 @@ class LeasedLoops:
             self.loops[lease.loop] = loop
             # A loop lost and taken again at once may still be ending its task on the old thread.
             previous = self.threads.get(lease.loop)
-            thread = threading.Thread(target=self._run, args=(loop, lease, previous), name=f"loop-{lease.loop}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._run, args=(loop, lease, previous, start_after),
+                                      name=f"loop-{lease.loop}", daemon=True)
             self.threads[lease.loop] = thread
             thread.start()
 
@@ -115,10 +121,11 @@ class LeasedLoops:
                 log.info("loop %s: handing over to another replica after its current task", name)
                 self.loops[name].handover.set()
 
-    def _run(self, loop: "Loop", lease: Lease, previous: threading.Thread | None) -> None:
+    def _run(self, loop: "Loop", lease: Lease, previous: threading.Thread | None, start_after: float) -> None:
         try:
             if previous is not None:
                 previous.join()
+            loop.stop.wait(start_after)
             while not loop.stop.is_set():
                 try:
                     self._take_over(lease, loop)
@@ -150,6 +157,7 @@ class LeasedLoops:
         for thread in threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.1))
         self._done.set()
+        self.coordinator.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

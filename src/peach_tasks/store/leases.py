@@ -67,11 +67,13 @@ class LeaseStore:
             except IntegrityError:
                 pass
 
-    def keep_alive(self, replica: str, host: str, pid: int, loops: Iterable[str],
-                   lease_seconds: float) -> tuple[datetime, set[str], list[str]]:
+    def keep_alive(self, replica: str, host: str, pid: int, loops: Iterable[str], lease_seconds: float,
+                   stale_after: float) -> tuple[set[str], list[str], float | None]:
         """One replica round's bookkeeping in one transaction: heartbeat, renew ``loops``.
 
-        Returns the database's time, the loops still ours and the live replicas. One
+        Returns the loops still ours, the live replicas, and in how many seconds the first
+        lease held by a replica silent for ``stale_after`` seconds expires (None: none),
+        so a takeover happens when that lease ends rather than up to a round later. One
         connection and one commit, because this runs on the thread that must never be late.
         """
         with self.engine.begin() as conn:
@@ -79,7 +81,13 @@ class LeaseStore:
             self._heartbeat(conn, replica, host, pid, now)
             kept = self._renew(conn, replica, list(loops), now, lease_seconds)
             live = self._live(conn, now, lease_seconds)
-        return now, kept, live
+            first = conn.execute(
+                sa.select(sa.func.min(loop_leases.c.expires_at))
+                .select_from(loop_leases.join(replicas, replicas.c.id == loop_leases.c.owner))
+                .where(loop_leases.c.owner != replica, loop_leases.c.expires_at >= now,
+                       replicas.c.heartbeat_at < now - timedelta(seconds=stale_after))).scalar()
+        takeover_in = None if first is None else max((_aware(first) - now).total_seconds(), 0.0)
+        return kept, live, takeover_in
 
     def mark_started(self, replica: str, host: str, pid: int, now: datetime) -> None:
         self.heartbeat(replica, host, pid, now)
