@@ -301,8 +301,8 @@ BREAKDOWN = [
     ("marker_scan", "terminate", "find_marked: /proc/*/environ scan for the run's marker"),
     ("group_scan", "terminate", "_group_members: killpg(pgid, 0) probe"),
     ("finish", "run_process", "_finish: join output reader and stdin writer threads"),
-    ("log_close", "cycle", "LogWriter.close: flush the run's log lines (1 transaction)"),
-    ("finish_run", "cycle", "store.finish_run: select + update run + task state (1 transaction)"),
+    ("finish_run", "cycle", "store.finish_run: log lines + select + update run + task state (1 transaction)"),
+    ("log_close", "finish_run", "LogWriter.close: the run's log lines, inside finish_run's transaction"),
 ]
 
 

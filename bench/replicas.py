@@ -38,9 +38,11 @@ at the same time in the window (a loop runs one task at a time, so that is two r
 or two threads of one, running it).
 
 Failover (the 2-replica phase, after its window): SIGKILL r2 and time the kill to the
-first run that r1 starts (``runs.started_at``) in a loop r2 held. Expect it between
-lease - renewal and lease + renewal (renewal = lease / 4): the dead replica's leases
-expire ``lease`` after its last renewal, and the survivor looks at its next round. It is
+first run that r1 starts (``runs.started_at``) in a loop r2 held. Expect the leases taken
+between lease - renewal and lease (+0.1 s) after the kill (renewal = lease / 4): the dead
+replica's leases expire ``lease`` after its last renewal, which came at most one renewal
+period before the kill, and the survivor, seeing r2's heartbeat stop, runs a round for
+that moment; the first run follows once the loop's thread has started. It is
 skipped when r2 holds no live lease at that moment: there would be no takeover to time.
 
 Diagnostics (first phase, after its replicas stopped, in this process on that database,
@@ -809,10 +811,10 @@ def print_table(r: dict[str, Any]) -> None:
     if f and "error" in f:
         print(f"failover (lease {f['lease_seconds']:g} s): NOT MEASURED: {f['error']}")
     elif f:
-        lo, hi = f["lease_seconds"] - f["renew_seconds"], f["lease_seconds"] + f["renew_seconds"]
+        lo, hi = f["lease_seconds"] - f["renew_seconds"], f["lease_seconds"] + 0.1
         print(f"failover: SIGKILL of {f['victim']} (held {f['victim_loops']} loops) -> first run in one of its "
               f"loops started by {f['survivor']} after {f['first_run_s']:.2f} s  (lease {f['lease_seconds']:g} s, "
-              f"renewal every {f['renew_seconds']:g} s: expected {lo:.1f}..{hi:.1f} s)")
+              f"renewal every {f['renew_seconds']:g} s: leases expected taken {lo:.1f}..{hi:.1f} s after it)")
         print(f"  leases taken {f['first_lease_taken_s']}..{f['last_lease_taken_s']} s after the kill; "
               f"every one of its loops had run again after {f['all_loops_running_again_s']} s")
     if f and f.get("lease_trouble"):
