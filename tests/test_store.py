@@ -151,6 +151,20 @@ def test_problems_replace_per_scope(store: Store) -> None:
     assert [p["message"] for p in store.problems()] == ["uv failed"]
 
 
+def test_problems_of_many_scopes_replaced_in_one_go(store: Store) -> None:
+    store.set_problems("environment", "chrts", [Problem("environment", "chrts", "old")], codops="chrts")
+    store.set_problems("environment", "sesr", [Problem("environment", "sesr", "stays")], codops="sesr")
+    store.set_problems("config", "chrts", [Problem("config", "chrts", "other kind, same scope")])
+    store.set_problems_many([
+        ("environment", "chrts", [], "chrts"),  # fixed
+        ("environment", "rtsr", [Problem("environment", "rtsr", "a", "req.txt", 1),
+                                 Problem("environment", "rtsr", "b", "req.txt", 2)], "rtsr"),
+    ])
+    assert sorted(p["message"] for p in store.problems()) == ["a", "b", "other kind, same scope", "stays"]
+    store.set_problems_many([])  # nothing to do
+    assert len(store.problems()) == 4
+
+
 def test_schema_check(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="peach-tasks db upgrade"):
         Store.open(f"sqlite:///{tmp_path / 'fresh.db'}", migrate=False)

@@ -131,11 +131,14 @@ class Scheduler:
                     self.store.set_problems("sync", repo.name, [Problem("sync", repo.name, f"sync failed: {exc!r}")])
                     found.append((repo.name, None, None))
             snapshot = build_snapshot(found)
-            for repo_name, problems in snapshot.problems.items():
-                self.store.set_problems("config", repo_name, problems)
+            # One transaction for all repositories, one for all organisations' environments.
+            self.store.set_problems_many([("config", name, found_here, None)
+                                          for name, found_here in snapshot.problems.items()])
+            env_problems = []
             for codops, requirements in sorted(snapshot.requirements.items()):
                 _, problem = self.envs.ensure(codops, requirements)
-                self.store.set_problems("environment", codops, [problem] if problem else [], codops=codops)
+                env_problems.append(("environment", codops, [problem] if problem else [], codops))
+            self.store.set_problems_many(env_problems)
             self.store.register_tasks([TaskRegistration(t.spec, t.version) for t in snapshot.tasks.values()])
             queue = TriggerQueue(self.store)
             queue.drop_missing(set(snapshot.tasks))

@@ -158,11 +158,19 @@ class Store:
 
     def set_problems(self, kind: str, scope: str, found: Iterable[Problem], codops: str | None = None) -> None:
         """Replace the problems of one (kind, scope) with ``found``."""
+        self.set_problems_many([(kind, scope, list(found), codops)])
+
+    def set_problems_many(self, groups: Sequence[tuple[str, str, Sequence[Problem], str | None]]) -> None:
+        """Replace the problems of several ``(kind, scope, found, codops)`` in one transaction:
+        a sync of 200 organisations used to commit 200 times for their environments alone."""
+        if not groups:
+            return
         now = utcnow()
         rows = [dict(kind=p.kind, scope=scope, codops=codops, file=p.file, line=p.line,
-                     message=p.message, created_at=now) for p in found]
+                     message=p.message, created_at=now) for _, scope, found, codops in groups for p in found]
         with self.engine.begin() as conn:
-            conn.execute(problems_t.delete().where(problems_t.c.kind == kind, problems_t.c.scope == scope))
+            conn.execute(problems_t.delete().where(sa.tuple_(problems_t.c.kind, problems_t.c.scope).in_(
+                [(kind, scope) for kind, scope, _, _ in groups])))
             if rows:
                 conn.execute(problems_t.insert(), rows)
 
