@@ -71,6 +71,16 @@ def test_unknown_keys_and_wrong_types_name_path_and_line(tmp_path: Path) -> None
     assert len(err.value.problems) == 3
 
 
+
+def test_alias_bomb_in_the_settings_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    # Nine levels of ten aliases: a 1 KB file that would expand to a billion values.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    path = write(tmp_path, "\n".join(levels) + "\n")
+    with pytest.raises(SettingsError, match="expands to more than 100000 YAML values through aliases") as err:
+        load_settings(path)
+    assert str(path) in str(err.value)
+
 def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:
     path = write(tmp_path, "repositories:\n  - url: [unclosed\n")
     with pytest.raises(SettingsError, match=r"scheduler.yaml:\d+: YAML syntax error"):

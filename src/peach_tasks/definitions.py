@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigProblem, Problem
@@ -45,11 +44,6 @@ DEFINITION_FILES = (*ROOT_FILES, f"{CONF_DIR}/*.yaml", f"{CONF_DIR}/*.yml")
 _CODOPS = re.compile(r"[a-z0-9_-]+")
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
-
-# Aliases let a small file stand for a huge document ("billion laughs"), and the line
-# map expands every alias; refuse such files before building them. Real definition
-# files have a few hundred nodes.
-_MAX_NODES = 100_000
 
 _ORG_LOOP_LABEL = "the organisation's loop"
 _METADATA_LOOP_LABEL = f"the '{METADATA_LOOP}' loop"
@@ -342,13 +336,6 @@ class _FileParser:
 
     def load(self) -> dict[Any, Any] | None:
         """The top-level mapping, or None after reporting why there is none."""
-        if self.too_big():
-            self.problem(
-                f"this file expands to more than {_MAX_NODES} YAML values through aliases; "
-                "write the definitions out instead of nesting aliases",
-                None,
-            )
-            return None
         try:
             data, self.lines = load_yaml_file(self.text, self.file)
         except ConfigProblem as exc:
@@ -371,29 +358,6 @@ class _FileParser:
             )
             return None
         return data
-
-    def too_big(self) -> bool:
-        """Whether the document, with every alias expanded, has more than ``_MAX_NODES`` nodes."""
-        try:
-            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
-        except Exception:  # noqa: BLE001 - syntax errors are reported by the real load
-            return False
-        sizes: dict[int, int] = {}
-        stack: list[tuple[yaml.Node, bool]] = [(node, False)] if node is not None else []
-        # Iterative post-order walk with memoised sizes: linear in the composed graph
-        # even when the expanded document is exponential; cycles count once.
-        while stack:
-            current, children_done = stack.pop()
-            key = id(current)
-            if children_done:
-                sizes[key] = min(_MAX_NODES + 1, 1 + sum(sizes.get(id(c), 0) for c in _children(current)))
-                continue
-            if key in sizes:
-                continue
-            sizes[key] = 0  # marks "in progress": a cycle back here adds nothing
-            stack.append((current, True))
-            stack.extend((c, False) for c in _children(current) if id(c) not in sizes)
-        return node is not None and sizes.get(id(node), 0) > _MAX_NODES
 
     def report_duplicates(self) -> None:
         for path, line in self.lines.duplicates:
@@ -615,14 +579,6 @@ class _FileParser:
             self.at(f"notebook '{shown}' is a directory, not a file; point `notebook` at the notebook file", path)
             return None
         return normal
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
 
 
 def _kind(value: Any) -> str:

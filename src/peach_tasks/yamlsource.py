@@ -2,8 +2,9 @@
 
 Every file people write (``scheduler.yaml``, ``peach.yaml``) goes through here so that
 each error can point at a line. Loading is safe (no Python objects), keeps dates as
-strings (``2024-01-01`` stays text, as papermill learned), and a key given twice in one
-mapping is reported instead of silently keeping the last one.
+strings (``2024-01-01`` stays text, as papermill learned), a key given twice in one
+mapping is reported instead of silently keeping the last one, and a file whose aliases
+expand it beyond ``MAX_NODES`` values ("billion laughs") is refused before it is built.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pydantic import ValidationError
 from .errors import ConfigProblem
 
 Path_ = tuple[Any, ...]
+
+# Aliases let a small file stand for a huge document, and building it (and its line map)
+# expands every alias. Real files have a few hundred values.
+MAX_NODES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -54,6 +59,9 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         node = loader.get_single_node()
         if node is None:
             return None, lines
+        if _expanded_size(node) > MAX_NODES:
+            raise ConfigProblem(file, None, f"this file expands to more than {MAX_NODES} YAML values through "
+                                            "aliases; write the values out instead of nesting aliases")
         lines.lines[()] = node.start_mark.line + 1
         return _build(loader, node, (), lines, set()), lines
     except yaml.MarkedYAMLError as exc:
@@ -65,6 +73,36 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
         raise ConfigProblem(file, None, f"YAML error: {exc}; fix the file") from None
     finally:
         loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values in the document with every alias expanded, counted up to ``MAX_NODES + 1``.
+
+    An iterative post-order walk with memoised sizes: linear in the composed graph even
+    when the expanded document is exponential; a cycle counts once (``_build`` reports it).
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            sizes[key] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(c), 0) for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        sizes[key] = 0  # "in progress": a cycle back here adds nothing
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _build(loader: _Loader, node: yaml.Node, path: Path_, lines: LineMap, active: set[int]) -> Any:
