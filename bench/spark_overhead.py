@@ -274,10 +274,10 @@ def instrument(scheduler: Any, timers: Timers) -> None:
     original_close = LogWriter.close
     run = timers.run
 
-    def close(self: Any) -> Any:
+    def close(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return original_close(self)
+            return original_close(self, *args, **kwargs)
         finally:
             run["log_close"] = run.get("log_close", 0.0) + time.perf_counter() - started
 
@@ -555,8 +555,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("finish_join", 1, "_finish: join the output reader"),
         ("executor_after_run_process", 0, "SparkExecutor.run after run_process (result, rmtree)"),
         ("after_executor", 0, "after the executor: requests, log close, finish_run"),
-        ("log_close", 1, "LogWriter.close"),
-        ("finish_run", 1, "store.finish_run"),
+        ("finish_run", 1, "store.finish_run (with the log's last lines)"),
+        ("log_close", 2, "LogWriter.close, inside finish_run's transaction"),
     ]
     for key, depth, text in labels:
         value = st.get(key)
