@@ -1,0 +1,420 @@
+"""One definition file checked: its ``codops``, ``dependencies`` and every task.
+
+``definitions.py`` finds and reads a checkout's files; this module turns one file's text
+into tasks and problems. Nothing here raises for bad input: every mistake becomes one
+``Problem`` with the line to fix, and costs as little as possible. A broken file (syntax,
+``codops``) loses only its own tasks; a broken task loses only itself; a bad entry of a
+``dependencies`` list loses only that entry.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import posixpath
+import re
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigProblem, Problem
+from .model import METADATA_LOOP, Executor, TaskSpec
+from .requirements import requirement_problem
+from .yamlsource import LineMap, Path_, dotted, load_yaml_file, validation_problems
+
+_CODOPS = re.compile(r"[a-z0-9_-]+")
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+_ORG_LOOP_LABEL = "the organisation's loop"
+_METADATA_LOOP_LABEL = f"the '{METADATA_LOOP}' loop"
+
+
+class _DefinitionFile(BaseModel):
+    """Root of a definition file; only the types, the meaning is checked by hand."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    codops: str
+    dependencies: list[Any] | None = None
+    tasks: dict[Any, Any] | None = None
+
+
+class _TaskDefinition(BaseModel):
+    """One entry of ``tasks``; strict so that ``"120"`` is not a number, ``"yes"`` not a bool."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    notebook: str
+    method: str | None = None
+    full_notebook: bool = False
+    executor: str = Executor.SPARK.value
+    loop: str | None = None
+    dependencies: list[Any] | None = None
+    timeout: float | None = None
+
+
+def parse_definition_text(
+    text: str,
+    rel_file: str,
+    root: Path,
+    repo: str,
+    allowed_codops: Collection[str] | None = None,
+    default_timeouts: tuple[float, float] = (3600.0, 300.0),
+) -> tuple[list[TaskSpec], dict[str, list[str]], list[Problem]]:
+    """Check one definition file's ``text``; never raises for bad input.
+
+    ``rel_file`` is the file's path relative to ``root`` (used in problems and
+    ``TaskSpec.source_file``); notebooks are looked up under ``root``. Returns the
+    file's valid tasks, ``{codops: valid root dependencies}`` (empty unless the file
+    is usable and has a ``dependencies`` key) and the problems found.
+    """
+    return _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts).parse()
+
+
+class _FileParser:
+    """The checks for one file; collects problems instead of raising."""
+
+    def __init__(
+        self,
+        text: str,
+        rel_file: str,
+        root: Path,
+        repo: str,
+        allowed_codops: Collection[str] | None,
+        default_timeouts: tuple[float, float],
+    ) -> None:
+        self.text = text
+        self.file = rel_file
+        self.root = root
+        self.repo = repo
+        self.allowed = allowed_codops
+        self.org_limit, self.metadata_limit = default_timeouts
+        self.problems: list[Problem] = []
+        self.lines = LineMap()
+        # YAML counts fewer line breaks than str.splitlines (no \v, \f), and reports
+        # end-of-input errors one line past the last; clamp so a line always exists.
+        self.max_line = max(1, len(text.splitlines()))
+
+    def problem(self, message: str, line: int | None = None) -> None:
+        if line is not None:
+            line = min(max(line, 1), self.max_line)
+        self.problems.append(Problem(kind="config", scope=self.repo, message=message, file=self.file, line=line))
+
+    def at(self, message: str, path: Path_) -> None:
+        self.problem(message, self.lines.line_of(path))
+
+    def from_config(self, exc: ConfigProblem) -> None:
+        self.problem(exc.message, exc.line)
+
+    # -- file level --------------------------------------------------------------
+
+    def parse(self) -> tuple[list[TaskSpec], dict[str, list[str]], list[Problem]]:
+        data = self.load()
+        if data is None:
+            return [], {}, self.problems
+        self.report_duplicates()
+        data = self.string_keys(data, ())
+        usable = True  # False: a file-level problem, none of the file's tasks are kept
+
+        # Pydantic checks the types; a field with an error is then ignored (or, for
+        # codops, makes the file unusable) while the other fields are still used.
+        fields_with_errors: set[Any] = set()
+        try:
+            _DefinitionFile.model_validate(data)
+        except ValidationError as exc:
+            # validation_problems yields one problem per error, in the same order.
+            for err, problem in zip(exc.errors(), validation_problems(exc, self.file, self.lines)):
+                if err["loc"]:
+                    fields_with_errors.add(err["loc"][0])
+                if err["type"] == "missing" and tuple(err["loc"]) == ("codops",):
+                    self.at("missing key 'codops'; add the organisation of these tasks, e.g. `codops: default`", ())
+                else:
+                    self.from_config(problem)
+        if "codops" in fields_with_errors:
+            usable = False
+        codops = data.get("codops")
+        if usable and not self.check_codops(codops):
+            usable = False
+        codops = codops if usable else ""
+
+        deps: dict[str, list[str]] = {}
+        if "dependencies" in data and "dependencies" not in fields_with_errors:
+            kept = self.requirements(data["dependencies"] or [], ("dependencies",))
+            if usable:
+                deps[codops] = kept
+
+        # Tasks are checked even when the file is unusable so that one round of fixes
+        # can address every problem; they are dropped below.
+        tasks: list[TaskSpec] = []
+        raw_tasks = data.get("tasks") if "tasks" not in fields_with_errors else None
+        for name, body in (raw_tasks or {}).items():
+            spec = self.task(name, body, codops)
+            if spec is not None:
+                tasks.append(spec)
+        # Checks run field by field; people read problems top to bottom.
+        self.problems.sort(key=lambda p: p.line or 0)
+        return (tasks if usable else []), deps, self.problems
+
+    def load(self) -> dict[Any, Any] | None:
+        """The top-level mapping, or None after reporting why there is none."""
+        try:
+            data, self.lines = load_yaml_file(self.text, self.file)
+        except ConfigProblem as exc:
+            self.from_config(exc)
+            return None
+        except RecursionError:
+            self.problem("this file is nested too deeply to read; flatten it", None)
+            return None
+        except Exception as exc:  # noqa: BLE001 - the YAML library may fail in other ways on odd input
+            self.problem(f"this file cannot be read as YAML ({type(exc).__name__}: {exc}); fix the file", None)
+            return None
+        if data is None:
+            self.problem("this file has no definitions; add `codops:` and `tasks:`, or delete the file", None)
+            return None
+        if not isinstance(data, dict):
+            self.at(
+                f"the top level must be a mapping with `codops:` and `tasks:`, not {_kind(data)}; "
+                "rewrite the file as `key: value` lines",
+                (),
+            )
+            return None
+        return data
+
+    def report_duplicates(self) -> None:
+        for path, line in self.lines.duplicates:
+            if len(path) == 2 and path[0] == "tasks":
+                message = (
+                    f"task '{path[1]}' is defined twice in this file; the first definition is used, remove the other"
+                )
+            else:
+                message = f"key '{dotted(path)}' is given twice; the first value is used, remove the other"
+            self.problem(message, line)
+
+    def string_keys(self, mapping: dict[Any, Any], path: Path_) -> dict[str, Any]:
+        """``mapping`` without its non-string keys, each of which is reported."""
+        out: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if isinstance(key, str):
+                out[key] = value
+            else:
+                where = f"in '{dotted(path)}'" if path else "at the top level"
+                self.at(f"unknown key {key!r} {where}; remove it or check its spelling", path + (key,))
+        return out
+
+    def check_codops(self, codops: str) -> bool:
+        if not codops:
+            self.at("codops is empty; give the organisation of these tasks, e.g. `codops: default`", ("codops",))
+            return False
+        if not _CODOPS.fullmatch(codops):
+            self.at(
+                f"codops {codops!r} may contain only lowercase letters, digits, '_' and '-'; fix codops",
+                ("codops",),
+            )
+            return False
+        if codops == METADATA_LOOP:
+            self.at(
+                f"codops '{METADATA_LOOP}' is reserved for the shared metadata loop; use your organisation's "
+                f"codops and put `loop: {METADATA_LOOP}` on the tasks that belong there",
+                ("codops",),
+            )
+            return False
+        if self.allowed is not None and codops not in self.allowed:
+            allowed = ", ".join(sorted(self.allowed))
+            if allowed:
+                message = f"this repository may define tasks only for: {allowed}"
+            else:
+                message = "this repository may not define tasks for any codops"
+            self.at(
+                f"{message}; ask the platform team to allow '{codops}' in scheduler.yaml or fix codops", ("codops",)
+            )
+            return False
+        return True
+
+    def requirements(self, entries: list[Any], path: Path_) -> list[str]:
+        """The valid entries of a ``dependencies`` list (stripped); one problem per bad entry."""
+        kept: list[str] = []
+        for index, entry in enumerate(entries):
+            message = requirement_problem(entry)
+            if message is not None:
+                self.at(message, path + (index,))
+            elif entry.strip() not in kept:
+                kept.append(entry.strip())
+        return kept
+
+    # -- task level --------------------------------------------------------------
+
+    def task(self, name: Any, body: Any, codops: str) -> TaskSpec | None:
+        """The task's spec, or None after reporting each of its problems."""
+        path: Path_ = ("tasks", name)
+        if not isinstance(name, str):
+            self.at(f"task name {name!r} is not a string; quote it, e.g. '{name}'", path)
+            return None
+        if not _TASK_NAME.fullmatch(name) or set(name) == {"."}:
+            # Names end up in log paths and URLs; dots alone would mean a directory.
+            self.at(
+                f"task name {name!r} may contain only letters, digits, '_', '.' and '-' "
+                "(and not only dots); rename the task",
+                path,
+            )
+            return None
+        if not isinstance(body, dict):
+            self.at(
+                f"task '{name}' must be a mapping with at least `notebook:` and `method:`, not {_kind(body)}; "
+                "complete its definition",
+                path,
+            )
+            return None
+        ok = True
+        fields = self.string_keys(body, path)
+        if len(fields) != len(body):
+            ok = False
+        try:
+            model = _TaskDefinition.model_validate(fields)
+        except ValidationError as exc:
+            for problem in validation_problems(exc, self.file, self.lines, path):
+                self.from_config(problem)
+            return None
+
+        notebook = self.notebook(model.notebook, path + ("notebook",))
+        ok = ok and notebook is not None
+        ok = self.check_method(name, model, path) and ok
+        if model.executor not in {e.value for e in Executor}:
+            choices = " or ".join(f"'{e.value}'" for e in Executor)
+            self.at(
+                f"executor {model.executor!r} is unknown; use {choices} (default '{Executor.SPARK.value}')",
+                path + ("executor",),
+            )
+            ok = False
+        if model.loop is not None and model.loop != METADATA_LOOP:
+            self.at(
+                f"loop {model.loop!r} is not allowed; the only other loop is '{METADATA_LOOP}', "
+                "remove `loop` to run in the organisation's loop",
+                path + ("loop",),
+            )
+            ok = False
+        ok = self.check_timeout(model, path) and ok
+        deps = self.requirements(model.dependencies or [], path + ("dependencies",))
+        if not ok:
+            return None
+        assert notebook is not None
+        return TaskSpec(
+            codops=codops,
+            name=name,
+            notebook=notebook,
+            method=model.method,
+            full_notebook=model.full_notebook,
+            executor=Executor(model.executor),
+            loop=model.loop,
+            dependencies=tuple(deps),
+            timeout=model.timeout,
+            repo=self.repo,
+            source_file=self.file,
+            source_line=self.lines.line_of(path),
+        )
+
+    def check_method(self, name: str, model: _TaskDefinition, path: Path_) -> bool:
+        if model.method is None:
+            if model.full_notebook:
+                return True
+            self.at(
+                f"task '{name}' has no `method`; name the function to call, or set `full_notebook: true` "
+                "to run the whole notebook",
+                path,
+            )
+            return False
+        if not model.method.isidentifier() or keyword.iskeyword(model.method):
+            self.at(
+                f"method {model.method!r} is not a Python function name; give the name of a function "
+                "defined in the notebook",
+                path + ("method",),
+            )
+            return False
+        return True
+
+    def check_timeout(self, model: _TaskDefinition, path: Path_) -> bool:
+        timeout = model.timeout
+        if timeout is None:
+            return True
+        if model.loop == METADATA_LOOP:
+            limit, label = self.metadata_limit, _METADATA_LOOP_LABEL
+        else:
+            limit, label = self.org_limit, _ORG_LOOP_LABEL
+        if not math.isfinite(timeout) or timeout <= 0:
+            self.at(
+                f"timeout {timeout!r} must be a positive number of seconds, at most {limit:g}; "
+                "fix it or remove `timeout`",
+                path + ("timeout",),
+            )
+            return False
+        if timeout > limit:
+            self.at(
+                f"timeout {timeout:g} s is longer than the {limit:g} s limit of {label}; a task may only "
+                "shorten it, lower `timeout` or remove it",
+                path + ("timeout",),
+            )
+            return False
+        return True
+
+    def notebook(self, notebook: str, path: Path_) -> str | None:
+        """The notebook's normalised relative POSIX path, or None after reporting why not."""
+        shown = notebook if len(notebook) <= 200 else notebook[:197] + "..."
+        if not notebook.strip():
+            self.at("`notebook` is empty; give the notebook's path relative to the repository root", path)
+            return None
+        if "\x00" in notebook:
+            self.at(f"notebook {shown!r} contains a NUL character; fix `notebook`", path)
+            return None
+        if notebook.startswith(("/", "\\")) or _DRIVE.match(notebook):
+            self.at(
+                f"notebook '{shown}' is an absolute path; give it relative to the repository root", path
+            )
+            return None
+        normal = posixpath.normpath(notebook)
+        if normal == ".." or normal.startswith("../"):
+            self.at(f"notebook '{shown}' leads out of the repository; give a path inside it", path)
+            return None
+        try:
+            root = self.root.resolve()
+            # The normalised path is the one stored and opened later, so it is the one
+            # whose real location (after every symlink along it) must stay inside.
+            target = (self.root / normal).resolve()
+            inside = target.is_relative_to(root)
+            is_file = inside and target.is_file()
+            exists = inside and target.exists()
+        except (OSError, RuntimeError, ValueError) as exc:
+            # RuntimeError: a symlink loop (Python < 3.13); OSError: e.g. a name too long.
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self.at(f"notebook '{shown}' cannot be checked ({reason}); fix `notebook`", path)
+            return None
+        if not inside:
+            self.at(
+                f"notebook '{shown}' leads out of the repository through a symbolic link; "
+                "commit the notebook itself instead of a link",
+                path,
+            )
+            return None
+        if not exists:
+            self.at(f"notebook '{shown}' does not exist in the repository; commit it or fix `notebook`", path)
+            return None
+        if not is_file:
+            self.at(f"notebook '{shown}' is a directory, not a file; point `notebook` at the notebook file", path)
+            return None
+        return normal
+
+
+def _kind(value: Any) -> str:
+    """A person's words for a YAML value's type, with the article."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
