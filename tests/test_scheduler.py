@@ -336,7 +336,7 @@ def test_a_run_end_that_cannot_be_stored_at_once_is_retried(repo: Repo, make: An
     repo.write("peach.yaml", task_yaml("default", {"t": py_task("nb.ipynb", "main")}))
     repo.commit("task")
     scheduler, store = make([{"url": str(repo.path)}])
-    monkeypatch.setattr(loops, "FINISH_RETRY_SECONDS", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(loops, "FINISH_RETRY_SECONDS", (0.01, 0.01))
     real, failures = Store._finish, []
 
     def flaky(*args: Any) -> None:  # fails after the log went into the transaction

@@ -35,16 +35,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Variables a task process may inherit from the scheduler's own environment. Anything
-# else (database URLs, tokens, cloud credentials) stays with the scheduler.
 # Waits between attempts to store a run's end (about half a minute in all).
-FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 # How often a loop looks for triggers between its tasks: a trigger waits at most this
 # (or the running task) before it runs, and a loop of very short tasks does not ask
 # the database before every one of them.
 TRIGGER_CHECK_SECONDS = 1.0
 
+# Variables a task process may inherit from the scheduler's own environment. Anything
+# else (database URLs, tokens, cloud credentials) stays with the scheduler.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
 
 
@@ -195,12 +195,12 @@ class Loop:
     def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter") -> None:
         """Store the run's end and the rest of its log, retrying: a store out of reach for
         a moment (a busy connection pool, a database restart) must not leave it RUNNING."""
-        for attempt, delay in enumerate(FINISH_RETRY_SECONDS):
+        for attempt, delay in enumerate((*FINISH_RETRY_SECONDS, None)):
             try:
                 self.store.finish_run(run_id, outcome, started, log=writer)
                 return
             except Exception as exc:
-                if attempt == len(FINISH_RETRY_SECONDS) - 1 or (self.stop.is_set() and attempt > 0):
+                if delay is None or (self.stop.is_set() and attempt > 0):  # a stopping loop tries twice
                     log.error("run %s: its end could not be stored; it stays RUNNING until this replica's "
                               "next start or a takeover marks it ABANDONED", run_id)
                     raise
