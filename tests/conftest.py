@@ -16,6 +16,53 @@ from peach_tasks.demo import notebook_json
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+# Task code that starts a child, a grandchild, a child in its own session and a daemon
+# (its own session, its parent gone: reparented to init, so only the run's marker finds
+# it), writes their pids to PIDS_FILE as JSON, prints "ready" and sleeps. It defines
+# start_tree(): a script calls it, a notebook cell calls it from its entry function.
+PROCESS_TREE = """
+import json, subprocess, sys, time
+sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+def start_tree():
+    child = subprocess.Popen(sleeper)
+    middle = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\\n"
+         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\\n"
+         "print(p.pid, flush=True)\\n"
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    grandchild = int(middle.stdout.readline())
+    session = subprocess.Popen(sleeper, start_new_session=True)
+    daemon = int(subprocess.run(
+        [sys.executable, "-c",
+         "import os, subprocess, sys\\n"
+         "p = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(60)'],"
+         " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\\n"
+         "print(p.pid)"],
+        capture_output=True, text=True, check=True).stdout)
+    with open(PIDS_FILE, "w") as f:
+        json.dump([child.pid, middle.pid, grandchild, session.pid, daemon], f)
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def process_tree_code(pids_file: Path) -> str:
+    """``PROCESS_TREE`` writing its pids to ``pids_file``."""
+    return f"PIDS_FILE = {str(pids_file)!r}\n" + PROCESS_TREE
+
+
+def gone(pid: int) -> bool:
+    """Not running: absent, or a zombie waiting to be reaped."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_for(predicate: Any, timeout: float, what: str, detail: Any = lambda: "", interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something true; fail naming ``what`` after ``timeout``."""
     import time

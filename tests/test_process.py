@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import gone, process_tree_code
 
 from peach_tasks.executors.base import CancelEvent
 from peach_tasks.executors.process import (
@@ -30,41 +31,8 @@ from peach_tasks.executors.process import (
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
-# Starts a child, a grandchild, a child in its own session, and a daemon (own session,
-# parent gone: reparented to init, so only the marker finds it); writes their pids.
-TREE = """
-import json, subprocess, sys, time
-sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-child = subprocess.Popen(sleeper)
-middle = subprocess.Popen(
-    [sys.executable, "-c",
-     "import subprocess, sys, time\\n"
-     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\\n"
-     "print(p.pid, flush=True)\\n"
-     "time.sleep(60)"],
-    stdout=subprocess.PIPE, text=True)
-grandchild = int(middle.stdout.readline())
-session = subprocess.Popen(sleeper, start_new_session=True)
-daemon = int(subprocess.run(
-    [sys.executable, "-c",
-     "import subprocess, sys\\n"
-     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-     " start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\\n"
-     "print(p.pid)"],
-    capture_output=True, text=True, check=True).stdout)
-with open(sys.argv[1], "w") as f:
-    json.dump([child.pid, middle.pid, grandchild, session.pid, daemon], f)
-print("ready", flush=True)
-time.sleep(60)
-"""
 
 
-def gone(pid: int) -> bool:
-    """Not running: absent, or a zombie waiting to be reaped."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def spec(tmp_path: Path, code: str, *args: str, timeout: float = 10, grace: float = 0.5, **kw: object) -> ProcessSpec:
@@ -173,7 +141,7 @@ def test_exit_code_and_signal(tmp_path: Path) -> None:
 def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
     pids_file = tmp_path / "pids.json"
     lines: list[str] = []
-    result = run_process(spec(tmp_path, TREE, str(pids_file), timeout=2), lines.append)
+    result = run_process(spec(tmp_path, process_tree_code(pids_file) + "start_tree()\n", timeout=2), lines.append)
     assert "ready" in texts(lines), "the task did not start its processes in time"
     assert result.timed_out and not result.cancelled
     assert result.signal == signal.SIGTERM and result.exit_code is None
@@ -228,7 +196,7 @@ def test_cancel_kills_the_tree(tmp_path: Path) -> None:
         if line.endswith(" ready"):
             cancel.set()
 
-    result = run_process(spec(tmp_path, TREE, str(pids_file), timeout=30), sink, cancel)
+    result = run_process(spec(tmp_path, process_tree_code(pids_file) + "start_tree()\n", timeout=30), sink, cancel)
     assert result.cancelled and not result.timed_out
     assert [pid for pid in json.loads(pids_file.read_text()) if not gone(pid)] == []
 

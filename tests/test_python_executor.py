@@ -16,8 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-
-from conftest import wait_for
+from conftest import gone, process_tree_code, wait_for
 
 from peach_tasks.executors.base import Job
 from peach_tasks.executors.python import BOOTSTRAP, PythonExecutor
@@ -25,41 +24,11 @@ from peach_tasks.model import RunStatus
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
-# Task code: a child, a grandchild, a child in its own session and a daemon that was
-# reparented to init; their pids go to PIDS_FILE before the task sleeps forever.
-TREE_TASK = """
-import json, subprocess, sys, time
-sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-def main():
-    child = subprocess.Popen(sleeper)
-    middle = subprocess.Popen(
-        [sys.executable, "-c",
-         "import subprocess, sys, time\\n"
-         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\\n"
-         "print(p.pid, flush=True)\\n"
-         "time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    grandchild = int(middle.stdout.readline())
-    session = subprocess.Popen(sleeper, start_new_session=True)
-    daemon = int(subprocess.run(
-        [sys.executable, "-c",
-         "import os, subprocess, sys\\n"
-         "p = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(60)'],"
-         " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\\n"
-         "print(p.pid)"],
-        capture_output=True, text=True, check=True).stdout)
-    with open(PIDS_FILE, "w") as f:
-        json.dump([child.pid, middle.pid, grandchild, session.pid, daemon], f)
-    print("ready", flush=True)
-    time.sleep(60)
-"""
+# The process tree of conftest.PROCESS_TREE, started from a task's entry function.
+TREE_ENTRY = "def main():\n    start_tree()\n"
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+
 
 
 def make_job(tmp_path: Path, code: str, method: str | None = "main", **kw: Any) -> Job:
@@ -174,7 +143,7 @@ def test_killed_by_signal(tmp_path: Path) -> None:
 def test_timeout_kills_child_grandchild_and_detached(tmp_path: Path) -> None:
     pids_file = tmp_path / "pids.json"
     # Long enough for the tree to start on a loaded 2-core machine; ends by the timeout all the same.
-    run = Run(tmp_path, f"PIDS_FILE = {str(pids_file)!r}\n" + TREE_TASK, timeout=8.0)
+    run = Run(tmp_path, process_tree_code(pids_file) + TREE_ENTRY, timeout=8.0)
     assert "ready" in run.log, "the task did not start its processes in time"
     assert run.outcome.status is RunStatus.TIMEOUT
     assert run.outcome.error == "timed out after 8 s; the task and every process it started were killed"
@@ -217,7 +186,7 @@ def test_cancel_is_abandoned_and_kills_the_tree(tmp_path: Path) -> None:
             if line.endswith(" ready"):
                 cancel.set()
 
-    run = Cancelling(tmp_path, f"PIDS_FILE = {str(pids_file)!r}\n" + TREE_TASK, cancel=cancel, timeout=30.0)
+    run = Cancelling(tmp_path, process_tree_code(pids_file) + TREE_ENTRY, cancel=cancel, timeout=30.0)
     assert run.outcome.status is RunStatus.ABANDONED
     assert run.outcome.error == "scheduler stopped while the task ran"
     assert [pid for pid in json.loads(pids_file.read_text()) if not gone(pid)] == []
