@@ -115,11 +115,8 @@ class Loop:
         if time.monotonic() - self._triggers_checked < TRIGGER_CHECK_SECONDS:
             return 0
         self._triggers_checked = time.monotonic()
-        pending = self.triggers.pending()
-        if not pending:
-            return 0
         ran = 0
-        for trigger in self.triggers.pending(up_to=pending[-1].id):
+        for trigger in self.triggers.pending():  # a list read now: later triggers wait for the next call
             if self.stop.is_set():
                 break
             task = self.snapshot().tasks.get(trigger.key)

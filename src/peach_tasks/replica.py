@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 
 from .coordinator import Coordinator
 from .executors.base import CancelEvent
-from .executors.spark_cluster import end_orphans
-from .model import Executor
 from .store.leases import Lease, LeaseStore
 from .web.metrics import record_replica
 
@@ -98,14 +96,11 @@ class LeasedLoops:
 
     def _take_over(self, lease: Lease, loop: "Loop") -> None:
         """End what the loop's previous runner left, and go on after its last task."""
-        reason = TAKEOVER_REASON.format(replica=self.scheduler.owner)
-        abandoned = self.store.abandon_running(reason, loop=lease.loop)
+        abandoned = self.scheduler.end_left_runs(TAKEOVER_REASON.format(replica=self.scheduler.owner),
+                                                 loop=lease.loop)
         if abandoned:
             log.warning("loop %s: took over from %s; marked runs %s ABANDONED", lease.loop,
                         lease.previous_owner or "nobody", abandoned)
-            spark = self.scheduler.settings.spark
-            if Executor.SPARK in self.scheduler.executors and not spark.master.startswith("local"):
-                end_orphans(spark.master, spark.master_web_url, abandoned)
         loop.resume_after = self.store.last_task_of_loop(lease.loop)
 
     def _lost(self, name: str) -> None:

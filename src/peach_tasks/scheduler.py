@@ -103,12 +103,20 @@ class Scheduler:
         if killed:
             log.warning("killed %d task processes left by a previous scheduler", killed)
         # Only this replica's own runs: others' runs are ended by whoever takes their loop.
-        abandoned = self.store.abandon_running(ABANDON_REASON, owner=self.owner)
+        abandoned = self.end_left_runs(ABANDON_REASON, owner=self.owner)
         TriggerQueue(self.store).release_orphans()  # a triggered run cut short runs again
         if abandoned:
             log.warning("marked %d runs left RUNNING as ABANDONED: %s", len(abandoned), abandoned)
-            if Executor.SPARK in self.executors and not self.settings.spark.master.startswith("local"):
-                end_orphans(self.settings.spark.master, self.settings.spark.master_web_url, abandoned)
+
+    def end_left_runs(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]:
+        """Mark the RUNNING runs of ``owner`` and/or ``loop`` ABANDONED and kill their Spark
+        applications on a real cluster (their processes are gone or killed already).
+        Used at start, by run-once and by a replica taking a loop over; returns the run ids."""
+        abandoned = self.store.abandon_running(reason, owner=owner, loop=loop)
+        spark = self.settings.spark
+        if abandoned and Executor.SPARK in self.executors and not spark.master.startswith("local"):
+            end_orphans(spark.master, spark.master_web_url, abandoned)
+        return abandoned
 
     # -- sync -------------------------------------------------------------------
     def sync(self) -> Snapshot:
@@ -199,7 +207,7 @@ class Scheduler:
                 return
             held.add(name)
             try:
-                abandoned = self.store.abandon_running(TAKEOVER_REASON.format(replica=self.owner), loop=name)
+                abandoned = self.end_left_runs(TAKEOVER_REASON.format(replica=self.owner), loop=name)
                 if abandoned:
                     log.warning("loop %s: marked runs %s ABANDONED", name, abandoned)
                 counts[name] = self.make_loop(name, keep).tick()

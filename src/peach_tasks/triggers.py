@@ -134,11 +134,9 @@ class TriggerQueue:
     def __init__(self, store: "Store") -> None:
         self.store = store
 
-    def pending(self, up_to: int | None = None) -> list[Trigger]:
-        """Pending triggers, oldest first (only ids up to ``up_to`` when given)."""
+    def pending(self) -> list[Trigger]:
+        """Pending triggers, oldest first."""
         query = sa.select(triggers).where(triggers.c.state == PENDING).order_by(triggers.c.id)
-        if up_to is not None:
-            query = query.where(triggers.c.id <= up_to)
         with self.store.engine.connect() as conn:
             return [_trigger(r) for r in conn.execute(query).all()]
 

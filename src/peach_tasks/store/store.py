@@ -72,10 +72,7 @@ class Store:
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         # A loop waiting for a connection has nothing better to do: waiting beats failing a run.
-        engine = sa.create_engine(url, future=True, pool_pre_ping=True, pool_timeout=300)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine)
+        store = cls(_engine(url, pool_timeout=300))
         if migrate == "fresh":
             # A new, empty database gets the schema; an older schema is never changed
             # behind the operator's back (other replicas may still run the old version).
@@ -91,10 +88,7 @@ class Store:
     def side_engine(self) -> sa.Engine:
         """A small pool of its own for work that must never queue for a connection behind
         hundreds of loops (lease renewals). The caller disposes of it."""
-        engine = sa.create_engine(self.engine.url, future=True, pool_pre_ping=True, pool_size=1, max_overflow=2)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return _engine(self.engine.url, pool_size=1, max_overflow=2)
 
     def upgrade(self) -> None:
         from alembic import command
@@ -414,6 +408,14 @@ def _json_or_none(value: Any) -> str | None:
     except (TypeError, ValueError):
         return None
     return text if len(text) <= MAX_RESULT_CHARS else None
+
+
+def _engine(url: str | sa.URL, **pool: Any) -> sa.Engine:
+    """An engine that pings a pooled connection before use; SQLite gets its pragmas."""
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True, **pool)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
