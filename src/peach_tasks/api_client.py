@@ -14,8 +14,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-URL_ENV = "PEACH_TASKS_URL"
-TOKEN_ENV = "PEACH_TASKS_TOKEN"
+from .trigger_client import TOKEN_ENV, URL_ENV  # the same variables as task code uses
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 

@@ -171,6 +171,11 @@ def _lstrip_utf8(data: bytes) -> bytes:
     return data[start:]
 
 
+def dropped_marker(nbytes: int) -> str:
+    """The line put where a bounded log dropped ``nbytes`` in the middle."""
+    return f"[peach-tasks: {nbytes} bytes of this log were dropped here to keep it bounded]\n"
+
+
 def read_log(conn: sa.Connection, run_id: int, dropped: int) -> str:
     rows = conn.execute(sa.select(log_chunks.c.part, log_chunks.c.data)
                         .where(log_chunks.c.run_id == run_id).order_by(log_chunks.c.seq)).all()
@@ -178,7 +183,7 @@ def read_log(conn: sa.Connection, run_id: int, dropped: int) -> str:
     marked = False
     for part, data in rows:
         if part == "t" and dropped and not marked:
-            out.append(f"[peach-tasks: {dropped} bytes of this log were dropped here to keep it bounded]\n")
+            out.append(dropped_marker(dropped))
             marked = True
         out.append(data)
     return "".join(out)

@@ -287,7 +287,7 @@ class Store:
     def tasks(self, codops: Sequence[str] | None = None, include_inactive: bool = False) -> list[dict[str, Any]]:
         counts = (sa.select(runs.c.codops, runs.c.task,
                             sa.func.sum(sa.case((runs.c.status == "SUCCESS", 1), else_=0)).label("successes"),
-                            sa.func.sum(sa.case((runs.c.status.in_(["FAILURE", "TIMEOUT"]), 1), else_=0))
+                            sa.func.sum(sa.case((runs.c.status.in_(views.FAILED), 1), else_=0))
                             .label("failures"))
                   .group_by(runs.c.codops, runs.c.task))
         last = runs.alias("last")
@@ -345,6 +345,11 @@ class Store:
                      "message": r.message, "created_at": iso(r.created_at)} for r in conn.execute(query).all()]
 
     # -- views for the web API and metrics (read only; queries in views.py) -------
+    def repositories(self, codops: Collection[str]) -> set[str]:
+        """The repositories holding active tasks of ``codops``."""
+        with self.engine.connect() as conn:
+            return views.repositories(conn, codops)
+
     def organisations(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Organisations with active tasks (only ``codops`` when given): task and running counts."""
         with self.engine.connect() as conn:

@@ -13,6 +13,7 @@ from typing import Any, Collection, Iterator, Sequence
 
 import sqlalchemy as sa
 
+from .logs import dropped_marker
 from .schema import log_chunks, runs, tasks
 
 # Statuses that count as a failure in every view (ABANDONED counts as neither).
@@ -33,8 +34,10 @@ class LogSlice:
     complete: bool  # the run has ended and ``next_offset`` reached ``size``: nothing more will come
 
 
-def dropped_marker(nbytes: int) -> str:
-    return f"[peach-tasks: {nbytes} bytes of this log were dropped here to keep it bounded]\n"
+def repositories(conn: sa.Connection, codops: Collection[str]) -> set[str]:
+    """The repositories holding active tasks of ``codops``."""
+    query = sa.select(tasks.c.repo).distinct().where(tasks.c.active.is_(True), tasks.c.codops.in_(list(codops)))
+    return {row.repo for row in conn.execute(query)}
 
 
 def organisations(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:

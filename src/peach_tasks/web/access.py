@@ -116,3 +116,13 @@ def visible_problems(problems: Iterable[dict[str, Any]], scope: Scope,
     return [p for p in problems
             if (p["codops"] is not None and scope.allows(p["codops"]))
             or (p["codops"] is None and p["scope"] in repo_set)]
+
+
+def scoped_problems(store: Any, scope: Scope) -> list[dict[str, Any]]:
+    """The problems ``scope`` may see, from ``store`` (a ``Store``): /api/problems and the
+    problems gauge of /metrics. The repositories come from the tasks table alone, not
+    from the run counts, since /metrics asks on every scrape."""
+    if scope.everything:
+        return store.problems(None)
+    orgs = sorted(scope.organisations or ())
+    return visible_problems(store.problems(orgs), scope, store.repositories(orgs))

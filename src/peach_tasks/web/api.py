@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store import Store
 from ..store.views import LogSlice
-from .access import Scope, visible_problems
+from .access import Scope, scoped_problems, visible_problems
 from .models import Health, LogPiece, Organisation, Problem, RunLog, RunsPage, Task, TaskList, TaskLogs
 
 MAX_LOG_BYTES = 8 << 20
@@ -157,9 +157,7 @@ def replicas(request: Request, scope: Scope = Depends(request_scope),
 
 @router.get("/problems", response_model=list[Problem], summary="Problems found by sync, as 'peach-tasks sync' prints")
 def problems(scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> list[dict[str, Any]]:
-    orgs = sorted(scope.organisations) if scope.organisations is not None else None
-    repos = set() if scope.everything else {t["repo"] for t in store.tasks(orgs)}
-    return visible_problems(store.problems(orgs), scope, repos)
+    return scoped_problems(store, scope)
 
 
 def _visible_run(run_id: int, scope: Scope, store: Store) -> dict[str, Any]:

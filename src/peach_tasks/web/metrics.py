@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .access import Scope, visible_problems
+from .access import Scope, scoped_problems
 from .run_totals import RunTotals
 
 if TYPE_CHECKING:
@@ -121,11 +121,8 @@ class StoreCollector(Collector):
     def _problems(self) -> Metric:
         family = GaugeMetricFamily("peach_tasks_problems", "Open problems (sync, config, environment) "
                                    "as shown by 'peach-tasks sync'", labels=["kind", "scope"])
-        found = self.store.problems(sorted(self.scope.organisations) if self.scope.organisations else None)
-        repos = set() if self.scope.everything else {t["repo"] for t in self.store.tasks(
-            sorted(self.scope.organisations or ()))}
         counts: dict[tuple[str, str], int] = {}
-        for p in visible_problems(found, self.scope, repos):
+        for p in scoped_problems(self.store, self.scope):
             counts[(p["kind"], p["scope"])] = counts.get((p["kind"], p["scope"]), 0) + 1
         for (kind, scope), n in sorted(counts.items()):
             family.add_metric([kind, scope], n)
@@ -148,8 +145,7 @@ class ScopedCollector(Collector):
             if self.scope.everything:
                 yield family
                 continue
-            kept = [s for s in family.samples if self._owner(s.labels) is not None
-                    and self.scope.allows(self._owner(s.labels) or "")]
+            kept = [s for s in family.samples if (owner := self._owner(s.labels)) and self.scope.allows(owner)]
             clone = Metric(family.name, family.documentation, family.type, family.unit)
             clone.samples = kept
             yield clone
