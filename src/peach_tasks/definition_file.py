@@ -21,12 +21,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigProblem, Problem
 from .model import METADATA_LOOP, Executor, TaskSpec
-from .requirements import requirement_problem
+from .requirements import WINDOWS_DRIVE, requirement_problem
 from .yamlsource import LineMap, Path_, dotted, load_yaml_file, validation_problems
 
 _CODOPS = re.compile(r"[a-z0-9_-]+")
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 _ORG_LOOP_LABEL = "the organisation's loop"
 _METADATA_LOOP_LABEL = f"the '{METADATA_LOOP}' loop"
@@ -367,7 +366,7 @@ class _FileParser:
         if "\x00" in notebook:
             self.at(f"notebook {shown!r} contains a NUL character; fix `notebook`", path)
             return None
-        if notebook.startswith(("/", "\\")) or _DRIVE.match(notebook):
+        if notebook.startswith(("/", "\\")) or WINDOWS_DRIVE.match(notebook):
             self.at(
                 f"notebook '{shown}' is an absolute path; give it relative to the repository root", path
             )

@@ -31,7 +31,6 @@ from .model import TaskSpec
 ROOT_FILES = ("peach.yaml", "peach.yml")
 CONF_DIR = "peach.conf"
 CONF_SUFFIXES = (".yaml", ".yml")
-DEFINITION_FILES = (*ROOT_FILES, f"{CONF_DIR}/*.yaml", f"{CONF_DIR}/*.yml")
 
 
 @dataclass(frozen=True)

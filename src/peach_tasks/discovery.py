@@ -203,9 +203,7 @@ class Discovery:
                     project.name, project.url, project.branch, source.repo_dir, fetch_env=env)
                 allowed[project.name] = source.codops
         dropped = [name for name in self._repos if name not in repos]
-        if store is not None:
-            for name in dropped:  # its problems go with it; its runs and tasks stay in the history
-                for kind in ("sync", "config"):
-                    store.set_problems(kind, name, [])
+        if store is not None and dropped:  # their problems go with them; runs and tasks stay in the history
+            store.set_problems_many([(kind, name, [], None) for name in dropped for kind in ("sync", "config")])
         self._repos, self.allowed = repos, allowed
         return [*configured, *repos.values()], dropped

@@ -36,6 +36,14 @@ KEEP_OLD = 1  # previous environments kept besides the current one
 RETRY_FAILED_SECONDS = 600.0
 
 
+def uv_env() -> dict[str, str]:
+    """The environment for running uv: none of the caller's virtualenv/conda/PYTHONPATH
+    (uv would pick them up instead of the target), and no progress bars in captured output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "CONDA_", "PYTHONPATH"))}
+    env["UV_NO_PROGRESS"] = "1"
+    return env
+
+
 def uv_binary() -> str:
     """The uv shipped with the ``uv`` package (a dependency), else one on PATH."""
     try:
@@ -130,8 +138,7 @@ class EnvironmentManager:
         shown = ", ".join(requirements) or "no packages"
         self.progress(f"environment {codops}: building ({shown})")
         started = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "CONDA_", "PYTHONPATH"))}
-        env["UV_NO_PROGRESS"] = "1"
+        env = uv_env()
         steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
         if requirements:
             steps.append([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), *requirements])

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from .definitions import load_definitions
 from .environments import Environment, EnvironmentManager
 from .errors import PeachError, Problem
@@ -30,12 +32,10 @@ from .executors.base import LogSink
 from .executors.python import PythonExecutor
 from .loops import Loop
 from .model import Executor, Outcome, TaskSpec
-from .registry import RegisteredTask, Snapshot
+from .registry import RegisteredTask, Snapshot, requirement_sets
 from .repos import Checkout
 from .settings import Settings
 from .store import Store
-from .trigger_client import TRIGGER_DIR_ENV
-from .validate import organisation_requirements
 
 LOCAL_RUN_ID = 0
 
@@ -97,24 +97,20 @@ class _LocalEnvs:
 
 
 class _LocalLoop(Loop):
-    """The scheduler's loop with the run's trigger folder moved to a temporary place."""
-
-    trigger_dir: Path
+    """The scheduler's loop; the task sees ``PEACH_RUN_ID=local`` (no run is recorded)."""
 
     def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask) -> dict[str, str]:
         env = super().task_environment(env_path, run_id, task)
-        env[TRIGGER_DIR_ENV] = str(self.trigger_dir)
         env["PEACH_RUN_ID"] = "local"
         return env
 
 
-def prepare_environment(spec: TaskSpec, defs: Any, *, current_python: bool, cache_dir: Path,
-                        progress: Callable[[str], None]) -> Environment:
+def prepare_environment(spec: TaskSpec, defs: Any, *, current_python: bool,
+                        manager: EnvironmentManager) -> Environment:
     """The organisation's environment for this repository's dependencies (built if needed)."""
     if current_python:
         return _CurrentPython(spec.codops, "current-python", Path(sys.prefix), ())
-    requirements = organisation_requirements(defs).get(spec.codops, ())
-    manager = EnvironmentManager(cache_dir, progress=progress)
+    requirements = requirement_sets([defs.org_dependencies], defs.tasks).get(spec.codops, ())
     env, problem = manager.ensure(spec.codops, requirements)
     if problem is not None or env is None or tuple(env.requirements) != tuple(requirements):
         message = problem.message if problem else "the environment could not be built"
@@ -134,24 +130,26 @@ def run_local(root: Path, name: str, settings: Settings, *, sink: LogSink, cance
     root = Path(root).resolve()
     spec, defs = find_task(root, name, settings)
     cache_dir = cache_dir or default_cache_dir()
-    env = prepare_environment(spec, defs, current_python=current_python, cache_dir=cache_dir, progress=progress)
-    executors = _executors(spec, settings, EnvironmentManager(cache_dir, progress=progress), sink)
+    manager = EnvironmentManager(cache_dir, progress=progress)
+    env = prepare_environment(spec, defs, current_python=current_python, manager=manager)
+    executors = _executors(spec, settings, manager, sink)
     checkout = Checkout(root.name, str(root), "", "working-copy", root, root / ".git")
     task = RegisteredTask(spec, checkout, _version(root, spec.notebook))
     if extra_env:
         settings = settings.model_copy(update={"task_env": {**settings.task_env, **extra_env}})
     with tempfile.TemporaryDirectory(prefix="peach-run-") as tmp:
-        # A throwaway store, so the loop's code runs unchanged; nothing is kept.
-        store = Store.open(f"sqlite:///{tmp}/local.db")
+        # A store the loop's code can hold; only its dialect is read (no run is recorded,
+        # so it needs no schema).
+        store = Store(sa.create_engine("sqlite://"))
         try:
             loop = _LocalLoop(spec.loop_name, settings=settings, store=store,
                               envs=_LocalEnvs(env),  # type: ignore[arg-type]
                               executors=executors, snapshot=Snapshot, stop=cancel, owner="local",
                               marker_prefix=f"local-{os.getpid()}:")
-            loop.trigger_dir = Path(tmp) / "triggers"
+            loop.trigger_root = Path(tmp) / "triggers"
             timeout = min(spec.timeout or loop.limit, loop.limit)
             outcome = loop._execute(task, LOCAL_RUN_ID, sink, timeout, payload)
-            requested = _requested(loop.trigger_dir)
+            requested = _requested(loop.trigger_root / str(LOCAL_RUN_ID))
         finally:
             store.close()
     return LocalResult(spec, outcome, requested)

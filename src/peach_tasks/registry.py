@@ -8,6 +8,7 @@ keeps running and every later one is a problem.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -43,14 +44,13 @@ class Snapshot:
 def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | None]]) -> Snapshot:
     """``found`` is (repository name, last good checkout, its definitions), in settings order."""
     tasks: dict[tuple[str, str], RegisteredTask] = {}
-    requirements: dict[str, set[str]] = {}
+    org_dependencies: list[dict[str, tuple[str, ...]]] = []
     problems: dict[str, list[Problem]] = {}
     for repo, checkout, defs in found:
         if checkout is None or defs is None:
             continue
         problems[repo] = list(defs.problems)
-        for codops, deps in defs.org_dependencies.items():
-            requirements.setdefault(codops, set()).update(deps)
+        org_dependencies.append(defs.org_dependencies)
         for spec in defs.tasks:
             first = tasks.get(spec.key)
             if first is not None:
@@ -62,16 +62,28 @@ def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | Non
                     spec.source_file, spec.source_line))
                 continue
             tasks[spec.key] = RegisteredTask(spec, checkout, checkout.version_of(spec.notebook))
-            requirements.setdefault(spec.codops, set()).update(spec.dependencies)
     loops: dict[str, list[tuple[str, str]]] = {}
     for key, task in tasks.items():
         loops.setdefault(task.spec.loop_name, []).append(key)
-        requirements.setdefault(task.spec.codops, set())
     if METADATA_LOOP not in loops:
         loops[METADATA_LOOP] = []
     return Snapshot(
         tasks=tasks,
         loops={name: tuple(sorted(keys)) for name, keys in loops.items()},
-        requirements={codops: normalise_requirements(reqs) for codops, reqs in requirements.items()},
+        requirements=requirement_sets(org_dependencies, [task.spec for task in tasks.values()]),
         problems={repo: tuple(p) for repo, p in problems.items()},
     )
+
+
+def requirement_sets(org_dependencies: Iterable[Mapping[str, Iterable[str]]],
+                     specs: Iterable[TaskSpec]) -> dict[str, tuple[str, ...]]:
+    """Each organisation's normalised requirement set: the root ``dependencies`` of its
+    files plus its tasks' own; every organisation with a task has one, maybe empty.
+    The scheduler builds environments from these, and ``validate``/``run`` check them."""
+    union: dict[str, set[str]] = {}
+    for by_org in org_dependencies:
+        for codops, deps in by_org.items():
+            union.setdefault(codops, set()).update(deps)
+    for spec in specs:
+        union.setdefault(spec.codops, set()).update(spec.dependencies)
+    return {codops: normalise_requirements(reqs) for codops, reqs in sorted(union.items())}

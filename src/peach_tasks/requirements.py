@@ -23,7 +23,7 @@ _VCS_PREFIX = re.compile(r"^(git|hg|svn|bzr)\+", re.IGNORECASE)
 # Built or source distributions given as a file name rather than a package name.
 _ARCHIVE_SUFFIX = re.compile(r"\.(whl|zip|tgz|tar|tar\.gz|tar\.bz2|tar\.xz)$", re.IGNORECASE)
 # "C:\pkg" or "C:/pkg": a Windows path someone copied in.
-_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 # Long entries are cut in messages so one bad line cannot flood the problem list.
 _SHOWN_MAX = 120
@@ -40,7 +40,7 @@ def _is_url(text: str) -> bool:
 
 
 def _is_local_path(text: str) -> bool:
-    if text.startswith((".", "/", "\\", "~", "file:")) or _DRIVE.match(text):
+    if text.startswith((".", "/", "\\", "~", "file:")) or WINDOWS_DRIVE.match(text):
         return True
     # Only the part before an environment marker can be a path: markers may contain
     # slashes inside quoted values ("platform_release == '5.4/x'").

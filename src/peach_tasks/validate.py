@@ -33,11 +33,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .definitions import RepoDefinitions, load_definitions
-from .environments import uv_binary
+from .environments import uv_binary, uv_env
 from .errors import ConfigProblem, Problem
 from .model import TaskSpec
 from .notebook import NotebookError, extract_code
-from .requirements import normalise_requirements
+from .registry import requirement_sets
 from .yamlsource import LineMap, load_yaml_file
 
 RESOLVE_TIMEOUT = 300.0
@@ -88,21 +88,13 @@ def validate_directory(
     problems.extend(_untracked(root, defs))
     resolved: dict[str, tuple[str, ...]] = {}
     if resolve:
-        for codops, requirements in organisation_requirements(defs).items():
+        for codops, requirements in requirement_sets([defs.org_dependencies], defs.tasks).items():
             pinned, problem_list = resolve_requirements(codops, requirements, root, defs, python_version, lines)
             problems.extend(problem_list)
             if pinned is not None:
                 resolved[codops] = pinned
     problems.sort(key=lambda p: (p.file, p.line or 0))
     return Report(root, tuple(problems), defs.tasks, defs.files, time.perf_counter() - started, resolved)
-
-
-def organisation_requirements(defs: RepoDefinitions) -> dict[str, tuple[str, ...]]:
-    """Each organisation's normalised requirement set, as ``registry.build_snapshot`` makes it."""
-    union: dict[str, set[str]] = {codops: set(deps) for codops, deps in defs.org_dependencies.items()}
-    for spec in defs.tasks:
-        union.setdefault(spec.codops, set()).update(spec.dependencies)
-    return {codops: normalise_requirements(reqs) for codops, reqs in sorted(union.items())}
 
 
 # -- notebooks ---------------------------------------------------------------------
@@ -311,8 +303,7 @@ def resolve_requirements(
     version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     if not requirements:
         return (), []
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "CONDA_", "PYTHONPATH"))}
-    env["UV_NO_PROGRESS"] = "1"
+    env = uv_env()
     cmd = [uv_binary(), "pip", "compile", "-", "--quiet", "--no-header", "--no-annotate",
            "--python-version", version]
     try:
