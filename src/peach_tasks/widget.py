@@ -161,40 +161,42 @@ class TasksInfo:
         except ApiError as exc:
             return self._error(exc)
         self.runs = page["runs"]
-        self._render_runs()
         self._draw_graph()
         self.task_box.layout.display = "flex"
         self._render_tasks()
-        if keep_log and self.log_run is not None:
-            self.show_below(self.log_run)
-        else:
-            self.show_all_logs()
+        shown = self.show_below(self.log_run) if keep_log and self.log_run is not None else self.show_all_logs()
+        if not shown:
+            self._render_runs()  # the log views render the runs themselves when they succeed
 
-    def show_below(self, run_id: int) -> None:
+    def show_below(self, run_id: int) -> bool:
         """Filter the logs frame to one execution (its "show below" button)."""
         try:
             piece = self.client.run_log(run_id, tail=RUN_LOG_TAIL)
         except ApiError as exc:
-            return self._error(exc)
+            self._error(exc)
+            return False
         self.log_run = run_id
         note = f"[the first {piece['offset']} bytes of this log are not shown]\n" if piece["offset"] else ""
         self._set_log(f"Log of run {run_id}", note + piece["text"])
         self.show_all_button.layout.display = "inline-flex"
         self._render_runs()
+        return True
 
-    def show_all_logs(self) -> None:
+    def show_all_logs(self) -> bool:
         """Show every recent log of the selected task, each run marked (the default)."""
         name = self.task.value
         if name is None:
-            return
+            return False
         try:
             logs = self.client.task_logs(self.organisation.value, name, ALL_LOGS_RUNS)
         except ApiError as exc:
-            return self._error(exc)
+            self._error(exc)
+            return False
         self.log_run = None
         self._set_log(f"Logs of the last {len(logs['runs'])} executions", logs["text"] or "no logs yet")
         self.show_all_button.layout.display = "none"
         self._render_runs()
+        return True
 
     # -- observers --------------------------------------------------------------------
     def _on_organisation(self, change: dict[str, Any]) -> None:

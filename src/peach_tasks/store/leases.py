@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .schema import loop_leases, replicas
+from .store import as_utc, iso
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -28,10 +29,6 @@ class Lease:
     owner: str | None
     expires_at: datetime
     previous_owner: str | None = None  # on acquisition: who held it before (None: nobody)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class LeaseStore:
@@ -47,7 +44,7 @@ class LeaseStore:
 
     def _now(self, conn: sa.Connection) -> datetime:
         if self.engine.dialect.name == "postgresql":
-            return _aware(conn.execute(sa.text("select now()")).scalar_one())
+            return as_utc(conn.execute(sa.text("select now()")).scalar_one())
         return datetime.now(timezone.utc)
 
     # -- replicas ---------------------------------------------------------------
@@ -86,7 +83,7 @@ class LeaseStore:
                 .select_from(loop_leases.join(replicas, replicas.c.id == loop_leases.c.owner))
                 .where(loop_leases.c.owner != replica, loop_leases.c.expires_at >= now,
                        replicas.c.heartbeat_at < now - timedelta(seconds=stale_after))).scalar()
-        takeover_in = None if first is None else max((_aware(first) - now).total_seconds(), 0.0)
+        takeover_in = None if first is None else max((as_utc(first) - now).total_seconds(), 0.0)
         return kept, live, takeover_in
 
     def mark_started(self, replica: str, host: str, pid: int, now: datetime) -> None:
@@ -118,7 +115,7 @@ class LeaseStore:
     def leases(self) -> list[Lease]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(loop_leases).order_by(loop_leases.c.loop)).all()
-        return [Lease(r.loop, r.owner, _aware(r.expires_at)) for r in rows]
+        return [Lease(r.loop, r.owner, as_utc(r.expires_at)) for r in rows]
 
     def try_acquire(self, loop: str, owner: str, now: datetime, lease_seconds: float) -> Lease | None:
         """Take ``loop`` if it is free, expired, or already ours; None if someone else holds it."""
@@ -164,7 +161,7 @@ class LeaseStore:
                 conn.execute(self._insert_free().values([{"loop": loop, "owner": None, "expires_at": EPOCH}
                                                          for loop in missing]))
             takeable = [loop for loop in loops if loop not in seen or seen[loop].owner in (None, owner)
-                        or _aware(seen[loop].expires_at) < now][:limit]
+                        or as_utc(seen[loop].expires_at) < now][:limit]
             if not takeable:
                 return []
             free = sa.or_(loop_leases.c.owner.is_(None), loop_leases.c.owner == owner, loop_leases.c.expires_at < now)
@@ -209,8 +206,6 @@ class LeaseStore:
 
 def replica_summary(leases: LeaseStore, lease_seconds: float) -> list[dict]:
     """Every replica with whether it is alive and the loops it holds (CLI and API)."""
-    from .store import iso
-
     now = leases.now()
     live = set(leases.live_replicas(now, lease_seconds))
     held = [lease for lease in leases.leases() if lease.owner and lease.expires_at > now]

@@ -39,13 +39,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` with its time zone: SQLite hands back naive datetimes that are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z; SQLite hands back naive datetimes that are UTC."""
+    """UTC ISO 8601 with a Z."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return as_utc(value).astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,7 @@ class Store:
         if started_monotonic is not None:
             duration = time.monotonic() - started_monotonic
         else:
-            started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=timezone.utc)
-            duration = (now - started).total_seconds()
+            duration = (now - as_utc(row.started_at)).total_seconds()
         conn.execute(runs.update().where(runs.c.id == run_id).values(
             finished_at=now, status=outcome.status.value, duration_s=round(duration, 6),
             exit_code=outcome.exit_code, signal=outcome.signal,
@@ -345,6 +347,12 @@ class Store:
                      "message": r.message, "created_at": iso(r.created_at)} for r in conn.execute(query).all()]
 
     # -- views for the web API and metrics (read only; queries in views.py) -------
+    def has_task(self, codops: str, name: str) -> bool:
+        """Whether the task was ever registered (active or not)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(tasks.c.name).where(tasks.c.codops == codops, tasks.c.name == name)
+                                .limit(1)).first() is not None
+
     def repositories(self, codops: Collection[str]) -> set[str]:
         """The repositories holding active tasks of ``codops``."""
         with self.engine.connect() as conn:
@@ -365,10 +373,10 @@ class Store:
                   per_run_bytes: int = 64 << 10) -> list[tuple[dict[str, Any], views.LogSlice]]:
         """A task's newest runs, oldest first, each with the last ``per_run_bytes`` of its log."""
         with self.engine.connect() as conn:
-            ids = views.recent_run_ids(conn, codops, task, runs_limit)
-            rows = {r.id: r for r in conn.execute(sa.select(runs).where(runs.c.id.in_(ids))).all()}
-            slices = [views.log_slice(conn, run_id, tail=per_run_bytes, max_bytes=per_run_bytes) for run_id in ids]
-        return [(_run_dict(rows[run_id]), piece) for run_id, piece in zip(ids, slices) if piece is not None]
+            rows = views.recent_runs(conn, codops, task, runs_limit)  # the rows before their chunks
+            slices = [views.log_slice(conn, row.id, tail=per_run_bytes, max_bytes=per_run_bytes, run=row)
+                      for row in rows]
+        return [(_run_dict(row), piece) for row, piece in zip(rows, slices) if piece is not None]
 
     def runs_for_totals(self, after_id: int, also_ids: Sequence[int] = ()) -> Iterator[tuple[Any, ...]]:
         """Runs above ``after_id`` or in ``also_ids`` as (id, codops, task, status, finished_at,

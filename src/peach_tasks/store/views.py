@@ -52,15 +52,18 @@ def organisations(conn: sa.Connection, codops: Collection[str] | None) -> list[d
 
 
 def log_slice(conn: sa.Connection, run_id: int, offset: int = 0, max_bytes: int = 1 << 20,
-              tail: int | None = None) -> LogSlice | None:
+              tail: int | None = None, run: Any = None) -> LogSlice | None:
     """At most ``max_bytes`` of a run's log from ``offset`` (or from its last ``tail`` bytes).
 
     The text never splits a UTF-8 character; a marker line stands where bytes were dropped.
+    ``run``: the run's row (status, log_bytes, log_dropped_bytes) when the caller has just
+    read it, before any of its chunks.
     """
     # Status first: once a run has ended its log writer has flushed, so reading the
     # chunks after the status never misses the end of a finished run's log.
-    run = conn.execute(sa.select(runs.c.status, runs.c.log_bytes, runs.c.log_dropped_bytes)
-                       .where(runs.c.id == run_id)).first()
+    if run is None:
+        run = conn.execute(sa.select(runs.c.status, runs.c.log_bytes, runs.c.log_dropped_bytes)
+                           .where(runs.c.id == run_id)).first()
     if run is None:
         return None
     chunks = conn.execute(sa.select(log_chunks.c.seq, log_chunks.c.part, log_chunks.c.nbytes)
@@ -142,11 +145,11 @@ def _chunk_data(conn: sa.Connection, run_id: int, seqs: list[int]) -> dict[int, 
     return {seq: data for seq, data in rows}
 
 
-def recent_run_ids(conn: sa.Connection, codops: str, task: str, limit: int) -> list[int]:
-    """Ids of a task's newest runs, oldest first."""
-    query = (sa.select(runs.c.id).where(runs.c.codops == codops, runs.c.task == task)
+def recent_runs(conn: sa.Connection, codops: str, task: str, limit: int) -> list[Any]:
+    """A task's newest runs (whole rows), oldest first."""
+    query = (sa.select(runs).where(runs.c.codops == codops, runs.c.task == task)
              .order_by(runs.c.id.desc()).limit(limit))
-    return sorted(r.id for r in conn.execute(query).all())
+    return sorted(conn.execute(query).all(), key=lambda row: row.id)
 
 
 def runs_for_totals(conn: sa.Connection, after_id: int, also_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
