@@ -51,8 +51,8 @@ __all__ = ["Trigger", "TriggerQueue", "TriggerRefused", "collect_run_requests", 
 
 
 class TriggerRefused(PeachError):
-    """A trigger that is not queued. ``reason``: ``forbidden``, ``not_found`` or ``invalid``
-    (the API answers 403, 404 and 422)."""
+    """A trigger that is not queued. ``reason``: ``not_found`` or ``invalid`` (the API
+    answers 404 and 422)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -82,16 +82,13 @@ class Trigger:
 
 
 def request_trigger(store: "Store", codops: str, task: str, payload: Any = None, *, requested_by: str,
-                    allowed_codops: Collection[str] | None = None, request_id: str | None = None) -> dict[str, Any]:
-    """Queue one run of ``codops/task``; the plain function behind the CLI and the API.
-
-    ``allowed_codops`` (None: any) are the organisations the caller may trigger for,
-    e.g. those of its API token. The task must be defined now (active). A second
-    request with the same ``request_id`` returns the first one instead of queueing
-    again, so a client may retry safely. Raises ``TriggerRefused``.
+                    request_id: str | None = None) -> dict[str, Any]:
+    """Queue one run of ``codops/task``; the plain function behind the CLI, the API and
+    task code. Who may trigger what is the caller's check (the API's token scope, a
+    task's own organisation). The task must be defined now (active). A second request
+    with the same ``request_id`` returns the first one instead of queueing again, so a
+    client may retry safely. Raises ``TriggerRefused``.
     """
-    if allowed_codops is not None and codops not in allowed_codops:
-        raise TriggerRefused("forbidden", f"this caller may not trigger tasks of '{codops}'")
     try:
         payload_json = None if payload is None else encode_payload(payload)
     except TriggerError as exc:

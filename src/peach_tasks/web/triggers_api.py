@@ -19,7 +19,7 @@ from .api import get_store, request_scope, require
 
 router = APIRouter(prefix="/api")
 
-_STATUS = {"forbidden": 403, "not_found": 404, "invalid": 422}
+_STATUS = {"not_found": 404, "invalid": 422}
 
 
 class TriggerRequest(BaseModel):
@@ -50,15 +50,13 @@ class TriggerOut(BaseModel):
 def trigger_task(codops: str, task: str, request: Request,
                  body: TriggerRequest | None = Body(default=None),
                  scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
-    require(scope, codops)
+    require(scope, codops)  # the token's organisations: 403 for any other
     body = body or TriggerRequest()
     client = request.client.host if request.client else "unknown"
     orgs = ", ".join(sorted(scope.organisations or ()))
     who = f"api from {client}" + ("" if scope.everything else f" (token for {orgs})")
     try:
-        return request_trigger(store, codops, task, body.payload, requested_by=who,
-                               allowed_codops=None if scope.everything else scope.organisations,
-                               request_id=body.request_id)
+        return request_trigger(store, codops, task, body.payload, requested_by=who, request_id=body.request_id)
     except TriggerRefused as exc:
         raise HTTPException(_STATUS.get(exc.reason, 400), str(exc)) from None
 
