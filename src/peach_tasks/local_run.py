@@ -147,8 +147,7 @@ def run_local(root: Path, name: str, settings: Settings, *, sink: LogSink, cance
                               executors=executors, snapshot=Snapshot, stop=cancel, owner="local",
                               marker_prefix=f"local-{os.getpid()}:")
             loop.trigger_root = Path(tmp) / "triggers"
-            timeout = min(spec.timeout or loop.limit, loop.limit)
-            outcome = loop._execute(task, LOCAL_RUN_ID, sink, timeout, payload)
+            outcome = loop._execute(task, LOCAL_RUN_ID, sink, loop.timeout_for(spec), payload)
             requested = _requested(loop.trigger_root / str(LOCAL_RUN_ID))
         finally:
             store.close()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .executors.base import Job, LogSink, TaskExecutor
 from .executors.process import utc_stamp
-from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskState
+from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskSpec, TaskState
 from .notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
 from .trigger_client import TRIGGER_DIR_ENV
@@ -152,7 +152,7 @@ class Loop:
     # -- one run ----------------------------------------------------------------
     def run_task(self, task: RegisteredTask, trigger: Trigger | None = None) -> Outcome:
         spec = task.spec
-        timeout = min(spec.timeout or self.limit, self.limit)
+        timeout = self.timeout_for(spec)
         try:
             run_id = self.store.start_run(spec, task.version, task.checkout.commit, self.owner, trigger=trigger)
         except Exception:
@@ -188,6 +188,10 @@ class Loop:
             self.on_run(RunEvent(run_id, spec.codops, spec.name, task.version, outcome,
                                  time.monotonic() - started))
         return outcome
+
+    def timeout_for(self, spec: TaskSpec) -> float:
+        """A task's limit: its own ``timeout`` may shorten the loop's, never lengthen it."""
+        return min(spec.timeout or self.limit, self.limit)
 
     def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter") -> None:
         """Store the run's end and the rest of its log, retrying: a store out of reach for
