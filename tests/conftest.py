@@ -63,6 +63,29 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.fixture
+def open_scheduler() -> Any:
+    """``open_scheduler(config) -> (Scheduler, Store)`` from a settings file; every one
+    opened is closed (state_dir lock released, store disposed) after the test."""
+    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.settings import load_settings
+    from peach_tasks.store import Store
+
+    opened: list[tuple[Scheduler, Store]] = []
+
+    def open_(config: Path) -> tuple[Scheduler, Store]:
+        settings = load_settings(config)
+        store = Store.open(settings.database_url)
+        scheduler = Scheduler(settings, store)
+        opened.append((scheduler, store))
+        return scheduler, store
+
+    yield open_
+    for scheduler, store in opened:
+        scheduler.close()
+        store.close()
+
+
 def wait_for(predicate: Any, timeout: float, what: str, detail: Any = lambda: "", interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something true; fail naming ``what`` after ``timeout``."""
     import time

@@ -11,7 +11,6 @@ from conftest import Repo, py_task, task_yaml, write_settings
 from gitlab_standin import StandInGitLab, publish
 
 from peach_tasks.scheduler import Scheduler
-from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 
 TOKEN = "glpat-standin-0123456789"
@@ -47,22 +46,13 @@ def world(tmp_path: Path, gitlab: StandInGitLab) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make(tmp_path: Path, world: dict[str, Any], gitlab: StandInGitLab) -> Iterator[Any]:
-    opened: list[tuple[Scheduler, Store]] = []
-
+def make(tmp_path: Path, world: dict[str, Any], gitlab: StandInGitLab, open_scheduler: Any) -> Any:
     def factory(**gitlab_settings: Any) -> tuple[Scheduler, Store]:
         source = {"url": gitlab.url, "token_env": TOKEN_ENV, "groups": ["data"], **gitlab_settings}
-        settings = load_settings(write_settings(tmp_path, [{"url": str(world["local"].path), "name": "local"}],
-                                                gitlab=source))
-        store = Store.open(settings.database_url)
-        scheduler = Scheduler(settings, store)
-        opened.append((scheduler, store))
-        return scheduler, store
+        return open_scheduler(write_settings(tmp_path, [{"url": str(world["local"].path), "name": "local"}],
+                                             gitlab=source))
 
-    yield factory
-    for scheduler, store in opened:
-        scheduler.close()
-        store.close()
+    return factory
 
 
 def active(store: Store) -> dict[str, str]:

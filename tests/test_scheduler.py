@@ -5,33 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import Repo, py_task, require_service, task_yaml, write_settings
 
 from peach_tasks.scheduler import Scheduler
-from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 
 RETURN_ONE = "def main():\n    print('hello from the task')\n    return 1\n"
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Any]:
-    opened: list[tuple[Scheduler, Store]] = []
-
+def make(tmp_path: Path, open_scheduler: Any) -> Any:
     def factory(repos: list[dict[str, Any]], **extra: Any) -> tuple[Scheduler, Store]:
-        settings = load_settings(write_settings(tmp_path, repos, **extra))
-        store = Store.open(settings.database_url)
-        scheduler = Scheduler(settings, store)
-        opened.append((scheduler, store))
-        return scheduler, store
+        return open_scheduler(write_settings(tmp_path, repos, **extra))
 
-    yield factory
-    for scheduler, store in opened:
-        scheduler.close()
-        store.close()
+    return factory
 
 
 def by_name(store: Store, codops: str | None = None) -> dict[str, dict[str, Any]]:

@@ -19,10 +19,14 @@ from conftest import Repo, write_settings
 from spark_cluster import spark_home
 
 from peach_tasks.executors.spark import DRIVER, submit_command, yarn_tags
-from peach_tasks.executors.spark_cluster import standalone_web_url, yarn_kill_command, yarn_list_command
+from peach_tasks.executors.spark_cluster import (
+    standalone_web_url,
+    yarn_kill_command,
+    yarn_list_command,
+)
 from peach_tasks.model import Executor, TaskSpec
 from peach_tasks.scheduler import Scheduler
-from peach_tasks.settings import SparkOrganisationSettings, SparkSettings, load_settings
+from peach_tasks.settings import SparkOrganisationSettings, SparkSettings
 from peach_tasks.store import Store
 
 pytestmark = pytest.mark.spark
@@ -43,25 +47,16 @@ def main():
 
 
 @pytest.fixture
-def scheduler_for(tmp_path: Path, spark_cluster: Any):
-    made: list[tuple[Scheduler, Store]] = []
-
+def scheduler_for(tmp_path: Path, spark_cluster: Any, open_scheduler: Any) -> Any:
     def make(repo: Repo, **extra: Any) -> tuple[Scheduler, Store]:
         spark = {"master": spark_cluster.master_url, "master_web_url": spark_cluster.web_url,
                  "conf": {"spark.executor.memory": "512m", "spark.ui.enabled": "false"}}
         # Generous limits: a loaded 2-core machine can take a minute to start an application.
         timeouts = {"task": 600, "metadata": 300, "kill_grace": 2}
-        settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], spark=spark,
-                                                timeouts=timeouts, **extra))
-        store = Store.open(settings.database_url)
-        scheduler = Scheduler(settings, store)
-        made.append((scheduler, store))
-        return scheduler, store
+        return open_scheduler(write_settings(tmp_path, [{"url": str(repo.path)}], spark=spark,
+                                             timeouts=timeouts, **extra))
 
-    yield make
-    for scheduler, store in made:
-        scheduler.close()
-        store.close()
+    return make
 
 
 def spark_repo(repo: Repo, notebook: str, timeout: float | None = None) -> None:

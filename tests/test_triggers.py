@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +12,6 @@ from conftest import Repo, py_task, task_yaml, write_settings
 from peach_tasks import TriggerError, trigger_task
 from peach_tasks.cli import main
 from peach_tasks.scheduler import Scheduler
-from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 from peach_tasks.triggers import TriggerQueue, request_trigger
 
@@ -20,21 +19,12 @@ ECHO = "def main(payload=None):\n    return payload\n"
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Any]:
-    opened: list[tuple[Scheduler, Store]] = []
-
+def make(tmp_path: Path, open_scheduler: Any) -> Any:
     def factory(repo: Repo, **extra: Any) -> tuple[Scheduler, Store, Path]:
         config = write_settings(tmp_path, [{"url": str(repo.path)}], **extra)
-        settings = load_settings(config)
-        store = Store.open(settings.database_url)
-        scheduler = Scheduler(settings, store)
-        opened.append((scheduler, store))
-        return scheduler, store, config
+        return (*open_scheduler(config), config)
 
-    yield factory
-    for scheduler, store in opened:
-        scheduler.close()
-        store.close()
+    return factory
 
 
 def runs_since(store: Store, first_id: int) -> list[dict[str, Any]]:
