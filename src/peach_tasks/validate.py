@@ -262,16 +262,14 @@ class _LineIndex:
 def _untracked(root: Path, defs: RepoDefinitions) -> Iterator[Problem]:
     """Files the tasks need that git does not track: the scheduler's checkout lacks them."""
     try:
-        proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--full-name", "--", "."],
+        # Without --full-name the paths are relative to root, as defs.files are.
+        proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", "."],
                               capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
-        prefix = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-prefix"],
-                                capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return  # no git here: nothing to compare with
-    if proc.returncode != 0 or prefix.returncode != 0:
+    if proc.returncode != 0:
         return  # not a git working copy (an exported tree, a CI artifact)
-    base = prefix.stdout.strip()
-    tracked = {name[len(base):] for name in proc.stdout.decode("utf-8", "replace").split("\0") if name}
+    tracked = {name for name in proc.stdout.decode("utf-8", "replace").split("\0") if name}
     for rel in defs.files:
         if rel not in tracked:
             yield Problem("config", root.name, "this file is not tracked by git, so the scheduler will not "
