@@ -73,3 +73,7 @@ class Outcome:
     error: str | None = None
     result: Any = None
     details: dict[str, Any] = field(default_factory=dict)
+    # What the run's processes used, measured by the kernel (the run's cgroup); None
+    # where no cgroup could be made (isolation: none, or a host without cgroups).
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
