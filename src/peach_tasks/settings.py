@@ -102,8 +102,47 @@ class SparkOrganisationSettings(_Strict):
     conf: dict[str, ConfValue] = Field(default_factory=dict)
 
 
+_SIZE = r"^[0-9]+(\.[0-9]+)?\s*([kKmMgGtT]i?)?[bB]?$"
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def size_bytes(text: str) -> int:
+    """``"4G"``, ``"256M"``, ``"512Mi"``, ``"1.5GB"`` -> bytes (binary units, as Docker and
+    Kubernetes read a bare ``G``); a plain number is bytes."""
+    match = re.match(_SIZE, text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; write e.g. 512M or 4G")
+    number = float(text.strip()[: match.start(2)] if match.group(2) else re.sub(r"[bB]$", "", text.strip()))
+    unit = (match.group(2) or "")[:1].lower()
+    return int(number * _UNITS[unit])
+
+
+class PythonLimits(_Strict):
+    """What one run of an organisation's python task (or Spark driver) may use, enforced by
+    the kernel through the run's cgroup. ``None`` leaves that resource unlimited."""
+
+    memory: str | None = Field(default="4G", pattern=_SIZE)
+    cpus: float | None = Field(default=2.0, gt=0)
+    pids: int | None = Field(default=1024, ge=8)
+    network: bool = True
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else size_bytes(self.memory)
+
+
+class OrganisationPythonSettings(_Strict):
+    """One organisation's overrides of the ``python:`` defaults; what is absent is inherited."""
+
+    memory: str | None = Field(default=None, pattern=_SIZE)
+    cpus: float | None = Field(default=None, gt=0)
+    pids: int | None = Field(default=None, ge=8)
+    network: bool | None = None
+
+
 class OrganisationSettings(_Strict):
     spark: SparkOrganisationSettings = Field(default_factory=SparkOrganisationSettings)
+    python: OrganisationPythonSettings = Field(default_factory=OrganisationPythonSettings)
 
 
 class SparkSettings(_Strict):
@@ -149,6 +188,11 @@ class Settings(_Strict):
     # Extra environment variables given to every task process (the scheduler's own
     # environment is not passed on, so secrets such as the database URL stay out).
     task_env: dict[str, str] = Field(default_factory=dict)
+    # Every run in its own bubblewrap sandbox and cgroup (docs/security.md); "none" runs
+    # tasks as plain processes of the scheduler's user, for hosts without bubblewrap.
+    isolation: Literal["sandbox", "none"] = "sandbox"
+    # Resource limits of every organisation's runs; organisations.<codops>.python overrides.
+    python: PythonLimits = Field(default_factory=PythonLimits)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Set by load_settings, not by the file: the folder relative paths start from.
@@ -166,6 +210,14 @@ class Settings(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("two gitlab sources have the same 'name'; give each its own")
         return value
+
+    def limits_for(self, codops: str) -> PythonLimits:
+        """The ``python:`` defaults with the organisation's own overrides applied."""
+        own = self.organisations.get(codops)
+        if own is None:
+            return self.python
+        changed = {k: v for k, v in own.python.model_dump().items() if v is not None}
+        return self.python.model_copy(update=changed) if changed else self.python
 
     @property
     def state_path(self) -> Path:

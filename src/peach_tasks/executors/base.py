@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..model import Outcome
+from .sandbox import Sandbox, SandboxPlan
 
 # A sink receives one captured log line at a time, already stamped with its UTC time
 # ("2026-11-24T22:30:01.123Z text"), without the trailing newline. It must be cheap
@@ -73,6 +74,20 @@ class Job:
     payload: Any = None
     work_dir: Path | None = None  # a private folder for this run's control files
     die_with_scheduler: bool = False  # replicas: the task dies if its scheduler is killed
+    # The run's sandbox and what it shows (the loop's part); None: a plain process.
+    sandbox: Sandbox | None = None
+    plan: SandboxPlan | None = None
+
+    def sandbox_plan(self, work_dir: Path, read_only: tuple[Path, ...] = ()) -> SandboxPlan | None:
+        """The loop's plan plus what every executor needs: the interpreter's installation,
+        peach-tasks' own bootstrap, and ``work_dir`` (request and result files) writable."""
+        if self.sandbox is None or self.plan is None:
+            return None
+        from .sandbox import PACKAGE_DIR, interpreter_home
+
+        self.sandbox.give(work_dir)
+        return self.plan.with_paths(read_only=(interpreter_home(self.interpreter), PACKAGE_DIR, *read_only),
+                                    writable=(work_dir,))
 
 
 class TaskExecutor(Protocol):

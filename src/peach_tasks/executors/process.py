@@ -27,6 +27,8 @@ from typing import IO, Callable, Iterable
 import psutil
 
 from .base import CancelEvent, LogSink
+from .cgroups import RunGroup, Usage
+from .sandbox import Sandbox, SandboxPlan
 
 MARKER_ENV = "PEACH_TASKS_RUN"
 
@@ -52,6 +54,9 @@ class ProcessSpec:
     marker: str
     stdin_data: bytes | None = None
     die_with_parent: bool = False  # SIGKILL the process when the thread that started it dies
+    # Run it inside this sandbox (its own namespaces and cgroup); None: a plain process.
+    sandbox: Sandbox | None = None
+    plan: SandboxPlan | None = None
 
 
 _PR_SET_PDEATHSIG = 1
@@ -80,6 +85,7 @@ class ProcessResult:
     cancelled: bool
     pid: int
     leftovers_killed: int
+    usage: Usage | None = None  # what the run's cgroup measured (sandboxed runs)
 
 
 def utc_stamp(ts: float | None = None) -> str:
@@ -100,18 +106,29 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
     env = dict(spec.env)
     env[MARKER_ENV] = spec.marker
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(
-        spec.argv,
-        cwd=spec.cwd,
-        env=env,
-        stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
-        start_new_session=True,
-        # Costs about a millisecond per start, so only where another replica may take the
-        # loop over: then a task must not outlive a scheduler killed with SIGKILL.
-        preexec_fn=_die_with_parent if spec.die_with_parent else None,
-    )
+    group: RunGroup | None = None
+    argv = spec.argv
+    if spec.sandbox is not None and spec.plan is not None:
+        group = spec.sandbox.create_group(spec.plan)  # CgroupError is an OSError: the run cannot start
+        argv = spec.sandbox.command(spec.plan, spec.argv, spec.cwd, group)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=spec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
+            start_new_session=True,
+            # Costs about a millisecond per start, so only where another replica may take the
+            # loop over: then a task must not outlive a scheduler killed with SIGKILL. (A
+            # sandbox dies with the scheduler anyway: bubblewrap's --die-with-parent.)
+            preexec_fn=_die_with_parent if spec.die_with_parent and group is None else None,
+        )
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
     assert proc.stdout is not None
     reader = _Reader(proc.stdout.fileno(), sink)
     reader.start()
@@ -124,34 +141,60 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
     def marker_scan() -> list[psutil.Process]:
         return find_marked(spec.marker, exact=True)
 
+    def sandbox_scan() -> list[psutil.Process]:
+        # Everything in the run's cgroup but bubblewrap's outer process: killing that one
+        # first would end the sandbox at once, without the task's grace period.
+        assert group is not None
+        return _processes(group.pids() - {proc.pid})
+
     try:
         how = _wait_for_exit(proc, spec.timeout, cancel)
         killed = 0
         if how != "exited":
             why = f"timed out after {spec.timeout:g} s" if how == "timeout" else "the scheduler is stopping"
             sink(f"{utc_stamp()} peach-tasks: {why}; stopping the task and every process it started")
-            tree = _tree(proc.pid)  # before any signal: orphans lose their parent link
-            killed = _terminate(marker_scan, spec.grace, extra=tree, pgid=proc.pid, skip=proc.pid)
+            if group is not None:
+                killed = _terminate(sandbox_scan, spec.grace)
+            else:
+                tree = _tree(proc.pid)  # before any signal: orphans lose their parent link
+                killed = _terminate(marker_scan, spec.grace, extra=tree, pgid=proc.pid, skip=proc.pid)
         returncode = proc.wait()  # reaping only now kept the group id from being reused
-        # Whatever still runs (a background child, or one started during the kill)
-        # carries the marker, or sits in the task's group if it dropped the marker.
-        leftovers = _terminate(lambda: marker_scan() + _group_members(proc.pid), spec.grace)
+        if group is not None:
+            # The kernel ends the sandbox's processes with its PID namespace; the group
+            # catches anything that still stands after that.
+            leftovers = _drain(group)
+        else:
+            # Whatever still runs (a background child, or one started during the kill)
+            # carries the marker, or sits in the task's group if it dropped the marker.
+            leftovers = _terminate(lambda: marker_scan() + _group_members(proc.pid), spec.grace)
     except BaseException:
         # Our own failure (a sink that raised, KeyboardInterrupt): never leave the task.
-        _terminate(marker_scan, 0, extra=_tree(proc.pid), pgid=proc.pid)
+        if group is not None:
+            group.kill()
+        else:
+            _terminate(marker_scan, 0, extra=_tree(proc.pid), pgid=proc.pid)
         proc.wait()
         raise
+    finally:
+        usage = group.usage() if group is not None else None
+        if group is not None:
+            group.remove()
     if leftovers and how == "exited":
         counted = "1 process" if leftovers == 1 else f"{leftovers} processes"
         sink(f"{utc_stamp()} peach-tasks: killed {counted} the task left running")
     _finish(reader, writer, proc, sink, wait=max(1.0, spec.grace))
+    exit_code, signal = (returncode, None) if returncode >= 0 else (None, -returncode)
+    if group is not None and returncode > 128 and returncode - 128 in _SIGNALS:
+        # bubblewrap exits with 128 + N when the task was killed by signal N.
+        exit_code, signal = None, returncode - 128
     return ProcessResult(
-        exit_code=returncode if returncode >= 0 else None,
-        signal=-returncode if returncode < 0 else None,
+        exit_code=exit_code,
+        signal=signal,
         timed_out=how == "timeout",
         cancelled=how == "cancelled",
         pid=proc.pid,
         leftovers_killed=killed + leftovers,
+        usage=usage,
     )
 
 
@@ -254,6 +297,29 @@ def _candidate_pids(needle: bytes) -> list[int]:
         if needle in b"\0" + block:
             pids.append(int(name))
     return pids
+
+
+_SIGNALS = {int(s) for s in _signal.Signals}
+_DRAIN_SECONDS = 1.0
+
+
+def _drain(group: RunGroup) -> int:
+    """Wait for a sandbox's last processes to finish exiting (its PID namespace is being
+    torn down: about a millisecond), then kill whatever still stands; returns that count."""
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    while group.pids() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return group.kill()
+
+
+def _processes(pids: Iterable[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -56,6 +56,8 @@ class PythonExecutor:
                 grace=job.grace,
                 marker=job.marker,
                 stdin_data=request,  # carries die_with_parent: the task sets it itself (bootstrap.py)
+                sandbox=job.sandbox,
+                plan=job.sandbox_plan(work_dir),
             )
             try:
                 ended = run_process(spec, sink, cancel)
@@ -97,7 +99,10 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     details: dict[str, Any] = {}
     if ended.leftovers_killed:
         details["leftovers_killed"] = ended.leftovers_killed
-    codes = {"exit_code": ended.exit_code, "signal": ended.signal}
+    codes: dict[str, Any] = {"exit_code": ended.exit_code, "signal": ended.signal}
+    usage = ended.usage
+    if usage is not None:
+        codes.update(peak_memory_bytes=usage.peak_memory_bytes, cpu_seconds=usage.cpu_seconds)
 
     # A timeout or a cancel wins over whatever the task managed to write before.
     if ended.timed_out:
@@ -106,6 +111,15 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     if ended.cancelled:
         return Outcome(RunStatus.ABANDONED, error="scheduler stopped while the task ran", details=details, **codes)
 
+    limit = job.plan.limits.memory_bytes if job.plan is not None else None
+    succeeded = result is not None and result.get("ok") and ended.exit_code == 0
+    if usage is not None and usage.oom_kills:
+        details["oom_kills"] = usage.oom_kills
+    if usage is not None and usage.oom_kills and limit is not None and not succeeded:
+        # The kernel's OOM killer ended a process of the run: say so, not "killed by SIGKILL".
+        error = (f"ran out of memory: the run's limit is {_size(limit)} (python.memory in scheduler.yaml, "
+                 f"per organisation under organisations.{job.codops}.python.memory)")
+        return Outcome(RunStatus.FAILURE, error=error, details=details, **codes)
     if result is not None and not result["ok"]:
         failure = result.get("error") or {}
         details["error_type"] = failure.get("type")
@@ -122,6 +136,13 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     if result.get("result_note"):
         details["result_note"] = result["result_note"]
     return Outcome(RunStatus.SUCCESS, result=result.get("result"), details=details, **codes)
+
+
+def _size(value: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{unit}"
+    return f"{value} bytes"
 
 
 def _ended_by(ended: ProcessResult) -> str:

@@ -144,8 +144,13 @@ class SparkExecutor:
                                   archive=archive, request=str(request_path))
             env_vars = dict(job.env)
             env_vars.update({k: os.environ[k] for k in SPARK_ENV if k in os.environ})
+            # In a sandbox the driver also sees Spark itself, Java and the packed environment.
+            spark_home = Path(os.path.realpath(submit)).parent.parent
+            java = [Path(os.environ["JAVA_HOME"])] if os.environ.get("JAVA_HOME") else []
+            shown = (spark_home, *java, *([Path(archive)] if archive else []))
             spec = ProcessSpec(argv=argv, env=env_vars, cwd=Path(job.cwd), timeout=job.timeout,
-                               grace=job.grace, marker=job.marker, die_with_parent=job.die_with_scheduler)
+                               grace=job.grace, marker=job.marker, die_with_parent=job.die_with_scheduler,
+                               sandbox=job.sandbox, plan=job.sandbox_plan(work_dir, read_only=shown))
             try:
                 ended = run_process(spec, sink, cancel)
             except OSError as exc:

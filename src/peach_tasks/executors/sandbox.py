@@ -1,0 +1,209 @@
+"""Every run in its own bubblewrap sandbox: what a task may see, touch and signal.
+
+A run sees the system read-only (``/usr``, ``/etc``, ``/opt``), the Python installation its
+environment was made from, its organisation's environment read-only, a private copy of its
+checkout at the usual path, a private ``/tmp`` and ``HOME``, its own trigger folder and the
+executor's files for this run; nothing else of ``state_dir`` (no store, no other
+environment or checkout, no ``scheduler.yaml``). It has its own PID, mount, IPC and UTS
+namespaces: ``/proc`` shows only the sandbox, the scheduler cannot be seen or signalled,
+and when the task ends the kernel ends everything else it started. ``network: false``
+gives it a network namespace of its own (loopback only).
+
+The sandbox is bubblewrap (``bwrap``), the one Flatpak uses. A scheduler running as root
+starts it as root, so it can bind whatever the run needs, and the task drops to an
+unprivileged user (``setpriv``: no capabilities, no new privileges) before any of its code
+runs; a scheduler running as an ordinary user starts it in a user namespace of that user.
+The launcher is a shell that first puts itself into the run's cgroup (``cgroups.py``), so
+every process of the sandbox is born there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .cgroups import CgroupError, Cgroups, Limits, RunGroup, detect
+
+log = logging.getLogger(__name__)
+
+SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: the task's user when the scheduler is root
+CGROUP_BASE = "peach-tasks"
+SYSTEM_READ_ONLY = (Path("/usr"), Path("/etc"), Path("/opt"))
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # symlinks into /usr, or folders
+TASK_HOME = "/tmp/home"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bootstrap.py and trigger_client.py live here
+
+# Joins the run's cgroup(s), then becomes the sandbox: ``sh -c LAUNCH peach N file... argv...``.
+LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
+                "bubblewrap), or set 'isolation: none' in scheduler.yaml to run tasks unsandboxed")
+
+
+class SandboxUnavailable(Exception):
+    """Runs cannot be sandboxed on this host; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """How one run is sandboxed: the loop makes it, the executor adds its own paths.
+
+    ``writable`` pairs a host folder with where the run sees it (usually the same path);
+    ``read_only`` folders are seen at their own path.
+    """
+
+    group_name: str
+    limits: Limits
+    network: bool = True
+    read_only: tuple[Path, ...] = ()
+    writable: tuple[tuple[Path, Path], ...] = ()
+
+    def with_paths(self, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()) -> "SandboxPlan":
+        return replace(self, read_only=self.read_only + tuple(read_only),
+                       writable=self.writable + tuple((p, p) for p in writable))
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """This host's sandboxing: bubblewrap for the namespaces, cgroups for the limits."""
+
+    bwrap: str
+    cgroups: Cgroups
+    run_as: tuple[int, int] | None  # (uid, gid) the task drops to; None: the scheduler's own user
+    setpriv: str | None = None
+
+    def create_group(self, plan: SandboxPlan) -> RunGroup:
+        return self.cgroups.create(plan.group_name, plan.limits)
+
+    def give(self, path: Path) -> None:
+        """Make ``path`` (a folder made for this run) the task's own, so it can write there."""
+        if self.run_as is None:
+            return
+        uid, gid = self.run_as
+        os.chown(path, uid, gid)
+        for here, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(here, name), uid, gid, follow_symlinks=False)
+
+    def command(self, plan: SandboxPlan, argv: list[str], cwd: Path, group: RunGroup | None) -> list[str]:
+        """The launcher + bubblewrap command line that runs ``argv`` in ``cwd`` inside the sandbox."""
+        args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "peach"]
+        if self.run_as is None:
+            # An ordinary user: bubblewrap needs a user namespace; none may be nested inside.
+            args += ["--unshare-user", "--disable-userns"]
+        else:
+            # Root sets the sandbox up; setpriv (below) drops to the task's user with these.
+            args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        if not plan.network:
+            args.append("--unshare-net")
+        args += _system_view()
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
+                 "--perms", "0777", "--dir", TASK_HOME]
+        own = [p for p in _distinct(plan.read_only) if not _under_system(p)]
+        shown = [dest for _, dest in plan.writable]
+        for parent in _parents([*own, *shown, cwd]):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        for path in own:
+            args += ["--ro-bind", str(path), str(path)]
+        for source, dest in plan.writable:
+            args += ["--bind", str(source), str(dest)]
+        args += ["--chdir", str(cwd), "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--"]
+        if self.run_as is not None:
+            uid, gid = self.run_as
+            args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        files = [str(f) for f in group.procs_files()] if group is not None else []
+        return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *argv]
+
+
+def interpreter_home(interpreter: Path) -> Path:
+    """The installation an environment's ``python`` comes from (its stdlib must be visible)."""
+    real = Path(os.path.realpath(interpreter))
+    return real.parent.parent
+
+
+def _system_view() -> list[str]:
+    args: list[str] = []
+    for path in SYSTEM_READ_ONLY:
+        if path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for name in MERGED_USR:
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def _under_system(path: Path) -> bool:
+    return any(path == root or root in path.parents for root in SYSTEM_READ_ONLY)
+
+
+def _distinct(paths: tuple[Path, ...]) -> list[Path]:
+    """Each folder once, and none that another one already shows."""
+    unique = sorted({Path(p) for p in paths}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in unique:
+        if not any(k == path or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _parents(paths: list[Path]) -> list[Path]:
+    """The folders above ``paths`` that bubblewrap must create, top first, readable by the
+    task (bubblewrap would copy a private mode such as /root's 0700)."""
+    found: set[Path] = set()
+    for path in paths:
+        for parent in Path(path).parents:
+            if parent != Path("/") and parent != Path("/tmp") and not _under_system(parent):
+                found.add(parent)
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
+
+
+def make_sandbox(state_hash: str) -> Sandbox:
+    """The sandbox of this host, checked once by running a real one; raises
+    ``SandboxUnavailable`` naming what is missing and how to get it."""
+    return _probe(state_hash)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(state_hash: str) -> Sandbox:
+    if not sys.platform.startswith("linux"):
+        raise SandboxUnavailable(f"the sandbox needs Linux namespaces and cgroups; {INSTALL_HINT}")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed; {INSTALL_HINT}")
+    run_as = (SANDBOX_UID, SANDBOX_GID) if os.geteuid() == 0 else None
+    setpriv = shutil.which("setpriv") if run_as else None
+    if run_as and setpriv is None:
+        raise SandboxUnavailable("setpriv (util-linux) is not installed; the scheduler runs as root and "
+                                 f"needs it to run tasks as an unprivileged user; {INSTALL_HINT}")
+    try:
+        cgroups = detect(CGROUP_BASE)
+        probe_group = cgroups.create(f"{state_hash}-probe-{os.getpid()}", Limits(memory_bytes=64 << 20, pids=64))
+    except (CgroupError, OSError) as exc:
+        raise SandboxUnavailable(f"no cgroup for the runs' limits: {exc}; run the scheduler as root or "
+                                 "give it a delegated cgroup (systemd: Delegate=yes), or set "
+                                 "'isolation: none'") from None
+    sandbox = Sandbox(bwrap, cgroups, run_as, setpriv)
+    try:
+        plan = SandboxPlan(probe_group.name, probe_group.limits, read_only=(interpreter_home(Path(sys.executable)),))
+        argv = sandbox.command(plan, [sys.executable, "-I", "-c", "pass"], Path("/tmp"), probe_group)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {exc}; {INSTALL_HINT}") from None
+    finally:
+        probe_group.kill()
+        probe_group.remove()
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        raise SandboxUnavailable(f"bubblewrap could not start a sandbox here ({said[0]}); the host must "
+                                 f"allow namespaces; {INSTALL_HINT}")
+    return sandbox
