@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .executors.base import Job, LogSink, TaskExecutor
+from .executors.cgroups import Limits
 from .executors.process import utc_stamp
+from .executors.sandbox import Sandbox, SandboxPlan
 from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskSpec, TaskState
 from .notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
@@ -67,8 +69,9 @@ class Loop:
                  executors: dict[Executor, TaskExecutor], snapshot: Callable[[], Snapshot],
                  stop: threading.Event, owner: str, marker_prefix: str,
                  keep: Callable[[tuple[str, str]], bool] = lambda key: True,
-                 on_run: Callable[[RunEvent], None] | None = None) -> None:
+                 on_run: Callable[[RunEvent], None] | None = None, sandbox: Sandbox | None = None) -> None:
         self.name = name
+        self.sandbox = sandbox  # None: tasks run as plain processes (isolation: none)
         self.settings, self.store, self.envs, self.executors = settings, store, envs, executors
         self.snapshot, self.stop, self.owner = snapshot, stop, owner
         self.marker_prefix, self.keep, self.on_run = marker_prefix, keep, on_run
@@ -82,6 +85,8 @@ class Loop:
         self._triggers_checked = float("-inf")
         # Each run's private folder where trigger_task() drops requests (see triggers.py).
         self.trigger_root = settings.state_path / "trigger-requests"
+        # A sandboxed run's files for its executor (request, result), removed when it ends.
+        self.runs_root = settings.state_path / "runs"
 
     # -- one iteration ----------------------------------------------------------
     def tick(self) -> int:
@@ -249,8 +254,32 @@ class Loop:
                   # With a shared database another replica takes the loop over when this
                   # one dies: the task must die with it (SQLite: one scheduler, which ends
                   # its leftovers itself at restart).
-                  die_with_scheduler=self.store.engine.dialect.name != "sqlite")
-        return executor.run(job, sink, self.stop)
+                  die_with_scheduler=self.store.engine.dialect.name != "sqlite",
+                  **self._sandboxed(task, run_id, env.path))
+        try:
+            return executor.run(job, sink, self.stop)
+        finally:
+            if job.work_dir is not None:
+                shutil.rmtree(job.work_dir, ignore_errors=True)
+
+    def _sandboxed(self, task: RegisteredTask, run_id: int, env_path: Path) -> dict[str, object]:
+        """The Job fields that put this run into its sandbox (nothing with isolation: none):
+        its organisation's limits, its environment read-only, its checkout in a private
+        copy, its own trigger folder, and a folder for the executor's files."""
+        if self.sandbox is None:
+            return {}
+        codops = task.spec.codops
+        limits = self.settings.limits_for(codops)
+        triggers = self.trigger_root / str(run_id)
+        work_dir = self.runs_root / str(run_id)
+        for folder in (triggers, work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            self.sandbox.give(folder)
+        plan = SandboxPlan(group_name=f"{self.marker_prefix.rstrip(':')}-{run_id}",
+                           limits=Limits(limits.memory_bytes, limits.cpus, limits.pids), network=limits.network,
+                           read_only=(env_path,), writable=((triggers, triggers),),
+                           private_copy=task.checkout.path)
+        return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
 
     def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}

@@ -21,6 +21,7 @@ from .environments import EnvironmentManager
 from .errors import PeachError, Problem
 from .executors.base import CancelEvent, TaskExecutor
 from .executors.process import kill_marked
+from .executors.sandbox import Sandbox, SandboxUnavailable, make_sandbox
 from .executors.python import PythonExecutor
 from .executors.spark import SparkExecutor
 from .executors.spark_cluster import end_orphans
@@ -70,6 +71,10 @@ class Scheduler:
             Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs),
         }
         self.stop_event = CancelEvent()  # loops' tasks wake on it at once
+        # Set by start_isolation() (serve, run-once): None runs tasks as plain processes.
+        self.sandbox: Sandbox | None = None
+        self._unsandboxed: str | None = None  # why runs cannot be sandboxed here, if they cannot
+        self._warned_unsandboxed = False
         self._snapshot = Snapshot()
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
         self._leased: LeasedLoops | None = None
@@ -96,9 +101,40 @@ class Scheduler:
         self._lock_file.write(f"{self.owner} pid {os.getpid()}")
         self._lock_file.flush()
 
+    def start_isolation(self) -> None:
+        """Find this host's sandbox (``isolation: sandbox``, the default). Where there is none,
+        runs go unsandboxed only while one organisation has tasks (``check_isolation``)."""
+        if self.settings.isolation == "none" or self.sandbox is not None:
+            return
+        try:
+            self.sandbox = make_sandbox()
+        except SandboxUnavailable as exc:
+            self._unsandboxed = str(exc)
+
+    def check_isolation(self, snapshot: Snapshot) -> None:
+        """Refuse to run tasks of several organisations without a sandbox unless the settings
+        say ``isolation: none``; with one organisation, warn once."""
+        if self._unsandboxed is None:
+            return
+        orgs = sorted({codops for codops, _ in snapshot.tasks})
+        if len(orgs) > 1:
+            raise PeachError(f"runs cannot be sandboxed on this host: {self._unsandboxed}. Refusing to run tasks "
+                             f"of {len(orgs)} organisations ({', '.join(orgs)}) unsandboxed, where one could "
+                             "read, change or stop another's; set 'isolation: none' in scheduler.yaml to "
+                             "accept that")
+        if orgs and not self._warned_unsandboxed:
+            self._warned_unsandboxed = True
+            log.warning("runs are NOT sandboxed (only organisation %s has tasks): %s", orgs[0], self._unsandboxed)
+
     def recover(self) -> None:
         """End what a crashed scheduler left: RUNNING runs and their processes."""
         self.lock_state_dir()
+        self.start_isolation()
+        if self.sandbox is not None:  # its sandboxes' cgroups, whatever their processes did to hide
+            for group in self.sandbox.cgroups.existing(self.marker_prefix.rstrip(":") + "-"):
+                if group.kill():
+                    log.warning("killed the processes left in cgroup %s by a previous scheduler", group.name)
+                group.remove()
         killed = kill_marked(self.marker_prefix, self.settings.timeouts.kill_grace)
         if killed:
             log.warning("killed %d task processes left by a previous scheduler", killed)
@@ -139,6 +175,7 @@ class Scheduler:
                     self.store.set_problems("sync", repo.name, [Problem("sync", repo.name, f"sync failed: {exc!r}")])
                     found.append((repo.name, None, None))
             snapshot = build_snapshot(found)
+            self.check_isolation(snapshot)  # before anything of it is published or run
             # One transaction for all repositories, one for all organisations' environments.
             self.store.set_problems_many([("config", name, found_here, None)
                                           for name, found_here in snapshot.problems.items()])
@@ -174,7 +211,7 @@ class Scheduler:
                   stop: threading.Event | None = None) -> Loop:
         return Loop(name, settings=self.settings, store=self.store, envs=self.envs, executors=self.executors,
                     snapshot=lambda: self._snapshot, stop=stop or self.stop_event, owner=self.owner,
-                    marker_prefix=self.marker_prefix, keep=keep, on_run=self.on_run)
+                    marker_prefix=self.marker_prefix, keep=keep, on_run=self.on_run, sandbox=self.sandbox)
 
     def run_once(self, orgs: Iterable[str] = (), loops: Iterable[str] = ()) -> dict[str, int]:
         """Sync, then one iteration of each selected loop, concurrently. Returns runs per loop."""

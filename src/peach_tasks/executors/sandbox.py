@@ -41,6 +41,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bootstrap.py and trigger
 
 # Joins the run's cgroup(s), then becomes the sandbox: ``sh -c LAUNCH peach N file... argv...``.
 LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+# The sandbox's first process, as the task's user: fill the private checkout (if any), enter
+# the notebook's folder, run the task as a child and end with its status. Being PID 1 of the
+# sandbox (bubblewrap's --as-pid-1), it reaps what the task orphans, ignores the task's
+# signals, and its exit ends every other process of the sandbox. (bubblewrap's own init
+# would leave its parent early, orphaning itself to the host's init, which may never reap it.)
+INIT = 'if [ -n "$1" ]; then cp -R -p "$1" "$2" || exit 125; fi; cd "$3" || exit 125; shift 3; "$@"; exit $?'
+PRISTINE = "/run/peach/checkout"  # where the committed checkout is shown, read-only, for INIT
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
                 "bubblewrap), or set 'isolation: none' in scheduler.yaml to run tasks unsandboxed")
 
@@ -54,7 +61,10 @@ class SandboxPlan:
     """How one run is sandboxed: the loop makes it, the executor adds its own paths.
 
     ``writable`` pairs a host folder with where the run sees it (usually the same path);
-    ``read_only`` folders are seen at their own path.
+    ``read_only`` folders are seen at their own path. ``private_copy`` is a folder (the
+    run's checkout) the run sees at its own path in a copy of its own, on a tmpfs filled
+    inside the sandbox, so what the task writes there counts against its memory limit and
+    is gone with it, and never reaches the checkout other runs use.
     """
 
     group_name: str
@@ -62,6 +72,7 @@ class SandboxPlan:
     network: bool = True
     read_only: tuple[Path, ...] = ()
     writable: tuple[tuple[Path, Path], ...] = ()
+    private_copy: Path | None = None
 
     def with_paths(self, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()) -> "SandboxPlan":
         return replace(self, read_only=self.read_only + tuple(read_only),
@@ -107,19 +118,28 @@ class Sandbox:
                  "--perms", "0777", "--dir", TASK_HOME]
         own = [p for p in _distinct(plan.read_only) if not _under_system(p)]
         shown = [dest for _, dest in plan.writable]
-        for parent in _parents([*own, *shown, cwd]):
+        copy = plan.private_copy
+        for parent in _parents([*own, *shown, *([copy, Path(PRISTINE)] if copy else []), cwd]):
             args += ["--perms", "0755", "--dir", str(parent)]
         for path in own:
             args += ["--ro-bind", str(path), str(path)]
         for source, dest in plan.writable:
             args += ["--bind", str(source), str(dest)]
-        args += ["--chdir", str(cwd), "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--"]
+        if copy is not None:
+            args += ["--ro-bind", str(copy), PRISTINE, "--perms", "0777"]
+            if plan.limits.memory_bytes is not None:
+                args += ["--size", str(plan.limits.memory_bytes)]
+            # The tmpfs goes one level up: cp then makes the copy's own folder, as the task's
+            # user (a tmpfs's root folder belongs to whoever mounted it).
+            args += ["--tmpfs", str(copy.parent)]
+        inner = ["/bin/sh", "-c", INIT, "peach-init", PRISTINE if copy else "", str(copy or ""), str(cwd)]
+        args += ["--as-pid-1", "--chdir", "/", "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--"]
         if self.run_as is not None:
             uid, gid = self.run_as
             args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         files = [str(f) for f in group.procs_files()] if group is not None else []
-        return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *argv]
+        return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *inner, *argv]
 
 
 def interpreter_home(interpreter: Path) -> Path:
@@ -167,14 +187,10 @@ def _parents(paths: list[Path]) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
-def make_sandbox(state_hash: str) -> Sandbox:
-    """The sandbox of this host, checked once by running a real one; raises
-    ``SandboxUnavailable`` naming what is missing and how to get it."""
-    return _probe(state_hash)
-
-
 @functools.lru_cache(maxsize=None)
-def _probe(state_hash: str) -> Sandbox:
+def make_sandbox() -> Sandbox:
+    """The sandbox of this host, checked once per process by running a real one; raises
+    ``SandboxUnavailable`` naming what is missing and how to get it."""
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable(f"the sandbox needs Linux namespaces and cgroups; {INSTALL_HINT}")
     bwrap = shutil.which("bwrap")
@@ -187,7 +203,7 @@ def _probe(state_hash: str) -> Sandbox:
                                  f"needs it to run tasks as an unprivileged user; {INSTALL_HINT}")
     try:
         cgroups = detect(CGROUP_BASE)
-        probe_group = cgroups.create(f"{state_hash}-probe-{os.getpid()}", Limits(memory_bytes=64 << 20, pids=64))
+        probe_group = cgroups.create(f"probe-{os.getpid()}", Limits(memory_bytes=64 << 20, pids=64))
     except (CgroupError, OSError) as exc:
         raise SandboxUnavailable(f"no cgroup for the runs' limits: {exc}; run the scheduler as root or "
                                  "give it a delegated cgroup (systemd: Delegate=yes), or set "
