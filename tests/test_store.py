@@ -3,9 +3,11 @@ release path, abandonment, bounded logs, views."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from peach_tasks.errors import Problem
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
@@ -41,6 +43,24 @@ def test_run_lifecycle_and_counts(store: Store) -> None:
     assert runs[0]["result"] == {"n": 1} and runs[1]["error"] == "boom"
     assert runs[0]["started_at"].endswith("Z") and runs[0]["duration_s"] >= 0
     assert store.runs("default", "t", limit=2, before_id=runs[1]["id"])[0]["id"] == runs[2]["id"]
+
+
+def test_finish_stores_what_the_run_used(store: Store) -> None:
+    store.register_tasks([TaskRegistration(SPEC, "v")])
+    measured = store.start_run(SPEC, "v", "c", "me")
+    # Above 2**31: a BigInteger column, or a run of a few GiB would not fit.
+    store.finish_run(measured, Outcome(RunStatus.SUCCESS, peak_memory_bytes=5 * 2**30 + 123,
+                                       cpu_seconds=1.25))
+    unmeasured = store.start_run(SPEC, "v", "c", "me")
+    store.finish_run(unmeasured, Outcome(RunStatus.FAILURE, error="no cgroup here"))
+    run = store.run(measured)
+    assert run is not None
+    assert (run["peak_memory_bytes"], run["cpu_seconds"]) == (5 * 2**30 + 123, 1.25)
+    newest, older = store.runs("default", "t")
+    assert (newest["peak_memory_bytes"], newest["cpu_seconds"]) == (None, None)  # not measured, not 0
+    assert (older["peak_memory_bytes"], older["cpu_seconds"]) == (5 * 2**30 + 123, 1.25)
+    [(logged, _piece)] = store.task_logs("default", "t", runs_limit=1)
+    assert logged["id"] == unmeasured and "peak_memory_bytes" in logged
 
 
 def test_finish_is_single_release_path(store: Store) -> None:
@@ -170,28 +190,64 @@ def test_schema_check(tmp_path: Path) -> None:
         Store.open(f"sqlite:///{tmp_path / 'fresh.db'}", migrate=False)
 
 
-def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
-    """serve/run-once/sync create the schema in an empty database but never upgrade an old one."""
+def alembic(database_url: str, action: str, revision: str) -> None:
+    """Run Alembic's ``upgrade`` or ``downgrade`` to ``revision``, as a deployed older version would have."""
     from alembic import command
     from alembic.config import Config
 
     from peach_tasks.store.store import MIGRATIONS
-
-    import sqlalchemy as sa
 
     engine = sa.create_engine(database_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        getattr(command, action)(cfg, revision)
     engine.dispose()
+
+
+def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
+    """serve/run-once/sync create the schema in an empty database but never upgrade an old one."""
+    alembic(database_url, "upgrade", "0001")
     with pytest.raises(StoreError, match="peach-tasks db upgrade"):
         Store.open(database_url, migrate="fresh")
     upgraded = Store.open(database_url, migrate=True)  # what 'peach-tasks db upgrade' does
-    assert upgraded.schema_revision() == "0004"
+    assert upgraded.schema_revision() == "0005"
     upgraded.close()
     Store.open(database_url, migrate="fresh").close()  # now current: accepted as it is
+
+
+def test_upgrade_to_0005_keeps_the_runs_of_0004(database_url: str) -> None:
+    """Runs recorded before usage was measured stay, with no usage (None, not 0)."""
+    alembic(database_url, "upgrade", "0004")
+    engine = sa.create_engine(database_url)
+    # The columns 0004 has: written as the previous version of peach-tasks wrote them.
+    old_run = dict(codops="default", task="t", loop="default", executor="python", version="v1",
+                   started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), status="SUCCESS",
+                   duration_s=1.5, exit_code=0, owner="old")
+    with engine.begin() as conn:
+        conn.execute(sa.table("runs", *[sa.column(k) for k in old_run]).insert().values(**old_run))
+    engine.dispose()
+
+    store = Store.open(database_url, migrate=True)  # 'peach-tasks db upgrade'
+    try:
+        assert store.schema_revision() == "0005"
+        [kept] = store.runs("default", "t")
+        assert (kept["status"], kept["version"], kept["duration_s"], kept["owner"]) == ("SUCCESS", "v1", 1.5, "old")
+        assert (kept["peak_memory_bytes"], kept["cpu_seconds"]) == (None, None)
+        store.register_tasks([TaskRegistration(SPEC, "v2")])
+        new_id = store.start_run(SPEC, "v2", "c", "me")
+        store.finish_run(new_id, Outcome(RunStatus.SUCCESS, peak_memory_bytes=222_298_112, cpu_seconds=1.3))
+        assert store.run(new_id)["peak_memory_bytes"] == 222_298_112  # type: ignore[index]
+    finally:
+        store.close()
+
+    alembic(database_url, "downgrade", "0004")  # and back: the runs stay, without their usage
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar() == 2
+        assert "peak_memory_bytes" not in {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+    engine.dispose()
 
 
 def test_replicas_registering_the_same_new_tasks_at_once(database_url: str) -> None:

@@ -48,6 +48,9 @@ runs = sa.Table(
     sa.Column("trigger_id", sa.Integer),
     sa.Column("triggered_by", sa.String(300)),
     sa.Column("payload", sa.Text),
+    # 0005: what the run's processes used (its cgroup's peak memory and CPU time); NULL: not measured
+    sa.Column("peak_memory_bytes", sa.BigInteger),
+    sa.Column("cpu_seconds", sa.Float),
     sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("log_dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_task", "codops", "task", "id"),

@@ -27,7 +27,7 @@ from .schema import problems as problems_t
 from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 MAX_RESULT_CHARS = 64 * 1024
 
 
@@ -255,6 +255,7 @@ class Store:
             error=(outcome.error or None) and outcome.error[:4000],
             result=_json_or_none(outcome.result),
             details=json.dumps(outcome.details, default=str) if outcome.details else None,
+            peak_memory_bytes=outcome.peak_memory_bytes, cpu_seconds=outcome.cpu_seconds,
         ))
         conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
                      .values(state=TaskState.FINISHED.value))
@@ -407,6 +408,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "exit_code": r.exit_code, "signal": r.signal, "error": r.error,
         "result": json.loads(r.result) if r.result else None,
         "details": json.loads(r.details) if r.details else None,
+        "peak_memory_bytes": r.peak_memory_bytes, "cpu_seconds": r.cpu_seconds,
         "owner": r.owner, "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
         "trigger_id": r.trigger_id, "triggered_by": r.triggered_by,
         "payload": json.loads(r.payload) if r.payload else None,
