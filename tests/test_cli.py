@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
+from web_helpers import measured_store
 
 TASK_KEYS = {"codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
              "last_duration_s", "version", "successes", "failures"}
@@ -317,6 +318,32 @@ def test_bad_settings_file_is_reported_with_its_line(tmp_path: Path, command: li
     assert "scheduler.yaml:5: unknown key" in result.stderr
     assert "colour" in result.stderr
     assert not (tmp_path / "state").exists()  # nothing was started with broken settings
+
+
+def test_runs_show_what_each_run_used(tmp_path: Path) -> None:
+    """Usage as the store has it: raw numbers in --json, compact in the table, "-" when not measured."""
+    own = measured_store(tmp_path)
+    own.store.close()
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+
+    def runs(*extra: str) -> str:
+        result = cli("--config", str(tmp_path / "scheduler.yaml"), "runs", "default/heavy", *extra, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    newest, older = json.loads(runs("--json"))
+    assert (older["id"], older["peak_memory_bytes"], older["cpu_seconds"]) == (own.measured, 212 * 2**20, 1.3)
+    assert (newest["id"], newest["peak_memory_bytes"], newest["cpu_seconds"]) == (own.unmeasured, None, None)
+
+    header, *rows = runs().splitlines()
+    columns = header.split()
+    assert columns[columns.index("DURATION_S") + 1:][:2] == ["MEMORY", "CPU"]
+    # The table is aligned: each value starts under its header.
+    memory, cpu, after = (header.index(name) for name in ("MEMORY", "CPU", "TRIGGERED_BY"))
+    by_id = {int(row.split()[0]): row for row in rows}
+    assert (by_id[own.measured][memory:cpu].strip(), by_id[own.measured][cpu:after].strip()) == ("212 MiB", "1.3 s")
+    assert (by_id[own.unmeasured][memory:cpu].strip(), by_id[own.unmeasured][cpu:after].strip()) == ("-", "-")
 
 
 def test_runs_without_slash_is_a_usage_error(ran: Peach) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Repo, py_task, task_yaml, write_settings
-from web_helpers import Filled, filled, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
 
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.settings import load_settings
@@ -54,6 +54,25 @@ def test_executions_are_paged_newest_first(filled: Filled, server: WebServer) ->
     whole = get(server, "/api/organisations/chrts/tasks/flaky/runs")["runs"]
     assert [r["id"] for r in whole] == [newest["id"], older["id"]]
     assert whole[0]["duration_s"] == filled.store.run(newest["id"])["duration_s"]  # type: ignore[index]
+
+
+def test_runs_say_what_they_used(tmp_path: Path) -> None:
+    own = measured_store(tmp_path)
+    web = start_server(own.settings, own.store)
+    try:
+        listed = {r["id"]: r for r in get(web, "/api/organisations/default/tasks/heavy/runs")["runs"]}
+        assert (listed[own.measured]["peak_memory_bytes"], listed[own.measured]["cpu_seconds"]) == (212 * 2**20, 1.3)
+        assert (listed[own.unmeasured]["peak_memory_bytes"], listed[own.unmeasured]["cpu_seconds"]) == (None, None)
+        one = get(web, f"/api/runs/{own.measured}")["run"]
+        assert (one["peak_memory_bytes"], one["cpu_seconds"]) == (212 * 2**20, 1.3)
+        logs = get(web, "/api/organisations/default/tasks/heavy/logs")
+        logged = {entry["run"]["id"]: entry["run"] for entry in logs["runs"]}
+        assert logged[own.measured]["peak_memory_bytes"] == 212 * 2**20
+        documented = get(web, "/openapi.json")["components"]["schemas"]["Run"]["properties"]
+        assert {"peak_memory_bytes", "cpu_seconds"} <= set(documented)
+    finally:
+        web.stop()
+        own.store.close()
 
 
 def test_run_log_read_whole_and_by_offsets(filled: Filled, server: WebServer) -> None:

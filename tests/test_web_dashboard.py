@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from web_helpers import CHROMIUM_ARGS, Filled, chromium_executable, fill_store, start_server
+from web_helpers import CHROMIUM_ARGS, Filled, chromium_executable, fill_store, measured_store, start_server
 from web_helpers import filled, server  # noqa: F401 (fixtures)
 
 from peach_tasks.scheduler import Scheduler
@@ -109,6 +109,37 @@ def test_refreshes_by_itself(page: Any, tmp_path: Path) -> None:
         expect(steady).to_have_text("3", timeout=60_000)
         expect(page.locator("[data-testid=runs-table] tbody tr")).to_have_count(3, timeout=30_000)
         expect(page.locator("#graph .point.success")).to_have_count(3, timeout=30_000)
+    finally:
+        web.stop()
+        own.store.close()
+
+
+# The executions table as wide as it was before the Memory and CPU columns: without them and
+# with the error column's old limit.
+WITHOUT_USAGE = "#runs .usage { display: none } td.error-cell { max-width: 22rem }"
+
+
+def test_executions_show_memory_and_cpu_without_widening_the_table(page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    own = measured_store(tmp_path)
+    web = start_server(own.settings, own.store)
+    try:
+        page.set_viewport_size({"width": 1280, "height": 900})  # where the table already scrolls
+        page.goto(f"{web.url}/#org=default&task=heavy")
+        expect(page.locator("[data-testid=runs-table] th.usage")).to_have_text(["Memory", "CPU"])
+        expect(page.locator(f"[data-testid=memory-{own.measured}]")).to_have_text("212 MiB")
+        expect(page.locator(f"[data-testid=cpu-{own.measured}]")).to_have_text("1.3 s")
+        expect(page.locator(f"[data-testid=memory-{own.unmeasured}]")).to_have_text("")  # not measured: blank
+        expect(page.locator(f"[data-testid=cpu-{own.unmeasured}]")).to_have_text("")
+
+        # The newest run failed with a long error: the widest a row gets.
+        width = "() => document.getElementById('runs').scrollWidth"
+        now = page.evaluate(width)
+        page.add_style_tag(content=WITHOUT_USAGE)
+        before = page.evaluate(width)
+        assert now <= before, (now, before)
+        assert page.problems == []
     finally:
         web.stop()
         own.store.close()

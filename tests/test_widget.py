@@ -10,11 +10,11 @@ from typing import Any
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from web_helpers import Filled, filled, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
 
 from peach_tasks.api_client import ApiClient
 from peach_tasks.web.server import WebServer
-from peach_tasks.widget import TasksInfo
+from peach_tasks.widget import RUN_COLUMNS, TasksInfo
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "tasks_info.ipynb"
 
@@ -127,3 +127,20 @@ def test_a_server_that_needs_a_token_says_so(filled: Filled) -> None:
         assert allowed.message.value == "" and [v for _, v in allowed.organisation.options] == ["chrts"]
     finally:
         web.stop()
+
+
+def test_executions_show_memory_and_cpu(tmp_path: Path) -> None:
+    own = measured_store(tmp_path)
+    web = start_server(own.settings, own.store)
+    try:
+        info = TasksInfo(ApiClient(web.url))
+        info.select_task("heavy")
+        cells = info.executions.children
+        width = len(RUN_COLUMNS)
+        rows = [cells[i:i + width] for i in range(0, len(cells), width)]
+        assert [c.value for c in rows[0][5:7]] == ["<b>Memory</b>", "<b>CPU</b>"]
+        shown = {int(row[0].value.removeprefix("▶ ")): [c.value for c in row[5:7]] for row in rows[1:]}
+        assert shown == {own.measured: ["212 MiB", "1.3 s"], own.unmeasured: ["", ""]}  # blank: not measured
+    finally:
+        web.stop()
+        own.store.close()

@@ -72,6 +72,34 @@ def fill_store(root: Path) -> Filled:
     return Filled(settings, store, repo, (first, repo.short()))
 
 
+@dataclass
+class Measured:
+    """A store whose task default/heavy has a run with measured usage and a newer one without."""
+
+    settings: Settings
+    store: Store
+    measured: int  # SUCCESS, 212 MiB at peak, 1.3 s of CPU
+    unmeasured: int  # FAILURE with a long error, no usage (no cgroup)
+
+
+def measured_store(root: Path) -> Measured:
+    """Runs written through the store as a loop writes them: the executors of this machine may
+    not measure usage (no cgroup), and these tests need known values."""
+    from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
+    from peach_tasks.store.store import TaskRegistration
+
+    root.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(write_settings(root, []))
+    store = Store.open(settings.database_url)
+    spec = TaskSpec("default", "heavy", "heavy.ipynb", "heavy", executor=Executor.PYTHON, repo="algos")
+    store.register_tasks([TaskRegistration(spec, "v")])
+    measured = store.start_run(spec, "v", "c", "test")
+    store.finish_run(measured, Outcome(RunStatus.SUCCESS, peak_memory_bytes=212 * 2**20, cpu_seconds=1.3))
+    unmeasured = store.start_run(spec, "v", "c", "test")
+    store.finish_run(unmeasured, Outcome(RunStatus.FAILURE, error="ValueError: " + "the input table is empty " * 8))
+    return Measured(settings, store, measured, unmeasured)
+
+
 # Each test module imports the fixtures below, which makes pytest hold one fixture per
 # module; the store and the server are made once and shared through this cache.
 _SHARED: dict[str, Any] = {}

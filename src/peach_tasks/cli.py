@@ -17,7 +17,9 @@ from .settings import Settings, SettingsError, load_settings
 
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures"]
-RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "triggered_by", "error"]
+# "memory" and "cpu" are shown as written by _with_usage, not as the raw peak_memory_bytes/cpu_seconds.
+RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "memory", "cpu",
+               "triggered_by", "error"]
 
 
 def _config_option(func: Callable) -> Callable:
@@ -82,6 +84,30 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def fmt_memory(value: int | None) -> str | None:
+    """Bytes as a short binary size ("212 MiB", "1.4 GiB"); None stays None (shown as "-")."""
+    if value is None:
+        return None
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            # One decimal only where it says something: "1.4 GiB" but "212 MiB".
+            shown = value / size
+            return f"{shown:.1f} {unit}" if shown < 10 else f"{shown:.0f} {unit}"
+    return f"{value} B"
+
+
+def fmt_cpu(value: float | None) -> str | None:
+    """CPU seconds as "1.3 s" (whole seconds from 100 s on); None stays None (shown as "-")."""
+    if value is None:
+        return None
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+
+
+def _with_usage(run: dict[str, Any]) -> dict[str, Any]:
+    """A run row for the table: its usage as compact text (the JSON keeps the raw numbers)."""
+    return dict(run, memory=fmt_memory(run.get("peak_memory_bytes")), cpu=fmt_cpu(run.get("cpu_seconds")))
 
 
 def _print_problems(problems: list[dict[str, Any]], err: bool = True) -> None:
@@ -291,7 +317,7 @@ def runs(ctx: click.Context, task: str, limit: int, before: int | None, as_json:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(_table(rows, RUN_COLUMNS) if rows else f"no runs of {task}")
+        click.echo(_table([_with_usage(r) for r in rows], RUN_COLUMNS) if rows else f"no runs of {task}")
 
 
 @main.command()

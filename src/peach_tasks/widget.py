@@ -26,7 +26,7 @@ ALL_LOGS_RUNS = 10
 RUN_LOG_TAIL = 256 * 1024
 TASK_COLUMNS = ("Task", "Loop", "State", "Last status", "Started (UTC)", "Duration", "Version",
                 "Successes", "Failures")
-RUN_COLUMNS = ("Run", "Version", "Started (UTC)", "Status", "Duration", "Error", "")
+RUN_COLUMNS = ("Run", "Version", "Started (UTC)", "Status", "Duration", "Memory", "CPU", "Error", "")
 # The tutorial's graph: a blue dot for a success, a red cross for a failure.
 MARKERS: dict[str, dict[str, Any]] = {
     "success": dict(marker="o", color="tab:blue"),
@@ -50,6 +50,24 @@ def fmt_duration(seconds: float | None) -> str:
     if whole < 3600:
         return f"{whole // 60} min {whole % 60} s"
     return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def fmt_memory(value: int | None) -> str:
+    """Peak memory as the dashboard shows it ("212 MiB", "1.4 GiB"); blank when not measured."""
+    if value is None:
+        return ""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            shown = value / size
+            return f"{shown:.1f} {unit}" if shown < 10 else f"{shown:.0f} {unit}"
+    return f"{value} B"
+
+
+def fmt_cpu(value: float | None) -> str:
+    """CPU seconds as the dashboard shows them ("1.3 s"); blank when not measured."""
+    if value is None:
+        return ""
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
 
 
 def _status(value: str | None) -> str:
@@ -81,7 +99,7 @@ class TasksInfo:
         self.task = widgets.Dropdown(description="Task", options=[("— select a task —", None)],
                                      style={"description_width": "initial"})
         self.executions = widgets.GridBox([], layout=widgets.Layout(
-            grid_template_columns="auto auto auto auto auto minmax(8em, 24em) auto", grid_gap="2px 14px",
+            grid_template_columns="auto auto auto auto auto auto auto minmax(8em, 24em) auto", grid_gap="2px 14px",
             max_height="22em", overflow="auto"))
         self.graph = widgets.Image(format="png", layout=widgets.Layout(max_width="720px"))
         self.logs_title = widgets.HTML("<b>Logs</b>")
@@ -249,6 +267,7 @@ class TasksInfo:
             cells += [widgets.HTML(f"{mark}{run['id']}"), widgets.HTML(f"<code>{version}</code>"),
                       widgets.HTML(fmt_time(run["started_at"])), widgets.HTML(_status(run["status"])),
                       widgets.HTML(fmt_duration(run["duration_s"])),
+                      widgets.HTML(fmt_memory(run["peak_memory_bytes"])), widgets.HTML(fmt_cpu(run["cpu_seconds"])),
                       widgets.HTML(f"<span title='{error}'>{error}</span>")]
             button = widgets.Button(description="show below", layout=widgets.Layout(width="auto"))
             button.on_click(lambda _button, run_id=run["id"]: self.show_below(run_id))

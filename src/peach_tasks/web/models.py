@@ -72,6 +72,10 @@ class Run(BaseModel):
     error: str | None
     result: Any = None
     details: Any = None
+    peak_memory_bytes: int | None = Field(description="peak memory of the run's processes (its cgroup), "
+                                          "in bytes; null: not measured")
+    cpu_seconds: float | None = Field(description="CPU time of the run's processes (user + system), in "
+                                      "seconds; null: not measured")
     log_bytes: int
     log_dropped_bytes: int
     triggered_by: str | None = Field(default=None, description="who triggered this run; null: the normal order")

@@ -53,6 +53,24 @@ function fmtDuration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
+// A run's usage: blank when it was not measured (no cgroup), so "0" is never made up.
+function fmtMemory(bytes) {
+  if (bytes === null || bytes === undefined) return "";
+  const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+  for (const [unit, size] of units) {
+    if (bytes >= size) {
+      const shown = bytes / size;
+      return `${shown < 10 ? shown.toFixed(1) : Math.round(shown)} ${unit}`;
+    }
+  }
+  return `${bytes} B`;
+}
+
+function fmtCpu(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  return `${seconds < 100 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+}
+
 function badge(value) {
   return value ? el("span", { class: `badge ${value}`, text: value }) : "–";
 }
@@ -208,6 +226,8 @@ function renderRuns() {
     el("td", { text: fmtTime(r.started_at) }),
     el("td", {}, badge(r.status)),
     el("td", { class: "num", text: fmtDuration(r.duration_s) }),
+    el("td", { class: "num usage", "data-testid": `memory-${r.id}`, text: fmtMemory(r.peak_memory_bytes) }),
+    el("td", { class: "num usage", "data-testid": `cpu-${r.id}`, text: fmtCpu(r.cpu_seconds) }),
     el("td", { class: "error-cell", title: r.error || "", text: r.error || "" }),
     el("td", {}, el("button", { type: "button", "data-testid": `show-below-${r.id}`, text: "show below",
                                 onclick: () => showRun(r.id) })))));
