@@ -63,6 +63,37 @@ def gone(pid: int) -> bool:
         return True
 
 
+def shared_folder(folder: Path) -> dict[str, Any]:
+    """Settings that show ``folder`` to every run, writable (``python.mounts``): how a test
+    hears from a sandboxed task. The task runs as an unprivileged user, so the folder is
+    opened to all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o777)
+    return {"python": {"mounts": {str(folder): "rw"}}}
+
+
+def host_pid(ns_pid: int, run_id: int | str) -> int | None:
+    """The host's pid of a process of run ``run_id`` that saw itself as ``ns_pid``.
+
+    A sandboxed task lives in its own PID namespace, so the pid it reports is not the
+    host's; the run's marker variable and the innermost pid of ``NSpid`` (in
+    /proc/PID/status) find it. Without a sandbox both pids are the same.
+    """
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if not proc.environ().get("PEACH_TASKS_RUN", "").endswith(f":{run_id}"):
+                continue
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except (psutil.Error, OSError):
+            continue
+        nspids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspids and int(nspids[-1]) == ns_pid:
+            return proc.pid
+    return None
+
+
 @pytest.fixture
 def open_scheduler() -> Any:
     """``open_scheduler(config) -> (Scheduler, Store)`` from a settings file; every one

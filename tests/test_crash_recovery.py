@@ -1,7 +1,8 @@
 """The scheduler as a real process: killed with SIGKILL, stopped with SIGTERM/SIGINT.
 
 The task writes its own pid and the pid of a grandchild (``sleep 300``) into a folder
-given through ``task_env``, then sleeps. The test watches those processes and the store.
+given through ``task_env`` and shown to its sandbox (``python.mounts``), then sleeps. The
+test finds those processes on the host (``host_pid``) and watches them and the store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 import yaml
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings
+from conftest import Repo, py_task, task_yaml, wait_for, write_settings, host_pid, shared_folder
 
 from peach_tasks.store import Store
 
@@ -42,6 +43,18 @@ SLEEPER = (
     "    print('sleeping with a grandchild', child.pid, flush=True)\n"
     "    time.sleep(300)\n"
 )
+
+
+def run_processes(run_id: int) -> list[int]:
+    """Live processes on the host carrying run ``run_id``'s marker."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("PEACH_TASKS_RUN", "").endswith(f":{run_id}") and alive(proc.pid):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -69,7 +82,7 @@ class Project:
         self.repo.commit()
         # web.port 0: serve's dashboard on a free port, never one another process holds.
         self.config = write_settings(tmp_path, [{"url": "algos"}], task_env={"OUT": str(self.out)},
-                                     web={"port": 0}, **settings)
+                                     web={"port": 0}, **{**shared_folder(self.out), **settings})
         self.url = f"sqlite:///{tmp_path / 'state' / 'peach.db'}"
         self.started: list[subprocess.Popen[bytes]] = []
 
@@ -138,7 +151,12 @@ class Project:
                         detail=lambda: self.serve_log(index))
 
     def pids(self, run_id: int) -> tuple[int, int]:
-        return int((self.out / f"{run_id}.task").read_text()), int((self.out / f"{run_id}.grandchild").read_text())
+        """The host's pids of the run's task and grandchild (they report their sandbox's own)."""
+        def find(name: str) -> int:
+            ns_pid = int((self.out / f"{run_id}.{name}").read_text())
+            return wait_for(lambda: host_pid(ns_pid, run_id), 10, f"the run's {name} on the host")
+
+        return find("task"), find("grandchild")
 
     def cleanup(self) -> None:
         """Whatever a failed test left: only the processes this test started."""
@@ -148,8 +166,10 @@ class Project:
                 proc.wait()
         for path in self.out.iterdir():
             if path.suffix in (".task", ".grandchild"):
-                try:
-                    os.kill(int(path.read_text()), signal.SIGKILL)
+                try:  # the pid in the file is the sandbox's: only its host pid may be killed
+                    pid = host_pid(int(path.read_text()), path.name.split(".")[0])
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, ValueError, PermissionError):
                     pass
 
@@ -161,7 +181,16 @@ def sleeper(tmp_path: Path) -> Iterator[Project]:
     project.cleanup()
 
 
-def test_sigkill_then_restart_ends_the_orphaned_run(sleeper: Project) -> None:
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_sigkill_then_restart_ends_the_orphaned_run(tmp_path: Path, isolation: str) -> None:
+    sleeper = Project(tmp_path, {"sleepy": py_task("sleep.ipynb", "sleepy")}, isolation=isolation)
+    try:
+        _sigkill_then_restart(sleeper, sandboxed=isolation == "sandbox")
+    finally:
+        sleeper.cleanup()
+
+
+def _sigkill_then_restart(sleeper: Project, sandboxed: bool) -> None:
     serve = sleeper.serve()
     run = sleeper.wait_running(serve)
     task_pid, grandchild_pid = sleeper.pids(run["id"])
@@ -170,10 +199,15 @@ def test_sigkill_then_restart_ends_the_orphaned_run(sleeper: Project) -> None:
     serve.kill()  # SIGKILL: no handler, no clean-up of any kind
     assert serve.wait(timeout=30) == -signal.SIGKILL
 
-    # The task runs in its own session: it survives its scheduler. Without a recovery
-    # it would go on for 300 s, and its run would stay RUNNING forever.
-    time.sleep(0.5)
-    assert alive(task_pid) and alive(grandchild_pid)
+    if sandboxed:
+        # A sandbox dies with its scheduler (bubblewrap's --die-with-parent), all of it.
+        wait_for(lambda: not alive(task_pid) and not alive(grandchild_pid), 10, "the sandbox to die with serve")
+    else:
+        # A plain task runs in its own session: it survives its scheduler. Without a
+        # recovery it would go on for 300 s.
+        time.sleep(0.5)
+        assert alive(task_pid) and alive(grandchild_pid)
+    # Either way its run stays RUNNING until a scheduler starts again.
     assert sleeper.runs()[0]["id"] == run["id"] and sleeper.runs()[0]["status"] == "RUNNING"
 
     # The restarted scheduler's own run of the task should end quickly: a 3 s limit.
@@ -193,9 +227,8 @@ def test_sigkill_then_restart_ends_the_orphaned_run(sleeper: Project) -> None:
     assert len(new) == 1, runs
     assert new[0]["status"] == "TIMEOUT" and "timed out" in new[0]["error"]
     # The new run started its own processes, and they were ended by its timeout.
-    new_task, new_grandchild = sleeper.pids(new[0]["id"])
-    assert {new_task, new_grandchild}.isdisjoint({task_pid, grandchild_pid})
-    assert not alive(new_task) and not alive(new_grandchild)
+    assert (sleeper.out / f"{new[0]['id']}.task").exists() and (sleeper.out / f"{new[0]['id']}.grandchild").exists()
+    assert run_processes(new[0]["id"]) == []
     assert all(r["status"] != "RUNNING" for r in sleeper.all_runs())
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Repo, py_task, task_yaml
+from conftest import Repo, py_task, task_yaml, wait_for
 
 
 def run(repo: Path, *args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -76,11 +76,12 @@ def test_unknown_task_cannot_start(repo: Repo, cache: Path) -> None:
 
 
 def test_ctrl_c_ends_the_task_and_everything_it_started(repo: Repo, cache: Path, tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
+    # The child is found by a token on its command line: a sandboxed task can neither
+    # write outside its sandbox nor know its children's pids as the host sees them.
+    token = f"peach-child-{os.getpid()}-{time.monotonic_ns()}"
     repo.notebook("nb.ipynb", "import subprocess, time\n"
                               "def main():\n"
-                              "    child = subprocess.Popen(['sleep', '300'])\n"
-                              f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+                              f"    child = subprocess.Popen(['sleep', '300', {token!r}])\n"
                               "    print('running', flush=True)\n"
                               "    time.sleep(300)\n")
     repo.write("peach.yaml", task_yaml("default", {"t": py_task("nb.ipynb", "main")}))
@@ -98,9 +99,10 @@ def test_ctrl_c_ends_the_task_and_everything_it_started(repo: Repo, cache: Path,
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "ABANDONED" in err
-    child = int(pid_file.read_text())
-    deadline = time.monotonic() + 10
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the task's child survived Ctrl-C"
-        time.sleep(0.05)
+
+    def children() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline", "status"])
+                if token in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+    assert children() == [] or wait_for(lambda: not children(), 10, "the task's child to end after Ctrl-C")
     assert os.environ.get("PEACH_TRIGGER_DIR") is None  # nothing leaked into the test process

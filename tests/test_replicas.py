@@ -15,7 +15,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Repo, wait_for
+from conftest import Repo, wait_for, host_pid, shared_folder
 from spark_cluster import free_port
 from tcp_proxy import TcpProxy
 
@@ -33,6 +33,12 @@ def main():
     (out / f"{os.environ['PEACH_CODOPS']}-{os.environ['PEACH_RUN_ID']}.pid").write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("TASK_SECONDS", "1")))
 """
+
+
+def task_pid(pidfile: Path, run_id: int) -> int:
+    """The host's pid of the task that wrote ``pidfile`` (from inside its sandbox)."""
+    ns_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's pid"))
+    return wait_for(lambda: host_pid(ns_pid, run_id), 10, "the task's process on the host")
 
 
 def gone(pid: int) -> bool:
@@ -72,6 +78,7 @@ class Cluster:
             "loop": {"min_iteration_seconds": 0, "sync_interval_seconds": 2},
             "replica": {"name": name, "lease_seconds": self.lease},
             "task_env": {"OUT": str(self.out), "TASK_SECONDS": str(self.task_seconds)},
+            **shared_folder(self.out),
         }))
         return path
 
@@ -147,8 +154,7 @@ def test_sigkill_takeover_abandons_and_continues(cluster_factory: Any) -> None:
     victim_loops = cluster.holders()["r1"]
     running = wait_for(lambda: [r for r in cluster.runs() if r.status == "RUNNING" and r.owner == "r1"],
                        30, "a task of r1 running")[0]
-    pid = int(wait_for(lambda: (cluster.out / f"{running.codops}-{running.id}.pid").exists() and
-                       (cluster.out / f"{running.codops}-{running.id}.pid").read_text(), 10, "the task's pid"))
+    pid = task_pid(cluster.out / f"{running.codops}-{running.id}.pid", running.id)
     cluster.procs["r1"].send_signal(signal.SIGKILL)
     cluster.procs["r1"].wait()
     # The task died with its scheduler (it must not run twice), the others take r1's loops.
@@ -203,7 +209,7 @@ def test_replica_cut_off_from_database_stops_its_task(cluster_factory: Any, post
         cluster.start("r1", database=url.set(port=proxy.port).render_as_string(hide_password=False))
         running = wait_for(lambda: [r for r in cluster.runs() if r.status == "RUNNING"], 60, "the task running")[0]
         pidfile = cluster.out / f"{running.codops}-{running.id}.pid"
-        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's pid"))
+        pid = task_pid(pidfile, running.id)
         proxy.cut()
         wait_for(lambda: gone(pid), 20, "the cut-off replica to stop its task")
         assert cluster.procs["r1"].poll() is None  # the replica itself keeps going

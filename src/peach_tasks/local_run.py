@@ -29,7 +29,9 @@ from .definitions import load_definitions
 from .environments import Environment, EnvironmentManager
 from .errors import PeachError, Problem
 from .executors.base import LogSink
+from .executors.process import utc_stamp
 from .executors.python import PythonExecutor
+from .executors.sandbox import Sandbox, SandboxUnavailable, make_sandbox
 from .loops import Loop
 from .model import Executor, Outcome, TaskSpec
 from .registry import RegisteredTask, Snapshot, requirement_sets
@@ -145,13 +147,26 @@ def run_local(root: Path, name: str, settings: Settings, *, sink: LogSink, cance
             loop = _LocalLoop(spec.loop_name, settings=settings, store=store,
                               envs=_LocalEnvs(env),  # type: ignore[arg-type]
                               executors=executors, snapshot=Snapshot, stop=cancel, owner="local",
-                              marker_prefix=f"local-{os.getpid()}:")
+                              marker_prefix=f"local-{os.getpid()}:", sandbox=_sandbox(settings, sink))
             loop.trigger_root = Path(tmp) / "triggers"
+            loop.runs_root = Path(tmp) / "runs"
             outcome = loop._execute(task, LOCAL_RUN_ID, sink, loop.timeout_for(spec), payload)
             requested = _requested(loop.trigger_root / str(LOCAL_RUN_ID))
         finally:
             store.close()
     return LocalResult(spec, outcome, requested)
+
+
+def _sandbox(settings: Settings, sink: LogSink) -> Sandbox | None:
+    """The scheduler's sandbox where this machine has one; an author's laptop may not (no
+    bubblewrap, no cgroup of one's own): then the task runs as a plain process, with a note."""
+    if settings.isolation == "none":
+        return None
+    try:
+        return make_sandbox()
+    except SandboxUnavailable as exc:
+        sink(f"{utc_stamp()} peach-tasks: running without the scheduler's sandbox here: {exc}")
+        return None
 
 
 def _executors(spec: TaskSpec, settings: Settings, envs: EnvironmentManager, sink: LogSink) -> dict[Executor, Any]:

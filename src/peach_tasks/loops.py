@@ -275,9 +275,14 @@ class Loop:
         for folder in (triggers, work_dir):
             folder.mkdir(parents=True, exist_ok=True)
             self.sandbox.give(folder)
+        mounts = {Path(path): mode for path, mode in limits.mounts.items()}
+        for path in [p for p in mounts if not p.exists()]:
+            log.warning("mount %s of %s does not exist on this host; the run goes without it", path, codops)
+            del mounts[path]
         plan = SandboxPlan(group_name=f"{self.marker_prefix.rstrip(':')}-{run_id}",
                            limits=Limits(limits.memory_bytes, limits.cpus, limits.pids), network=limits.network,
-                           read_only=(env_path,), writable=((triggers, triggers),),
+                           read_only=(env_path, *[p for p, mode in mounts.items() if mode == "ro"]),
+                           writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"]),
                            private_copy=task.checkout.path)
         return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
 

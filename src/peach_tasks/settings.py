@@ -125,6 +125,17 @@ class PythonLimits(_Strict):
     cpus: float | None = Field(default=2.0, gt=0)
     pids: int | None = Field(default=1024, ge=8)
     network: bool = True
+    # Host folders a run sees at the same path, "ro" or "rw" (shared data, a model store);
+    # nothing else of the host is shown. The task's user must be allowed to write a "rw" one.
+    mounts: dict[str, Literal["ro", "rw"]] = Field(default_factory=dict)
+
+    @field_validator("mounts")
+    @classmethod
+    def _absolute(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value:
+            if not os.path.isabs(path) or ".." in Path(path).parts:
+                raise ValueError(f"mount {path!r} must be an absolute path without '..'")
+        return value
 
     @property
     def memory_bytes(self) -> int | None:
@@ -138,6 +149,9 @@ class OrganisationPythonSettings(_Strict):
     cpus: float | None = Field(default=None, gt=0)
     pids: int | None = Field(default=None, ge=8)
     network: bool | None = None
+    mounts: dict[str, Literal["ro", "rw"]] | None = None  # added to the defaults' mounts
+
+    _absolute = field_validator("mounts")(PythonLimits._absolute.__func__)  # type: ignore[attr-defined]
 
 
 class OrganisationSettings(_Strict):
@@ -217,6 +231,8 @@ class Settings(_Strict):
         if own is None:
             return self.python
         changed = {k: v for k, v in own.python.model_dump().items() if v is not None}
+        if "mounts" in changed:
+            changed["mounts"] = {**self.python.mounts, **changed["mounts"]}
         return self.python.model_copy(update=changed) if changed else self.python
 
     @property

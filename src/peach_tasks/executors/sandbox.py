@@ -41,13 +41,16 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bootstrap.py and trigger
 
 # Joins the run's cgroup(s), then becomes the sandbox: ``sh -c LAUNCH peach N file... argv...``.
 LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
-# The sandbox's first process, as the task's user: fill the private checkout (if any), enter
-# the notebook's folder, run the task as a child and end with its status. Being PID 1 of the
-# sandbox (bubblewrap's --as-pid-1), it reaps what the task orphans, ignores the task's
-# signals, and its exit ends every other process of the sandbox. (bubblewrap's own init
-# would leave its parent early, orphaning itself to the host's init, which may never reap it.)
-INIT = 'if [ -n "$1" ]; then cp -R -p "$1" "$2" || exit 125; fi; cd "$3" || exit 125; shift 3; "$@"; exit $?'
-PRISTINE = "/run/peach/checkout"  # where the committed checkout is shown, read-only, for INIT
+# The sandbox's PID 1 (bubblewrap's --as-pid-1) runs the task as its child and ends with its
+# status: its exit ends every other process of the sandbox, it reaps what the task orphans,
+# and the task cannot signal it. It keeps the user bubblewrap started it as, so bubblewrap's
+# parent-death signal (--die-with-parent) reaches it: a task's user could not be signalled
+# by a root bubblewrap that dropped its capabilities. (bubblewrap's own init would leave its
+# parent early, orphaning itself to the host's init, which may never reap it.)
+INIT = '"$@"; exit $?'
+# Then, as the task's user: fill the private checkout (if any), enter the notebook's folder.
+TASK_STEP = 'if [ -n "$1" ]; then cp -R -p "$1" "$2" || exit 125; fi; cd "$3" || exit 125; shift 3; exec "$@"'
+PRISTINE = "/run/peach/checkout"  # where the committed checkout is shown, read-only, for TASK_STEP
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
                 "bubblewrap), or set 'isolation: none' in scheduler.yaml to run tasks unsandboxed")
 
@@ -116,28 +119,33 @@ class Sandbox:
         args += _system_view()
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
                  "--perms", "0777", "--dir", TASK_HOME]
-        own = [p for p in _distinct(plan.read_only) if not _under_system(p)]
-        shown = [dest for _, dest in plan.writable]
         copy = plan.private_copy
-        for parent in _parents([*own, *shown, *([copy, Path(PRISTINE)] if copy else []), cwd]):
-            args += ["--perms", "0755", "--dir", str(parent)]
-        for path in own:
-            args += ["--ro-bind", str(path), str(path)]
-        for source, dest in plan.writable:
-            args += ["--bind", str(source), str(dest)]
         if copy is not None:
+            for parent in _parents([copy, Path(PRISTINE)]):
+                args += ["--perms", "0755", "--dir", str(parent)]
             args += ["--ro-bind", str(copy), PRISTINE, "--perms", "0777"]
             if plan.limits.memory_bytes is not None:
                 args += ["--size", str(plan.limits.memory_bytes)]
             # The tmpfs goes one level up: cp then makes the copy's own folder, as the task's
-            # user (a tmpfs's root folder belongs to whoever mounted it).
+            # user (a tmpfs's root folder belongs to whoever mounted it). Mounted before the
+            # other folders, so one that lies beside the checkout is shown on top of it.
             args += ["--tmpfs", str(copy.parent)]
-        inner = ["/bin/sh", "-c", INIT, "peach-init", PRISTINE if copy else "", str(copy or ""), str(cwd)]
-        args += ["--as-pid-1", "--chdir", "/", "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--"]
+        own = [p for p in _distinct(plan.read_only) if not _under_system(p)]
+        shown = [dest for _, dest in plan.writable]
+        inside_copy = copy is not None and (cwd == copy or copy in cwd.parents)
+        for parent in _parents([*own, *shown, *([] if inside_copy else [cwd])]):
+            args += ["--perms", "0755", "--dir", str(parent)]  # never inside the copy: cp makes it
+        for path in own:
+            args += ["--ro-bind", str(path), str(path)]
+        for source, dest in plan.writable:
+            args += ["--bind", str(source), str(dest)]
+        args += ["--as-pid-1", "--chdir", "/", "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--",
+                 "/bin/sh", "-c", INIT, "peach-init"]
         if self.run_as is not None:
             uid, gid = self.run_as
             args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        inner = ["/bin/sh", "-c", TASK_STEP, "peach-task", PRISTINE if copy else "", str(copy or ""), str(cwd)]
         files = [str(f) for f in group.procs_files()] if group is not None else []
         return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *inner, *argv]
 
