@@ -394,3 +394,27 @@ def test_sigterm_at_a_task_gives_it_its_grace_then_kills(tmp_path: Path, open_sc
     assert run["status"] == "TIMEOUT"
     assert "got SIGTERM" in (store.log(run["id"]) or "")  # the grace period reached the task
     assert run["cpu_seconds"] is not None
+
+
+def test_links_and_fifos_left_for_the_scheduler_are_not_followed(tmp_path: Path, open_scheduler: Any) -> None:
+    secret = tmp_path / "root-only.json"
+    secret.write_text(json.dumps({"ok": True, "result": SECRET}))
+    secret.chmod(0o600)
+    orgs = Orgs(tmp_path)
+    orgs.attack(f"""
+        import glob, os
+        def main():
+            # the run's own folders, where the scheduler looks after the run
+            for folder in glob.glob({str(orgs.state / "runs" / "*")!r}):
+                os.symlink({str(secret)!r}, os.path.join(folder, "result.json.link"))
+                os.rename(os.path.join(folder, "result.json.link"), os.path.join(folder, "result.json"))
+            os.mkfifo(os.path.join(os.environ["PEACH_TRIGGER_DIR"], "hang.json"))
+            os.symlink({str(secret)!r}, os.path.join(os.environ["PEACH_TRIGGER_DIR"], "leak.json"))
+            os._exit(0)  # no result of its own: the scheduler would read the link
+    """)
+    scheduler, store = run_both(orgs, open_scheduler)  # returns: the FIFO did not block the loop
+    run = runs(store, "alpha", "attack")[0]
+    assert run["status"] == "SUCCESS" and run["result"] is None, run
+    log = store.log(run["id"]) or ""
+    assert SECRET not in log and "hang.json is unreadable" in log and "leak.json is unreadable" in log
+    assert_victim_untouched(store)

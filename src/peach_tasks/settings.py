@@ -107,8 +107,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def size_bytes(text: str) -> int:
-    """``"4G"``, ``"256M"``, ``"512Mi"``, ``"1.5GB"`` -> bytes (binary units, as Docker and
-    Kubernetes read a bare ``G``); a plain number is bytes."""
+    """``"4G"``, ``"256M"``, ``"512Mi"``, ``"1.5GB"`` -> bytes (binary units, as Docker reads
+    a bare ``G``); a plain number is bytes."""
     match = re.match(_SIZE, text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 512M or 4G")

@@ -34,6 +34,7 @@ from .model import RunStatus
 from .store.schema import runs, tasks, triggers
 from .store.store import iso, utcnow
 from .trigger_client import MAX_PAYLOAD_BYTES, TriggerError, encode_payload
+from .untrusted_files import read_task_file
 
 if TYPE_CHECKING:
     from .store import Store
@@ -215,9 +216,10 @@ def collect_run_requests(store: "Store", folder: Path, codops: str, task: str, r
             note(f"{len(files) - index} more trigger requests ignored: at most {MAX_FILES_PER_RUN} per run")
             break
         try:
-            if path.stat().st_size > _MAX_FILE_BYTES:
-                raise ValueError(f"larger than {_MAX_FILE_BYTES} bytes")
-            data = json.loads(path.read_text(encoding="utf-8"))
+            raw = read_task_file(path, _MAX_FILE_BYTES)
+            if raw is None:
+                raise ValueError(f"not a regular file of at most {_MAX_FILE_BYTES} bytes")
+            data = json.loads(raw.decode("utf-8"))
             target = f"{data['codops']}/{data['task']}"
         except (OSError, ValueError, KeyError, TypeError) as exc:
             note(f"trigger request {path.name} is unreadable ({exc}); ignored")

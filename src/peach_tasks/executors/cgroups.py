@@ -361,8 +361,11 @@ class RunGroupV1:
                 _write(memory / "memory.memsw.limit_in_bytes", str(self.limits.memory_bytes))
         if self.limits.pids is not None:
             _write(self.folders["pids"] / "pids.max", str(self.limits.pids))
-        if self.limits.cpus is not None and "cpu" in self.folders:
-            cpu = self.folders["cpu"]
+        if self.limits.cpus is not None:
+            cpu = self.folders.get("cpu")
+            if cpu is None:
+                raise CgroupError("no cgroup v1 'cpu' controller is mounted; the cpus limit needs it "
+                                  "(or set python.cpus to null)")
             _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(cpu / "cpu.cfs_quota_us", str(int(self.limits.cpus * CPU_PERIOD_US)))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Outcome, RunStatus
+from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .process import ProcessResult, ProcessSpec, run_process, utc_stamp
 
@@ -81,18 +82,27 @@ class PythonExecutor:
                 "payload": job.payload,
                 "has_payload": job.payload is not None,
                 "max_result_bytes": self.max_result_bytes,
-                "die_with_parent": os.getpid() if job.die_with_scheduler else None,
+                # A sandbox dies with its scheduler by itself; inside one, the parent is its PID 1.
+                "die_with_parent": os.getpid() if job.die_with_scheduler and job.sandbox is None else None,
             },
             allow_nan=False,
         ).encode("utf-8")
 
 
+MAX_RESULT_FILE_BYTES = 4 << 20  # a result file is the value (bounded) or an error with its traceback
+
+
 def read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The task's result file, if it is one: the task owns the folder, so a link (to a
+    file of the scheduler's), a FIFO (to hang the loop) or a huge file is not read."""
+    data = read_task_file(path, MAX_RESULT_FILE_BYTES)
+    if data is None:
         return None  # no file: the process died, was killed or exited on its own
-    return data if isinstance(data, dict) and "ok" in data else None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and "ok" in value else None
 
 
 def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) -> Outcome:

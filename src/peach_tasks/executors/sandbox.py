@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -211,21 +212,31 @@ def make_sandbox() -> Sandbox:
                                  f"needs it to run tasks as an unprivileged user; {INSTALL_HINT}")
     try:
         cgroups = detect(CGROUP_BASE)
-        probe_group = cgroups.create(f"probe-{os.getpid()}", Limits(memory_bytes=64 << 20, pids=64))
+        # Every limit the runs use, so a missing controller shows here, not at the first run.
+        probe_group = cgroups.create(f"probe-{os.getpid()}", Limits(memory_bytes=64 << 20, cpus=1, pids=64))
     except (CgroupError, OSError) as exc:
         raise SandboxUnavailable(f"no cgroup for the runs' limits: {exc}; run the scheduler as root or "
                                  "give it a delegated cgroup (systemd: Delegate=yes), or set "
                                  "'isolation: none'") from None
     sandbox = Sandbox(bwrap, cgroups, run_as, setpriv)
-    try:
-        plan = SandboxPlan(probe_group.name, probe_group.limits, read_only=(interpreter_home(Path(sys.executable)),))
-        argv = sandbox.command(plan, [sys.executable, "-I", "-c", "pass"], Path("/tmp"), probe_group)
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {exc}; {INSTALL_HINT}") from None
-    finally:
-        probe_group.kill()
-        probe_group.remove()
+    # A real sandbox as runs get it (a private copy on a sized tmpfs too: bubblewrap >= 0.7).
+    with tempfile.TemporaryDirectory(prefix="peach-probe-") as tmp:
+        checkout = Path(tmp, "checkout")
+        checkout.mkdir()
+        (checkout / "probe.txt").write_text("ok")
+        os.chmod(tmp, 0o755)
+        os.chmod(checkout, 0o755)
+        plan = SandboxPlan(probe_group.name, probe_group.limits, private_copy=checkout,
+                           read_only=(interpreter_home(Path(sys.executable)),))
+        code = "import pathlib; pathlib.Path('probe.txt').write_text('written')"
+        try:
+            argv = sandbox.command(plan, [sys.executable, "-I", "-c", code], checkout, probe_group)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {exc}; {INSTALL_HINT}") from None
+        finally:
+            probe_group.kill()
+            probe_group.remove()
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
         raise SandboxUnavailable(f"bubblewrap could not start a sandbox here ({said[0]}); the host must "
