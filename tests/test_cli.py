@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings
+from conftest import Repo, py_task, task_yaml, wait_for, write_settings, shared_folder
 from web_helpers import measured_store
 
 TASK_KEYS = {"codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
@@ -382,7 +382,8 @@ def test_views_before_any_run_say_what_to_do(peach: Peach, command: list[str]) -
 def test_second_scheduler_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    p = Peach(tmp_path, task_env={"OUT": str(out)}, web={"port": 0})  # serve's dashboard: any free port
+    # serve's dashboard: any free port; OUT shown to the sandboxed task
+    p = Peach(tmp_path, task_env={"OUT": str(out)}, web={"port": 0}, **shared_folder(out))
     p.repo.notebook("sleep.ipynb", SLEEP_CELL)
     p.repo.write("peach.yaml", task_yaml("default", {"sleepy": py_task("sleep.ipynb", "sleepy")}))
     p.repo.commit()

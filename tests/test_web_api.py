@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Repo, py_task, task_yaml, write_settings
+from conftest import Repo, py_task, task_yaml, write_settings, shared_folder
 from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
 
 from peach_tasks.scheduler import Scheduler
@@ -145,8 +145,9 @@ def test_log_of_a_running_task_grows(tmp_path: Path) -> None:
     repo.notebook("gated.ipynb", GATED)
     repo.write("peach.yaml", task_yaml("default", {"gated": py_task("gated.ipynb", "gated")}))
     repo.commit()
-    gate = tmp_path / "gate"
-    settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], task_env={"GATE": str(gate)}))
+    gate = tmp_path / "gates" / "gate"  # its folder is shown to the sandboxed task
+    settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}], task_env={"GATE": str(gate)},
+                                            **shared_folder(gate.parent)))
     store = Store.open(settings.database_url)
     scheduler = Scheduler(settings, store)
     web = start_server(settings, store)
