@@ -24,6 +24,11 @@ loop: {{min_iteration_seconds: 5, sync_interval_seconds: 10}}
 web: {{host: 127.0.0.1, port: {port}}}
 task_env:
   DEMO_OUTPUT: {output}
+# Every run is sandboxed (docs/security.md): it sees only what it is shown. The demo's tasks
+# write their results to one shared folder; a real platform would give each organisation
+# its own (organisations.<codops>.python.mounts).
+python:
+  mounts: {{{output}: rw}}
 """
 
 
@@ -67,6 +72,7 @@ def create_demo(directory: Path) -> Path:
     (repo / "peach.conf").mkdir(parents=True, exist_ok=True)
     output = directory / "output"
     output.mkdir(exist_ok=True)
+    output.chmod(0o777)  # sandboxed tasks of a root scheduler run as an unprivileged user
     for name, cells in NOTEBOOKS.items():
         (repo / name).write_text(notebook_json(cells))
     for name, text in PEACH_CONF.items():
