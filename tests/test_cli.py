@@ -463,3 +463,37 @@ def test_demo(tmp_path: Path) -> None:
         assert finished and set(finished) == {status}, (key, finished)
     assert (directory / "output" / "iris_weights.json").exists()
     assert (directory / "output" / "metadata.json").exists()
+
+
+def test_sync_and_validate_agree_on_notebooks_the_scheduler_cannot_run(tmp_path: Path) -> None:
+    p = Peach(tmp_path)
+    p.repo.write("not_json.ipynb", "this is not a notebook\n")
+    p.repo.write("no_cells.ipynb", json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}}))
+    p.repo.notebook("syntax.ipynb", "def broken(:\n    pass\n")
+    p.repo.notebook("good.ipynb", GOOD_CELL)
+    p.repo.write("peach.yaml", task_yaml("default", {
+        "a": py_task("not_json.ipynb", "main"), "b": py_task("no_cells.ipynb", "main"),
+        "c": py_task("syntax.ipynb", "broken"), "good": py_task("good.ipynb", "good")}))
+    p.repo.commit()
+    synced = p("sync")
+    validated = cli("validate", str(p.repo.path), cwd=p.cwd)
+    assert synced.returncode == 1 and validated.returncode == 1, (synced.stdout, validated.stdout)
+    for notebook in ("not_json.ipynb", "no_cells.ipynb", "syntax.ipynb"):
+        in_sync = [ln for ln in synced.stdout.splitlines() if ln.startswith(notebook)]
+        in_validate = [ln for ln in validated.stdout.splitlines() if notebook in ln]
+        assert in_sync and in_validate, (notebook, synced.stdout, validated.stdout)
+    assert "syntax.ipynb:" in synced.stdout and "good.ipynb" not in synced.stdout
+    assert set(p.tasks()) == {"default/a", "default/b", "default/c", "default/good"}  # still shown, failing
+
+
+def test_export_ignore_does_not_hide_files_from_the_scheduler(tmp_path: Path) -> None:
+    p = Peach(tmp_path)
+    p.repo.notebook("nb.ipynb", GOOD_CELL)
+    p.repo.write("peach.yaml", task_yaml("default", {"good": py_task("nb.ipynb", "good")}))
+    p.repo.write(".gitattributes", "nb.ipynb export-ignore\npeach.yaml export-ignore\n")
+    p.repo.commit()
+    assert cli("validate", str(p.repo.path), cwd=p.cwd).returncode == 0
+    assert p("sync").returncode == 0
+    assert set(p.tasks()) == {"default/good"}
+    p.ok("run-once")
+    assert p.runs("default/good")[0]["status"] == "SUCCESS"

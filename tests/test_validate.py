@@ -14,7 +14,8 @@ from peach_tasks.cli import main
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.settings import settings_from_dict
 from peach_tasks.store import Store
-from peach_tasks.validate import ipynb_line, validate_directory
+from peach_tasks.notebook_problems import ipynb_line
+from peach_tasks.validate import validate_directory
 
 
 def cli(*args: str) -> tuple[int, str, str]:

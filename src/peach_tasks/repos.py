@@ -179,16 +179,19 @@ class Repository:
             tmp = self.checkouts / f".tmp-{commit}-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            archive = subprocess.Popen(["git", f"--git-dir={self.mirror}", "archive", "--format=tar", commit],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_git_env())
-            untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout,
-                                   capture_output=True, timeout=GIT_TIMEOUT)
-            assert archive.stdout is not None
-            archive.stdout.close()
-            err = archive.stderr.read().decode(errors="replace") if archive.stderr else ""
-            if archive.wait(timeout=GIT_TIMEOUT) != 0 or untar.returncode != 0:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise GitError(["archive", commit], err + untar.stderr.decode(errors="replace"))
+            # read-tree + checkout-index, not 'git archive': an archive leaves out what
+            # .gitattributes marks export-ignore, which 'validate' (a working copy) sees.
+            index = self.checkouts / f".index-{commit}-{os.getpid()}"
+            env = {**_git_env(), "GIT_INDEX_FILE": str(index)}
+            try:
+                for step in (["read-tree", commit], ["checkout-index", "--all", "--force"]):
+                    done = subprocess.run(["git", f"--git-dir={self.mirror}", f"--work-tree={tmp}", *step],
+                                          capture_output=True, env=env, timeout=GIT_TIMEOUT)
+                    if done.returncode != 0:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise GitError(step, done.stderr.decode(errors="replace"))
+            finally:
+                index.unlink(missing_ok=True)
             os.replace(tmp, target)  # atomic: a checkout folder is complete or absent
         return Checkout(self.name, self.url, self.branch, commit, target, self.mirror)
 

@@ -7,6 +7,7 @@ fetching or building an environment never waits for, nor delays, a running task.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -27,6 +28,7 @@ from .executors.spark import SparkExecutor
 from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent
 from .model import METADATA_LOOP, Executor
+from .notebook_problems import notebook_problems
 from .registry import Snapshot, build_snapshot
 from .replica import TAKEOVER_REASON, LeasedLoops
 from .repos import Checkout, Repository
@@ -203,6 +205,12 @@ class Scheduler:
         allowed = self.allowed.get(repo.name)
         defs = load_definitions(checkout.path, repo.name, allowed,
                                 (self.settings.timeouts.task, self.settings.timeouts.metadata))
+        # A task whose notebook cannot run is a problem here as in 'validate' (same code);
+        # it stays registered, so its failed runs show too. Once per commit: cached below.
+        found = [dataclasses.replace(p, kind="config", scope=repo.name)  # stored and cleared with the rest
+                 for p in notebook_problems(checkout.path, defs.tasks)]
+        if found:
+            defs = dataclasses.replace(defs, problems=(*defs.problems, *found))
         self._definitions[repo.name] = (checkout.commit, defs)
         return repo.name, checkout, defs
 
