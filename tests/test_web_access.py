@@ -1,4 +1,5 @@
-"""Access: bearer tokens limited to organisations, and no open server beyond loopback."""
+"""Access: bearer tokens limited to organisations, no open server beyond loopback, and no
+requests a browser was tricked into (another site's writes, another host name)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Iterator
 import httpx
 import pytest
 from click.testing import CliRunner
-from web_helpers import Filled, filled, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, Measured, filled, measured_store, start_server  # noqa: F401 (fixtures)
 
 from peach_tasks.cli import main
 from peach_tasks.errors import PeachError
 from peach_tasks.settings import SettingsError, load_settings, settings_from_dict
+from peach_tasks.triggers import TriggerQueue
 from peach_tasks.web.server import WebServer
 
 CHRTS_TOKEN = "chrts-token-0123456789abcdef"
@@ -123,3 +125,99 @@ def test_token_settings_are_checked_with_their_line(tmp_path: Path) -> None:
     assert "a-long-enough-token-value" not in text  # a token is never echoed back
     assert "scheduler.yaml:9: 'tokens[3].codops'" in text
     assert "scheduler.yaml:10: unknown key 'web.colour'" in text
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Measured]:
+    """A store of its own with one active task, default/heavy, to queue triggers into."""
+    own = measured_store(tmp_path_factory.mktemp("guarded-writes"))
+    yield own
+    own.store.close()
+
+
+def trigger(web: WebServer, content_type: str | None = "application/json", body: bytes = b"{}",
+            **headers: str) -> httpx.Response:
+    sent = {name.replace("_", "-"): value for name, value in headers.items()}
+    if content_type is not None:
+        sent["Content-Type"] = content_type
+    return httpx.post(web.url + "/api/organisations/default/tasks/heavy/trigger", content=body, headers=sent,
+                      timeout=30)
+
+
+def test_a_page_of_another_site_cannot_trigger_a_run(heavy: Measured) -> None:
+    """Issue 11: with no tokens on loopback, a form POST from any web page queued a run."""
+    web = start_server(heavy.settings, heavy.store)
+    try:
+        before = len(TriggerQueue(heavy.store).pending())
+        evil = "http://evil.example"
+        form = trigger(web, "application/x-www-form-urlencoded", b"", Origin=evil)  # what a <form> sends
+        assert form.status_code == 403 and evil in form.json()["detail"], form.text
+        assert trigger(web, "application/json", Origin=evil).status_code == 403
+        assert trigger(web, "application/json", Origin="null").status_code == 403  # a sandboxed frame, a file
+        assert trigger(web, "application/json", Sec_Fetch_Site="cross-site").status_code == 403
+        assert trigger(web, "application/json", Origin=f"{web.url}.evil.example").status_code == 403
+        for content_type, body in (("application/x-www-form-urlencoded", b""), ("text/plain", b'{"payload": 1}'),
+                                   ("multipart/form-data; boundary=x", b"--x--\r\n"), (None, b"")):
+            refused = trigger(web, content_type, body)
+            assert refused.status_code == 415, (content_type, refused.text)
+            assert "Content-Type: application/json" in refused.json()["detail"]
+        assert TriggerQueue(heavy.store).pending()[before:] == []
+        # The server's own pages (Swagger UI's "Try it out"), and clients that send no Origin, still write.
+        assert trigger(web, "application/json; charset=utf-8", Origin=web.url).status_code == 201
+        assert trigger(web, "application/json", b'{"payload": {"n": 1}}').status_code == 201
+        assert trigger(web, "application/json", b"").status_code == 201  # no body: no payload
+        assert len(TriggerQueue(heavy.store).pending()) == before + 3
+        # Reads are not writes: another site's page cannot read the answer anyway (no CORS).
+        assert httpx.get(web.url + "/api/organisations", headers={"Origin": evil}).status_code == 200
+    finally:
+        web.stop()
+
+
+def test_only_this_servers_host_names_are_answered(heavy: Measured) -> None:
+    """Issue 11: any Host was served, so a DNS-rebinding page could read and write through the browser."""
+    web = start_server(heavy.settings, heavy.store)
+    try:
+        for path in ("/", "/api/health", "/api/organisations", "/metrics"):
+            wrong = httpx.get(web.url + path, headers={"Host": "evil.example"}, timeout=30)
+            assert wrong.status_code == 400, path
+            assert "'evil.example'" in wrong.json()["detail"] and "web.allowed_hosts" in wrong.json()["detail"]
+        assert trigger(web, Host=f"evil.example:{web.port}").status_code == 400
+        for host in (f"127.0.0.1:{web.port}", "localhost", "LOCALHOST:1234", "[::1]:8765", "127.0.0.1"):
+            assert httpx.get(web.url + "/api/health", headers={"Host": host}).status_code == 200, host
+        for host in ("", "evil.example:x", "[::1", "127.0.0.1:8765:1", "a b"):
+            assert httpx.get(web.url + "/api/health", headers={"Host": host}).status_code == 400, host
+    finally:
+        web.stop()
+    named = start_server(heavy.settings, heavy.store, web={"allowed_hosts": ["Tasks.Example"],
+                                                           "allowed_origins": ["https://lab.example"]})
+    try:
+        assert httpx.get(named.url + "/api/health", headers={"Host": "tasks.example:8443"}).status_code == 200
+        assert httpx.get(named.url + "/api/health", headers={"Host": "localhost"}).status_code == 200
+        assert httpx.get(named.url + "/api/health", headers={"Host": "evil.example"}).status_code == 400
+        assert trigger(named, Origin="https://lab.example").status_code == 201  # a configured origin
+        assert trigger(named, Origin="http://lab.example").status_code == 403
+    finally:
+        named.stop()
+    anyone = start_server(heavy.settings, heavy.store, web={"allowed_hosts": ["*"]})
+    try:
+        assert httpx.get(anyone.url + "/api/health", headers={"Host": "evil.example"}).status_code == 200
+    finally:
+        anyone.stop()
+
+
+def test_host_and_origin_settings_are_checked_with_their_line(tmp_path: Path) -> None:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("web:\n"
+                      "  allowed_hosts: [tasks.example, 'http://tasks.example/', 'tasks.example:8443']\n"
+                      "  allowed_origins: [tasks.example, 'https://lab.example/path', '*']\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    text = str(caught.value)
+    assert "scheduler.yaml:2: 'web.allowed_hosts[1]'" in text and "host name" in text
+    assert "'web.allowed_hosts[2]'" in text and "without a port" in text
+    assert "scheduler.yaml:3: 'web.allowed_origins[0]'" in text and "scheme://host" in text
+    assert "'web.allowed_origins[1]'" in text and "'web.allowed_origins[2]'" in text
+    fine = settings_from_dict({"web": {"allowed_hosts": ["Tasks.Example.", "::1", "[fd00::1]", "*"],
+                                       "allowed_origins": ["HTTPS://Lab.Example:443/"]}}, tmp_path)
+    assert fine.web.allowed_hosts == ["tasks.example", "::1", "fd00::1", "*"]
+    assert fine.web.allowed_origins == ["https://lab.example"]

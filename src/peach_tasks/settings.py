@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from .errors import ConfigProblem, PeachError
+from .web.hosts import host_setting, origin_setting
 from .yamlsource import load_yaml_file, validation_problems
 
 CONFIG_ENV = "PEACH_TASKS_CONFIG"
@@ -54,6 +55,11 @@ class WebSettings(_Strict):
     port: int = Field(default=8765, ge=0, le=65535)
     # With no tokens, serving on a non-loopback address is refused unless this is true.
     allow_public: bool = False
+    # Host names (Host header) answered besides loopback ones and ``host``; "*": any. Kept
+    # lowercased, without brackets, a final dot or a port.
+    allowed_hosts: list[Annotated[str, AfterValidator(host_setting)]] = Field(default_factory=list)
+    # Origins (scheme://host[:port]) whose pages may write (POST) besides the server's own.
+    allowed_origins: list[Annotated[str, AfterValidator(origin_setting)]] = Field(default_factory=list)
 
 
 class TokenSettings(_Strict):

@@ -7,6 +7,7 @@ on a machine without internet access.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -19,15 +20,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..store import Store
 from . import api, triggers_api
 from .access import AccessPolicy, Scope
+from .guard import RequestGuard
 from .metrics import DURATION_BUCKETS, render
 from .run_totals import RunTotals
 
 STATIC = Path(__file__).with_name("static")
 
-DESCRIPTION = """Read-only views of the peach-tasks store: organisations, tasks, executions and logs.
+DESCRIPTION = """Views of the peach-tasks store: organisations, tasks, executions and logs; and one
+write, a trigger.
 
 When `tokens` are set in scheduler.yaml, send `Authorization: Bearer <token>`; a token
-sees only the organisations it names. Timestamps are UTC ISO 8601; durations are seconds.
+sees only the organisations it names. A write takes JSON (`Content-Type: application/json`,
+415 otherwise) and, from a browser, only from this server's own pages (403 otherwise); a
+request for a host name the server does not answer to is 400 (`web.allowed_hosts`).
+Timestamps are UTC ISO 8601; durations are seconds.
 A running task's log grows: poll `/api/runs/{id}/log?offset=N` with the `next_offset`
 of the previous answer until `complete` is true."""
 
@@ -39,10 +45,16 @@ def _version() -> str:
         return "dev"
 
 
-def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: float = 30.0) -> FastAPI:
-    """The application serving ``store``; ``access`` defaults to open (no tokens)."""
+def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: float = 30.0,
+               allowed_hosts: Collection[str] = (), allowed_origins: Collection[str] = ()) -> FastAPI:
+    """The application serving ``store``; ``access`` defaults to open (no tokens).
+
+    It answers loopback host names and ``allowed_hosts``, and takes writes from its own
+    origin and ``allowed_origins`` (see ``guard``); both as ``hosts`` normalises them.
+    """
     app = FastAPI(title="peach-tasks", version=_version(), description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
+    app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     app.state.store = store
     app.state.access = access or AccessPolicy()
     app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones

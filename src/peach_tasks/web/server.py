@@ -19,6 +19,7 @@ from ..settings import Settings
 from ..store import Store
 from .access import AccessPolicy, check_exposure
 from .app import create_app
+from .hosts import served_names
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class WebServer:
         self.port = port if port is not None else settings.web.port
         policy = AccessPolicy.from_settings(settings)
         check_exposure(self.host, policy, settings.web.allow_public)
-        self.app = create_app(store, policy, settings.replica.lease_seconds)
+        self.app = create_app(store, policy, settings.replica.lease_seconds,
+                              allowed_hosts=served_names(self.host, settings.web.allowed_hosts),
+                              allowed_origins=settings.web.allowed_origins)
         self.socket: socket.socket | None = None
         debug = settings.log_level == "debug"
         # log_config=None: uvicorn's loggers go through the scheduler's logging set-up.
