@@ -212,7 +212,7 @@ def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
     with pytest.raises(StoreError, match="peach-tasks db upgrade"):
         Store.open(database_url, migrate="fresh")
     upgraded = Store.open(database_url, migrate=True)  # what 'peach-tasks db upgrade' does
-    assert upgraded.schema_revision() == "0005"
+    assert upgraded.schema_revision() == "0006"
     upgraded.close()
     Store.open(database_url, migrate="fresh").close()  # now current: accepted as it is
 
@@ -231,7 +231,7 @@ def test_upgrade_to_0005_keeps_the_runs_of_0004(database_url: str) -> None:
 
     store = Store.open(database_url, migrate=True)  # 'peach-tasks db upgrade'
     try:
-        assert store.schema_revision() == "0005"
+        assert store.schema_revision() == "0006"
         [kept] = store.runs("default", "t")
         assert (kept["status"], kept["version"], kept["duration_s"], kept["owner"]) == ("SUCCESS", "v1", 1.5, "old")
         assert (kept["peak_memory_bytes"], kept["cpu_seconds"]) == (None, None)
@@ -247,6 +247,50 @@ def test_upgrade_to_0005_keeps_the_runs_of_0004(database_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from runs")).scalar() == 2
         assert "peak_memory_bytes" not in {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+    engine.dispose()
+
+
+def test_upgrade_to_0006_scopes_trigger_request_ids_to_the_organisation(database_url: str) -> None:
+    """0005 kept request_id unique across organisations; 0006 keeps the triggers and scopes the key."""
+    from peach_tasks.triggers import TriggerRefused, request_trigger
+
+    alembic(database_url, "upgrade", "0005")
+    engine = sa.create_engine(database_url)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    old = dict(request_id="nightly", codops="beta", task="t", payload='{"n": 1}', requested_by="old",
+               state="PENDING", attempts=0, created_at=at, updated_at=at)
+    with engine.begin() as conn:
+        conn.execute(sa.table("triggers", *[sa.column(k) for k in old]).insert().values(**old))
+    engine.dispose()
+
+    store = Store.open(database_url, migrate=True)
+    try:
+        assert store.schema_revision() == "0006"
+        store.register_tasks([TaskRegistration(SPEC, "v"), TaskRegistration(TaskSpec(
+            "default", "u", "t.ipynb", "m", executor=Executor.PYTHON), "v")])
+        ours = request_trigger(store, "default", "t", requested_by="test", request_id="nightly")
+        assert (ours["codops"], ours["payload"]) == ("default", None)
+        assert request_trigger(store, "default", "t", requested_by="test", request_id="nightly")["id"] == ours["id"]
+        with pytest.raises(TriggerRefused, match="already used for default/t"):
+            request_trigger(store, "default", "u", requested_by="test", request_id="nightly")
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("select codops, payload from triggers order by id")).all()
+        assert [tuple(r) for r in rows] == [("beta", '{"n": 1}'), ("default", None)]
+        with pytest.raises(sa.exc.IntegrityError):  # the database holds the key, not only the code
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("insert into triggers (request_id, codops, task, requested_by, state, "
+                                     "attempts, created_at, updated_at) select request_id, codops, 'u', "
+                                     "requested_by, state, attempts, created_at, updated_at from triggers "
+                                     "where codops = 'default'"))
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("delete from triggers where codops = 'default'"))
+    finally:
+        store.close()
+
+    alembic(database_url, "downgrade", "0005")  # and back: the trigger stays
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select request_id, codops from triggers")).all() == [("nightly", "beta")]
     engine.dispose()
 
 

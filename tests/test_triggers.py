@@ -202,3 +202,84 @@ def test_the_api_shows_what_triggered_a_run(repo: Repo, make: Any) -> None:
     [run] = page["runs"]
     assert (run["triggered_by"], run["payload"], run["result"]) == ("test suite", [1, 2], [1, 2])
     assert [(t["state"], t["run_id"]) for t in listed] == [("DONE", run["id"])]
+
+
+def registered(tmp_path: Path, keys: list[tuple[str, str]]) -> tuple[Any, Store]:
+    """Settings and a store with these tasks registered (active), as a sync registers them."""
+    from peach_tasks.model import Executor, TaskSpec
+    from peach_tasks.settings import load_settings
+    from peach_tasks.store.store import TaskRegistration
+
+    settings = load_settings(write_settings(tmp_path, []))
+    store = Store.open(settings.database_url)
+    store.register_tasks([TaskRegistration(TaskSpec(codops, name, "n.ipynb", "main", executor=Executor.PYTHON,
+                                                    repo="algos"), "v") for codops, name in keys])
+    return settings, store
+
+
+def test_a_request_id_is_scoped_to_the_organisation_and_the_task(tmp_path: Path) -> None:
+    """Issue 11: alpha reusing beta's request_id got beta's trigger (and payload) back, and nothing was queued."""
+    import httpx
+    from web_helpers import start_server
+
+    settings, store = registered(tmp_path, [("alpha", "job"), ("alpha", "other"), ("beta", "job")])
+    alpha, beta = "alpha-token-0123456789", "beta-token-0123456789"
+    web = start_server(settings, store, tokens=[{"token": alpha, "codops": ["alpha"]},
+                                                {"token": beta, "codops": ["beta"]}])
+
+    def post(token: str, target: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{web.url}/api/organisations/{target}/trigger", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+
+    key = "nightly-2024-01-31"
+    try:
+        theirs = post(beta, "beta/tasks/job", {"payload": {"secret": "beta's"}, "request_id": key})
+        assert theirs.status_code == 201, theirs.text
+        ours = post(alpha, "alpha/tasks/job", {"payload": {"n": 1}, "request_id": key})
+        assert ours.status_code == 201, ours.text
+        mine = ours.json()
+        assert (mine["codops"], mine["task"], mine["payload"], mine["request_id"]) == ("alpha", "job", {"n": 1}, key)
+        assert mine["id"] != theirs.json()["id"] and "beta" not in ours.text
+        again = post(alpha, "alpha/tasks/job", {"payload": {"n": 1}, "request_id": key})  # a retry: the same one
+        assert again.status_code == 201 and again.json()["id"] == mine["id"]
+        other = post(alpha, "alpha/tasks/other", {"request_id": key})  # the same key for another task
+        assert other.status_code == 409
+        assert "alpha/job" in other.json()["detail"] and key in other.json()["detail"]
+        assert "beta" not in other.text
+    finally:
+        web.stop()
+    try:
+        queued = sorted((t.codops, t.task, t.payload) for t in TriggerQueue(store).pending())
+        assert queued == [("alpha", "job", {"n": 1}), ("beta", "job", {"secret": "beta's"})]
+    finally:
+        store.close()
+
+
+def test_task_requests_reuse_request_ids_as_the_api_does(tmp_path: Path) -> None:
+    """The task side (files with an id, read when the run ends) goes through the same scoping."""
+    import json
+
+    from peach_tasks.triggers import TriggerRefused, collect_run_requests
+
+    _, store = registered(tmp_path, [("alpha", "job"), ("alpha", "other"), ("beta", "job")])
+    try:
+        beta = request_trigger(store, "beta", "job", {"secret": 1}, requested_by="beta's notebook",
+                               request_id="shared-id")
+        with pytest.raises(TriggerRefused, match="already used for beta/job") as refused:
+            request_trigger(store, "beta", "other", requested_by="test", request_id="shared-id")
+        assert refused.value.reason == "conflict"
+        folder = tmp_path / "requests"
+        folder.mkdir()
+        (folder / "1.json").write_text(json.dumps({"id": "shared-id", "codops": "alpha", "task": "job",
+                                                   "payload": {"n": 2}}))
+        (folder / "2.json").write_text(json.dumps({"id": "shared-id", "codops": "alpha", "task": "other"}))
+        notes: list[str] = []
+        assert collect_run_requests(store, folder, "alpha", "job", 7, notes.append) == 1
+        assert "trigger of alpha/job queued" in notes[0]
+        assert "trigger of alpha/other refused" in notes[1] and "already used for alpha/job" in notes[1]
+        pending = {t.codops: t for t in TriggerQueue(store).pending()}
+        assert set(pending) == {"alpha", "beta"} and pending["beta"].id == beta["id"]
+        assert (pending["alpha"].task, pending["alpha"].payload, pending["alpha"].requested_by) == \
+            ("job", {"n": 2}, "task alpha/job run 7")
+    finally:
+        store.close()

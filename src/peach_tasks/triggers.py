@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from .errors import PeachError
 from .model import RunStatus
@@ -52,8 +53,8 @@ __all__ = ["Trigger", "TriggerQueue", "TriggerRefused", "collect_run_requests", 
 
 
 class TriggerRefused(PeachError):
-    """A trigger that is not queued. ``reason``: ``not_found`` or ``invalid`` (the API
-    answers 404 and 422)."""
+    """A trigger that is not queued. ``reason``: ``not_found``, ``invalid`` or ``conflict``
+    (a request_id already used for another task; the API answers 404, 422 and 409)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -86,9 +87,12 @@ def request_trigger(store: "Store", codops: str, task: str, payload: Any = None,
                     request_id: str | None = None) -> dict[str, Any]:
     """Queue one run of ``codops/task``; the plain function behind the CLI, the API and
     task code. Who may trigger what is the caller's check (the API's token scope, a
-    task's own organisation). The task must be defined now (active). A second request
-    with the same ``request_id`` returns the first one instead of queueing again, so a
-    client may retry safely. Raises ``TriggerRefused``.
+    task's own organisation). The task must be defined now (active).
+
+    A ``request_id`` names one request of one organisation: sent again for the same
+    task, the first request is returned instead of queueing again (a client may retry
+    safely); sent for another task of the organisation, it is refused (``conflict``).
+    Another organisation's ids are never seen. Raises ``TriggerRefused``.
     """
     try:
         payload_json = None if payload is None else encode_payload(payload)
@@ -97,20 +101,32 @@ def request_trigger(store: "Store", codops: str, task: str, payload: Any = None,
     request_id = request_id or uuid.uuid4().hex
     if len(request_id) > 64:
         raise TriggerRefused("invalid", "request_id is longer than 64 characters")
+    same_key = sa.select(triggers).where(triggers.c.codops == codops, triggers.c.request_id == request_id)
     now = utcnow()
-    with store.engine.begin() as conn:
-        earlier = conn.execute(sa.select(triggers).where(triggers.c.request_id == request_id)).first()
-        if earlier is not None:
-            return _as_dict(earlier)
-        active = conn.execute(sa.select(tasks.c.active).where(tasks.c.codops == codops, tasks.c.name == task)).scalar()
-        if not active:
-            raise TriggerRefused("not_found", f"no task '{codops}/{task}' is defined; 'peach-tasks tasks' lists them "
-                                              "(a new task is known after the next sync)")
-        conn.execute(triggers.insert().values(
-            request_id=request_id, codops=codops, task=task, payload=payload_json, requested_by=requested_by[:300],
-            state=PENDING, attempts=0, created_at=now, updated_at=now))
-        row = conn.execute(sa.select(triggers).where(triggers.c.request_id == request_id)).one()
-    return _as_dict(row)
+    try:
+        with store.engine.begin() as conn:
+            earlier = conn.execute(same_key).first()
+            if earlier is None:
+                active = conn.execute(sa.select(tasks.c.active)
+                                      .where(tasks.c.codops == codops, tasks.c.name == task)).scalar()
+                if not active:
+                    raise TriggerRefused("not_found", f"no task '{codops}/{task}' is defined; 'peach-tasks tasks' "
+                                                      "lists them (a new task is known after the next sync)")
+                conn.execute(triggers.insert().values(
+                    request_id=request_id, codops=codops, task=task, payload=payload_json,
+                    requested_by=requested_by[:300], state=PENDING, attempts=0, created_at=now, updated_at=now))
+                return _as_dict(conn.execute(same_key).one())
+    except IntegrityError:
+        # The same id queued at the same moment (a retry racing its first attempt): that one stands.
+        with store.engine.connect() as conn:
+            earlier = conn.execute(same_key).first()
+        if earlier is None:
+            raise
+    if earlier.task != task:
+        raise TriggerRefused("conflict", f"request_id '{request_id}' was already used for {codops}/{earlier.task} "
+                                         f"(trigger {earlier.id}); a request_id names one request: send a new "
+                                         f"one to trigger {codops}/{task}")
+    return _as_dict(earlier)
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

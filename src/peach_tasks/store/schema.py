@@ -86,7 +86,9 @@ problems = sa.Table(
 triggers = sa.Table(
     "triggers", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False, unique=True),  # makes retries idempotent
+    # Makes retries idempotent. 0006: unique within an organisation (it was global, so one
+    # organisation's id answered with another's trigger).
+    sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("codops", sa.String(64), nullable=False),
     sa.Column("task", sa.String(200), nullable=False),
     sa.Column("payload", sa.Text),  # JSON; NULL: no payload
@@ -98,6 +100,7 @@ triggers = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_triggers_state", "state", "id"),
+    sa.UniqueConstraint("codops", "request_id", name="uq_triggers_codops_request_id"),
 )
 
 # 0004: scheduler replicas sharing one database, and the lease each loop is run under.

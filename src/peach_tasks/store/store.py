@@ -27,7 +27,7 @@ from .schema import problems as problems_t
 from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 MAX_RESULT_CHARS = 64 * 1024
 
 

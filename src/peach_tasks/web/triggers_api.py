@@ -19,7 +19,7 @@ from .api import get_store, request_scope, require
 
 router = APIRouter(prefix="/api")
 
-_STATUS = {"not_found": 404, "invalid": 422}
+_STATUS = {"not_found": 404, "invalid": 422, "conflict": 409}
 
 
 class TriggerRequest(BaseModel):
@@ -27,7 +27,8 @@ class TriggerRequest(BaseModel):
 
     payload: Any = None
     request_id: str | None = Field(default=None, max_length=64,
-                                   description="send the same id again to retry without queueing twice")
+                                   description="send the same id again to retry without queueing twice; "
+                                               "an id is the organisation's own, for one task")
 
 
 class TriggerOut(BaseModel):
@@ -46,7 +47,12 @@ class TriggerOut(BaseModel):
 
 
 @router.post("/organisations/{codops}/tasks/{task}/trigger", status_code=201, response_model=TriggerOut,
-             summary="Run a task as the next one of its loop, once (stored: survives a restart)")
+             summary="Run a task as the next one of its loop, once (stored: survives a restart)",
+             responses={403: {"description": "the token may not trigger this organisation, or the request "
+                                             "comes from a page of another site"},
+                        404: {"description": "no such task is defined"},
+                        409: {"description": "the request_id was used for another task of the organisation"},
+                        415: {"description": "the body is not sent as 'Content-Type: application/json'"}})
 def trigger_task(codops: str, task: str, request: Request,
                  body: TriggerRequest | None = Body(default=None),
                  scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
