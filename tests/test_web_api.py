@@ -121,6 +121,22 @@ def test_unknown_things_are_404_with_a_reason(server: WebServer, path: str) -> N
     assert "nope" in response.json()["detail"] or "999999" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("path,status", [
+    ("/api/runs/9223372036854775808", 404), ("/api/runs/9223372036854775808/log", 404),
+    ("/api/runs/-9223372036854775809", 404), ("/api/runs/18446744073709551616/log?tail=10", 404),
+    ("/api/organisations/chrts/tasks/flaky/runs?before=9223372036854775808", 422),
+    ("/api/organisations/chrts/tasks/flaky/runs?before=-9223372036854775809", 422)])
+def test_ids_beyond_what_a_database_holds_are_refused_not_errors(server: WebServer, path: str, status: int) -> None:
+    """Issue 11: ids at or above 2**63 reached the database driver and answered 500."""
+    response = httpx.get(server.url + path, timeout=30)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert ("no run with id" in detail) if status == 404 else ("less than or equal" in str(detail)
+                                                                 or "greater than or equal" in str(detail))
+    largest = httpx.get(server.url + "/api/organisations/chrts/tasks/flaky/runs?before=9223372036854775807")
+    assert [r["task"] for r in largest.json()["runs"]] == ["flaky", "flaky"]  # the largest id still pages
+
+
 def test_docs_are_served_without_internet(server: WebServer) -> None:
     page = httpx.get(server.url + "/docs").text
     assert "/swagger-ui/swagger-ui-bundle.js" in page and "cdn." not in page

@@ -28,6 +28,7 @@ from .models import (
 )
 
 MAX_LOG_BYTES = 8 << 20
+MAX_ID = 2**63 - 1  # the largest id a database holds (SQLite refuses larger numbers outright)
 
 bearer = HTTPBearer(auto_error=False, description="A token from 'tokens' in scheduler.yaml, when any are set.")
 router = APIRouter(prefix="/api")
@@ -96,7 +97,8 @@ def one_task(codops: str, task: str, scope: Scope = Depends(request_scope),
 @router.get("/organisations/{codops}/tasks/{task}/runs", response_model=RunsPage,
             summary="Executions of one task, newest first, a page at a time")
 def task_runs(codops: str, task: str, limit: int = Query(20, ge=1, le=500),
-              before: int | None = Query(None, description="only runs with an id below this (the next page)"),
+              before: int | None = Query(None, ge=0, le=MAX_ID,
+                                         description="only runs with an id below this (the next page)"),
               scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
     require(scope, codops)
     # One more than asked tells whether an older page exists without a count query.
@@ -171,7 +173,8 @@ def problems(scope: Scope = Depends(request_scope), store: Store = Depends(get_s
 
 
 def _visible_run(run_id: int, scope: Scope, store: Store) -> dict[str, Any]:
-    run = store.run(run_id)
+    # An id no database can hold is not found, rather than an error of the database driver.
+    run = store.run(run_id) if 0 <= run_id <= MAX_ID else None
     if run is None:
         raise HTTPException(404, f"no run with id {run_id}")
     require(scope, run["codops"])
