@@ -230,7 +230,9 @@ def make_sandbox() -> Sandbox:
                            read_only=(interpreter_home(Path(sys.executable)),))
         code = "import pathlib; pathlib.Path('probe.txt').write_text('written')"
         try:
-            argv = sandbox.command(plan, [sys.executable, "-I", "-c", code], checkout, probe_group)
+            # The real interpreter: a virtualenv's python (sys.executable) lives outside what is shown.
+            python = os.path.realpath(sys.executable)
+            argv = sandbox.command(plan, [python, "-I", "-c", code], checkout, probe_group)
             done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {exc}; {INSTALL_HINT}") from None
