@@ -283,3 +283,47 @@ def test_task_requests_reuse_request_ids_as_the_api_does(tmp_path: Path) -> None
             ("job", {"n": 2}, "task alpha/job run 7")
     finally:
         store.close()
+
+
+SELF_TRIGGER = (
+    "import os\n"
+    "from peach_tasks import trigger_task\n"
+    "def main(payload=None):\n"
+    "    run = os.environ['PEACH_RUN_ID']\n"
+    "    for n in range(5):  # five new payloads every run\n"
+    "        trigger_task('default', 'a', {'n': n, 'run': run})\n"
+    "    trigger_task('default', 'a', {'n': 0, 'run': run})  # the same again: coalesced\n"
+    "    return payload\n"
+)
+
+
+def test_a_task_triggering_itself_cannot_starve_its_loop(repo: Repo, make: Any) -> None:
+    from peach_tasks.triggers import MAX_PENDING_PER_TASK
+
+    three_tasks(repo, a_cell=SELF_TRIGGER)
+    scheduler, store, _ = make(repo)
+    scheduler.recover()
+    scheduler.sync()
+    loop = scheduler.make_loop("default")
+    for _ in range(6):
+        loop.tick()
+    a, b, c = (store.runs("default", name, limit=500) for name in ("a", "b", "c"))
+    assert len(b) == 6 and len(c) == 6  # the other tasks ran every iteration
+    assert 6 < len(a) <= 12  # a: once per iteration, plus at most once by trigger
+    waiting = [t for t in TriggerQueue(store).pending() if t.key == ("default", "a")]
+    assert 0 < len(waiting) <= MAX_PENDING_PER_TASK
+    assert len({t.payload_json for t in waiting}) == len(waiting)  # no duplicate waits
+    logs = "".join(store.log(r["id"]) or "" for r in a)
+    assert f"at most {MAX_PENDING_PER_TASK}" in logs  # the refusals are in the task's own log
+
+
+def test_the_same_trigger_asked_twice_while_it_waits_is_one(repo: Repo, make: Any) -> None:
+    three_tasks(repo)
+    scheduler, store, _ = make(repo)
+    scheduler.sync()
+    first = request_trigger(store, "default", "b", {"day": 1}, requested_by="test")
+    again = request_trigger(store, "default", "b", {"day": 1}, requested_by="test")
+    other = request_trigger(store, "default", "b", {"day": 2}, requested_by="test")
+    bare = request_trigger(store, "default", "b", requested_by="test")
+    assert again["id"] == first["id"] and other["id"] != first["id"] and bare["id"] not in (first["id"], other["id"])
+    assert len([t for t in TriggerQueue(store).pending() if t.task == "b"]) == 3

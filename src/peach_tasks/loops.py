@@ -83,6 +83,9 @@ class Loop:
         self.resume_after: tuple[str, str] | None = None
         self.triggers = TriggerQueue(store)
         self._triggers_checked = float("-inf")
+        # Tasks that ran by trigger in this iteration: each may do so once per iteration, so
+        # a task that triggers itself cannot push the loop's other tasks back.
+        self._triggered: set[tuple[str, str]] = set()
         # Each run's private folder where trigger_task() drops requests (see triggers.py).
         self.trigger_root = settings.state_path / "trigger-requests"
         # A sandboxed run's files for its executor (request, result), removed when it ends.
@@ -96,6 +99,7 @@ class Loop:
             resume, self.resume_after = self.resume_after, None
             keys = [key for key in keys if key > resume] or keys
         self.store.set_states(keys, TaskState.PENDING)
+        self._triggered.clear()
         ran = 0
         for index, key in enumerate(keys):
             if self.stop.is_set() or self.handover.is_set():
@@ -114,7 +118,8 @@ class Loop:
     def run_triggered(self) -> int:
         """Run, once each, the pending triggers of this loop's tasks; returns how many ran.
 
-        Only triggers queued before the call are taken, so a task that triggers itself
+        Only triggers queued before the call are taken, and a task runs by trigger at most
+        once per iteration (the others wait for the next), so a task that triggers itself
         cannot keep the loop from its other tasks.
         """
         if time.monotonic() - self._triggers_checked < TRIGGER_CHECK_SECONDS:
@@ -127,7 +132,10 @@ class Loop:
             task = self.snapshot().tasks.get(trigger.key)
             if task is None or task.spec.loop_name != self.name or not self.keep(trigger.key):
                 continue  # another loop's, or not known yet: it stays pending
+            if trigger.key in self._triggered:
+                continue  # it ran by trigger in this iteration already: this one waits
             if self.triggers.claim(trigger):
+                self._triggered.add(trigger.key)
                 self.run_task(task, trigger)
                 ran += 1
         return ran

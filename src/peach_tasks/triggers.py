@@ -46,6 +46,9 @@ PENDING, RUNNING, DONE, DROPPED = "PENDING", "RUNNING", "DONE", "DROPPED"
 MAX_ATTEMPTS = 3  # a triggered run cut short by the scheduler stopping is run again, within reason
 MAX_FILES_PER_RUN = 100  # requests one run may drop; more are refused (a loop gone wrong)
 CLAIM_GRACE_SECONDS = 60.0  # a claim whose run was never recorded is released after this
+# Waiting triggers one task may have; more are refused (a task triggering itself in a loop).
+# The same payload asked again while one waits is that one: it is not queued twice.
+MAX_PENDING_PER_TASK = 20
 _MAX_FILE_BYTES = MAX_PAYLOAD_BYTES + 4096
 
 __all__ = ["Trigger", "TriggerQueue", "TriggerRefused", "collect_run_requests", "request_trigger",
@@ -53,8 +56,9 @@ __all__ = ["Trigger", "TriggerQueue", "TriggerRefused", "collect_run_requests", 
 
 
 class TriggerRefused(PeachError):
-    """A trigger that is not queued. ``reason``: ``not_found``, ``invalid`` or ``conflict``
-    (a request_id already used for another task; the API answers 404, 422 and 409)."""
+    """A trigger that is not queued. ``reason``: ``not_found``, ``invalid``, ``conflict``
+    (a request_id already used for another task) or ``busy`` (``MAX_PENDING_PER_TASK``
+    waiting already); the API answers 404, 422, 409 and 429."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -92,7 +96,9 @@ def request_trigger(store: "Store", codops: str, task: str, payload: Any = None,
     A ``request_id`` names one request of one organisation: sent again for the same
     task, the first request is returned instead of queueing again (a client may retry
     safely); sent for another task of the organisation, it is refused (``conflict``).
-    Another organisation's ids are never seen. Raises ``TriggerRefused``.
+    Another organisation's ids are never seen. A trigger of the same task with the same
+    payload that still waits is returned instead of a new one (duplicates coalesce), and
+    at most ``MAX_PENDING_PER_TASK`` wait per task (``busy``). Raises ``TriggerRefused``.
     """
     try:
         payload_json = None if payload is None else encode_payload(payload)
@@ -112,6 +118,17 @@ def request_trigger(store: "Store", codops: str, task: str, payload: Any = None,
                 if not active:
                     raise TriggerRefused("not_found", f"no task '{codops}/{task}' is defined; 'peach-tasks tasks' "
                                                       "lists them (a new task is known after the next sync)")
+                waiting = sa.select(triggers).where(triggers.c.codops == codops, triggers.c.task == task,
+                                                    triggers.c.state == PENDING)
+                same_payload = (triggers.c.payload.is_(None) if payload_json is None
+                                else triggers.c.payload == payload_json)
+                twin = conn.execute(waiting.where(same_payload).order_by(triggers.c.id).limit(1)).first()
+                if twin is not None:
+                    return _as_dict(twin)  # it will run once, as asked; asking again changes nothing
+                count = conn.execute(sa.select(sa.func.count()).select_from(waiting.subquery())).scalar_one()
+                if count >= MAX_PENDING_PER_TASK:
+                    raise TriggerRefused("busy", f"{count} runs of {codops}/{task} are already waiting to be "
+                                                 f"triggered (at most {MAX_PENDING_PER_TASK}); wait for them to run")
                 conn.execute(triggers.insert().values(
                     request_id=request_id, codops=codops, task=task, payload=payload_json,
                     requested_by=requested_by[:300], state=PENDING, attempts=0, created_at=now, updated_at=now))

@@ -19,7 +19,7 @@ from .api import get_store, request_scope, require
 
 router = APIRouter(prefix="/api")
 
-_STATUS = {"not_found": 404, "invalid": 422, "conflict": 409}
+_STATUS = {"not_found": 404, "invalid": 422, "conflict": 409, "busy": 429}
 
 
 class TriggerRequest(BaseModel):
