@@ -41,7 +41,8 @@ TASK_HOME = "/tmp/home"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bootstrap.py and trigger_client.py live here
 
 # Joins the run's cgroup(s), then becomes the sandbox: ``sh -c LAUNCH peach N file... argv...``.
-LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+# It writes 0, "this one": the shell's only thread (see ``RunGroup.procs_files``).
+LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
 # The sandbox's PID 1 (bubblewrap's --as-pid-1) runs the task as its child and ends with its
 # status: its exit ends every other process of the sandbox, it reaps what the task orphans,
 # and the task cannot signal it. It keeps the user bubblewrap started it as, so bubblewrap's
