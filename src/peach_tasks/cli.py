@@ -237,27 +237,56 @@ def _echo_run(event: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as a JSON array.")
 @click.option("--accept-rewrite", metavar="REPO", multiple=True,
               help="Follow this repository's force-pushed branch from now on.")
+@click.option("--wait", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="While 'serve' runs on the same state_dir: seconds to wait for the sync it is asked to make.")
 @click.pass_context
-def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...]) -> None:
+def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...], wait: float) -> None:
     """Fetch repositories, reload definitions, build environments; print every problem.
 
     Each problem is printed as FILE:LINE: message. Exits 1 if there is any.
+
+    While 'serve' runs on the same state_dir, this never touches what it uses (mirrors,
+    checkouts, environments): it asks serve to sync now, waits for that sync and prints its
+    problems; --accept-rewrite is handed to that sync.
     """
-    from .scheduler import Scheduler
+    from .scheduler import SERVE_ROLE, Scheduler
 
     settings = _settings(ctx)
     _setup_logging(settings)
     store = _open_store(settings, migrate="fresh")
     scheduler = Scheduler(settings, store)
+    summary = ""
     try:
+        repos = []
         for name in accept_rewrite:
             repo = next((r for r in scheduler.repos if r.name == name), None)
             if repo is None:
                 raise click.ClickException(f"no repository named '{name}' in the settings")
+            repos.append(repo)
+        holder = scheduler.try_lock_state_dir("sync")
+        if holder is not None and not holder.endswith(f"({SERVE_ROLE})"):
+            raise click.ClickException(f"{scheduler.state_dir}: {holder} is using this state_dir; "
+                                       "run 'peach-tasks sync' again when it has finished")
+        for repo in repos:  # honoured by the next sync: ours, or that of the serve running
             repo.accept_rewrite()
-        snapshot = scheduler.sync()
+        if holder is None:
+            scheduler.envs.remove_leftovers()  # what builds of a killed scheduler left
+            snapshot = scheduler.sync()
+            summary = f"{len(snapshot.tasks)} tasks in {len(snapshot.loops)} loops; "
+        else:
+            accepting = f" (following the rewritten history of {', '.join(accept_rewrite)})" if repos else ""
+            click.echo(f"a scheduler ({holder}) is serving {scheduler.state_dir}; this command leaves its "
+                       f"checkouts and environments alone and asks it to sync now{accepting}", err=True)
+            if not scheduler.request_sync(wait):
+                raise click.ClickException(
+                    f"the running scheduler has not finished a sync within {wait:g} s (it may be building an "
+                    "environment); it syncs as soon as it can" + (" and then honours --accept-rewrite" if repos
+                                                                  else "") +
+                    ". See its log, or run 'peach-tasks sync' again later")
+            summary = "synced by the running scheduler; "
         problems = store.problems()
     finally:
+        scheduler.close()
         store.close()
     if as_json:
         click.echo(json.dumps(problems, indent=2))
@@ -265,7 +294,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...]) -> 
         for p in problems:
             where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
             click.echo(f"{where or p['scope']}: {p['message']}")
-        click.echo(f"{len(snapshot.tasks)} tasks in {len(snapshot.loops)} loops; {len(problems)} problems", err=True)
+        click.echo(f"{summary}{len(problems)} problems", err=True)
     sys.exit(1 if problems else 0)
 
 

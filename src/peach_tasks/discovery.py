@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlsplit
 
 from .errors import Problem
-from .repos import Repository
+from .repos import Repository, name_problem
 from .settings import GitLabSettings
 
 if TYPE_CHECKING:
@@ -114,6 +114,10 @@ class GitLabSource:
             if self.settings.topic not in topics or attrs.get("archived"):
                 continue
             name = str(attrs.get("path_with_namespace") or attrs.get("id"))
+            bad = name_problem(name)
+            if bad is not None:  # it names the project's folders under state_dir
+                skipped.append(f"project {name} carries the topic '{self.settings.topic}' but is skipped: {bad}")
+                continue
             url = attrs.get("http_url_to_repo" if self.settings.clone == "http" else "ssh_url_to_repo")
             branch = self.settings.branch or attrs.get("default_branch")
             if not url or not branch:
@@ -129,7 +133,8 @@ class GitLabSource:
     def _load(self) -> list[DiscoveredProject]:
         try:
             data = json.loads(self._saved.read_text())
-            return [DiscoveredProject(**item) for item in data["projects"]]
+            return [project for project in (DiscoveredProject(**item) for item in data["projects"])
+                    if name_problem(project.name) is None]
         except (OSError, ValueError, KeyError, TypeError):
             return []
 

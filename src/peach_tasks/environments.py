@@ -4,6 +4,11 @@
 requirements and interpreter; ``state_dir/envs/<codops>/current`` is a symlink to the
 one in use. A new set is built beside the old one and the link is replaced in one
 ``rename``; a failed build leaves the link (and so every task) where it was.
+
+A build runs uv in a process group of its own that dies with the thread that started it
+(``PR_SET_PDEATHSIG``) and carries the scheduler's marker: a stop ends it at once (its
+``cancel`` event), a scheduler killed with SIGKILL takes it along, and the next scheduler
+removes the half-built ``.build-*`` folders it left (``remove_leftovers``).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Problem
+from .executors.process import MARKER_ENV, _die_with_parent, find_marked
 from .web.metrics import record_environment_build
 
 log = logging.getLogger(__name__)
@@ -90,15 +98,49 @@ def subprocess_version(python: str) -> str:
     return _VERSIONS[python]
 
 
+class BuildCancelled(Exception):
+    """The build was ended because ``cancel`` was set (the scheduler is stopping)."""
+
+
 class EnvironmentManager:
-    """Builds and finds organisations' environments. ``ensure`` runs on the sync thread."""
+    """Builds and finds organisations' environments. ``ensure`` runs on the sync thread.
+
+    ``cancel`` set (the scheduler's stop) ends a running build at once; ``marker`` is put
+    into uv's environment so that a scheduler starting after a crash finds what a build
+    left running (``MARKER_ENV``, as for tasks).
+    """
 
     def __init__(self, state_dir: Path, python: str | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+                 marker: str | None = None) -> None:
         self.root = state_dir / "envs"
         self.python = python or sys.executable
         self.progress = progress or log.info
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.marker = marker
         self._failed: dict[tuple[str, str], tuple[float, Problem]] = {}
+
+    def remove_leftovers(self) -> int:
+        """Remove what builds and switches of a scheduler that was killed left behind
+        (``.build-*`` folders, ``.current-*`` links, half-written archives: every dot entry
+        of an organisation's folder). Only while holding the state_dir lock; returns how many."""
+        removed = 0
+        try:
+            orgs = [p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
+        except OSError:
+            return 0
+        for org in orgs:
+            for entry in org.iterdir():
+                if not entry.name.startswith("."):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("removed %d unfinished environment builds left by a previous scheduler", removed)
+        return removed
 
     def current(self, codops: str) -> Environment | None:
         link = self.root / codops / "current"
@@ -121,7 +163,10 @@ class EnvironmentManager:
             failed = self._failed.get((codops, digest))
             if failed and time.monotonic() - failed[0] < RETRY_FAILED_SECONDS:
                 return current, failed[1]
-            problem = self._build(codops, requirements, target)
+            try:
+                problem = self._build(codops, requirements, target)
+            except BuildCancelled:
+                return current, None  # stopping: nothing was decided about this set
             if problem:
                 self._failed[(codops, digest)] = (time.monotonic(), problem)
                 return current, problem
@@ -139,15 +184,21 @@ class EnvironmentManager:
         self.progress(f"environment {codops}: building ({shown})")
         started = time.monotonic()
         env = uv_env()
+        if self.marker:
+            env[MARKER_ENV] = f"{self.marker}:{codops}"
         steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
         if requirements:
             steps.append([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), *requirements])
         for cmd in steps:
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env)
-                failed, output = proc.returncode != 0, (proc.stdout or "") + (proc.stderr or "")
-            except (OSError, subprocess.TimeoutExpired) as exc:
+                failed, output = self._run(cmd, env)
+            except OSError as exc:
                 failed, output = True, str(exc)
+            except BuildCancelled:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.progress(f"environment {codops}: build stopped after {time.monotonic() - started:.1f}s "
+                              "(the scheduler is stopping)")
+                raise
             if failed:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
@@ -167,6 +218,34 @@ class EnvironmentManager:
         self.progress(f"environment {codops}: ready in {meta['build_seconds']:.1f}s")
         record_environment_build(codops, meta["build_seconds"], ok=True)
         return None
+
+    def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
+        """One uv step: (failed, output). Its own process group, killed with everything in it
+        on ``cancel`` (raising ``BuildCancelled``), after ``BUILD_TIMEOUT``, or when the
+        caller itself is interrupted; it dies with the thread that started it."""
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+            deadline = time.monotonic() + BUILD_TIMEOUT
+            how = "exited"
+            try:
+                while proc.poll() is None:
+                    if self.cancel.wait(0.2):
+                        how = "cancelled"
+                        break
+                    if time.monotonic() > deadline:
+                        how = "timeout"
+                        break
+            finally:
+                if proc.poll() is None:
+                    _end(proc, env.get(MARKER_ENV))
+            if how == "cancelled":
+                raise BuildCancelled()
+            out.seek(0)
+            output = out.read().decode("utf-8", errors="replace")
+        if how == "timeout":
+            return True, f"{output}\nuv did not finish within {BUILD_TIMEOUT:g} s and was killed"
+        return proc.returncode != 0, output
 
     _pack_lock = threading.Lock()
 
@@ -205,3 +284,31 @@ class EnvironmentManager:
         for old in envs[KEEP_OLD:]:
             shutil.rmtree(old, ignore_errors=True)
             old.with_name(f"{old.name}.tar.gz").unlink(missing_ok=True)
+
+
+def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
+    """SIGTERM to the build's process group, SIGKILL to all of it 2 s later, then to anything
+    of the build that left the group (found by its marker). The leader is reaped only at the
+    end, so the group's id cannot be taken by another process meanwhile."""
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                break  # exited; left unreaped
+        except ChildProcessError:
+            break
+        time.sleep(0.05)
+    signal_group(signal.SIGKILL)
+    for other in find_marked(marker, exact=True) if marker else []:
+        try:
+            other.kill()
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+    proc.wait()

@@ -8,25 +8,40 @@ Each repository lives under ``state_dir/repos/<name>/``:
   sync never has to wait for a task;
 * ``good-head``    the commit last accepted; a force-push is not followed until a person
   accepts it (``peach-tasks sync --accept-rewrite NAME``), so rewritten history never
-  silently replaces what runs.
+  silently replaces what runs;
+* ``accept-rewrite``  left by that command: the next sync (its own, or that of the
+  ``serve`` running on this state_dir) follows the branch wherever it now is, then removes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Problem
+from .errors import PeachError, Problem
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300.0
 KEEP_CHECKOUTS = 3
+_NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a repository's folder, or None. A name is one or more parts
+    of letters, digits, '_', '.' and '-' joined by '/' (a GitLab project's namespace/path),
+    none of them '.' or '..': so ``state_dir/repos/<name>`` always lies inside state_dir."""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") or not _NAME_PART.fullmatch(part) for part in parts):
+        return (f"repository name {name!r} is not a usable folder name: use letters, digits, '_', '.' and '-', "
+                "parts joined by '/', none of them '.' or '..'")
+    return None
 
 
 class GitError(Exception):
@@ -96,15 +111,25 @@ class Repository:
         # through GIT_CONFIG_*), so a secret is never part of the url nor the mirror's config.
         self.fetch_env = fetch_env or {}
         self.root = state_dir / "repos" / name
+        # The settings and discovery check names already; this is the guard of last resort
+        # against a mirror or checkout written outside state_dir.
+        bad = name_problem(name)
+        base = (state_dir / "repos").resolve()
+        if bad is None and base not in self.root.resolve().parents:
+            bad = f"repository {name!r} would keep its files at {self.root.resolve()}, outside {base}"
+        if bad is not None:
+            raise PeachError(f"{bad}; give it another name")
         self.mirror = self.root / "mirror.git"
         self.checkouts = self.root / "checkouts"
         self.good_head_file = self.root / "good-head"
+        self.accept_file = self.root / "accept-rewrite"
         self._current: Checkout | None = None
 
     # -- public -----------------------------------------------------------------
     def sync(self, in_use: set[Path] | None = None) -> SyncResult:
         problems: list[Problem] = []
         previous = self._load_current()
+        accepted = self.accept_file.exists()  # someone ran `peach-tasks sync --accept-rewrite`
         try:
             self._ensure_mirror()
             remote_head = self._fetch()
@@ -113,7 +138,14 @@ class Repository:
             return SyncResult(previous, tuple(problems), False)
 
         head = remote_head
-        if previous and previous.commit != remote_head and not self._is_ancestor(previous.commit, remote_head):
+        rewritten = (previous is not None and previous.commit != remote_head
+                     and not self._is_ancestor(previous.commit, remote_head))
+        if rewritten and accepted:
+            assert previous is not None
+            log.warning("%s: following the rewritten history of branch %s (%s to %s), as accepted",
+                        self.name, self.branch, previous.commit[:7], remote_head[:7])
+        elif rewritten:
+            assert previous is not None
             problems.append(Problem(
                 "sync", self.name,
                 f"branch '{self.branch}' of {self.url} was force-pushed (history rewritten from "
@@ -130,13 +162,17 @@ class Repository:
         # The branch is kept with the commit: following another branch is not a rewrite.
         self.good_head_file.write_text(f"{checkout.commit} {self.branch}\n")
         self._current = checkout
+        if accepted:
+            self.accept_file.unlink(missing_ok=True)
         self._prune(checkout, in_use or set())
         return SyncResult(checkout, tuple(problems), previous is None or previous.commit != checkout.commit)
 
     def accept_rewrite(self) -> None:
-        """Forget the accepted head, so the next sync follows the branch wherever it is."""
-        self.good_head_file.unlink(missing_ok=True)
-        self._current = None
+        """Let the next sync follow the branch wherever it is, even onto rewritten history: a
+        marker file, honoured by whichever scheduler syncs this state_dir next (this one, or
+        the ``serve`` running on it), so the acceptance is never lost to another process."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.accept_file.write_text("accepted with 'peach-tasks sync --accept-rewrite'\n")
 
     # -- steps ------------------------------------------------------------------
     def _ensure_mirror(self) -> None:

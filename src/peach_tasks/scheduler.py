@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import socket
 import threading
+import time
 from typing import Callable, Iterable
 
 from .definitions import RepoDefinitions, load_definitions
@@ -42,6 +44,13 @@ from .web.metrics import record_sync_failure
 log = logging.getLogger(__name__)
 
 ABANDON_REASON = "the scheduler stopped while the task ran; it was ended and will run again in the next iteration"
+# `peach-tasks sync` beside a running `serve` never touches what serve uses: it leaves this
+# file in state_dir, serve's sync thread (which looks for it every REQUEST_POLL seconds)
+# syncs at once and records each finished sync in LAST_SYNC.
+SYNC_REQUEST = "sync-request"
+LAST_SYNC = "last-sync.json"
+REQUEST_POLL = 1.0
+SERVE_ROLE = "serve"
 
 
 class Scheduler:
@@ -67,12 +76,15 @@ class Scheduler:
         if self.discovery.sources:
             self.repos, _ = self.discovery.merge(self._configured, refresh=False)
             self.allowed.update(self.discovery.allowed)
-        self.envs = EnvironmentManager(self.state_dir, progress=progress)
+        self.stop_event = CancelEvent()  # loops' tasks and environment builds wake on it at once
+        # A build carries this state_dir's marker (as tasks do), so recover() finds what a
+        # killed scheduler's build left running.
+        self.envs = EnvironmentManager(self.state_dir, progress=progress, cancel=self.stop_event,
+                                       marker=self.marker_prefix + "build")
         self.executors = executors if executors is not None else {
             Executor.PYTHON: PythonExecutor(),
             Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs),
         }
-        self.stop_event = CancelEvent()  # loops' tasks wake on it at once
         # Set by start_isolation() (serve, run-once): None runs tasks as plain processes.
         self.sandbox: Sandbox | None = None
         self._unsandboxed: str | None = None  # why runs cannot be sandboxed here, if they cannot
@@ -87,21 +99,67 @@ class Scheduler:
         return self._snapshot
 
     # -- start-up ---------------------------------------------------------------
-    def lock_state_dir(self) -> None:
+    def lock_state_dir(self, role: str = SERVE_ROLE) -> None:
         """Only one scheduler may use a state_dir: recovery would end the other's runs."""
+        holder = self.try_lock_state_dir(role)
+        if holder is not None:
+            raise PeachError(f"{self.state_dir / 'scheduler.lock'}: another scheduler ({holder}) is using this "
+                             "state_dir; stop it first, or give this one its own state_dir")
+
+    def try_lock_state_dir(self, role: str) -> str | None:
+        """Take the state_dir's lock for ``role`` (serve, run-once, sync) and return None,
+        or return who holds it (``<owner> pid <pid> (<role>)``) and leave it to them."""
         path = self.state_dir / "scheduler.lock"
-        self._lock_file = open(path, "a+")
+        lock = getattr(self, "_lock_file", None)
+        if lock is None or lock.closed:  # else this scheduler holds it already (run_once again)
+            lock = open(path, "a+")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                lock.close()
+                return holder
+            self._lock_file = lock
+        lock.truncate(0)
+        lock.write(f"{self.owner} pid {os.getpid()} ({role})")
+        lock.flush()
+        return None
+
+    def request_sync(self, timeout: float) -> bool:
+        """Ask the ``serve`` holding this state_dir to sync now; True once it has finished a
+        sync that started after the request, False if none has within ``timeout`` seconds."""
+        asked = time.time()
+        request = self.state_dir / SYNC_REQUEST
+        tmp = request.with_name(f".{SYNC_REQUEST}-{os.getpid()}")
+        tmp.write_text(f"pid {os.getpid()} at {asked}\n")
+        os.replace(tmp, request)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if json.loads((self.state_dir / LAST_SYNC).read_text())["started"] >= asked:
+                    return True
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # none yet, or being replaced
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    def _take_sync_request(self) -> bool:
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            raise PeachError(f"{path}: another scheduler ({holder}) is using this state_dir; "
-                             "stop it first, or give this one its own state_dir") from None
-        self._lock_file.truncate(0)
-        self._lock_file.write(f"{self.owner} pid {os.getpid()}")
-        self._lock_file.flush()
+            (self.state_dir / SYNC_REQUEST).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def _record_sync(self, started: float) -> None:
+        path = self.state_dir / LAST_SYNC
+        tmp = path.with_name(f".{LAST_SYNC}-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps({"started": started, "finished": time.time(), "pid": os.getpid()}))
+            os.replace(tmp, path)
+        except OSError as exc:  # only `peach-tasks sync` beside serve reads it
+            log.warning("cannot record the sync in %s: %s", path, exc)
 
     def start_isolation(self) -> None:
         """Find this host's sandbox (``isolation: sandbox``, the default). Where there is none,
@@ -128,9 +186,9 @@ class Scheduler:
             self._warned_unsandboxed = True
             log.warning("runs are NOT sandboxed (only organisation %s has tasks): %s", orgs[0], self._unsandboxed)
 
-    def recover(self) -> None:
+    def recover(self, role: str = SERVE_ROLE) -> None:
         """End what a crashed scheduler left: RUNNING runs and their processes."""
-        self.lock_state_dir()
+        self.lock_state_dir(role)
         self.start_isolation()
         if self.sandbox is not None:  # its sandboxes' cgroups, whatever their processes did to hide
             for group in self.sandbox.cgroups.existing(self.marker_prefix.rstrip(":") + "-"):
@@ -139,7 +197,8 @@ class Scheduler:
                 group.remove()
         killed = kill_marked(self.marker_prefix, self.settings.timeouts.kill_grace)
         if killed:
-            log.warning("killed %d task processes left by a previous scheduler", killed)
+            log.warning("killed %d task and build processes left by a previous scheduler", killed)
+        self.envs.remove_leftovers()  # half-built environments of a scheduler that was killed
         # Only this replica's own runs: others' runs are ended by whoever takes their loop.
         abandoned = self.end_left_runs(ABANDON_REASON, owner=self.owner)
         TriggerQueue(self.store).release_orphans()  # a triggered run cut short runs again
@@ -160,6 +219,7 @@ class Scheduler:
     def sync(self) -> Snapshot:
         """Fetch every repository, reload definitions, rebuild environments, publish."""
         with self._sync_lock:
+            started = time.time()
             in_use = self._leased.in_use() if self._leased is not None else set()
             if self.discovery.sources:
                 self.repos, dropped = self.discovery.merge(self._configured, self.store)
@@ -184,13 +244,21 @@ class Scheduler:
             env_problems = []
             for codops, requirements in sorted(snapshot.requirements.items()):
                 _, problem = self.envs.ensure(codops, requirements)
+                if self.stop_event.is_set():  # stopping: builds were ended, nothing half-done is published
+                    return self._snapshot
                 env_problems.append(("environment", codops, [problem] if problem else [], codops))
             self.store.set_problems_many(env_problems)
+            # Problems of repositories no longer configured nor discovered, of GitLab sources
+            # removed from the settings and of organisations without tasks go with them.
+            names = {repo.name for repo in self.repos}
+            self.store.keep_problems_of({"sync": names | {source.scope for source in self.discovery.sources},
+                                         "config": names, "environment": set(snapshot.requirements)})
             self.store.register_tasks([TaskRegistration(t.spec, t.version) for t in snapshot.tasks.values()])
             queue = TriggerQueue(self.store)
             queue.drop_missing(set(snapshot.tasks))
             queue.release_orphans()  # e.g. runs another replica ended when it took their loop over
             self._snapshot = snapshot
+            self._record_sync(started)
             return snapshot
 
     def _sync_repo(self, repo: Repository, in_use: set) -> tuple[str, Checkout | None, RepoDefinitions | None]:
@@ -223,7 +291,7 @@ class Scheduler:
 
     def run_once(self, orgs: Iterable[str] = (), loops: Iterable[str] = ()) -> dict[str, int]:
         """Sync, then one iteration of each selected loop, concurrently. Returns runs per loop."""
-        self.recover()
+        self.recover("run-once")
         snapshot = self.sync()
         orgs, wanted = set(orgs), set(loops)
         names = [n for n in snapshot.loop_names() if (not wanted or n in wanted)
@@ -278,24 +346,32 @@ class Scheduler:
         self.recover()
         if on_ready is not None:
             on_ready()
-        self.sync()
-        self._leased = LeasedLoops(self)
-        self._leased.start()
-        sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
-        sync_thread.start()
-        self.stop_event.wait(duration)
+        self.sync()  # a stop during it ends its environment builds at once
+        sync_thread = None
+        if not self.stop_event.is_set():
+            self._leased = LeasedLoops(self)
+            self._leased.start()
+            sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
+            sync_thread.start()
+            self.stop_event.wait(duration)
         self.stop()
-        sync_thread.join(timeout=30)
+        if sync_thread is not None:
+            sync_thread.join(timeout=30)
 
     def _sync_forever(self) -> None:
+        """Sync every ``sync_interval_seconds``, and at once when `peach-tasks sync` asks."""
         interval = max(self.settings.loop.sync_interval_seconds, 1.0)
-        while not self.stop_event.wait(interval):
+        due = time.monotonic() + interval
+        while not self.stop_event.wait(max(0.0, min(REQUEST_POLL, due - time.monotonic()))):
+            if not self._take_sync_request() and time.monotonic() < due:
+                continue
             try:
                 self.sync()
                 if self._leased is not None:
                     self._leased.round()  # a new organisation's loop starts now, not at the next round
             except Exception:  # e.g. the database briefly gone: report and retry next time
                 log.exception("sync failed; retrying in %.0fs", interval)
+            due = time.monotonic() + interval
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every loop; running tasks are killed and recorded as ABANDONED."""

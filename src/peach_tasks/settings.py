@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from .errors import ConfigProblem, PeachError
 from .web.hosts import host_setting, origin_setting
+from .repos import name_problem
 from .yamlsource import load_yaml_file, validation_problems
 
 CONFIG_ENV = "PEACH_TASKS_CONFIG"
@@ -36,6 +37,14 @@ class RepositorySettings(_Strict):
     codops: list[str] | None = None
     # Short name used in folders and messages; derived from the url when absent.
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class TimeoutSettings(_Strict):
@@ -318,14 +327,33 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
     except ValidationError as exc:
         problems.extend(validation_problems(exc, shown, lines))
         raise SettingsError(problems) from None
+    blocked = _state_dir_blocked(settings.state_path)
+    if blocked is not None:
+        problems.append(ConfigProblem(shown, lines.lines.get(("state_dir",)), blocked))
     names = [settings.repository_name(r) for r in settings.repositories]
     for index, name in enumerate(names):
+        derived = name_problem(name) if settings.repositories[index].name is None else None
+        if derived is not None:  # e.g. the url ends in '..'
+            problems.append(ConfigProblem(shown, lines.line_of(("repositories", index)),
+                                          f"{derived} (derived from 'url'); give this repository a 'name'"))
         if name in names[:index]:
             problems.append(ConfigProblem(shown, lines.line_of(("repositories", index)),
                                           f"two repositories are both named '{name}'; give one a distinct 'name'"))
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _state_dir_blocked(path: Path) -> str | None:
+    """Why ``path`` cannot be the state_dir (it, or a folder above it, is a file), or None."""
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return None
+        if os.path.lexists(folder):
+            what = "is a file" if folder == path else f"lies under {folder}, which is a file"
+            return (f"state_dir {path} {what}, not a folder; point 'state_dir' at a folder (it is created "
+                    "if missing) or move that file away")
+    return None
 
 
 def settings_from_dict(data: dict, base_dir: str | os.PathLike[str] = ".") -> Settings:

@@ -9,6 +9,7 @@ expand it beyond ``MAX_NODES`` values ("billion laughs") is refused before it is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ Path_ = tuple[Any, ...]
 # Aliases let a small file stand for a huge document, and building it (and its line map)
 # expands every alias. Real files have a few hundred values.
 MAX_NODES = 100_000
+# The YAML specification limits a key written without '?' to 1024 characters; PyYAML
+# then stops with a syntax error that does not say why.
+MAX_KEY_CHARS = 1024
 
 
 class _Loader(yaml.SafeLoader):
@@ -67,12 +71,33 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineMap]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
+        long_key = _long_key(text, mark.line) if mark else None
+        if long_key is not None:
+            at, length = long_key
+            raise ConfigProblem(file, at, f"this key is {length} characters long; YAML reads a key of at most "
+                                          f"{MAX_KEY_CHARS} characters, so the line cannot be read. Use a shorter "
+                                          "name (a task name, a setting)") from None
         what = exc.problem or str(exc)
         raise ConfigProblem(file, line, f"YAML syntax error: {what}; fix the YAML syntax on this line") from None
     except yaml.YAMLError as exc:
         raise ConfigProblem(file, None, f"YAML error: {exc}; fix the file") from None
     finally:
         loader.dispose()
+
+
+def _long_key(text: str, line: int) -> tuple[int, int] | None:
+    """(1-based line, length) of a ``key:`` longer than YAML allows at or just before the
+    0-based ``line`` of a syntax error: the parser then stops with a misleading message
+    ("mapping values are not allowed here")."""
+    rows = text.splitlines()
+    for index in (line, line - 1):
+        if not 0 <= index < len(rows):
+            continue
+        content = rows[index].lstrip(" ").removeprefix("- ").lstrip(" ")
+        key = re.match(r"(.*?):(\s|$)", content)
+        if key is not None and len(key.group(1)) > MAX_KEY_CHARS:
+            return index + 1, len(key.group(1).strip("'\""))
+    return None
 
 
 def _expanded_size(root: yaml.Node) -> int:

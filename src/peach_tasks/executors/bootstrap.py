@@ -10,7 +10,9 @@ part of every task's run. It reads one JSON request from stdin::
 and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
 A ``SystemExit`` from the task ends the process with its code (no result file
-unless the code is 0).
+unless the code is 0). The result file's folder is opened before the task runs and the
+file is written through that handle, so a task that changes or deletes its working
+directory (its private checkout copy) still gets its result or its own error recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import os
 import sys
 
 _THIS_FILE = os.path.abspath(__file__)
+# This file's frames as a traceback names them (the path it was started with, or the
+# absolute one); compared as text, since a task may delete the working directory that
+# os.path.abspath would need for a relative name.
+_OWN_FILES = frozenset((__file__, _THIS_FILE))
 
 
 def main() -> int:
@@ -70,6 +76,12 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
         print(f"peach-tasks bootstrap: unusable request: {exc!r}", file=sys.stderr)
         return 2
 
+    try:  # opened now: the task may remove or leave the folder it runs in
+        result_dir = _ResultDir(result_path)
+    except OSError as exc:
+        print(f"peach-tasks bootstrap: cannot open the folder of {result_path}: {exc}", file=sys.stderr)
+        return 2
+
     # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0].
     sys.path.insert(0, request.get("cwd") or os.getcwd())
     sys.argv = [filename]
@@ -77,18 +89,19 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     _offer_helpers()
 
-    try:
-        value = _run(code, filename, request, extra_globals or {})
-    except SystemExit as exc:
-        status = _exit_code(exc)
-        if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
-            _write(result_path, {"ok": True, "result": None})
-        return status
-    except BaseException as exc:  # the task's failure, whatever it is, is reported
-        _write(result_path, {"ok": False, "error": _describe(exc)})
-        return 1
-    _write(result_path, _result(value, int(request.get("max_result_bytes") or 0)))
-    return 0
+    with result_dir:
+        try:
+            value = _run(code, filename, request, extra_globals or {})
+        except SystemExit as exc:
+            status = _exit_code(exc)
+            if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
+                result_dir.write({"ok": True, "result": None})
+            return status
+        except BaseException as exc:  # the task's failure, whatever it is, is reported
+            result_dir.write({"ok": False, "error": _describe(exc)})
+            return 1
+        result_dir.write(_result(value, int(request.get("max_result_bytes") or 0)))
+        return 0
 
 
 def _run(code: str, filename: str, request: dict, extra_globals: dict) -> object:
@@ -186,7 +199,7 @@ def _describe(exc: BaseException) -> dict:
 
     # Drop this file's own frames: the reader should start at the task's code.
     tb = exc.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == _THIS_FILE:
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     try:
@@ -222,12 +235,29 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _write(path: str, data: dict) -> None:
-    # Write then rename: the scheduler never reads half a file if the task is killed.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, default=repr, allow_nan=False)
-    os.replace(tmp, path)
+class _ResultDir:
+    """The result file's folder, held open from before the task runs until the result is
+    written: the path is resolved once, while the working directory still exists, and the
+    file is written relative to the open folder, whatever the task did to its cwd."""
+
+    def __init__(self, path: str) -> None:
+        folder, self.name = os.path.split(os.path.abspath(path))
+        self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __enter__(self) -> "_ResultDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def write(self, data: dict) -> None:
+        # Write then rename: the scheduler never reads half a file if the task is killed.
+        tmp = f"{self.name}.tmp"
+        text = json.dumps(data, default=repr, allow_nan=False)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -170,6 +170,17 @@ class Store:
                 [(kind, scope) for kind, scope, _, _ in groups])))
             if rows:
                 conn.execute(problems_t.insert(), rows)
+
+    def keep_problems_of(self, scopes: Mapping[str, Collection[str]]) -> None:
+        """Drop the problems of each kind whose scope is not in ``scopes[kind]``: those of a
+        repository removed from the settings (or no longer discovered), or of an organisation
+        that has no task left. Kinds not in ``scopes`` are left alone."""
+        with self.engine.begin() as conn:
+            for kind, keep in scopes.items():
+                query = problems_t.delete().where(problems_t.c.kind == kind)
+                if keep:
+                    query = query.where(problems_t.c.scope.not_in(sorted(keep)))
+                conn.execute(query)
 
     # -- loops -> store ---------------------------------------------------------
     def set_states(self, keys: Iterable[tuple[str, str]], state: TaskState) -> None:
