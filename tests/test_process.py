@@ -98,20 +98,22 @@ def test_lines_reach_the_sink_while_the_process_runs(tmp_path: Path) -> None:
     assert texts(lines) == ["waiting for release", "released"]
 
 
-def test_long_lines_are_split_and_bad_bytes_replaced(tmp_path: Path) -> None:
+def test_long_lines_are_cut_with_a_note_and_bad_bytes_replaced(tmp_path: Path) -> None:
     code = """
         import sys
         sys.stdout.buffer.write(b"ab\\xff\\xfecd\\r\\n")
-        sys.stdout.buffer.write(("\\u00e9" * 100_000).encode() + b"\\n")
+        sys.stdout.buffer.write(b"x" + ("\\u00e9" * 100_000).encode() + b"\\n")
+        print("after")
     """
     lines: list[str] = []
     assert run_process(spec(tmp_path, code), lines.append).exit_code == 0
     got = texts(lines)
     assert got[0] == "ab\ufffd\ufffdcd"
-    pieces = got[1:]
-    assert len(pieces) == 4  # 200,000 bytes in pieces of at most 64 KiB
-    assert all(len(p.encode()) <= MAX_LINE_BYTES for p in pieces)
-    assert "".join(pieces) == "\u00e9" * 100_000  # no character cut in half
+    # 200,001 bytes: the first 64 KiB kept, without cutting a character in half
+    assert got[1] == "x" + "\u00e9" * ((MAX_LINE_BYTES - 2) // 2)
+    assert got[2] == (f"peach-tasks: the line above was cut: {200_001 - (MAX_LINE_BYTES - 1)} bytes dropped after "
+                      f"its first {MAX_LINE_BYTES - 1} (lines are kept up to {MAX_LINE_BYTES} bytes)")
+    assert got[3:] == ["after"]
 
 
 def test_environment_is_exactly_the_spec_plus_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,9 @@ from .sandbox import Sandbox, SandboxPlan
 
 # A sink receives one captured log line at a time, already stamped with its UTC time
 # ("2026-11-24T22:30:01.123Z text"), without the trailing newline. It must be cheap
-# and thread-safe: the process layer calls it from its reader thread.
+# and thread-safe: the process layer calls it from its reader thread. A sink whose
+# ``takes_blocks`` attribute is true (the store's LogWriter.write) also takes several such
+# lines in one call, joined by "\n": the reader then hands it each read's lines at once.
 LogSink = Callable[[str], None]
 
 

@@ -194,6 +194,12 @@ def _result(value: object, max_bytes: int) -> dict:
     return {"ok": True, "result": value}
 
 
+# What a result file holds of an error at most: the scheduler keeps no more (peach_tasks/bounds.py),
+# and a file of a 100 MB message would be refused whole, error and all.
+_MAX_ERROR_CHARS = 4 * 1024
+_MAX_TRACEBACK_CHARS = 64 * 1024
+
+
 def _describe(exc: BaseException) -> dict:
     import traceback
 
@@ -210,11 +216,15 @@ def _describe(exc: BaseException) -> dict:
     notes = getattr(exc, "__notes__", None)
     if isinstance(notes, list) and notes and len(only) > len(notes):
         only = only[: -len(notes)]  # notes come after the "Type: message" line
+    last_line = only[-1].strip() if only else type(exc).__name__
+    if len(last_line) > _MAX_ERROR_CHARS or len(text) > _MAX_TRACEBACK_CHARS:
+        _say(f"peach-tasks: the run keeps this error cut to {_MAX_ERROR_CHARS} characters (it has {len(last_line)}) "
+             f"and its traceback to {_MAX_TRACEBACK_CHARS} (it has {len(text)})")
     return {
-        "type": type(exc).__name__,
-        "value": _safe_str(exc),
-        "traceback": text,
-        "last_line": only[-1].strip() if only else type(exc).__name__,
+        "type": _cut(type(exc).__name__, 200),
+        "value": _cut(_safe_str(exc), _MAX_ERROR_CHARS),
+        "traceback": _cut(text, _MAX_TRACEBACK_CHARS, keep_end=True),
+        "last_line": _cut(last_line, _MAX_ERROR_CHARS),
     }
 
 
@@ -223,6 +233,29 @@ def _safe_str(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<unprintable {type(exc).__name__}>"
+
+
+def _cut(text: str, limit: int, keep_end: bool = False) -> str:
+    """As peach_tasks.bounds.cut_text: at most ``limit`` characters, a marker where cut."""
+    if len(text) <= limit:
+        return text
+    room = max(limit - len(_marker(len(text))), 0)
+    marker = _marker(len(text) - room)
+    if keep_end:
+        head = room // 2
+        return text[:head] + marker + text[len(text) - (room - head):]
+    return text[:room] + marker
+
+
+def _marker(cut: int) -> str:
+    return f" [... {cut} characters cut by peach-tasks ...] "
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)  # into the log; the task may have closed or replaced stderr
+    except Exception:
+        pass
 
 
 def _exit_code(exc: SystemExit) -> int:

@@ -14,8 +14,9 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from ..bounds import bound_outcome
 from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
@@ -66,7 +67,11 @@ class PythonExecutor:
                 message = f"cannot start {job.interpreter} in {job.cwd}: {exc.strerror or exc}"
                 sink(f"{utc_stamp()} peach-tasks: {message}")
                 return Outcome(RunStatus.FAILURE, error=message)
-            return outcome_from(job, ended, read_result(result_path))
+            note = lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")  # noqa: E731
+            outcome, notes = bound_outcome(outcome_from(job, ended, read_result(result_path, note)))
+            for text in notes:
+                note(text)
+            return outcome
         finally:
             if own_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -92,15 +97,19 @@ class PythonExecutor:
 MAX_RESULT_FILE_BYTES = 4 << 20  # a result file is the value (bounded) or an error with its traceback
 
 
-def read_result(path: Path) -> dict[str, Any] | None:
+def read_result(path: Path, note: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The task's result file, if it is one: the task owns the folder, so a link (to a
-    file of the scheduler's), a FIFO (to hang the loop) or a huge file is not read."""
+    file of the scheduler's), a FIFO (to hang the loop) or a huge file is not read
+    (``note`` is told why, when a file was there)."""
     data = read_task_file(path, MAX_RESULT_FILE_BYTES)
     if data is None:
-        return None  # no file: the process died, was killed or exited on its own
+        # No file: the process died, was killed or exited on its own.
+        if note is not None and os.path.lexists(path):
+            note(f"the result file was not read: not a regular file of at most {MAX_RESULT_FILE_BYTES} bytes")
+        return None
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) and "ok" in value else None
 
@@ -131,7 +140,8 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
                  f"per organisation under organisations.{job.codops}.python.memory)")
         return Outcome(RunStatus.FAILURE, error=error, details=details, **codes)
     if result is not None and not result["ok"]:
-        failure = result.get("error") or {}
+        failure = result.get("error")
+        failure = failure if isinstance(failure, dict) else {}  # a result file the task wrote itself
         details["error_type"] = failure.get("type")
         details["traceback"] = failure.get("traceback")
         error = failure.get("last_line") or failure.get("type") or "the task failed"

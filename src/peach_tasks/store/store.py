@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
+from ..bounds import bound_outcome
 from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
 from . import views
@@ -28,7 +29,6 @@ from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD_REVISION = "0006"
-MAX_RESULT_CHARS = 64 * 1024
 
 
 class StoreError(PeachError):
@@ -235,11 +235,17 @@ class Store:
     def finish_run(self, run_id: int, outcome: Outcome, started_monotonic: float | None = None,
                    log: LogWriter | None = None) -> None:
         """The single path by which a run leaves RUNNING. ``log``: the run's log writer,
-        closed in the same transaction (what it still buffers is stored with the end)."""
+        closed in the same transaction (what it still buffers is stored with the end).
+
+        What a task can put into the row (error, result, details) is bounded here, once, for
+        every executor and path (``bounds.py``); what had to be cut is noted in the log."""
         now = utcnow()
+        outcome, notes = bound_outcome(outcome)
         try:
             with self.engine.begin() as conn:
                 if log is not None:
+                    for note in notes:  # a retry finds the writer closed: noted once
+                        log.write(f"{iso(now)} peach-tasks: {note}")
                     log.close(conn)
                 self._finish(conn, run_id, outcome, now, started_monotonic)
         except BaseException:
@@ -263,7 +269,7 @@ class Store:
         conn.execute(runs.update().where(runs.c.id == run_id).values(
             finished_at=now, status=outcome.status.value, duration_s=round(duration, 6),
             exit_code=outcome.exit_code, signal=outcome.signal,
-            error=(outcome.error or None) and outcome.error[:4000],
+            error=outcome.error or None,
             result=_json_or_none(outcome.result),
             details=json.dumps(outcome.details, default=str) if outcome.details else None,
             peak_memory_bytes=outcome.peak_memory_bytes, cpu_seconds=outcome.cpu_seconds,
@@ -430,10 +436,9 @@ def _json_or_none(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
+        return json.dumps(value, allow_nan=False)  # within its bound: bound_outcome saw to that
+    except (TypeError, ValueError, RecursionError):
         return None
-    return text if len(text) <= MAX_RESULT_CHARS else None
 
 
 def _engine(url: str | sa.URL, **pool: Any) -> sa.Engine:
