@@ -134,7 +134,7 @@ class Sandbox:
             args += ["--tmpfs", str(copy.parent)]
         own = [p for p in _distinct(plan.read_only) if not _under_system(p)]
         shown = [dest for _, dest in plan.writable]
-        inside_copy = copy is not None and (cwd == copy or copy in cwd.parents)
+        inside_copy = copy is not None and _within(cwd, copy)
         for parent in _parents([*own, *shown, *([] if inside_copy else [cwd])]):
             args += ["--perms", "0755", "--dir", str(parent)]  # never inside the copy: cp makes it
         for path in own:
@@ -158,7 +158,9 @@ def interpreter_home(interpreter: Path) -> Path:
     return real.parent.parent
 
 
-def _system_view() -> list[str]:
+@functools.lru_cache(maxsize=None)
+def _system_view() -> tuple[str, ...]:
+    """The host's system folders, as bubblewrap arguments: looked at once per process."""
     args: list[str] = []
     for path in SYSTEM_READ_ONLY:
         if path.is_dir():
@@ -169,11 +171,19 @@ def _system_view() -> list[str]:
             args += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    return args
+    return tuple(args)
+
+
+# Paths are compared by their parts (absolute, normalised): ``root in path.parents`` builds
+# and compares a Path per level, which made the command line cost a millisecond per run.
+def _within(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or lies below it."""
+    top = root.parts
+    return path.parts[:len(top)] == top
 
 
 def _under_system(path: Path) -> bool:
-    return any(path == root or root in path.parents for root in SYSTEM_READ_ONLY)
+    return any(_within(path, root) for root in SYSTEM_READ_ONLY)
 
 
 def _distinct(paths: tuple[Path, ...]) -> list[Path]:
@@ -181,20 +191,25 @@ def _distinct(paths: tuple[Path, ...]) -> list[Path]:
     unique = sorted({Path(p) for p in paths}, key=lambda p: len(p.parts))
     kept: list[Path] = []
     for path in unique:
-        if not any(k == path or k in path.parents for k in kept):
+        if not any(_within(path, k) for k in kept):
             kept.append(path)
     return kept
+
+
+_SYSTEM_PARTS = tuple(root.parts for root in SYSTEM_READ_ONLY)
+_NEVER_MADE = {("/",), ("/", "tmp")}
 
 
 def _parents(paths: list[Path]) -> list[Path]:
     """The folders above ``paths`` that bubblewrap must create, top first, readable by the
     task (bubblewrap would copy a private mode such as /root's 0700)."""
-    found: set[Path] = set()
+    found: set[tuple[str, ...]] = set()
     for path in paths:
-        for parent in Path(path).parents:
-            if parent != Path("/") and parent != Path("/tmp") and not _under_system(parent):
-                found.add(parent)
-    return sorted(found, key=lambda p: (len(p.parts), str(p)))
+        parts = Path(path).parts
+        found.update(parts[:end] for end in range(1, len(parts)))
+    kept = [Path(*parts) for parts in found
+            if parts not in _NEVER_MADE and not any(parts[:len(top)] == top for top in _SYSTEM_PARTS)]
+    return sorted(kept, key=lambda p: (len(p.parts), str(p)))
 
 
 @functools.lru_cache(maxsize=None)
