@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..environments import Environment
 from ..model import Outcome, RunStatus
+from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .process import ProcessSpec, run_process, utc_stamp
 from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result
@@ -169,8 +170,10 @@ class SparkExecutor:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The driver's facts (application id, UI): a file the task could replace, so read as one."""
+    raw = read_task_file(path, 64 * 1024)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
