@@ -497,3 +497,15 @@ def test_export_ignore_does_not_hide_files_from_the_scheduler(tmp_path: Path) ->
     assert set(p.tasks()) == {"default/good"}
     p.ok("run-once")
     assert p.runs("default/good")[0]["status"] == "SUCCESS"
+
+
+def test_run_ids_beyond_a_database_integer_are_usage_errors(tmp_path: Path) -> None:
+    p = Peach(tmp_path)
+    p.repo.notebook("good.ipynb", GOOD_CELL)
+    p.repo.write("peach.yaml", task_yaml("default", {"good": py_task("good.ipynb", "good")}))
+    p.repo.commit()
+    p.ok("sync")
+    for args in (("logs", str(2**64)), ("runs", "default/good", "--before", str(2**63))):
+        result = p(*args)
+        assert result.returncode == 2 and "is not in the range" in result.stderr, result.stderr
+        no_traceback(result)

@@ -21,6 +21,9 @@ TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "l
 RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "memory", "cpu",
                "triggered_by", "error"]
 
+# A run id is a database integer: beyond it there is no run, said as a usage error.
+RUN_IDS = click.IntRange(1, 2**63 - 1)
+
 
 def _config_option(func: Callable) -> Callable:
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -329,7 +332,7 @@ def tasks(ctx: click.Context, orgs: tuple[str, ...], include_inactive: bool, as_
 @_config_option
 @click.argument("task", metavar="CODOPS/TASK")
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="How many runs.")
-@click.option("--before", type=int, default=None, help="Only runs with an id below this (paging).")
+@click.option("--before", type=RUN_IDS, default=None, help="Only runs with an id below this (paging).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of run objects.")
 @click.pass_context
 def runs(ctx: click.Context, task: str, limit: int, before: int | None, as_json: bool) -> None:
@@ -351,7 +354,7 @@ def runs(ctx: click.Context, task: str, limit: int, before: int | None, as_json:
 
 @main.command()
 @_config_option
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_IDS)
 @click.pass_context
 def logs(ctx: click.Context, run_id: int) -> None:
     """The captured log of one run."""
