@@ -202,7 +202,7 @@ class SandboxedBootstrap:
         group = self.sandbox.create_group(plan)
         try:
             argv = self.sandbox.command(plan, [str(self.env.python), "-I", str(BOOTSTRAP)], self.notebook.parent,
-                                        group)
+                                        group, copy_beside=True)  # as the python executor starts it
             return time_command(argv, self.notebook.parent, request)
         finally:
             group.kill()

@@ -225,6 +225,39 @@ def test_own_checkout_is_writable_but_private_to_the_run(tmp_path: Path, open_sc
     assert json.loads((checkout / "attack.ipynb").read_text())["cells"]  # the committed notebook
 
 
+def test_task_code_starts_in_a_whole_copy_and_a_failed_copy_fails_the_run(tmp_path: Path,
+                                                                            open_scheduler: Any) -> None:
+    """The copy is made while the interpreter starts (bootstrap.py waits for it): the task's
+    first line already sees all of it, and a copy that fails is the run's failure, before
+    any of the task's code."""
+    orgs = Orgs(tmp_path)
+    for i in range(2000):  # about 60 ms to copy: longer than the interpreter's start
+        orgs.alpha.write(f"data/f{i:04d}.txt", str(i))
+    orgs.attack("""
+        import os
+        print("TASK-CODE-RAN")
+        FILES = sorted(os.listdir("data"))  # at import of the cell, the task's first line
+        def main():
+            return {"files": len(FILES), "last": open("data/" + FILES[-1]).read(), "cwd": os.getcwd(),
+                    "beside": sorted(os.listdir(".."))}
+    """)
+    scheduler, store = open_scheduler(orgs.config)
+    scheduler.run_once(orgs=["alpha"])
+    result = attack_result(store)
+    checkout = next((orgs.state / "repos" / "alpha-repo" / "checkouts").iterdir())
+    assert result == {"files": 2000, "last": "1999", "cwd": str(checkout), "beside": [checkout.name]}
+
+    (checkout / "data" / "f1500.txt").chmod(0)  # the task's user cannot read it: cp fails
+    try:
+        scheduler.run_once(orgs=["alpha"])
+    finally:
+        (checkout / "data" / "f1500.txt").chmod(0o644)
+    failed = runs(store, "alpha", "attack")[0]
+    log = store.log(failed["id"]) or ""
+    assert failed["status"] == "FAILURE" and failed["exit_code"] == 125, (failed, log)
+    assert "the private copy of the checkout failed" in log and "TASK-CODE-RAN" not in log
+
+
 def test_signals_at_the_scheduler_change_nothing(tmp_path: Path) -> None:
     """SIGTERM and SIGSTOP at getppid() and at every pid the task can see; the scheduler is a
     real ``peach-tasks run-once`` process here, so a stopped scheduler fails the test in time."""

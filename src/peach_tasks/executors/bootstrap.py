@@ -13,6 +13,10 @@ A ``SystemExit`` from the task ends the process with its code (no result file
 unless the code is 0). The result file's folder is opened before the task runs and the
 file is written through that handle, so a task that changes or deletes its working
 directory (its private checkout copy) still gets its result or its own error recorded.
+
+In a sandbox the checkout's private copy is made while this interpreter starts: then the
+arguments are ``--copy PID DONE`` (see ``sandbox.TASK_STEP_BESIDE``), and nothing of the
+task runs before that copy ended whole and the process entered the request's ``cwd`` in it.
 """
 
 from __future__ import annotations
@@ -42,9 +46,39 @@ def main() -> int:
     except ValueError as exc:
         print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
         return 2
+    if sys.argv[1:2] == ["--copy"]:
+        status = _wait_for_copy(sys.argv[2:4], request.get("cwd") if isinstance(request, dict) else None)
+        if status:
+            return status
     if request.get("die_with_parent"):
         _die_with(int(request["die_with_parent"]))
     return run_request(request)
+
+
+def _wait_for_copy(args: list[str], cwd: str | None) -> int:
+    """Wait for the sandbox's copy of the checkout (``args``: its job's pid, the file it
+    leaves when the copy is whole), then enter ``cwd``: 0, or 125 (the sandbox's own failure
+    code) when either fails."""
+    try:
+        pid, done = int(args[0]), args[1]
+    except (IndexError, ValueError):
+        print(f"peach-tasks bootstrap: unusable --copy arguments {args!r}", file=sys.stderr)
+        return 125
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # the shell reaped it before it became this interpreter: it has ended
+    try:
+        os.unlink(done)
+    except OSError:
+        print("peach-tasks bootstrap: the private copy of the checkout failed", file=sys.stderr)
+        return 125
+    try:
+        os.chdir(cwd or "/")
+    except OSError as exc:
+        print(f"peach-tasks bootstrap: cannot enter {cwd}: {exc}", file=sys.stderr)
+        return 125
+    return 0
 
 
 def _die_with(parent_pid: int) -> None:

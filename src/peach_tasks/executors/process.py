@@ -58,6 +58,8 @@ class ProcessSpec:
     # Run it inside this sandbox (its own namespaces and cgroup); None: a plain process.
     sandbox: Sandbox | None = None
     plan: SandboxPlan | None = None
+    # In a sandbox with a private copy: the program waits for the copy (``Sandbox.command``).
+    copy_beside: bool = False
 
 
 _PR_SET_PDEATHSIG = 1
@@ -111,7 +113,7 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
     argv = spec.argv
     if spec.sandbox is not None and spec.plan is not None:
         group = spec.sandbox.create_group(spec.plan)  # CgroupError is an OSError: the run cannot start
-        argv = spec.sandbox.command(spec.plan, spec.argv, spec.cwd, group)
+        argv = spec.sandbox.command(spec.plan, spec.argv, spec.cwd, group, copy_beside=spec.copy_beside)
     try:
         proc = subprocess.Popen(
             argv,

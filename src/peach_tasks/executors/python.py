@@ -60,6 +60,7 @@ class PythonExecutor:
                 stdin_data=request,  # carries die_with_parent: the task sets it itself (bootstrap.py)
                 sandbox=job.sandbox,
                 plan=job.sandbox_plan(work_dir),
+                copy_beside=True,  # bootstrap.py waits for the checkout's copy itself (--copy)
             )
             try:
                 ended = run_process(spec, sink, cancel)

@@ -55,6 +55,12 @@ INIT = '"$@"; exit $?'
 # umask; -p could keep only the times (git leaves none worth keeping), at 5 more system
 # calls per file (ownership twice, ACL twice, times): about 1 ms per 200 files.
 TASK_STEP = 'if [ -n "$1" ]; then cp -R "$1" "$2" || exit 125; fi; cd "$3" || exit 125; shift 3; exec "$@"'
+# The same for a program that waits for the copy itself (bootstrap.py, see ``command``): the
+# copy runs beside the interpreter's start instead of before it. The program gets ``--copy
+# PID DONE``: PID, the copy's job, is its child once the shell became it (unless the shell
+# already reaped it: then it has ended), and the job leaves the file DONE if the copy is whole.
+TASK_STEP_BESIDE = ('c=$2; { cp -R "$1" "$c" && : > "$c.copied"; } & shift 3; '
+                    'exec "$@" --copy "$!" "$c.copied"')
 PRISTINE = "/run/peach/checkout"  # where the committed checkout is shown, read-only, for TASK_STEP
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
                 "bubblewrap), or set 'isolation: none' in scheduler.yaml to run tasks unsandboxed")
@@ -109,8 +115,15 @@ class Sandbox:
             for name in dirs + files:
                 os.chown(os.path.join(here, name), uid, gid, follow_symlinks=False)
 
-    def command(self, plan: SandboxPlan, argv: list[str], cwd: Path, group: RunGroup | None) -> list[str]:
-        """The launcher + bubblewrap command line that runs ``argv`` in ``cwd`` inside the sandbox."""
+    def command(self, plan: SandboxPlan, argv: list[str], cwd: Path, group: RunGroup | None,
+                copy_beside: bool = False) -> list[str]:
+        """The launcher + bubblewrap command line that runs ``argv`` in ``cwd`` inside the sandbox.
+
+        ``copy_beside``: ``argv`` waits for the private copy itself, so the copy is started
+        beside it rather than before it. The program then starts in ``/`` with ``--copy PID
+        DONE`` added to its arguments; before it runs any of the task's code it must wait for
+        that child, fail the run unless the file DONE is there (remove it), and enter ``cwd``.
+        """
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try", "--hostname", "peach"]
         if self.run_as is None:
@@ -150,7 +163,8 @@ class Sandbox:
             uid, gid = self.run_as
             args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-        inner = ["/bin/sh", "-c", TASK_STEP, "peach-task", PRISTINE if copy else "", str(copy or ""), str(cwd)]
+        step = TASK_STEP_BESIDE if copy is not None and copy_beside else TASK_STEP
+        inner = ["/bin/sh", "-c", step, "peach-task", PRISTINE if copy else "", str(copy or ""), str(cwd)]
         files = [str(f) for f in group.procs_files()] if group is not None else []
         return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *inner, *argv]
 
