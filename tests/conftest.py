@@ -72,8 +72,17 @@ def shared_folder(folder: Path) -> dict[str, Any]:
     return {"python": {"mounts": {str(folder): "rw"}}}
 
 
-def host_pid(ns_pid: int, run_id: int | str) -> int | None:
-    """The host's pid of a process of run ``run_id`` that saw itself as ``ns_pid``.
+def run_marker(state_dir: Path, run_id: int | str) -> str:
+    """The marker every process of run ``run_id`` of the scheduler on ``state_dir`` carries
+    (``PEACH_TASKS_RUN``): unique on the host, even with other test runs beside this one."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12] + f":{run_id}"
+
+
+def host_pid(ns_pid: int, marker: str) -> int | None:
+    """The host's pid of the process carrying ``marker`` (``run_marker``) that saw itself
+    as ``ns_pid``.
 
     A sandboxed task lives in its own PID namespace, so the pid it reports is not the
     host's; the run's marker variable and the innermost pid of ``NSpid`` (in
@@ -83,7 +92,7 @@ def host_pid(ns_pid: int, run_id: int | str) -> int | None:
 
     for proc in psutil.process_iter():
         try:
-            if not proc.environ().get("PEACH_TASKS_RUN", "").endswith(f":{run_id}"):
+            if proc.environ().get("PEACH_TASKS_RUN") != marker:
                 continue
             status = Path(f"/proc/{proc.pid}/status").read_text()
         except (psutil.Error, OSError):

@@ -410,7 +410,8 @@ def test_second_scheduler_on_the_same_state_dir_is_refused(tmp_path: Path) -> No
         # The refused scheduler did not "recover" the live run of the first one.
         assert serve.poll() is None
         runs = p.runs("default/sleepy")
-        assert [(r["id"], r["status"]) for r in runs] == [(run_id, "RUNNING")]
+        assert [(r["id"], r["status"]) for r in runs] == [(run_id, "RUNNING")], \
+            [(r["id"], r["status"], r["error"]) for r in runs]
     finally:
         serve.send_signal(signal.SIGTERM)
         try:

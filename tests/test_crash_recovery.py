@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 import yaml
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings, host_pid, shared_folder
+from conftest import Repo, host_pid, py_task, run_marker, shared_folder, task_yaml, wait_for, write_settings
 
 from peach_tasks.store import Store
 
@@ -45,12 +45,13 @@ SLEEPER = (
 )
 
 
-def run_processes(run_id: int) -> list[int]:
-    """Live processes on the host carrying run ``run_id``'s marker."""
+def run_processes(state_dir: Path, run_id: int) -> list[int]:
+    """Live processes on the host carrying the marker of run ``run_id`` of ``state_dir``."""
+    marker = run_marker(state_dir, run_id)
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("PEACH_TASKS_RUN", "").endswith(f":{run_id}") and alive(proc.pid):
+            if proc.environ().get("PEACH_TASKS_RUN") == marker and alive(proc.pid):
                 found.append(proc.pid)
         except psutil.Error:
             continue
@@ -154,7 +155,8 @@ class Project:
         """The host's pids of the run's task and grandchild (they report their sandbox's own)."""
         def find(name: str) -> int:
             ns_pid = int((self.out / f"{run_id}.{name}").read_text())
-            return wait_for(lambda: host_pid(ns_pid, run_id), 10, f"the run's {name} on the host")
+            marker = run_marker(self.tmp / "state", run_id)
+            return wait_for(lambda: host_pid(ns_pid, marker), 10, f"the run's {name} on the host")
 
         return find("task"), find("grandchild")
 
@@ -167,7 +169,7 @@ class Project:
         for path in self.out.iterdir():
             if path.suffix in (".task", ".grandchild"):
                 try:  # the pid in the file is the sandbox's: only its host pid may be killed
-                    pid = host_pid(int(path.read_text()), path.name.split(".")[0])
+                    pid = host_pid(int(path.read_text()), run_marker(self.tmp / "state", path.name.split(".")[0]))
                     if pid is not None:
                         os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, ValueError, PermissionError):
@@ -228,7 +230,7 @@ def _sigkill_then_restart(sleeper: Project, sandboxed: bool) -> None:
     assert new[0]["status"] == "TIMEOUT" and "timed out" in new[0]["error"]
     # The new run started its own processes, and they were ended by its timeout.
     assert (sleeper.out / f"{new[0]['id']}.task").exists() and (sleeper.out / f"{new[0]['id']}.grandchild").exists()
-    assert run_processes(new[0]["id"]) == []
+    assert run_processes(sleeper.tmp / "state", new[0]["id"]) == []
     assert all(r["status"] != "RUNNING" for r in sleeper.all_runs())
 
 

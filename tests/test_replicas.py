@@ -15,7 +15,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Repo, wait_for, host_pid, shared_folder
+from conftest import Repo, host_pid, run_marker, shared_folder, wait_for
 from spark_cluster import free_port
 from tcp_proxy import TcpProxy
 
@@ -35,10 +35,12 @@ def main():
 """
 
 
-def task_pid(pidfile: Path, run_id: int) -> int:
-    """The host's pid of the task that wrote ``pidfile`` (from inside its sandbox)."""
+def task_pid(pidfile: Path, state_dir: Path, run_id: int) -> int:
+    """The host's pid of the task of ``state_dir``'s run ``run_id`` that wrote ``pidfile``
+    (from inside its sandbox)."""
     ns_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10, "the task's pid"))
-    return wait_for(lambda: host_pid(ns_pid, run_id), 10, "the task's process on the host")
+    marker = run_marker(state_dir, run_id)
+    return wait_for(lambda: host_pid(ns_pid, marker), 10, "the task's process on the host")
 
 
 def gone(pid: int) -> bool:
@@ -154,7 +156,7 @@ def test_sigkill_takeover_abandons_and_continues(cluster_factory: Any) -> None:
     victim_loops = cluster.holders()["r1"]
     running = wait_for(lambda: [r for r in cluster.runs() if r.status == "RUNNING" and r.owner == "r1"],
                        30, "a task of r1 running")[0]
-    pid = task_pid(cluster.out / f"{running.codops}-{running.id}.pid", running.id)
+    pid = task_pid(cluster.out / f"{running.codops}-{running.id}.pid", cluster.tmp / "state-r1", running.id)
     cluster.procs["r1"].send_signal(signal.SIGKILL)
     cluster.procs["r1"].wait()
     # The task died with its scheduler (it must not run twice), the others take r1's loops.
@@ -209,7 +211,7 @@ def test_replica_cut_off_from_database_stops_its_task(cluster_factory: Any, post
         cluster.start("r1", database=url.set(port=proxy.port).render_as_string(hide_password=False))
         running = wait_for(lambda: [r for r in cluster.runs() if r.status == "RUNNING"], 60, "the task running")[0]
         pidfile = cluster.out / f"{running.codops}-{running.id}.pid"
-        pid = task_pid(pidfile, running.id)
+        pid = task_pid(pidfile, cluster.tmp / "state-r1", running.id)
         proxy.cut()
         wait_for(lambda: gone(pid), 20, "the cut-off replica to stop its task")
         assert cluster.procs["r1"].poll() is None  # the replica itself keeps going
