@@ -467,7 +467,7 @@ class Instrumented:
         threads = self.shim(process_mod, "threading")
         threads.Thread = type("Thread", (threading.Thread,), {})
         self.wrap(threads.Thread, "start", "writer_start")
-        self.wrap(process_mod._Reader, "start", "reader_start")
+        self.wrap(process_mod.Reader, "start", "reader_start")
         self._old_on_run = scheduler.on_run
         scheduler.on_run = lambda event: self.probe.on_run(event)
         return self
