@@ -131,3 +131,15 @@ def test_v2_groups_and_kills_and_says_when_controllers_are_missing() -> None:
         for sub in ("run-1", "run-2"):
             (cgroups.base / sub).exists() and (cgroups.base / sub).rmdir()
         cgroups.base.rmdir()
+
+
+def test_v1_leftovers_are_found_in_every_hierarchy(v1: CgroupsV1) -> None:
+    """A group that lost its memory folder (removed with a parent) is still found and removed."""
+    prefix = f"left-{uuid.uuid4().hex[:6]}-"
+    group = v1.create(prefix + "1", Limits(pids=16))
+    group.folders["memory"].rmdir()
+    found = v1.existing(prefix)
+    assert [g.name for g in found] == [prefix + "1"]
+    found[0].kill()
+    found[0].remove()
+    assert not any(folder.exists() for folder in group.folders.values())

@@ -341,11 +341,11 @@ class CgroupsV1:
         return group
 
     def existing(self, prefix: str) -> list[RunGroup]:
-        base = self.bases["memory"]
-        if not base.is_dir():
-            return []
-        return [RunGroupV1(p.name, Limits(), {c: b / p.name for c, b in self.bases.items()})
-                for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+        # Every hierarchy: one may have lost its group with a parent (a memory group removed
+        # with the session that held it) while the others keep theirs.
+        names = {p.name for base in set(self.bases.values()) if base.is_dir()
+                 for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix)}
+        return [RunGroupV1(name, Limits(), {c: b / name for c, b in self.bases.items()}) for name in sorted(names)]
 
 
 @dataclass
