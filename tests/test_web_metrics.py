@@ -78,7 +78,10 @@ def test_loop_iterations_of_a_serving_scheduler_are_measured(tmp_path: Path) -> 
     repo.notebook("nb.ipynb", "def main():\n    return 1\n")
     repo.write("peach.yaml", task_yaml("looped", {"t": py_task("nb.ipynb", "main")}))
     repo.commit()
-    settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}]))
+    # A pace keeps the loop from starting a second run before serve's stop reaches it
+    # (a replica's loops stop on their own event, set by the stop a moment later).
+    settings = load_settings(write_settings(tmp_path, [{"url": str(repo.path)}],
+                                            loop={"min_iteration_seconds": 60, "sync_interval_seconds": 1}))
     store = Store.open(settings.database_url)
     scheduler = Scheduler(settings, store, on_run=lambda event: scheduler.stop_event.set())
     try:
