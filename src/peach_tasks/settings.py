@@ -117,7 +117,7 @@ class SparkOrganisationSettings(_Strict):
     conf: dict[str, ConfValue] = Field(default_factory=dict)
 
 
-_SIZE = r"^[0-9]+(\.[0-9]+)?\s*([kKmMgGtT]i?)?[bB]?$"
+_SIZE = r"^(?P<number>[0-9]+(\.[0-9]+)?)\s*(?P<unit>[kKmMgGtT]i?)?[bB]?$"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -127,9 +127,19 @@ def size_bytes(text: str) -> int:
     match = re.match(_SIZE, text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 512M or 4G")
-    number = float(text.strip()[: match.start(2)] if match.group(2) else re.sub(r"[bB]$", "", text.strip()))
-    unit = (match.group(2) or "")[:1].lower()
-    return int(number * _UNITS[unit])
+    unit = (match["unit"] or "")[:1].lower()
+    return int(float(match["number"]) * _UNITS[unit])
+
+
+def _absolute_mounts(value: dict[str, str]) -> dict[str, str]:
+    for path in value:
+        if not os.path.isabs(path) or ".." in Path(path).parts:
+            raise ValueError(f"mount {path!r} must be an absolute path without '..'")
+    return value
+
+
+# Host folders a run sees at the same path, "ro" or "rw".
+Mounts = Annotated[dict[str, Literal["ro", "rw"]], AfterValidator(_absolute_mounts)]
 
 
 class PythonLimits(_Strict):
@@ -142,15 +152,7 @@ class PythonLimits(_Strict):
     network: bool = True
     # Host folders a run sees at the same path, "ro" or "rw" (shared data, a model store);
     # nothing else of the host is shown. The task's user must be allowed to write a "rw" one.
-    mounts: dict[str, Literal["ro", "rw"]] = Field(default_factory=dict)
-
-    @field_validator("mounts")
-    @classmethod
-    def _absolute(cls, value: dict[str, str]) -> dict[str, str]:
-        for path in value:
-            if not os.path.isabs(path) or ".." in Path(path).parts:
-                raise ValueError(f"mount {path!r} must be an absolute path without '..'")
-        return value
+    mounts: Mounts = Field(default_factory=dict)
 
     @property
     def memory_bytes(self) -> int | None:
@@ -164,9 +166,7 @@ class OrganisationPythonSettings(_Strict):
     cpus: float | None = Field(default=None, gt=0)
     pids: int | None = Field(default=None, ge=8)
     network: bool | None = None
-    mounts: dict[str, Literal["ro", "rw"]] | None = None  # added to the defaults' mounts
-
-    _absolute = field_validator("mounts")(PythonLimits._absolute.__func__)  # type: ignore[attr-defined]
+    mounts: Mounts | None = None  # added to the defaults' mounts
 
 
 class OrganisationSettings(_Strict):
