@@ -363,8 +363,11 @@ def test_logs_of_unknown_run(ran: Peach) -> None:
 
 
 def test_runs_of_unknown_task(ran: Peach) -> None:
-    assert ran.json("runs", "default/nope") == []
-    assert "no runs of default/nope" in ran.ok("runs", "default/nope").stdout
+    # An error, as 'trigger' says (issue 14); test_cli_first_steps has the suggestions.
+    for args in (["runs", "default/nope"], ["runs", "default/nope", "--json"]):
+        result = ran(*args)
+        assert result.returncode == 1 and result.stdout == ""
+        assert "no task 'nope' in organisation 'default'" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["tasks"], ["runs", "default/good"], ["logs", "1"]],
@@ -436,8 +439,12 @@ def test_demo(tmp_path: Path) -> None:
     cwd.mkdir()
     # Long enough for every task to run once after the environments are built, even on a
     # busy machine (scikit-learn's environment is the slow one).
-    result = cli("demo", str(directory), "--duration", "45", cwd=cwd, timeout=900)
+    cache = tmp_path / "cache"  # where the demo tells the widget its address while it runs
+    env = dict(CLEAN_ENV, XDG_CACHE_HOME=str(cache))
+    result = cli("demo", str(directory), "--duration", "45", cwd=cwd, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "export PEACH_TASKS_URL=http://127.0.0.1:8765" in result.stderr
+    assert not (cache / "peach-tasks" / "demo-url").exists()  # gone with the demo
     config = directory / "scheduler.yaml"
     assert config.exists() and (directory / "algos" / ".git").is_dir()
 

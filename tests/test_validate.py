@@ -48,7 +48,7 @@ def test_good_repository_passes_and_says_so(tmp_path: Path) -> None:
     build(root, Case("good", {}, "", None, ()))
     code, out, err = cli("validate", str(root))
     assert (code, out) == (0, "")
-    assert "1 tasks in 1 files: no problems" in err
+    assert "1 task in 1 file: no problems" in err
 
 
 def test_json_output_for_tools(tmp_path: Path) -> None:

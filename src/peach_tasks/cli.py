@@ -12,8 +12,9 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from .cli_words import cut, demo_settings_below, did_you_mean, plural
 from .errors import PeachError
-from .settings import Settings, SettingsError, load_settings
+from .settings import CONFIG_ENV, DEFAULT_CONFIG, Settings, SettingsError, load_settings
 
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures"]
@@ -38,10 +39,34 @@ def _config_option(func: Callable) -> Callable:
 
 
 def _settings(ctx: click.Context) -> Settings:
+    import os
+
+    explicit = ctx.find_root().ensure_object(dict).get("config")
+    if not explicit and not os.environ.get(CONFIG_ENV) and not Path(DEFAULT_CONFIG).exists():
+        explicit = _demo_settings()
     try:
-        return load_settings(ctx.find_root().ensure_object(dict).get("config"))
+        return load_settings(explicit)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _demo_settings() -> str | None:
+    """No ./scheduler.yaml: the demo's one folder down (said on stderr), else None.
+
+    When there are other settings files one folder down, none is guessed: the error says
+    where they are.
+    """
+    demos, others = demo_settings_below(Path.cwd())
+    if len(demos) == 1 and not others:
+        click.echo(f"peach-tasks: no ./{DEFAULT_CONFIG} here; using the demo's settings {demos[0]} "
+                   f"(pass --config to choose)", err=True)
+        return str(demos[0])
+    found = demos + others
+    if found:
+        shown = ", ".join(str(f) for f in found[:5])
+        raise click.ClickException(f"{DEFAULT_CONFIG}: settings file not found in this folder; found {shown}: "
+                                   f"pass --config {found[0]} (or cd {found[0].parent})")
+    return None
 
 
 def _setup_logging(settings: Settings | None = None, verbose: bool = False) -> None:
@@ -49,6 +74,20 @@ def _setup_logging(settings: Settings | None = None, verbose: bool = False) -> N
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%Y-%m-%dT%H:%M:%SZ", stream=sys.stderr)
     logging.Formatter.converter = time.gmtime
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _AlembicAtDebug) for f in handler.filters):
+            handler.addFilter(_AlembicAtDebug())
+
+
+class _AlembicAtDebug(logging.Filter):
+    """Alembic's start-up lines ("Context impl SQLiteImpl", "Will assume transactional DDL",
+    each migration) are INFO to alembic, detail to us: shown as DEBUG, only with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("alembic") and record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _open_store(settings: Settings, migrate: bool | str):
@@ -80,7 +119,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
             return "-"
         if isinstance(value, float):
             return f"{value:.3f}"
-        return str(value).replace("\n", " ")[:100]
+        return cut(str(value))  # a cut cell ends in "…"
 
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -225,7 +264,7 @@ def run_once(ctx: click.Context, orgs: tuple[str, ...], loops: tuple[str, ...], 
     finally:
         scheduler.close()
         store.close()
-    click.echo(f"ran {sum(counts.values())} tasks in {len(counts)} loops", err=True)
+    click.echo(f"ran {plural(sum(counts.values()), 'task')} in {plural(len(counts), 'loop')}", err=True)
 
 
 def _echo_run(event: Any) -> None:
@@ -275,7 +314,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...], wai
         if holder is None:
             scheduler.envs.remove_leftovers()  # what builds of a killed scheduler left
             snapshot = scheduler.sync()
-            summary = f"{len(snapshot.tasks)} tasks in {len(snapshot.loops)} loops; "
+            summary = f"{plural(len(snapshot.tasks), 'task')} in {plural(len(snapshot.loops), 'loop')}; "
         else:
             accepting = f" (following the rewritten history of {', '.join(accept_rewrite)})" if repos else ""
             click.echo(f"a scheduler ({holder}) is serving {scheduler.state_dir}; this command leaves its "
@@ -297,7 +336,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...], wai
         for p in problems:
             where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
             click.echo(f"{where or p['scope']}: {p['message']}")
-        click.echo(f"{summary}{len(problems)} problems", err=True)
+        click.echo(f"{summary}{plural(len(problems), 'problem')}", err=True)
     sys.exit(1 if problems else 0)
 
 
@@ -312,6 +351,8 @@ def tasks(ctx: click.Context, orgs: tuple[str, ...], include_inactive: bool, as_
     settings = _settings(ctx)
     store = _open_store(settings, migrate=False)
     try:
+        if orgs:
+            _known_organisations(store, orgs)
         rows = store.tasks(orgs or None, include_inactive=include_inactive)
         problems = store.problems(orgs or None)
     finally:
@@ -324,7 +365,7 @@ def tasks(ctx: click.Context, orgs: tuple[str, ...], include_inactive: bool, as_
         return
     click.echo(_table(rows, TASK_COLUMNS) if rows else "no tasks")
     if problems:
-        click.echo(f"\n{len(problems)} problems:", err=True)
+        click.echo(f"\n{plural(len(problems), 'problem')}:", err=True)
         _print_problems(problems)
 
 
@@ -344,12 +385,32 @@ def runs(ctx: click.Context, task: str, limit: int, before: int | None, as_json:
     store = _open_store(settings, migrate=False)
     try:
         rows = store.runs(codops, name, limit, before)
+        if not rows and not store.has_task(codops, name):
+            raise click.ClickException(unknown_task(store, codops, name))
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(_table([_with_usage(r) for r in rows], RUN_COLUMNS))
     else:
-        click.echo(_table([_with_usage(r) for r in rows], RUN_COLUMNS) if rows else f"no runs of {task}")
+        click.echo(f"no runs of {task}" + (f" before run {before}" if before else " yet"))
+
+
+def unknown_task(store: Any, codops: str, name: str) -> str:
+    """'no task …' with the closest task names the store knows (active or not)."""
+    known = [f"{t['codops']}/{t['name']}" for t in store.tasks(include_inactive=True)]
+    return (f"no task '{name}' in organisation '{codops}' is known to this scheduler; "
+            + did_you_mean(f"{codops}/{name}", known, "peach-tasks tasks --all"))
+
+
+def _known_organisations(store: Any, orgs: Sequence[str]) -> None:
+    """An --org nobody defined a task for is an error naming the closest ones."""
+    known = {t["codops"] for t in store.tasks(include_inactive=True)}
+    for codops in orgs:
+        if codops not in known:
+            raise click.ClickException(f"no organisation '{codops}' has tasks; "
+                                       + did_you_mean(codops, known, "peach-tasks tasks"))
 
 
 @main.command()
@@ -362,10 +423,12 @@ def logs(ctx: click.Context, run_id: int) -> None:
     store = _open_store(settings, migrate=False)
     try:
         text = store.log(run_id)
+        newest = store.max_run_id() if text is None else 0
     finally:
         store.close()
     if text is None:
-        raise click.ClickException(f"no run with id {run_id}; 'peach-tasks runs CODOPS/TASK' lists them")
+        known = f"the runs go from 1 to {newest}" if newest else "there is no run yet"
+        raise click.ClickException(f"no run with id {run_id} ({known}); 'peach-tasks runs CODOPS/TASK' lists them")
     click.echo(text, nl=False)
 
 
@@ -414,13 +477,34 @@ def demo(directory: str, duration: float | None) -> None:
     """Create a demo git repository with notebooks and a scheduler.yaml in DIRECTORY, and serve it."""
     from .demo import create_demo
 
+    from .api_client import demo_url_file
+
     _setup_logging()
     config = create_demo(Path(directory))
     settings = load_settings(config)
+    url = f"http://{settings.web.host}:{settings.web.port}"
     click.echo(f"demo ready in {Path(directory).resolve()}; serving (Ctrl-C to stop).\n"
-               f"Dashboard: http://{settings.web.host}:{settings.web.port}/\n"
-               f"In another shell: peach-tasks --config {config} tasks", err=True)
-    _serve(settings, duration, on_run=_echo_run)
+               f"Dashboard: {url}/\n"
+               f"In another shell: peach-tasks --config {config} tasks\n"
+               f"For the tasks-info widget in Jupyter (pip install 'peach-tasks[widget]'): "
+               f"export PEACH_TASKS_URL={url}", err=True)
+    # The widget finds a running demo without $PEACH_TASKS_URL: the port may not be 8765.
+    written = _write_demo_url(demo_url_file(), url)
+    try:
+        _serve(settings, duration, on_run=_echo_run)
+    finally:
+        if written:
+            demo_url_file().unlink(missing_ok=True)
+
+
+def _write_demo_url(path: Path, url: str) -> bool:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(url + "\n", encoding="utf-8")
+        return True
+    except OSError as exc:  # a read-only home: the banner's export line still says it
+        logging.getLogger("peach_tasks").debug("cannot write %s: %s", path, exc)
+        return False
 
 
 # The notebook authors' commands (validate, run, trigger, triggers) live in their own module.

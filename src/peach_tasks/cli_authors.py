@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from .cli_words import closest, plural
 from .executors.base import CancelEvent
 from .model import RunStatus
 from .settings import CONFIG_ENV, Settings, settings_from_dict
@@ -72,15 +73,38 @@ def validate(ctx: click.Context, directory: str, resolve: bool, python_version: 
     report = validate_directory(Path(directory), allowed_codops=set(allowed) if allowed else None,
                                 timeouts=(settings.timeouts.task, settings.timeouts.metadata),
                                 resolve=resolve, python_version=python_version)
+    warnings = _spark_warnings(report, directory, settings)
     if as_json:
-        click.echo(report_json(report, directory))
+        click.echo(json.dumps(dict(json.loads(report_json(report, directory)), warnings=warnings), indent=2))
     else:
         for line in report_lines(report, directory):
             click.echo(line)
-        verdict = "no problems" if report.ok else f"{len(report.problems)} problems"
-        click.echo(f"{len(report.tasks)} tasks in {len(report.files)} files: {verdict} "
+        for line in warnings:
+            click.echo(f"warning: {line}", err=True)
+        verdict = "no problems" if report.ok else plural(len(report.problems), "problem")
+        click.echo(f"{plural(len(report.tasks), 'task')} in {plural(len(report.files), 'file')}: {verdict} "
                    f"({report.seconds:.2f}s)", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+def _spark_warnings(report: Any, directory: str, settings: Settings) -> list[str]:
+    """Where no Spark is found, a line per Spark task: each run of it would fail.
+
+    A warning, not a problem: the scheduler's machine may have the Spark this one lacks.
+    """
+    from .spark_check import advice, spark_missing, spark_tasks
+    from .validate import shown_path
+
+    found = spark_tasks(report.tasks)
+    reason = spark_missing(settings.spark.submit) if found else None
+    if reason is None:
+        return []
+    lines = []
+    for spec in found:
+        where = shown_path(report.root, spec.source_file, directory)
+        lines.append(f"{where}:{spec.source_line}: task '{spec.codops}/{spec.name}' uses the spark executor "
+                     f"(the default when 'executor' is not set), but {advice(reason, 'this machine')}")
+    return lines
 
 
 @click.command("run")
@@ -160,7 +184,12 @@ def trigger(ctx: click.Context, target: str, payload: str | None, as_json: bool)
     try:
         queued = request_trigger(store, codops, name, value, requested_by=f"cli {_who()}")
     except TriggerRefused as exc:
-        raise click.ClickException(str(exc)) from None
+        message = str(exc)
+        if exc.reason == "not_found":
+            known = [f"{t['codops']}/{t['name']}" for t in store.tasks()]
+            near = closest(target, known)
+            message += f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+        raise click.ClickException(message) from None
     finally:
         store.close()
     if as_json:

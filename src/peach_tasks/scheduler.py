@@ -31,10 +31,12 @@ from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent
 from .model import METADATA_LOOP, Executor
 from .notebook_problems import notebook_problems
+from .problem_log import ProblemLog
 from .registry import Snapshot, build_snapshot
 from .replica import TAKEOVER_REASON, LeasedLoops
 from .repos import Checkout, Repository
 from .settings import Settings
+from .spark_check import spark_missing, spark_problems, spark_tasks
 from .store import Store
 from .store.leases import LeaseStore
 from .store.store import TaskRegistration
@@ -93,6 +95,7 @@ class Scheduler:
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
         self._leased: LeasedLoops | None = None
         self._sync_lock = threading.Lock()
+        self._problem_log = ProblemLog()  # serve logs problems as they come and go
 
     @property
     def snapshot(self) -> Snapshot:
@@ -238,8 +241,9 @@ class Scheduler:
                     found.append((repo.name, None, None))
             snapshot = build_snapshot(found)
             self.check_isolation(snapshot)  # before anything of it is published or run
+            spark = self._spark_problems(snapshot)
             # One transaction for all repositories, one for all organisations' environments.
-            self.store.set_problems_many([("config", name, found_here, None)
+            self.store.set_problems_many([("config", name, [*found_here, *spark.get(name, [])], None)
                                           for name, found_here in snapshot.problems.items()])
             env_problems = []
             for codops, requirements in sorted(snapshot.requirements.items()):
@@ -260,6 +264,14 @@ class Scheduler:
             self._snapshot = snapshot
             self._record_sync(started)
             return snapshot
+
+    def _spark_problems(self, snapshot: Snapshot) -> dict[str, list[Problem]]:
+        """A problem at each Spark task's definition when this scheduler has no Spark."""
+        if not isinstance(self.executors.get(Executor.SPARK), SparkExecutor):
+            return {}  # tests give executors of their own
+        specs = [task.spec for task in snapshot.tasks.values()]
+        reason = spark_missing(self.settings.spark.submit) if spark_tasks(specs) else None
+        return spark_problems(specs, reason) if reason else {}
 
     def _sync_repo(self, repo: Repository, in_use: set) -> tuple[str, Checkout | None, RepoDefinitions | None]:
         result = repo.sync(in_use)
@@ -347,6 +359,7 @@ class Scheduler:
         if on_ready is not None:
             on_ready()
         self.sync()  # a stop during it ends its environment builds at once
+        self._report_problems()
         sync_thread = None
         if not self.stop_event.is_set():
             self._leased = LeasedLoops(self)
@@ -367,11 +380,19 @@ class Scheduler:
                 continue
             try:
                 self.sync()
+                self._report_problems()
                 if self._leased is not None:
                     self._leased.round()  # a new organisation's loop starts now, not at the next round
             except Exception:  # e.g. the database briefly gone: report and retry next time
                 log.exception("sync failed; retrying in %.0fs", interval)
             due = time.monotonic() + interval
+
+    def _report_problems(self) -> None:
+        """serve's console: one line per problem that appeared or cleared since the last sync."""
+        try:
+            self._problem_log.report(self.store.problems())
+        except Exception:  # the console line is a courtesy; the store keeps the problems
+            log.debug("could not read the problems to report them", exc_info=True)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every loop; running tasks are killed and recorded as ABANDONED."""

@@ -7,17 +7,26 @@ of each execution (blue dots for successes, red crosses for failures) and the lo
 frame, which shows every recent log of the task until "show below" picks one run.
 
 Every callback is also a method (``select_organisation``, ``select_task``,
-``show_below``, ``show_all_logs``, ``refresh``) so it can be driven from code.
+``show_below``, ``show_all_logs``, ``refresh``, ``run_now``) so it can be driven from code.
+"Run now" queues a run of the selected task through the API's trigger (with the
+optional JSON payload typed beside it), as ``peach-tasks trigger`` does.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import json
 from typing import Any
 
-import ipywidgets as widgets
-from IPython.display import display
+try:
+    import ipywidgets as widgets
+    from IPython.display import display
+except ImportError as exc:  # the kernel's environment lacks the extra: say which, not a bare traceback
+    raise ModuleNotFoundError(
+        f"the tasks-info widget needs ipywidgets and matplotlib ({exc}): install the widget extra in this "
+        "kernel's environment, e.g. %pip install 'peach-tasks[widget]', then restart the kernel",
+        name=getattr(exc, "name", None)) from None
 
 from .api_client import ApiClient, ApiError
 
@@ -98,6 +107,10 @@ class TasksInfo:
         self.tasks_table = widgets.HTML()
         self.task = widgets.Dropdown(description="Task", options=[("— select a task —", None)],
                                      style={"description_width": "initial"})
+        self.run_now_button = widgets.Button(description="Run now", icon="play", disabled=True,
+                                             tooltip="Run the selected task next in its loop, once")
+        self.payload = widgets.Text(placeholder='optional JSON payload, e.g. {"date": "2024-01-31"}',
+                                    layout=widgets.Layout(width="24em"))
         self.executions = widgets.GridBox([], layout=widgets.Layout(
             grid_template_columns="auto auto auto auto auto auto auto minmax(8em, 24em) auto", grid_gap="2px 14px",
             max_height="22em", overflow="auto"))
@@ -109,12 +122,14 @@ class TasksInfo:
         self.task_box = widgets.VBox([self.graph, self.executions, logs_head, self.logs],
                                      layout=widgets.Layout(display="none"))
         self.view = widgets.VBox([widgets.HBox([self.organisation, self.refresh_button]), self.message,
-                                  self.tasks_table, self.task, self.task_box])
+                                  self.tasks_table, widgets.HBox([self.task, self.run_now_button, self.payload]),
+                                  self.task_box])
 
         self.organisation.observe(self._on_organisation, names="value")
         self.task.observe(self._on_task, names="value")
         self.refresh_button.on_click(lambda _button: self.refresh())
         self.show_all_button.on_click(lambda _button: self.show_all_logs())
+        self.run_now_button.on_click(lambda _button: self.run_now())
         self.refresh()
 
     # -- displaying ------------------------------------------------------------------
@@ -170,6 +185,7 @@ class TasksInfo:
             self._quiet = True
             self.task.value = name
             self._quiet = False
+        self.run_now_button.disabled = name is None
         if name is None:
             self.task_box.layout.display = "none"
             return
@@ -216,6 +232,28 @@ class TasksInfo:
         self._render_runs()
         return True
 
+    def run_now(self, payload: str | None = None) -> dict[str, Any] | None:
+        """Queue a run of the selected task (its "Run now" button); ``payload`` defaults to the
+        text beside the button: JSON, or empty for none. Returns the trigger, or None."""
+        name, codops = self.task.value, self.organisation.value
+        if name is None or codops is None:
+            self._say("Pick a task first.")
+            return None
+        text = (self.payload.value if payload is None else payload).strip()
+        try:
+            value = json.loads(text) if text else None
+        except ValueError as exc:
+            self._say(f"The payload is not JSON ({exc}); e.g. {{\"date\": \"2024-01-31\"}}, or leave it empty.")
+            return None
+        try:
+            queued = self.client.trigger(codops, name, value)
+        except ApiError as exc:
+            self._error(exc)
+            return None
+        self._note(f"Run of {codops}/{name} queued (trigger {queued['id']}): it runs next in its loop. "
+                   "Press Refresh to see it.")
+        return queued
+
     # -- observers --------------------------------------------------------------------
     def _on_organisation(self, change: dict[str, Any]) -> None:
         if not self._quiet:
@@ -231,6 +269,9 @@ class TasksInfo:
     def _say(self, text: str) -> None:
         self.message.value = f'<div style="color:#b42318;padding:4px 0">{html.escape(text)}</div>' if text else ""
 
+    def _note(self, text: str) -> None:
+        self.message.value = f'<div style="color:#1f6f43;padding:4px 0">{html.escape(text)}</div>'
+
     def _error(self, exc: ApiError) -> None:
         self._say(f"⚠ {exc}")
 
@@ -241,6 +282,7 @@ class TasksInfo:
         self._quiet = False
         if keep is None:
             self.task_box.layout.display = "none"
+        self.run_now_button.disabled = keep is None
 
     def _render_tasks(self) -> None:
         head = "".join(f"<th style='text-align:left;padding:2px 10px'>{c}</th>" for c in TASK_COLUMNS)
