@@ -13,7 +13,7 @@ from peach_tasks.errors import Problem
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.store import Store, StoreError
 from peach_tasks.store.logs import LogWriter
-from peach_tasks.store.store import TaskRegistration
+from peach_tasks.store.store import HEAD_REVISION, TaskRegistration
 
 SPEC = TaskSpec("default", "t", "t.ipynb", "m", executor=Executor.PYTHON, repo="algos",
                 source_file="peach.yaml", source_line=3)
@@ -212,7 +212,7 @@ def test_out_of_date_schema_is_refused_not_changed(database_url: str) -> None:
     with pytest.raises(StoreError, match="peach-tasks db upgrade"):
         Store.open(database_url, migrate="fresh")
     upgraded = Store.open(database_url, migrate=True)  # what 'peach-tasks db upgrade' does
-    assert upgraded.schema_revision() == "0006"
+    assert upgraded.schema_revision() == HEAD_REVISION
     upgraded.close()
     Store.open(database_url, migrate="fresh").close()  # now current: accepted as it is
 
@@ -231,7 +231,7 @@ def test_upgrade_to_0005_keeps_the_runs_of_0004(database_url: str) -> None:
 
     store = Store.open(database_url, migrate=True)  # 'peach-tasks db upgrade'
     try:
-        assert store.schema_revision() == "0006"
+        assert store.schema_revision() == HEAD_REVISION
         [kept] = store.runs("default", "t")
         assert (kept["status"], kept["version"], kept["duration_s"], kept["owner"]) == ("SUCCESS", "v1", 1.5, "old")
         assert (kept["peak_memory_bytes"], kept["cpu_seconds"]) == (None, None)
@@ -265,7 +265,7 @@ def test_upgrade_to_0006_scopes_trigger_request_ids_to_the_organisation(database
 
     store = Store.open(database_url, migrate=True)
     try:
-        assert store.schema_revision() == "0006"
+        assert store.schema_revision() == HEAD_REVISION
         store.register_tasks([TaskRegistration(SPEC, "v"), TaskRegistration(TaskSpec(
             "default", "u", "t.ipynb", "m", executor=Executor.PYTHON), "v")])
         ours = request_trigger(store, "default", "t", requested_by="test", request_id="nightly")
@@ -291,6 +291,30 @@ def test_upgrade_to_0006_scopes_trigger_request_ids_to_the_organisation(database
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select request_id, codops from triggers")).all() == [("nightly", "beta")]
+    engine.dispose()
+
+
+def test_upgrade_to_0007_makes_every_earlier_run_a_first_attempt(database_url: str) -> None:
+    alembic(database_url, "upgrade", "0006")
+    engine = sa.create_engine(database_url)
+    old_run = dict(codops="default", task="t", loop="default", executor="python", version="v1",
+                   started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), status="FAILURE", owner="old")
+    with engine.begin() as conn:
+        conn.execute(sa.table("runs", *[sa.column(k) for k in old_run]).insert().values(**old_run))
+    engine.dispose()
+    store = Store.open(database_url, migrate=True)
+    try:
+        [kept] = store.runs("default", "t")
+        assert (kept["attempt"], kept["retry_of"]) == (1, None)
+        store.register_tasks([TaskRegistration(SPEC, "v2")])
+        retry = store.start_run(SPEC, "v2", "c", "me", retry_of=kept["id"], attempt=2)
+        assert (store.run(retry)["attempt"], store.run(retry)["retry_of"]) == (2, kept["id"])  # type: ignore[index]
+    finally:
+        store.close()
+    alembic(database_url, "downgrade", "0006")  # and back: the runs stay
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar() == 2
     engine.dispose()
 
 

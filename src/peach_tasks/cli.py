@@ -19,7 +19,7 @@ from .settings import CONFIG_ENV, DEFAULT_CONFIG, Settings, SettingsError, load_
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures"]
 # "memory" and "cpu" are shown as written by _with_usage, not as the raw peak_memory_bytes/cpu_seconds.
-RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "duration_s", "memory", "cpu",
+RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "attempt", "duration_s", "memory", "cpu",
                "triggered_by", "error"]
 
 # A run id is a database integer: beyond it there is no run, said as a usage error.
@@ -149,7 +149,13 @@ def fmt_cpu(value: float | None) -> str | None:
 
 def _with_usage(run: dict[str, Any]) -> dict[str, Any]:
     """A run row for the table: its usage as compact text (the JSON keeps the raw numbers)."""
-    return dict(run, memory=fmt_memory(run.get("peak_memory_bytes")), cpu=fmt_cpu(run.get("cpu_seconds")))
+    return dict(run, memory=fmt_memory(run.get("peak_memory_bytes")), cpu=fmt_cpu(run.get("cpu_seconds")),
+                attempt=fmt_attempt(run.get("attempt"), run.get("retry_of")))
+
+
+def fmt_attempt(attempt: int | None, retry_of: int | None) -> str:
+    """"1" for a first run, "2 of #41" for the second attempt of run 41 (a retry)."""
+    return f"{attempt or 1} of #{retry_of}" if retry_of is not None else str(attempt or 1)
 
 
 def _print_problems(problems: list[dict[str, Any]], err: bool = True) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .durations import format_duration, parse_duration
 from .errors import ConfigProblem, Problem
 from .model import METADATA_LOOP, Executor, TaskSpec
 from .requirements import WINDOWS_DRIVE, requirement_problem
@@ -26,6 +27,10 @@ from .yamlsource import LineMap, Path_, dotted, load_yaml_file, validation_probl
 
 _CODOPS = re.compile(r"[a-z0-9_-]+")
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# A task may run again at most this many times within one iteration of its loop.
+MAX_RETRIES = 10
+DEFAULT_RETRY_DELAY = 30.0
 
 _ORG_LOOP_LABEL = "the organisation's loop"
 _METADATA_LOOP_LABEL = f"the '{METADATA_LOOP}' loop"
@@ -53,6 +58,8 @@ class _TaskDefinition(BaseModel):
     loop: str | None = None
     dependencies: list[Any] | None = None
     timeout: float | None = None
+    retries: int = 0
+    retry_delay: float | str = DEFAULT_RETRY_DELAY
 
 
 def parse_definition_text(
@@ -295,6 +302,8 @@ class _FileParser:
             )
             ok = False
         ok = self.check_timeout(model, path) and ok
+        retry_delay = self.check_retries(model, path)
+        ok = ok and retry_delay is not None
         deps = self.requirements(model.dependencies or [], path + ("dependencies",))
         if not ok:
             return None
@@ -309,6 +318,8 @@ class _FileParser:
             loop=model.loop,
             dependencies=tuple(deps),
             timeout=model.timeout,
+            retries=model.retries,
+            retry_delay=retry_delay if retry_delay is not None else DEFAULT_RETRY_DELAY,
             repo=self.repo,
             source_file=self.file,
             source_line=self.lines.line_of(path),
@@ -356,6 +367,36 @@ class _FileParser:
             )
             return False
         return True
+
+    def check_retries(self, model: _TaskDefinition, path: Path_) -> float | None:
+        """The task's ``retry_delay`` in seconds, or None after reporting a problem with it or
+        with ``retries``. The waits of every retry together (the delay doubles after each
+        attempt) may not exceed the loop's time limit: the other tasks of the loop wait
+        meanwhile, and that limit is what a loop has promised them."""
+        ok = True
+        if not 0 <= model.retries <= MAX_RETRIES:
+            self.at(f"retries {model.retries} must be between 0 and {MAX_RETRIES}; lower it or remove `retries`",
+                    path + ("retries",))
+            ok = False
+        try:
+            delay = parse_duration(model.retry_delay)
+        except ValueError as exc:
+            self.at(f"retry_delay: {exc}", path + ("retry_delay",))
+            return None
+        if not ok:
+            return None
+        limit, label = ((self.metadata_limit, _METADATA_LOOP_LABEL) if model.loop == METADATA_LOOP
+                        else (self.org_limit, _ORG_LOOP_LABEL))
+        waits = delay * (2 ** model.retries - 1)
+        if waits > limit:
+            self.at(
+                f"{model.retries} retries {format_duration(delay)} apart (doubling after each) wait "
+                f"{format_duration(waits)} in all, longer than the {limit:g} s limit of {label}; "
+                "lower `retries` or `retry_delay`",
+                path + (("retry_delay",) if "retry_delay" in model.model_fields_set else ("retries",)),
+            )
+            return None
+        return delay
 
     def notebook(self, notebook: str, path: Path_) -> str | None:
         """The notebook's normalised relative POSIX path, or None after reporting why not."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .durations import format_duration
 from .executors.base import Job, LogSink, TaskExecutor
 from .executors.cgroups import Limits
 from .executors.process import utc_stamp
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Outcomes a task's ``retries`` run again (an ABANDONED run was stopped by us, not by it).
+RETRIED = (RunStatus.FAILURE, RunStatus.TIMEOUT)
+# A wait between attempts looks at the loop's handover this often (a stop wakes it at once).
+RETRY_WAIT_STEP = 1.0
+
 # Waits between attempts to store a run's end (about half a minute in all).
 FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
@@ -48,6 +54,17 @@ TRIGGER_CHECK_SECONDS = 1.0
 # Variables a task process may inherit from the scheduler's own environment. Anything
 # else (database URLs, tokens, cloud credentials) stays with the scheduler.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
+
+
+def retry_wait(spec: TaskSpec, attempt: int) -> float:
+    """Seconds to wait after attempt ``attempt`` (1: the first run) failed: ``retry_delay``,
+    doubled after each attempt."""
+    return spec.retry_delay * 2 ** (attempt - 1)
+
+
+def retry_waits(spec: TaskSpec) -> list[float]:
+    """The waits before each of the task's retries, in order (none without ``retries``)."""
+    return [retry_wait(spec, attempt) for attempt in range(1, spec.retries + 1)]
 
 
 @dataclass(frozen=True)
@@ -162,14 +179,49 @@ class Loop:
                 except Exception:  # the store may be briefly unreachable; the next step retries
                     log.exception("loop %s: checking triggers failed", self.name)
 
-    # -- one run ----------------------------------------------------------------
+    # -- one run, and its retries --------------------------------------------------
     def run_task(self, task: RegisteredTask, trigger: Trigger | None = None) -> Outcome:
+        """Run the task; a FAILURE or TIMEOUT runs again (its ``retries``) before the loop
+        moves on, each attempt its own run linked to the first. A stop or a handover ends
+        the wait between attempts at once."""
+        outcome, first = self.run_attempt(task, trigger)
+        for attempt, wait in enumerate(retry_waits(task.spec), start=2):
+            if outcome.status not in RETRIED:
+                break
+            if not self._wait_before_retry(task.spec, wait):
+                break
+            newest = self.snapshot().tasks.get(task.spec.key)  # a fix committed meanwhile counts
+            if newest is None or newest.spec.loop_name != self.name:
+                break  # removed or moved while it waited
+            task = newest
+            outcome, _ = self.run_attempt(task, trigger, retry_of=first, attempt=attempt, waited=wait)
+        return outcome
+
+    def _wait_before_retry(self, spec: TaskSpec, seconds: float) -> bool:
+        """Wait ``seconds`` (the task PENDING meanwhile); False when a stop or a handover
+        came first, at once."""
+        self.store.set_states([spec.key], TaskState.PENDING)
+        deadline = time.monotonic() + seconds
+        while not self.handover.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if self.stop.wait(min(left, RETRY_WAIT_STEP)):
+                break
+        self.store.set_states([spec.key], TaskState.FINISHED)
+        return False
+
+    def run_attempt(self, task: RegisteredTask, trigger: Trigger | None = None, *, retry_of: int | None = None,
+                    attempt: int = 1, waited: float = 0.0) -> tuple[Outcome, int]:
+        """One run of the task; returns its outcome and its run id. A retry (``retry_of``)
+        carries the trigger's payload but does not claim or settle the trigger again."""
         spec = task.spec
         timeout = self.timeout_for(spec)
         try:
-            run_id = self.store.start_run(spec, task.version, task.checkout.commit, self.owner, trigger=trigger)
+            run_id = self.store.start_run(spec, task.version, task.checkout.commit, self.owner, trigger=trigger,
+                                          retry_of=retry_of, attempt=attempt)
         except Exception:
-            if trigger is not None:  # no run was recorded: the trigger waits for the next try
+            if trigger is not None and retry_of is None:  # no run was recorded: the trigger waits for the next try
                 self.triggers.settle(trigger, None, RunStatus.ABANDONED)
             raise
         writer = self.store.log_writer(run_id)
@@ -180,10 +232,17 @@ class Loop:
             if trigger is not None:
                 writer.write(f"{utc_stamp()} peach-tasks: triggered by {trigger.requested_by} "
                              f"(trigger {trigger.id}{', with a payload' if trigger.payload_json else ''})")
+            if retry_of is not None:
+                writer.write(f"{utc_stamp()} peach-tasks: attempt {attempt} of {spec.retries + 1}, a retry of "
+                             f"run {retry_of}, after waiting {format_duration(waited)}")
             payload = trigger.payload if trigger is not None else None
             # Whatever sits in this run's trigger folder before it starts is not its request.
             shutil.rmtree(self.trigger_root / str(run_id), ignore_errors=True)
             outcome = self._execute(task, run_id, writer.write, timeout, payload)
+            if outcome.status in RETRIED and attempt <= spec.retries:
+                writer.write(f"{utc_stamp()} peach-tasks: {outcome.status.value}; it runs again in "
+                             f"{format_duration(retry_wait(spec, attempt))} (attempt {attempt + 1} of "
+                             f"{spec.retries + 1})")
         except Exception as exc:  # a bug of ours must not end the loop
             log.exception("run %s of %s/%s failed inside the scheduler", run_id, spec.codops, spec.name)
             writer.write(f"{utc_stamp()} peach-tasks: internal error: {traceback.format_exc()}")
@@ -191,7 +250,7 @@ class Loop:
         finally:
             self.in_use.discard(task.checkout.path)
             self._collect_requests(run_id, spec.codops, spec.name, writer.write)
-            if trigger is not None:
+            if trigger is not None and retry_of is None:
                 try:
                     self.triggers.settle(trigger, run_id, outcome.status)
                 except Exception:  # the run's end still counts; the sync releases the trigger
@@ -200,7 +259,7 @@ class Loop:
         if self.on_run:
             self.on_run(RunEvent(run_id, spec.codops, spec.name, task.version, outcome,
                                  time.monotonic() - started))
-        return outcome
+        return outcome, run_id
 
     def timeout_for(self, spec: TaskSpec) -> float:
         """A task's limit: its own ``timeout`` may shorten the loop's, never lengthen it."""

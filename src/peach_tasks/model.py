@@ -50,6 +50,10 @@ class TaskSpec:
     loop: str | None = None  # None: the organisation's own loop
     dependencies: tuple[str, ...] = ()
     timeout: float | None = None
+    # A FAILURE or TIMEOUT runs again up to ``retries`` times before the loop moves on,
+    # waiting ``retry_delay`` seconds, doubled after each attempt (see loops.retry_waits).
+    retries: int = 0
+    retry_delay: float = 30.0
     repo: str = ""
     source_file: str = ""
     source_line: int | None = None

@@ -51,6 +51,10 @@ runs = sa.Table(
     # 0005: what the run's processes used (its cgroup's peak memory and CPU time); NULL: not measured
     sa.Column("peak_memory_bytes", sa.BigInteger),
     sa.Column("cpu_seconds", sa.Float),
+    # 0007: the attempt within its iteration (1: the first run; 2, 3...: retries of a FAILURE
+    # or TIMEOUT) and, for a retry, the id of the first attempt
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("retry_of", sa.Integer),
     sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("log_dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_task", "codops", "task", "id"),

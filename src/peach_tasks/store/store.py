@@ -28,7 +28,7 @@ from .schema import problems as problems_t
 from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 class StoreError(PeachError):
@@ -192,11 +192,14 @@ class Store:
                          .values(state=state.value))
 
     def start_run(self, spec: TaskSpec, version: str | None, commit: str | None, owner: str,
-                  trigger: Any = None) -> int:
-        """Record a new RUNNING run; ``trigger`` (a ``triggers.Trigger``) when one asked for it."""
+                  trigger: Any = None, retry_of: int | None = None, attempt: int = 1) -> int:
+        """Record a new RUNNING run; ``trigger`` (a ``triggers.Trigger``) when one asked for it.
+        A retry (``retry_of``: the first attempt's id) carries the trigger's payload too, but
+        the trigger keeps pointing to the first attempt."""
         now = utcnow()
         asked = {} if trigger is None else dict(trigger_id=trigger.id, triggered_by=trigger.requested_by,
                                                 payload=trigger.payload_json)
+        asked.update(attempt=attempt, retry_of=retry_of)
         with self.engine.begin() as conn:
             run_id = conn.execute(runs.insert().values(
                 codops=spec.codops, task=spec.name, loop=spec.loop_name, executor=spec.executor.value,
@@ -205,7 +208,7 @@ class Store:
             )).inserted_primary_key[0]
             conn.execute(tasks.update().where(tasks.c.codops == spec.codops, tasks.c.name == spec.name)
                          .values(state=TaskState.RUNNING.value, last_run_id=run_id))
-            if trigger is not None:  # in the same transaction: a claimed trigger is never without its run
+            if trigger is not None and retry_of is None:  # in the same transaction: a claimed trigger is never without its run
                 conn.execute(triggers.update().where(triggers.c.id == trigger.id).values(run_id=run_id))
         return int(run_id)
 
@@ -429,6 +432,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "owner": r.owner, "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
         "trigger_id": r.trigger_id, "triggered_by": r.triggered_by,
         "payload": json.loads(r.payload) if r.payload else None,
+        "attempt": r.attempt, "retry_of": r.retry_of,
     }
 
 

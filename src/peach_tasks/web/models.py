@@ -81,6 +81,9 @@ class Run(BaseModel):
     triggered_by: str | None = Field(default=None, description="who triggered this run; null: the normal order")
     trigger_id: int | None = None
     payload: Any = None
+    attempt: int = Field(default=1, description="1: the first run of its iteration; 2, 3...: a retry "
+                         "of a FAILURE or TIMEOUT (the task's `retries`)")
+    retry_of: int | None = Field(default=None, description="for a retry: the id of the first attempt")
 
 
 class RunsPage(BaseModel):
