@@ -17,7 +17,7 @@ from .errors import PeachError
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, Settings, SettingsError, load_settings
 
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
-                "last_duration_s", "version", "successes", "failures"]
+                "last_duration_s", "version", "successes", "failures", "freshness"]
 # "memory" and "cpu" are shown as written by _with_usage, not as the raw peak_memory_bytes/cpu_seconds.
 RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "attempt", "duration_s", "memory", "cpu",
                "triggered_by", "error"]
@@ -156,6 +156,17 @@ def _with_usage(run: dict[str, Any]) -> dict[str, Any]:
 def fmt_attempt(attempt: int | None, retry_of: int | None) -> str:
     """"1" for a first run, "2 of #41" for the second attempt of run 41 (a retry)."""
     return f"{attempt or 1} of #{retry_of}" if retry_of is not None else str(attempt or 1)
+
+
+def _with_freshness(task: dict[str, Any]) -> dict[str, Any]:
+    """A task row for the table: "STALE (2h)" or "ok (2h)" against its freshness, "-" without one
+    (the JSON keeps stale, freshness_s, last_success_at and seconds_since_success)."""
+    from .durations import format_duration
+
+    if task.get("stale") is None:
+        return dict(task, freshness=None)
+    limit = format_duration(task["freshness_s"])
+    return dict(task, freshness=f"STALE (>{limit})" if task["stale"] else f"ok (<{limit})")
 
 
 def _print_problems(problems: list[dict[str, Any]], err: bool = True) -> None:
@@ -369,7 +380,7 @@ def tasks(ctx: click.Context, orgs: tuple[str, ...], include_inactive: bool, as_
                                and (p["codops"] or p["scope"] == row["repo"])]
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(_table(rows, TASK_COLUMNS) if rows else "no tasks")
+    click.echo(_table([_with_freshness(r) for r in rows], TASK_COLUMNS) if rows else "no tasks")
     if problems:
         click.echo(f"\n{plural(len(problems), 'problem')}:", err=True)
         _print_problems(problems)

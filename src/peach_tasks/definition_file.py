@@ -60,6 +60,7 @@ class _TaskDefinition(BaseModel):
     timeout: float | None = None
     retries: int = 0
     retry_delay: float | str = DEFAULT_RETRY_DELAY
+    freshness: str | int | float | bool | None = None
 
 
 def parse_definition_text(
@@ -304,6 +305,8 @@ class _FileParser:
         ok = self.check_timeout(model, path) and ok
         retry_delay = self.check_retries(model, path)
         ok = ok and retry_delay is not None
+        freshness = self.freshness(model.freshness, path + ("freshness",))
+        ok = ok and freshness != -1.0
         deps = self.requirements(model.dependencies or [], path + ("dependencies",))
         if not ok:
             return None
@@ -320,6 +323,7 @@ class _FileParser:
             timeout=model.timeout,
             retries=model.retries,
             retry_delay=retry_delay if retry_delay is not None else DEFAULT_RETRY_DELAY,
+            freshness=freshness,
             repo=self.repo,
             source_file=self.file,
             source_line=self.lines.line_of(path),
@@ -397,6 +401,21 @@ class _FileParser:
             )
             return None
         return delay
+    def freshness(self, value: Any, path: Path_) -> float | None:
+        """Seconds (0.0: ``false``, none even if the loop has a default), None when absent,
+        -1.0 after reporting why the value cannot be used."""
+        if value is None:
+            return None
+        if value is False:
+            return 0.0
+        try:
+            seconds = parse_duration(value)
+            if seconds <= 0:
+                raise ValueError(f"{value!r} must be a positive duration, e.g. 30m or 2h")
+            return seconds
+        except ValueError as exc:
+            self.at(f"freshness: {exc}; or `false` for none, or remove `freshness` for the loop's default", path)
+            return -1.0
 
     def notebook(self, notebook: str, path: Path_) -> str | None:
         """The notebook's normalised relative POSIX path, or None after reporting why not."""

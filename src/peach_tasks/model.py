@@ -54,6 +54,9 @@ class TaskSpec:
     # waiting ``retry_delay`` seconds, doubled after each attempt (see loops.retry_waits).
     retries: int = 0
     retry_delay: float = 30.0
+    # Seconds a success stays fresh (``freshness: 2h``); None: the loop's default from
+    # scheduler.yaml; 0: explicitly none (``freshness: false``), whatever the default.
+    freshness: float | None = None
     repo: str = ""
     source_file: str = ""
     source_line: int | None = None

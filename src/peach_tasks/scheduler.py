@@ -60,6 +60,8 @@ class Scheduler:
                  on_run: Callable[[RunEvent], None] | None = None,
                  executors: dict[Executor, TaskExecutor] | None = None) -> None:
         self.settings, self.store, self.on_run = settings, store, on_run
+        # State changes are journalled for alerts only when some rule may want them.
+        store.alerting = settings.alerts.enabled
         self.state_dir = settings.state_path
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state_hash = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
@@ -257,7 +259,8 @@ class Scheduler:
             names = {repo.name for repo in self.repos}
             self.store.keep_problems_of({"sync": names | {source.scope for source in self.discovery.sources},
                                          "config": names, "environment": set(snapshot.requirements)})
-            self.store.register_tasks([TaskRegistration(t.spec, t.version) for t in snapshot.tasks.values()])
+            self.store.register_tasks([TaskRegistration(t.spec, t.version, self.settings.freshness_for(t.spec))
+                                       for t in snapshot.tasks.values()])
             queue = TriggerQueue(self.store)
             queue.drop_missing(set(snapshot.tasks))
             queue.release_orphans()  # e.g. runs another replica ended when it took their loop over

@@ -16,7 +16,9 @@ from typing import Annotated, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from .alert_settings import AlertSettings, Duration
 from .errors import ConfigProblem, PeachError
+from .model import METADATA_LOOP, TaskSpec
 from .web.hosts import host_setting, origin_setting
 from .repos import name_problem
 from .yamlsource import load_yaml_file, validation_problems
@@ -69,6 +71,15 @@ class WebSettings(_Strict):
     allowed_hosts: list[Annotated[str, AfterValidator(host_setting)]] = Field(default_factory=list)
     # Origins (scheme://host[:port]) whose pages may write (POST) besides the server's own.
     allowed_origins: list[Annotated[str, AfterValidator(origin_setting)]] = Field(default_factory=list)
+    # Where people reach the dashboard (https://peach.example.com); alerts link to runs there.
+    # Default: http://<host>:<port>.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/\S*)?$")
+
+    def dashboard_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class TokenSettings(_Strict):
@@ -172,6 +183,16 @@ class OrganisationPythonSettings(_Strict):
 class OrganisationSettings(_Strict):
     spark: SparkOrganisationSettings = Field(default_factory=SparkOrganisationSettings)
     python: OrganisationPythonSettings = Field(default_factory=OrganisationPythonSettings)
+    # Default freshness of the tasks in this organisation's loop (overrides freshness.organisations).
+    freshness: Duration | None = None
+
+
+class FreshnessSettings(_Strict):
+    """How fresh a task's last success must be when its definition says nothing
+    (``freshness:`` in peach.yaml wins). None: tasks are never stale by default."""
+
+    organisations: Duration | None = None  # tasks of the organisations' loops
+    metadata: Duration | None = None  # tasks of the shared metadata loop
 
 
 class SparkSettings(_Strict):
@@ -223,6 +244,9 @@ class Settings(_Strict):
     # Resource limits of every organisation's runs; organisations.<codops>.python overrides.
     python: PythonLimits = Field(default_factory=PythonLimits)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    # Rules that send alerts, where to, and what organisations' own rules may use (alerts.md).
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     # Set by load_settings, not by the file: the folder relative paths start from.
     base_dir: str = Field(default=".", exclude=True)
@@ -249,6 +273,17 @@ class Settings(_Strict):
         if "mounts" in changed:
             changed["mounts"] = {**self.python.mounts, **changed["mounts"]}
         return self.python.model_copy(update=changed) if changed else self.python
+
+    def freshness_for(self, spec: TaskSpec) -> float | None:
+        """A task's freshness in seconds: its own, else its loop's default; None: none."""
+        if spec.freshness is not None:
+            return spec.freshness or None  # 0: `freshness: false`, none whatever the default
+        if spec.loop_name == METADATA_LOOP:
+            return self.freshness.metadata
+        own = self.organisations.get(spec.codops)
+        if own is not None and own.freshness is not None:
+            return own.freshness
+        return self.freshness.organisations
 
     @property
     def state_path(self) -> Path:

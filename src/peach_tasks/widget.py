@@ -29,12 +29,13 @@ except ImportError as exc:  # the kernel's environment lacks the extra: say whic
         name=getattr(exc, "name", None)) from None
 
 from .api_client import ApiClient, ApiError
+from .durations import format_duration
 
 RUNS_SHOWN = 50
 ALL_LOGS_RUNS = 10
 RUN_LOG_TAIL = 256 * 1024
 TASK_COLUMNS = ("Task", "Loop", "State", "Last status", "Started (UTC)", "Duration", "Version",
-                "Successes", "Failures")
+                "Successes", "Failures", "Freshness")
 RUN_COLUMNS = ("Run", "Version", "Started (UTC)", "Status", "Duration", "Memory", "CPU", "Error", "")
 # The tutorial's graph: a blue dot for a success, a red cross for a failure.
 MARKERS: dict[str, dict[str, Any]] = {
@@ -77,6 +78,16 @@ def fmt_cpu(value: float | None) -> str:
     if value is None:
         return ""
     return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+
+
+def _freshness(task: dict[str, Any]) -> str:
+    """"stale" in red, "fresh" in green, against the task's freshness; "–" without one."""
+    if task.get("stale") is None:
+        return "–"
+    limit = format_duration(task["freshness_s"])
+    if task["stale"]:
+        return f"<span style='color:#b42318;font-weight:bold' title='no success within {limit}'>stale</span>"
+    return f"<span style='color:#067647' title='a success within {limit}'>fresh</span>"
 
 
 def _status(value: str | None) -> str:
@@ -291,7 +302,8 @@ class TasksInfo:
             style = "background:#fdebe5" if t["name"] == self.task.value else ""
             cells = [f"<b>{html.escape(t['name'])}</b>", html.escape(t["loop"]), _status(t["state"]),
                      _status(t["last_status"]), fmt_time(t["last_started_at"]), fmt_duration(t["last_duration_s"]),
-                     f"<code>{html.escape(t['version'] or '–')}</code>", str(t["successes"]), str(t["failures"])]
+                     f"<code>{html.escape(t['version'] or '–')}</code>", str(t["successes"]), str(t["failures"]),
+                     _freshness(t)]
             rows.append(f"<tr style='{style}'>" + "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
                         + "</tr>")
         items = "".join(f"<li style='white-space:pre-wrap'>{html.escape(p['message'])}</li>" for p in self.problems)

@@ -23,6 +23,13 @@ tasks = sa.Table(
     sa.Column("version", sa.String(64)),
     sa.Column("last_run_id", sa.Integer),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # 0008: state kept up to date for freshness and alerts (written with each run's end)
+    sa.Column("first_seen_at", sa.DateTime(timezone=True)),  # when the task was first defined
+    sa.Column("freshness_s", sa.Float),  # its effective freshness; NULL: none
+    sa.Column("last_success_at", sa.DateTime(timezone=True)),
+    sa.Column("last_success_run_id", sa.Integer),
+    sa.Column("failures_in_row", sa.Integer, nullable=False, server_default="0"),  # since the last success
+    sa.Column("stale_since", sa.DateTime(timezone=True)),  # set (once) when announced stale
 )
 
 runs = sa.Table(
@@ -124,4 +131,46 @@ loop_leases = sa.Table(
     sa.Column("owner", sa.String(200)),  # NULL: free
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True)),
+)
+
+# 0008: alerts. A journal of state changes (written in the transaction of the change),
+# routed by a replica's alert job into one outbox row per (event, rule), each delivered
+# by whichever replica claims it (docs/alerts.md).
+alert_events = sa.Table(
+    "alert_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("codops", sa.String(64)),
+    sa.Column("task", sa.String(200)),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("data", sa.Text, nullable=False),  # JSON, bounded
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("routed_at", sa.DateTime(timezone=True)),  # NULL: not yet matched to rules
+    sa.Index("ix_alert_events_routed", "routed_at", "id"),
+)
+
+alert_outbox = sa.Table(
+    "alert_outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),  # idempotency key sent with the alert
+    sa.Column("event_id", sa.Integer, nullable=False),
+    sa.Column("rule", sa.String(140), nullable=False),  # "platform/<rule>" or "<codops>/<rule>"
+    sa.Column("destination", sa.String(16), nullable=False),  # webhook, slack, email
+    sa.Column("body", sa.Text, nullable=False),  # the alert as JSON (no secret: URLs are resolved when sent)
+    sa.Column("state", sa.String(16), nullable=False),  # PENDING SENDING SENT FAILED SUPPRESSED DROPPED
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_alert_outbox_due", "state", "next_attempt_at"),
+    sa.Index("ix_alert_outbox_rule", "rule", "created_at"),
+)
+
+alert_conditions = sa.Table(
+    "alert_conditions", metadata,
+    sa.Column("key", sa.String(400), primary_key=True),  # "problem/<kind>/<scope>", "replica/<id>/<start>"
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -22,13 +22,14 @@ from sqlalchemy.exc import IntegrityError
 from ..bounds import bound_outcome
 from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
-from . import views
+from ..freshness import Freshness
+from . import alert_journal, views
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
 from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 class StoreError(PeachError):
@@ -57,6 +58,7 @@ class TaskRegistration:
 
     spec: TaskSpec
     version: str | None
+    freshness_s: float | None = None  # the task's effective freshness (its own or its loop's)
 
 
 class Store:
@@ -66,6 +68,8 @@ class Store:
         self._writers_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
+        # Set by a scheduler with alert rules: state changes are then journalled for them.
+        self.alerting = False
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -135,13 +139,19 @@ class Store:
                 seen.add(spec.key)
                 values = dict(loop=spec.loop_name, executor=spec.executor.value, active=True, repo=spec.repo,
                               notebook=spec.notebook, source_file=spec.source_file,
-                              source_line=spec.source_line, version=reg.version, updated_at=now)
+                              source_line=spec.source_line, version=reg.version, freshness_s=reg.freshness_s,
+                              updated_at=now)
                 row = existing.get(spec.key)
+                if row is not None and row.freshness_s != reg.freshness_s:
+                    values["stale_since"] = None  # a new freshness: judged afresh by the next check
+                if row is not None and row.first_seen_at is None:
+                    values["first_seen_at"] = now
                 if row is None:
                     try:
                         with conn.begin_nested():  # another replica may register it at the same moment
                             conn.execute(tasks.insert().values(codops=spec.codops, name=spec.name,
-                                                               state=TaskState.FINISHED.value, **values))
+                                                               state=TaskState.FINISHED.value, first_seen_at=now,
+                                                               **values))
                     except IntegrityError:
                         conn.execute(tasks.update().where(tasks.c.codops == spec.codops,
                                                           tasks.c.name == spec.name).values(**values))
@@ -170,6 +180,8 @@ class Store:
                 [(kind, scope) for kind, scope, _, _ in groups])))
             if rows:
                 conn.execute(problems_t.insert(), rows)
+            if self.alerting:
+                alert_journal.problems_changed(conn, groups, now)
 
     def keep_problems_of(self, scopes: Mapping[str, Collection[str]]) -> None:
         """Drop the problems of each kind whose scope is not in ``scopes[kind]``: those of a
@@ -181,6 +193,8 @@ class Store:
                 if keep:
                     query = query.where(problems_t.c.scope.not_in(sorted(keep)))
                 conn.execute(query)
+                if self.alerting:
+                    alert_journal.problems_dropped(conn, kind, keep, utcnow())
 
     # -- loops -> store ---------------------------------------------------------
     def set_states(self, keys: Iterable[tuple[str, str]], state: TaskState) -> None:
@@ -250,7 +264,10 @@ class Store:
                     for note in notes:  # a retry finds the writer closed: noted once
                         log.write(f"{iso(now)} peach-tasks: {note}")
                     log.close(conn)
-                self._finish(conn, run_id, outcome, now, started_monotonic)
+                ended = self._finish(conn, run_id, outcome, now, started_monotonic)
+                if ended is not None:  # the task's freshness and streak, and what alerts need
+                    alert_journal.run_ended(conn, ended.codops, ended.task, run_id, outcome.status.value,
+                                            outcome.error, ended.version, now, self.alerting)
         except BaseException:
             if log is not None:
                 log.undo()
@@ -260,11 +277,12 @@ class Store:
 
     @staticmethod
     def _finish(conn: sa.Connection, run_id: int, outcome: Outcome, now: datetime,
-                started_monotonic: float | None) -> None:
-        row = conn.execute(sa.select(runs.c.started_at, runs.c.codops, runs.c.task, runs.c.status)
-                           .where(runs.c.id == run_id)).one()
+                started_monotonic: float | None) -> Any:
+        """End the run; returns its row as it was (None when it had ended already)."""
+        row = conn.execute(sa.select(runs.c.started_at, runs.c.codops, runs.c.task, runs.c.status,
+                                     runs.c.version).where(runs.c.id == run_id)).one()
         if row.status != RunStatus.RUNNING.value:
-            return  # already ended (abandoned by a successor); never overwrite
+            return None  # already ended (abandoned by a successor); never overwrite
         if started_monotonic is not None:
             duration = time.monotonic() - started_monotonic
         else:
@@ -279,6 +297,7 @@ class Store:
         ))
         conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
                      .values(state=TaskState.FINISHED.value))
+        return row
 
     def abandon_running(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]:
         """End every RUNNING run (of ``owner`` and/or ``loop``, or all) as ABANDONED; returns their ids."""
@@ -329,6 +348,7 @@ class Store:
             query = query.where(tasks.c.active.is_(True))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
+        now = utcnow()
         return [{
             "codops": r.codops, "name": r.name, "loop": r.loop, "executor": r.executor, "state": r.state,
             "last_status": r.last_status, "last_started_at": iso(r.last_started_at),
@@ -336,6 +356,7 @@ class Store:
             "successes": int(r.successes or 0), "failures": int(r.failures or 0),
             "active": bool(r.active), "repo": r.repo, "notebook": r.notebook,
             "defined_at": f"{r.source_file}:{r.source_line}" if r.source_line else r.source_file,
+            **_freshness(r, now),
         } for r in rows]
 
     def runs(self, codops: str, task: str, limit: int = 20, before_id: int | None = None) -> list[dict[str, Any]]:
@@ -414,10 +435,31 @@ class Store:
         with self.engine.connect() as conn:
             return views.max_run_id(conn)
 
+    def freshness(self, codops: Collection[str] | None = None) -> list[tuple[str, str, Freshness]]:
+        """Active tasks that declare a freshness, with what decides whether they are stale:
+        the tasks table alone (kept up to date by each run's end), never the runs."""
+        query = (sa.select(tasks.c.codops, tasks.c.name, tasks.c.freshness_s, tasks.c.last_success_at,
+                           tasks.c.first_seen_at)
+                 .where(tasks.c.active.is_(True), tasks.c.freshness_s.is_not(None)))
+        if codops is not None:
+            query = query.where(tasks.c.codops.in_(sorted(codops)))
+        with self.engine.connect() as conn:
+            return [(r.codops, r.name, Freshness(r.freshness_s, r.last_success_at, r.first_seen_at))
+                    for r in conn.execute(query).all()]
+
     def task_state_counts(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Active tasks by (codops, state)."""
         with self.engine.connect() as conn:
             return views.task_state_counts(conn, codops)
+
+
+def _freshness(r: Any, now: datetime) -> dict[str, Any]:
+    """A task row's freshness fields (views: CLI, API, dashboard, widget)."""
+    state = Freshness(r.freshness_s, r.last_success_at, r.first_seen_at)
+    return {"freshness_s": r.freshness_s, "last_success_at": iso(r.last_success_at),
+            "last_success_run_id": r.last_success_run_id,
+            "failures_in_row": int(r.failures_in_row or 0), "stale": state.stale(now),
+            "stale_at": iso(state.stale_at())}
 
 
 def _run_dict(r: Any) -> dict[str, Any]:

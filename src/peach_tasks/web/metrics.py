@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .access import Scope, scoped_problems
+from .freshness_metrics import FreshnessCollector
 from .run_totals import RunTotals
 
 if TYPE_CHECKING:
@@ -159,5 +160,6 @@ def render(store: "Store", scope: Scope, totals: RunTotals) -> bytes:
     """The Prometheus text exposition for one scrape, limited to ``scope``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, scope, totals))
+    registry.register(FreshnessCollector(store, scope))
     registry.register(ScopedCollector(PROCESS.registry, scope))
     return generate_latest(registry)

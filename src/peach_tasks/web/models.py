@@ -46,6 +46,14 @@ class Task(BaseModel):
     repo: str
     notebook: str
     defined_at: str | None
+    freshness_s: float | None = Field(default=None, description="how old the last success may be, in seconds "
+                                      "(the task's `freshness`, else its loop's default); null: none")
+    stale: bool | None = Field(default=None, description="the last success is older than freshness_s (or there "
+                               "is none and the task was defined longer ago); null: the task has no freshness")
+    stale_at: str | None = Field(default=None, description="when the task is, or becomes, stale without a success")
+    last_success_at: str | None = None
+    last_success_run_id: int | None = None
+    failures_in_row: int = Field(default=0, description="FAILURE and TIMEOUT runs since the last success")
     problems: list[Problem]
 
 

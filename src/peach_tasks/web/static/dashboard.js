@@ -75,6 +75,15 @@ function badge(value) {
   return value ? el("span", { class: `badge ${value}`, text: value }) : "–";
 }
 
+// "STALE"/"FRESH" against the task's freshness (its title says the limit); "–" without one.
+function freshness(task) {
+  if (task.stale === null || task.stale === undefined) return "–";
+  const node = badge(task.stale ? "STALE" : "FRESH");
+  const since = task.last_success_at ? `last success ${fmtTime(task.last_success_at)} UTC` : "no success yet";
+  node.title = `freshness ${fmtDuration(task.freshness_s)}; ${since}`;
+  return node;
+}
+
 function setStatus(text, isError = false) {
   const node = $("status");
   node.textContent = text;
@@ -164,7 +173,8 @@ async function loadTasks() {
       el("td", { class: "num", text: fmtDuration(t.last_duration_s) }),
       el("td", {}, el("code", { text: t.version || "–" })),
       el("td", { class: "num", text: String(t.successes) }),
-      el("td", { class: "num", text: String(t.failures) }));
+      el("td", { class: "num", text: String(t.failures) }),
+      el("td", { class: "freshness" }, freshness(t)));
     if (t.problems.length) row.title = t.problems.map((p) => p.message).join("\n");
     return row;
   }));
