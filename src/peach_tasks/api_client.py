@@ -58,17 +58,23 @@ class ApiClient:
         address = f"{self.url}{path}{'?' + query if query else ''}"
         return self._send(urllib.request.Request(address, headers={"Accept": "application/json"}))
 
+    def get_bytes(self, path: str, accept: str = "*/*") -> tuple[str, bytes]:
+        """(content type, body) of a GET of something that is not JSON (a run's output)."""
+        return self._send(urllib.request.Request(f"{self.url}{path}", headers={"Accept": accept}), raw=True)
+
     def post(self, path: str, body: Any) -> Any:
         """POST ``body`` as JSON (the API's one write, a trigger, takes only JSON)."""
         data = json.dumps(body).encode("utf-8")
         return self._send(urllib.request.Request(f"{self.url}{path}", data=data, method="POST", headers={
             "Accept": "application/json", "Content-Type": "application/json"}))
 
-    def _send(self, request: urllib.request.Request) -> Any:
+    def _send(self, request: urllib.request.Request, raw: bool = False) -> Any:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                if raw:
+                    return response.headers.get_content_type(), response.read()
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             raise ApiError(self._refusal(exc)) from None
@@ -113,6 +119,13 @@ class ApiClient:
 
     def run_log(self, run_id: int, tail: int | None = None, offset: int | None = None) -> dict[str, Any]:
         return self.get(f"/api/runs/{int(run_id)}/log", tail=tail, offset=offset)
+
+    def run_outputs(self, run_id: int) -> dict[str, Any]:
+        return self.get(f"/api/runs/{int(run_id)}/outputs")
+
+    def run_output(self, run_id: int, seq: int) -> tuple[str, bytes]:
+        """(mime type, content) of one output of a run."""
+        return self.get_bytes(f"/api/runs/{int(run_id)}/outputs/{int(seq)}")
 
 
 def _q(part: str) -> str:

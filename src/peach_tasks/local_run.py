@@ -31,6 +31,7 @@ from .errors import PeachError, Problem
 from .executors.base import LogSink
 from .executors.process import utc_stamp
 from .executors.python import PythonExecutor
+from .executors.run_outputs import output_bounds
 from .executors.sandbox import Sandbox, SandboxUnavailable, make_sandbox
 from .loops import Loop
 from .model import Executor, Outcome, TaskSpec
@@ -171,12 +172,13 @@ def _sandbox(settings: Settings, sink: LogSink) -> Sandbox | None:
 
 def _executors(spec: TaskSpec, settings: Settings, envs: EnvironmentManager, sink: LogSink) -> dict[Executor, Any]:
     """The scheduler's executors; Spark as configured (``local[*]`` unless ``--config`` says otherwise)."""
-    executors: dict[Executor, Any] = {Executor.PYTHON: PythonExecutor()}
+    executors: dict[Executor, Any] = {Executor.PYTHON: PythonExecutor(outputs=output_bounds(settings))}
     if spec.executor == Executor.SPARK:
         try:
             from .executors.spark import SparkExecutor
 
-            executors[Executor.SPARK] = SparkExecutor(settings.spark, settings.organisations, envs)
+            executors[Executor.SPARK] = SparkExecutor(settings.spark, settings.organisations, envs,
+                                                      outputs=output_bounds(settings))
         except Exception as exc:  # noqa: BLE001 - no Spark here: say so, the loop reports the failure
             sink(f"peach-tasks: the spark executor is not available here ({exc}); "
                  "set `executor: python` to try the task without Spark")

@@ -71,6 +71,18 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class RunOutput:
+    """One thing a run showed (``display()``, a matplotlib figure), or the scheduler's note
+    of what it did not keep. ``data`` is in ``mime_type``; ``text`` is its text/plain."""
+
+    seq: int
+    kind: str  # "display", "figure" or "note"
+    mime_type: str
+    data: bytes
+    text: str | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What an executor reports when a run has ended; the loop stores it."""
 
@@ -84,3 +96,5 @@ class Outcome:
     # where no cgroup could be made (isolation: none, or a host without cgroups).
     peak_memory_bytes: int | None = None
     cpu_seconds: float | None = None
+    # What the run showed, in order, within the run's bounds (executors/run_outputs.py).
+    outputs: tuple[RunOutput, ...] = ()

@@ -26,6 +26,7 @@ from .executors.base import CancelEvent, TaskExecutor
 from .executors.process import kill_marked
 from .executors.sandbox import Sandbox, SandboxUnavailable, make_sandbox
 from .executors.python import PythonExecutor
+from .executors.run_outputs import output_bounds
 from .executors.spark import SparkExecutor
 from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent
@@ -86,8 +87,9 @@ class Scheduler:
         self.envs = EnvironmentManager(self.state_dir, progress=progress, cancel=self.stop_event,
                                        marker=self.marker_prefix + "build")
         self.executors = executors if executors is not None else {
-            Executor.PYTHON: PythonExecutor(),
-            Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs),
+            Executor.PYTHON: PythonExecutor(outputs=output_bounds(settings)),
+            Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs,
+                                          outputs=output_bounds(settings)),
         }
         # Set by start_isolation() (serve, run-once): None runs tasks as plain processes.
         self.sandbox: Sandbox | None = None

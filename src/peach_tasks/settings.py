@@ -170,6 +170,27 @@ class PythonLimits(_Strict):
         return None if self.memory is None else size_bytes(self.memory)
 
 
+MAX_OUTPUT_BYTES = 256 << 20
+
+
+class OutputSettings(_Strict):
+    """How much of what a run shows (``display()``, figures) is kept with it."""
+
+    max_count: int = Field(default=100, ge=0, le=10_000)
+    max_bytes: str = Field(default="10M", pattern=_SIZE)  # all of one run's outputs together
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        if size_bytes(value) > MAX_OUTPUT_BYTES:
+            raise ValueError(f"at most {MAX_OUTPUT_BYTES >> 20}M: a run's outputs are one store transaction")
+        return value
+
+    @property
+    def max_bytes_value(self) -> int:
+        return size_bytes(self.max_bytes)
+
+
 class OrganisationPythonSettings(_Strict):
     """One organisation's overrides of the ``python:`` defaults; what is absent is inherited."""
 
@@ -243,6 +264,8 @@ class Settings(_Strict):
     isolation: Literal["sandbox", "none"] = "sandbox"
     # Resource limits of every organisation's runs; organisations.<codops>.python overrides.
     python: PythonLimits = Field(default_factory=PythonLimits)
+    # What a run shows (display(), matplotlib figures) is kept with it, within these bounds.
+    outputs: OutputSettings = Field(default_factory=OutputSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
     # Rules that send alerts, where to, and what organisations' own rules may use (alerts.md).

@@ -13,11 +13,12 @@ import stat
 from pathlib import Path
 
 
-def read_task_file(path: Path, max_bytes: int) -> bytes | None:
+def read_task_file(path: Path | str, max_bytes: int, dir_fd: int | None = None) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None otherwise
-    (absent, a link, a FIFO, a device, a folder, too large)."""
+    (absent, a link, a FIFO, a device, a folder, too large). ``dir_fd``: ``path`` is a name
+    in that open folder (see ``open_task_folder``)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as handle:
@@ -25,3 +26,12 @@ def read_task_file(path: Path, max_bytes: int) -> bytes | None:
         if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
             return None
         return handle.read(max_bytes + 1)[:max_bytes]
+
+
+def open_task_folder(path: Path) -> int | None:
+    """An open descriptor of the folder ``path`` if it is one (not a link to one elsewhere);
+    None otherwise. Names read through it (``dir_fd``) stay inside that folder."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None

@@ -4,7 +4,8 @@ It shows what the dashboard shows, with ipywidgets, reading the JSON API of a ru
 peach-tasks server: an organisation dropdown, the tasks table, a task dropdown, the
 selected task's executions (each with a "show below" button), a graph of the duration
 of each execution (blue dots for successes, red crosses for failures) and the logs
-frame, which shows every recent log of the task until "show below" picks one run.
+frame, which shows every recent log of the task until "show below" picks one run; then
+that run's outputs (what its task displayed: figures, tables) are shown too.
 
 Every callback is also a method (``select_organisation``, ``select_task``,
 ``show_below``, ``show_all_logs``, ``refresh``, ``run_now``) so it can be driven from code.
@@ -30,6 +31,7 @@ except ImportError as exc:  # the kernel's environment lacks the extra: say whic
 
 from .api_client import ApiClient, ApiError
 from .durations import format_duration
+from .widget_outputs import run_output_widgets
 
 RUNS_SHOWN = 50
 ALL_LOGS_RUNS = 10
@@ -129,8 +131,11 @@ class TasksInfo:
         self.logs_title = widgets.HTML("<b>Logs</b>")
         self.show_all_button = widgets.Button(description="show all logs", layout=widgets.Layout(display="none"))
         self.logs = widgets.HTML()
+        self.outputs_title = widgets.HTML()
+        self.outputs = widgets.VBox([])
+        self.outputs_box = widgets.VBox([self.outputs_title, self.outputs], layout=widgets.Layout(display="none"))
         logs_head = widgets.HBox([self.logs_title, self.show_all_button])
-        self.task_box = widgets.VBox([self.graph, self.executions, logs_head, self.logs],
+        self.task_box = widgets.VBox([self.graph, self.executions, self.outputs_box, logs_head, self.logs],
                                      layout=widgets.Layout(display="none"))
         self.view = widgets.VBox([widgets.HBox([self.organisation, self.refresh_button]), self.message,
                                   self.tasks_table, widgets.HBox([self.task, self.run_now_button, self.payload]),
@@ -225,7 +230,22 @@ class TasksInfo:
         self._set_log(f"Log of run {run_id}", note + piece["text"])
         self.show_all_button.layout.display = "inline-flex"
         self._render_runs()
+        self.show_outputs(run_id)
         return True
+
+    def show_outputs(self, run_id: int | None) -> None:
+        """Show what run ``run_id`` displayed (None: hide the outputs)."""
+        if run_id is None:
+            self.outputs_box.layout.display = "none"
+            self.outputs.children = ()
+            return
+        try:
+            title, shown = run_output_widgets(self.client, run_id)
+        except ApiError as exc:
+            title, shown = f"Outputs of run {run_id} could not be read: {exc}", []
+        self.outputs_title.value = f"<b>{html.escape(title)}</b>"
+        self.outputs.children = shown
+        self.outputs_box.layout.display = "flex"
 
     def show_all_logs(self) -> bool:
         """Show every recent log of the selected task, each run marked (the default)."""
@@ -238,6 +258,7 @@ class TasksInfo:
             self._error(exc)
             return False
         self.log_run = None
+        self.show_outputs(None)
         self._set_log(f"Logs of the last {len(logs['runs'])} executions", logs["text"] or "no logs yet")
         self.show_all_button.layout.display = "none"
         self._render_runs()

@@ -5,12 +5,13 @@ uses the standard library only and imports as little as it can: its start-up tim
 part of every task's run. It reads one JSON request from stdin::
 
     {"code", "method", "filename", "cwd", "result_path", "payload", "has_payload",
-     "max_result_bytes", "die_with_parent"}
+     "max_result_bytes", "die_with_parent", "outputs_dir", "max_outputs", "max_output_bytes"}
 
 and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
 A ``SystemExit`` from the task ends the process with its code (no result file
-unless the code is 0). The result file's folder is opened before the task runs and the
+unless the code is 0). ``display()`` is a builtin, as in a Jupyter kernel: what the task shows
+goes to ``outputs_dir`` (``displays.py``, loaded only once the task displays or plots). The result file's folder is opened before the task runs and the
 file is written through that handle, so a task that changes or deletes its working
 directory (its private checkout copy) still gets its result or its own error recorded.
 
@@ -21,6 +22,7 @@ task runs before that copy ended whole and the process entered the request's ``c
 
 from __future__ import annotations
 
+import builtins
 import json
 import linecache
 import os
@@ -122,10 +124,14 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     # Tracebacks then show the task's own lines, not whatever file the name points at.
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     _offer_helpers()
+    _offer_display(request)
 
     with result_dir:
         try:
-            value = _run(code, filename, request, extra_globals or {})
+            try:
+                value = _run(code, filename, request, extra_globals or {})
+            finally:
+                _finish_outputs()
         except SystemExit as exc:
             status = _exit_code(exc)
             if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
@@ -175,6 +181,87 @@ def _offer_helpers() -> None:
     helper = os.path.join(os.path.dirname(os.path.dirname(_THIS_FILE)), "trigger_client.py")
     if os.path.isfile(helper):
         sys.meta_path.append(_HelperFinder(helper))
+
+
+# -- display() and the run's outputs (displays.py, loaded on first use) ----------------------
+_DISPLAYS_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays.py")
+_displays_module = None
+_outputs_request: dict = {}
+
+
+def _offer_display(request: dict) -> None:
+    """``display`` as a builtin, and hooks that load ``displays.py`` when the task imports
+    ``matplotlib.pyplot`` or IPython's display functions; nothing more is loaded now."""
+    _outputs_request.update(folder=request.get("outputs_dir"), max_count=int(request.get("max_outputs") or 100),
+                            max_bytes=int(request.get("max_output_bytes") or 10 << 20))
+    if not hasattr(builtins, "display"):
+        builtins.display = _display  # type: ignore[attr-defined]
+    sys.meta_path.insert(0, _DisplayHooks())
+
+
+def _displays() -> object:
+    global _displays_module
+    if _displays_module is None:
+        import importlib.util
+
+        # A private name: a task's own "displays" module stays the task's.
+        spec = importlib.util.spec_from_file_location("_peach_tasks_displays", _DISPLAYS_FILE)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        folder = _outputs_request.get("folder")
+        if folder:
+            module.install(os.path.abspath(folder), _outputs_request["max_count"], _outputs_request["max_bytes"])
+        _displays_module = module
+    return _displays_module
+
+
+def _display(*objs: object, **kwargs: object) -> object:
+    return _displays().display(*objs, **kwargs)  # type: ignore[attr-defined]
+
+
+def _finish_outputs() -> None:
+    if _displays_module is None:
+        return  # the task displayed nothing and never imported pyplot
+    try:
+        _displays_module.finish()  # type: ignore[attr-defined]
+    except Exception as exc:  # showing the figures left open must not change the run's outcome
+        _say(f"peach-tasks: the figures left open could not be kept: {exc!r}")
+
+
+class _DisplayHooks:
+    """A meta path finder that lets ``displays.py`` act around a few imports: the backend
+    before ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after
+    its module loads (without a kernel it would only print)."""
+
+    NAMES = frozenset(("matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display"))
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        if name not in self.NAMES:
+            return None
+        displays = _displays()
+        if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
+            displays.before_pyplot(sys.modules["matplotlib"])  # type: ignore[attr-defined]
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if finder is not self and find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        load = getattr(spec.loader, "exec_module", None)
+        if load is None:
+            return spec
+        after = displays.after_pyplot if name == "matplotlib.pyplot" else displays.after_ipython_display  # type: ignore[attr-defined]
+
+        def exec_module(module: object) -> None:
+            load(module)
+            after(module)
+
+        try:
+            spec.loader.exec_module = exec_module  # type: ignore[union-attr]
+        except AttributeError:
+            pass
+        return spec
 
 
 class _HelperFinder:

@@ -7,6 +7,7 @@ private folder; this module turns exit status and result file into an ``Outcome`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .process import ProcessResult, ProcessSpec, run_process, utc_stamp
+from .run_outputs import OUTPUTS_DIR, OutputBounds, read_outputs
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 
@@ -32,11 +34,14 @@ class PythonExecutor:
     """Runs a ``Job`` as ``<interpreter> -I bootstrap.py`` and reports its ``Outcome``.
 
     ``max_result_bytes`` bounds the JSON of a returned value that is kept; a larger
-    value is dropped with a note in ``details["result_note"]``.
+    value is dropped with a note in ``details["result_note"]``. ``outputs`` bounds what the
+    run's ``display()`` calls and figures keep (``run_outputs.py``).
     """
 
-    def __init__(self, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+    def __init__(self, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 outputs: OutputBounds = OutputBounds()) -> None:
         self.max_result_bytes = max_result_bytes
+        self.outputs = outputs
 
     def run(self, job: Job, sink: LogSink, cancel: threading.Event) -> Outcome:
         """Run ``job`` to its end; never raises for anything the task does."""
@@ -46,8 +51,10 @@ class PythonExecutor:
             work_dir.mkdir(parents=True, exist_ok=True)
             result_path = work_dir / RESULT_FILE
             result_path.unlink(missing_ok=True)  # a file left by an earlier attempt is not this run's
+            outputs_dir = work_dir / OUTPUTS_DIR
+            shutil.rmtree(outputs_dir, ignore_errors=True)
             try:
-                request = self._request(job, result_path)
+                request = self._request(job, result_path, outputs_dir)
             except (TypeError, ValueError) as exc:
                 return Outcome(RunStatus.FAILURE, error=f"the payload is not JSON-serialisable: {exc}")
             spec = ProcessSpec(
@@ -72,14 +79,15 @@ class PythonExecutor:
             outcome, notes = bound_outcome(outcome_from(job, ended, read_result(result_path, note)))
             for text in notes:
                 note(text)
-            return outcome
+            return with_outputs(outcome, outputs_dir, self.outputs, note)
         finally:
             if own_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
-    def _request(self, job: Job, result_path: Path) -> bytes:
+    def _request(self, job: Job, result_path: Path, outputs_dir: Path) -> bytes:
         return json.dumps(
             {
+                **outputs_request(outputs_dir, self.outputs),
                 "code": job.code,
                 "method": job.method,
                 "filename": job.filename,
@@ -93,6 +101,22 @@ class PythonExecutor:
             },
             allow_nan=False,
         ).encode("utf-8")
+
+
+def outputs_request(outputs_dir: Path, bounds: OutputBounds) -> dict[str, Any]:
+    """The request's part that tells ``bootstrap.py`` where the run's outputs go, and their bounds."""
+    return {"outputs_dir": str(outputs_dir), "max_outputs": bounds.max_count, "max_output_bytes": bounds.max_bytes}
+
+
+def with_outputs(outcome: Outcome, outputs_dir: Path, bounds: OutputBounds,
+                 note: Callable[[str], None]) -> Outcome:
+    """``outcome`` with what the run showed, read once the process ended (however it ended)."""
+    try:
+        outputs = read_outputs(outputs_dir, bounds, note)
+    except OSError as exc:  # the run's outcome counts more than what it showed
+        note(f"the run's outputs could not be read: {exc}")
+        return outcome
+    return dataclasses.replace(outcome, outputs=outputs) if outputs else outcome
 
 
 MAX_RESULT_FILE_BYTES = 4 << 20  # a result file is the value (bounded) or an error with its traceback

@@ -22,7 +22,8 @@ from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .process import ProcessSpec, run_process, utc_stamp
-from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result
+from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, outputs_request, read_result, with_outputs
+from .run_outputs import OUTPUTS_DIR, OutputBounds
 
 if TYPE_CHECKING:
     from ..environments import EnvironmentManager
@@ -106,10 +107,11 @@ class SparkExecutor:
     """Runs a ``Job`` as a Spark application; the driver is a child process of ours."""
 
     def __init__(self, spark: "SparkSettings", organisations: dict[str, Any], envs: "EnvironmentManager",
-                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, outputs: OutputBounds = OutputBounds()) -> None:
         from ..settings import SparkOrganisationSettings
 
         self.spark, self.envs, self.max_result_bytes = spark, envs, max_result_bytes
+        self.outputs = outputs  # the driver's display() and figures (client mode: a process of ours)
         self.org_settings = {codops: org.spark for codops, org in organisations.items()}
         self._default_org = SparkOrganisationSettings()
 
@@ -134,7 +136,10 @@ class SparkExecutor:
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
             request_path, result_path, info_path = (work_dir / n for n in ("request.json", "result.json", "spark.json"))
+            outputs_dir = work_dir / OUTPUTS_DIR
+            shutil.rmtree(outputs_dir, ignore_errors=True)
             request_path.write_text(json.dumps({
+                **outputs_request(outputs_dir, self.outputs),
                 "code": job.code, "method": job.method, "filename": job.filename, "cwd": str(job.cwd),
                 "result_path": str(result_path), "spark_info_path": str(info_path), "payload": job.payload,
                 "has_payload": job.payload is not None, "max_result_bytes": self.max_result_bytes,
@@ -163,7 +168,7 @@ class SparkExecutor:
             if info:
                 outcome.details.update(spark_application_id=info.get("application_id"), spark_ui=info.get("ui"),
                                        spark_master=info.get("master"))
-            return outcome
+            return with_outputs(outcome, outputs_dir, self.outputs, note)
         finally:
             if job.work_dir is None:
                 shutil.rmtree(work_dir, ignore_errors=True)

@@ -79,6 +79,19 @@ log_chunks = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
 )
 
+# 0009: what a run showed (display(), matplotlib figures), bounded by the scheduler before it
+# gets here (executors/run_outputs.py); kind "note" says what was not kept.
+run_outputs = sa.Table(
+    "run_outputs", metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("mime_type", sa.String(100), nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("text", sa.Text),  # its text/plain, cut short; NULL: none
+)
+
 problems = sa.Table(
     "problems", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -24,12 +24,13 @@ from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
 from ..freshness import Freshness
 from . import alert_journal, views
+from . import outputs as outputs_q
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
 from .schema import runs, tasks, triggers
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 class StoreError(PeachError):
@@ -255,7 +256,8 @@ class Store:
         closed in the same transaction (what it still buffers is stored with the end).
 
         What a task can put into the row (error, result, details) is bounded here, once, for
-        every executor and path (``bounds.py``); what had to be cut is noted in the log."""
+        every executor and path (``bounds.py``); what had to be cut is noted in the log. The
+        run's outputs are stored in the same transaction."""
         now = utcnow()
         outcome, notes = bound_outcome(outcome)
         try:
@@ -283,6 +285,7 @@ class Store:
                                      runs.c.version).where(runs.c.id == run_id)).one()
         if row.status != RunStatus.RUNNING.value:
             return None  # already ended (abandoned by a successor); never overwrite
+        outputs_q.insert_outputs(conn, run_id, outcome.outputs)
         if started_monotonic is not None:
             duration = time.monotonic() - started_monotonic
         else:
@@ -378,6 +381,16 @@ class Store:
             if dropped is None:
                 return None
             return read_log(conn, run_id, dropped)
+
+    def run_outputs(self, run_id: int) -> list[dict[str, Any]]:
+        """What the run showed, in order, without the data (``run_output`` reads one)."""
+        with self.engine.connect() as conn:
+            return outputs_q.list_outputs(conn, run_id)
+
+    def run_output(self, run_id: int, seq: int) -> tuple[str, bytes] | None:
+        """(mime type, data) of output ``seq`` of the run, or None."""
+        with self.engine.connect() as conn:
+            return outputs_q.one_output(conn, run_id, seq)
 
     def problems(self, codops: Sequence[str] | None = None) -> list[dict[str, Any]]:
         query = sa.select(problems_t).order_by(problems_t.c.kind, problems_t.c.scope, problems_t.c.file,

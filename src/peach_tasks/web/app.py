@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..store import Store
-from . import api, triggers_api
+from . import api, outputs_api, triggers_api
 from .access import AccessPolicy, Scope
 from .guard import RequestGuard
 from .metrics import DURATION_BUCKETS, render
@@ -60,6 +60,7 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones
     app.state.totals = RunTotals(DURATION_BUCKETS)  # kept between scrapes: only new runs are read
     app.include_router(api.router)
+    app.include_router(outputs_api.router)  # what runs showed, served as untrusted content
     app.include_router(triggers_api.router)  # the one write: POST .../trigger
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     swagger = _swagger_ui_dir()

@@ -186,6 +186,7 @@ function clearTask() {
   state.logRun = null;
   $("task-section").hidden = true;
   $("logs-section").hidden = true;
+  $("outputs-section").hidden = true;
   saveHash();
 }
 
@@ -199,7 +200,7 @@ async function selectTask(name) {
   $("logs-section").hidden = false;
   $("log").textContent = "";
   saveHash();
-  await guarded(async () => { await loadRuns(); await loadLogs(true); });
+  await guarded(async () => { await loadRuns(); await loadLogs(true); await loadOutputs(); });
 }
 
 // -- executions -----------------------------------------------------------------
@@ -346,7 +347,7 @@ async function showRun(runId) {
   saveHash();
   renderRuns();
   drawGraph();
-  await guarded(() => loadLogs(true));
+  await guarded(async () => { await loadLogs(true); await loadOutputs(); });
   $("logs-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
@@ -355,7 +356,7 @@ async function showAll() {
   saveHash();
   renderRuns();
   drawGraph();
-  await guarded(() => loadLogs(true));
+  await guarded(async () => { await loadLogs(true); await loadOutputs(); });
 }
 
 // -- refreshing -------------------------------------------------------------------
@@ -381,6 +382,7 @@ async function refresh() {
       if (state.task) {
         await loadRuns();
         await loadLogs(false);
+        await loadOutputs();
       }
     });
   } finally {

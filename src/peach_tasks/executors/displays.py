@@ -1,0 +1,363 @@
+"""``display()`` in the task process: what a task shows is kept as its run's outputs.
+
+Runs inside the task process (standard library only), loaded by ``bootstrap.py`` only when
+a task first calls ``display()`` or imports ``matplotlib.pyplot`` or IPython's display
+functions, so a task that shows nothing pays nothing for it.
+
+As in a Jupyter kernel: ``display(obj)`` uses the object's rich representations
+(``_repr_mimebundle_``, ``_repr_html_``, ``_repr_png_``, ...; a pandas DataFrame is an HTML
+table), ``display_id=`` gives a handle whose update replaces the earlier output, and
+matplotlib figures are shown by ``plt.show()`` and, left open, when the run ends (the
+non-interactive Agg backend is chosen unless the task chose one).
+
+Each output is written as it happens, as one JSON file in the run's outputs folder (write,
+then rename: the scheduler never reads half a file), so a run that fails, times out or is
+killed keeps what it had shown. The run's bounds (count and bytes) are applied here, so a
+task displaying 10,000 times or 500 MB writes no more than the bounds; the scheduler applies
+them again when it reads the folder (``run_outputs.py``), since the task owns that folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import threading
+import uuid
+
+# The representation kept of each output: the first of these an object offers (as
+# nbconvert prefers them), plus its text/plain for the views that show text only.
+PREFERRED = ("text/html", "image/png", "image/jpeg", "image/gif", "image/svg+xml", "text/markdown",
+             "application/json", "text/latex", "text/plain")
+BINARY = frozenset(("image/png", "image/jpeg", "image/gif"))
+_METHODS = {"text/html": "_repr_html_", "text/markdown": "_repr_markdown_", "image/svg+xml": "_repr_svg_",
+            "image/png": "_repr_png_", "image/jpeg": "_repr_jpeg_", "application/json": "_repr_json_",
+            "text/latex": "_repr_latex_"}
+MAX_TEXT_CHARS = 2000  # the text/plain kept beside a rich output
+DROPPED_FILE = "dropped.json"
+
+
+class Outputs:
+    """The run's outputs folder and its bounds; one per task process (``install``)."""
+
+    def __init__(self, folder: str, max_count: int, max_bytes: int) -> None:
+        self.folder, self.max_count, self.max_bytes = folder, max_count, max_bytes
+        self.lock = threading.RLock()
+        self.count = 0  # outputs written (an update does not count again)
+        self.used = 0  # bytes of the outputs as they stand
+        self.sizes: dict[int, int] = {}
+        self.by_id: dict[str, list[int]] = {}  # display_id -> the outputs it names
+        self.dropped = 0
+        self.dropped_bytes = 0
+        self.ready = False
+
+    def room(self) -> int:
+        return self.max_bytes - self.used
+
+    def add(self, output: dict, display_id: str | None = None) -> None:
+        with self.lock:
+            size = output["size"]
+            if self.count >= self.max_count or output["data"] is None or self.used + size > self.max_bytes:
+                self._drop(size, "count" if self.count >= self.max_count else "bytes")
+                return
+            seq = self.count + 1
+            if self._write(seq, output):
+                self.count, self.used, self.sizes[seq] = seq, self.used + size, size
+                if display_id is not None:
+                    self.by_id.setdefault(display_id, []).append(seq)
+
+    def update(self, output: dict, display_id: str) -> None:
+        """Replace every output shown with ``display_id`` (IPython's ``update=True``)."""
+        with self.lock:
+            size = output["size"]
+            for seq in self.by_id.get(display_id, ()):
+                if output["data"] is None or self.used - self.sizes[seq] + size > self.max_bytes:
+                    self._drop(size, "bytes")
+                    continue
+                if self._write(seq, output):
+                    self.used += size - self.sizes[seq]
+                    self.sizes[seq] = size
+
+    def _write(self, seq: int, output: dict) -> bool:
+        data = output["data"]
+        record = dict(output, seq=seq)
+        del record["size"]
+        if output["mime"] in BINARY:
+            record["data"], record["base64"] = base64.b64encode(data).decode("ascii"), True
+        else:
+            record["data"] = data.decode("utf-8")
+        try:
+            if not self.ready:
+                os.makedirs(self.folder, exist_ok=True)
+                self.ready = True
+            _write_json(self.folder, f"{seq:06d}.json", record)
+            return True
+        except (OSError, ValueError) as exc:  # a full disk, a folder the task removed
+            _say(f"peach-tasks: output {seq} could not be written: {exc}")
+            return False
+
+    def _drop(self, size: int, why: str) -> None:
+        self.dropped += 1
+        self.dropped_bytes += size
+        if self.dropped == 1:
+            limit = (f"at most {self.max_count} outputs" if why == "count"
+                     else f"at most {self.max_bytes} bytes of outputs")
+            _say(f"peach-tasks: a run keeps {limit} (outputs.max_count and outputs.max_bytes in "
+                 "scheduler.yaml); this output and any more beyond the bounds are not kept")
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            self.write_dropped()
+
+    def write_dropped(self) -> None:
+        if not self.dropped:
+            return
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            _write_json(self.folder, DROPPED_FILE, {"count": self.dropped, "bytes": self.dropped_bytes})
+        except OSError:
+            pass
+
+
+_outputs: Outputs | None = None
+
+
+def install(folder: str, max_count: int, max_bytes: int) -> None:
+    """Where this process's outputs go (bootstrap calls it before the task runs)."""
+    global _outputs
+    _outputs = Outputs(folder, max_count, max_bytes)
+
+
+# -- display() ---------------------------------------------------------------------------
+class DisplayHandle:
+    """What ``display(..., display_id=...)`` returns, as in IPython."""
+
+    def __init__(self, display_id: str | None = None) -> None:
+        self.display_id = display_id or uuid.uuid4().hex
+
+    def __repr__(self) -> str:
+        return f"<DisplayHandle display_id={self.display_id}>"
+
+    def display(self, obj: object, **kwargs: object) -> None:
+        display(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj: object, **kwargs: object) -> None:
+        update_display(obj, display_id=self.display_id, **kwargs)
+
+
+def display(*objs: object, include: object = None, exclude: object = None, metadata: object = None,
+            transient: object = None, display_id: object = None, raw: bool = False, clear: bool = False,
+            update: bool = False, **kwargs: object) -> DisplayHandle | None:
+    """Show ``objs`` as the run's outputs (IPython's signature; ``raw``: each is a mime bundle)."""
+    if display_id is True:
+        display_id = uuid.uuid4().hex
+    key = None if display_id is None else str(display_id)
+    for obj in objs:
+        bundle = obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude)
+        if _outputs is None:  # no outputs folder (not a scheduled run): as IPython without a kernel
+            print(bundle.get("text/plain", ""))
+            continue
+        output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
+        if output is None:
+            continue
+        if update and key is not None:
+            _outputs.update(output, key)
+        else:
+            _outputs.add(output, key)
+    return DisplayHandle(key) if key is not None and not update else None
+
+
+def update_display(obj: object, *, display_id: object, **kwargs: object) -> None:
+    """Replace the outputs shown with ``display_id`` by ``obj``."""
+    kwargs.pop("update", None)
+    display(obj, display_id=display_id, update=True, **kwargs)
+
+
+def mime_bundle(obj: object, include: object = None, exclude: object = None) -> dict:
+    """``obj``'s representations by mime type, as IPython's formatter finds them."""
+    bundle: dict = {}
+    if _is_figure(obj):
+        png = figure_png(obj)
+        if png is not None:
+            bundle["image/png"] = png
+    method = _method(obj, "_repr_mimebundle_")
+    if method is not None:
+        found = _call(method, include=include, exclude=exclude)
+        found = found[0] if isinstance(found, tuple) and found else found
+        if isinstance(found, dict):
+            bundle.update({str(k): v for k, v in found.items() if v is not None})
+    for mime, name in _METHODS.items():
+        if mime in bundle:
+            continue
+        method = _method(obj, name)
+        if method is not None:
+            value = _call(method)
+            value = value[0] if isinstance(value, tuple) and value else value
+            if value is not None:
+                bundle[mime] = value
+    if "text/plain" not in bundle:
+        try:
+            bundle["text/plain"] = repr(obj)
+        except Exception as exc:  # a broken __repr__ must not fail the task's display()
+            bundle["text/plain"] = f"<{type(obj).__name__}: repr failed: {exc!r}>"
+    return bundle
+
+
+def _pick(bundle: dict, kind: str, room: int) -> dict | None:
+    """The kept representation of ``bundle`` as bytes, with its text/plain beside it. One
+    longer than ``room`` is not even encoded: its ``data`` is None (a 500 MB string would
+    otherwise be copied once more only to be dropped)."""
+    plain = bundle.get("text/plain")
+    text = None if not isinstance(plain, str) else plain[:MAX_TEXT_CHARS]
+    for mime in PREFERRED:
+        if mime not in bundle:
+            continue
+        value = bundle[mime]
+        sized = isinstance(value, (bytes, bytearray)) or (isinstance(value, str) and mime not in BINARY)
+        if sized and len(value) > room:
+            return {"kind": kind, "mime": mime, "data": None, "size": len(value), "text": text}
+        data = _as_bytes(mime, value)
+        if data is not None:
+            return {"kind": kind, "mime": mime, "data": data, "size": len(data), "text": text}
+    return None
+
+
+def _as_bytes(mime: str, value: object) -> bytes | None:
+    if mime in BINARY:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        if isinstance(value, str):  # already base64, as Jupyter keeps images
+            try:
+                return base64.b64decode(value, validate=False)
+            except ValueError:
+                return None
+        return None
+    if mime == "application/json" and not isinstance(value, str):
+        try:
+            return json.dumps(value, default=repr).encode("utf-8")
+        except (TypeError, ValueError, RecursionError):
+            return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return None
+    return value.encode("utf-8", errors="replace")
+
+
+def _method(obj: object, name: str) -> object:
+    if isinstance(obj, type):  # a class's repr methods are unbound: IPython skips them too
+        return None
+    try:
+        method = getattr(obj, name, None)
+    except Exception:
+        return None
+    return method if callable(method) else None
+
+
+def _call(method: object, **kwargs: object) -> object:
+    try:
+        return method(**kwargs)  # type: ignore[operator]
+    except TypeError:
+        if kwargs:
+            return _call(method)
+        return None
+    except Exception as exc:  # IPython shows the formatter's error and goes on
+        _say(f"peach-tasks: display: {getattr(method, '__name__', 'a repr method')} failed: {exc!r}")
+        return None
+
+
+# -- matplotlib --------------------------------------------------------------------------
+def _is_figure(obj: object) -> bool:
+    figure_module = sys.modules.get("matplotlib.figure")
+    return figure_module is not None and isinstance(obj, getattr(figure_module, "Figure", ()))
+
+
+def figure_png(figure: object) -> bytes | None:
+    """The figure as PNG, as Jupyter's inline backend draws it; None for an empty figure."""
+    import io
+
+    if not getattr(figure, "axes", None) and not getattr(figure, "lines", None):
+        return None
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
+    except Exception as exc:
+        _say(f"peach-tasks: a figure could not be drawn: {exc!r}")
+        return None
+    return buffer.getvalue()
+
+
+def show(*args: object, **kwargs: object) -> None:
+    """``plt.show()``: every open figure becomes an output, then they are closed (as inline)."""
+    flush_figures()
+
+
+def flush_figures() -> None:
+    """Show the figures still open and close them (at ``plt.show()`` and at the run's end)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    try:
+        from matplotlib._pylab_helpers import Gcf
+
+        figures = [manager.canvas.figure for manager in Gcf.get_all_fig_managers()]
+    except Exception as exc:
+        _say(f"peach-tasks: the open figures could not be listed: {exc!r}")
+        return
+    try:
+        for figure in figures:
+            display(figure)
+    finally:
+        try:
+            pyplot.close("all")
+        except Exception:
+            pass
+
+
+def before_pyplot(matplotlib: object) -> None:
+    """Choose the Agg backend before pyplot loads, unless the task or its environment chose
+    one: a scheduled task has no screen, and a GUI backend must not be tried."""
+    if os.environ.get("MPLBACKEND"):
+        return
+    try:
+        params = matplotlib.rcParams  # type: ignore[attr-defined]
+        from matplotlib import rcsetup
+
+        if dict.__getitem__(params, "backend") is getattr(rcsetup, "_auto_backend_sentinel", None):
+            params["backend"] = "agg"
+    except Exception:  # another matplotlib than expected: its own choice stands
+        pass
+
+
+def after_pyplot(pyplot: object) -> None:
+    pyplot.show = show  # type: ignore[attr-defined]
+
+
+def after_ipython_display(module: object) -> None:
+    """IPython's ``display`` without a kernel only prints: the task's ``from IPython.display
+    import display`` gets this one instead."""
+    for name, value in (("display", display), ("update_display", update_display), ("DisplayHandle", DisplayHandle)):
+        if hasattr(module, name):
+            setattr(module, name, value)
+
+
+def finish() -> None:
+    """At the run's end, whatever it was: the figures left open, and what was not kept."""
+    try:
+        flush_figures()
+    finally:
+        if _outputs is not None:
+            _outputs.write_dropped()
+
+
+def _write_json(folder: str, name: str, data: dict) -> None:
+    tmp = os.path.join(folder, f".{name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, os.path.join(folder, name))
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except Exception:
+        pass

@@ -1,0 +1,79 @@
+"""A run's outputs in the dashboard, in real headless Chromium: the matplotlib figure as an
+image from the API, the DataFrame as a table in a sandboxed frame, and an XSS attempt that
+neither runs nor loads anything, with or without a token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from outputs_store import Shown, shown  # noqa: F401 (fixture)
+from web_helpers import CHROMIUM_ARGS, chromium_executable, start_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+TOKEN = "shop-dashboard-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_executable()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["open", "token"])
+def test_figure_and_table_of_a_failed_run_are_shown_and_the_xss_is_not(
+        browser: Any, shown: Shown, token: str | None, tmp_path: Path) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    extra = {"tokens": [{"token": TOKEN, "codops": ["shop"]}]} if token else {}
+    web = start_server(shown.settings, shown.store, **extra)
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    loads: list[str] = []
+    page.on("request", lambda request: loads.append(request.url))
+    try:
+        page.goto(f"{web.url}/#org=shop&task=report&run={shown.failed}")
+        if token:
+            page.fill("#token", token)
+            page.click("#token-form button")
+            page.locator("tr[data-task=report]").click()
+            page.locator(f"[data-testid=show-below-{shown.failed}]").click()
+        expect(page.locator("[data-testid=outputs-title]")).to_have_text(f"Outputs of run {shown.failed}")
+        figure, table, hostile = (page.locator(f"[data-testid=output-{n}]") for n in (1, 2, 3))
+        expect(figure).to_have_attribute("data-mime", "image/png")
+
+        image = figure.locator("img")
+        expect(image).to_be_visible()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        assert image.evaluate("img => img.naturalWidth") > 200 and image.get_attribute("src").startswith("blob:")
+
+        frame_element = table.locator("iframe")
+        assert frame_element.get_attribute("sandbox") == ""  # no scripts, no origin of ours
+        frame = frame_element.element_handle().content_frame()
+        frame.wait_for_selector("table")
+        cells = frame.locator("td").all_inner_texts()
+        assert "Zürich" in cells and "Genève" in cells and "120" in cells
+
+        hostile_frame = hostile.locator("iframe").element_handle().content_frame()
+        hostile_frame.wait_for_selector("#hostile")
+        page.wait_for_timeout(500)  # give a script or an onerror handler the time to run, if one could
+        assert page.title() == "peach-tasks" and hostile_frame.title() != "ran"
+        assert page.locator("#hostile").count() == 0  # never in the page itself
+        assert dialogs == [] and errors == []
+        assert not [url for url in loads if "tracker.png" in url or url.endswith("/x")]
+        page.screenshot(path=str(tmp_path / "outputs.png"), full_page=True)
+    finally:
+        context.close()
+        web.stop()
