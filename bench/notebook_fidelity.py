@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""A notebook with a few magics, and a task showing one matplotlib figure: the scheduler against papermill.
+
+    python bench/notebook_fidelity.py [--runs 8] [--isolation sandbox|none] [--json]
+
+Builds, in a temporary folder, a real git repository with one organisation (``bench``,
+its environment holding matplotlib) and two whole-notebook tasks (``full_notebook: true``):
+
+  magics   four cells using ``%%time``, ``%time``, ``%%capture`` and ``%env``: what
+           notebooks written in Jupyter carry; nothing heavy is imported
+  figure   ``import matplotlib.pyplot as plt``, one plot, ``plt.show()``: the run keeps
+           the figure as its output (a PNG), as papermill's executed notebook does
+
+Each is run ``--runs`` times by the scheduler's loop (``Scheduler.make_loop("bench").tick()``
+over that task alone: a real run, stored with its log and outputs), and by papermill
+(``execute_notebook`` of the same notebook in a ``python3`` kernel, which needs matplotlib:
+``pip install -e '.[bench]'``), alternating, so both see the same noise on a shared machine.
+The figure for each is the median seconds per run; the ratio is papermill / scheduler.
+Target (issue 12): papermill / scheduler >= 20 for both. Nothing is asserted: a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loop_overhead import Events, git, mode_loop, papermill_runs, say  # noqa: E402
+
+ORG = "bench"
+TARGET = 20.0  # papermill / scheduler must stay at or above this
+
+NOTEBOOKS: dict[str, list[str]] = {
+    "magics": [
+        "%env BENCH_FLAG=1\nimport os\nvalues = list(range(1000))",
+        "%%time\ntotal = sum(values)",
+        "%time doubled = [v * 2 for v in values]",
+        "%%capture captured\nprint('kept quiet')\nresult = {'total': total, 'n': len(doubled)}",
+    ],
+    "figure": [
+        "import matplotlib.pyplot as plt",
+        "plt.plot([1, 2, 3, 4], [3, 1, 4, 2])\nplt.title('one figure')\nplt.show()",
+    ],
+}
+
+
+def build_repository(root: Path) -> dict[str, Path]:
+    """The git repository and scheduler.yaml; returns each task's notebook."""
+    import yaml
+
+    from peach_tasks.demo import notebook_json
+
+    repo = root / "algos"
+    repo.mkdir(parents=True)
+    paths = {}
+    for name, cells in NOTEBOOKS.items():
+        paths[name] = repo / f"{name}.ipynb"
+        paths[name].write_text(notebook_json([("code", cell) for cell in cells]))
+    definitions = {name: {"executor": "python", "notebook": f"{name}.ipynb", "full_notebook": True}
+                   for name in NOTEBOOKS}
+    (repo / "peach.yaml").write_text(yaml.safe_dump(
+        {"codops": ORG, "dependencies": ["matplotlib"], "tasks": definitions}, sort_keys=False))
+    git(repo, "init", "--quiet", "--initial-branch=master")
+    git(repo, "add", "-A")
+    git(repo, "commit", "--quiet", "-m", "bench notebooks")
+    (root / "scheduler.yaml").write_text(yaml.safe_dump({
+        "state_dir": "state", "repositories": [{"url": "algos", "branch": "master"}],
+        "loop": {"min_iteration_seconds": 0}}, sort_keys=False))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Time a notebook with magics and a task showing one matplotlib figure, run by the "
+                    "scheduler and by papermill in the same invocation.",
+        epilog=f"Target: papermill/scheduler >= {TARGET:g} for both notebooks. Needs the bench extra.")
+    parser.add_argument("--runs", type=int, default=8, help="timed runs of each notebook by each (default 8)")
+    parser.add_argument("--isolation", choices=("sandbox", "none"), default="sandbox",
+                        help="the scheduler's isolation (default: sandbox, as in production)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.settings import load_settings
+    from peach_tasks.store import Store
+
+    root = Path(tempfile.mkdtemp(prefix="peach-bench-fidelity-"))
+    paths = build_repository(root)
+    settings = load_settings(root / "scheduler.yaml")
+    store = Store.open(settings.database_url)
+    events = Events()
+    scheduler = Scheduler(settings, store, progress=say, on_run=events)
+    seconds: dict[str, dict[str, list[float]]] = {name: {"scheduler": [], "papermill": []} for name in NOTEBOOKS}
+    checks: dict[str, Any] = {}
+    try:
+        scheduler.recover()
+        sandbox = scheduler.sandbox if args.isolation == "sandbox" else None
+        if args.isolation == "sandbox" and sandbox is None:
+            say(f"no sandbox on this host: {scheduler._unsandboxed}; measuring isolation: none")
+        say("sync (builds the organisation's environment with matplotlib; not timed)")
+        snapshot = scheduler.sync()
+        if len(snapshot.loops.get(ORG, ())) != len(NOTEBOOKS):
+            raise SystemExit(f"the tasks did not load: {store.problems()}")
+        loops = {name: mode_loop(scheduler, sandbox, [(ORG, name)]) for name in NOTEBOOKS}
+        for name, loop in loops.items():  # warm-up, untimed: the first start reads every file cold
+            loop.tick()
+        for round_ in range(args.runs):
+            for name in (NOTEBOOKS if round_ % 2 == 0 else reversed(list(NOTEBOOKS))):
+                started = time.perf_counter()
+                if loops[name].tick() != 1:
+                    raise SystemExit(f"{name}: the loop did not run it")
+                seconds[name]["scheduler"].append(time.perf_counter() - started)
+                run = store.run(events.run_ids[-1])
+                if run["status"] != "SUCCESS":
+                    raise SystemExit(f"{name}: run {run['id']} ended {run['status']}: {run['error']}\n"
+                                     f"{store.log(run['id'])}")
+                out = root / "papermill" / name / str(round_)
+                out.mkdir(parents=True)
+                times, why = papermill_runs(paths[name], out, 1)
+                if times is None:
+                    raise SystemExit(f"papermill {why}")
+                seconds[name]["papermill"] += times
+        last = events.run_ids[-2:]
+        checks = {store.run(run_id)["task"]: [o["mime_type"] for o in store.run_outputs(run_id)] for run_id in last}
+    finally:
+        scheduler.close()
+        store.close()
+
+    figures: dict[str, Any] = {}
+    for name, timed in seconds.items():
+        ours, theirs = statistics.median(timed["scheduler"]), statistics.median(timed["papermill"])
+        figures[name] = {"scheduler_ms": round(ours * 1000, 1), "papermill_ms": round(theirs * 1000, 1),
+                         "papermill_over_scheduler": round(theirs / ours, 1), "target": TARGET,
+                         "meets_target": theirs / ours >= TARGET, "runs": len(timed["scheduler"]),
+                         "outputs_of_last_run": checks.get(name)}
+    report = {"isolation": "sandbox" if sandbox is not None else "none", "python": platform.python_version(),
+              "load_average": [round(x, 2) for x in os.getloadavg()], "notebooks": figures}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"isolation: {report['isolation']}, load average {report['load_average']}")
+        print(f"{'notebook':<10}{'scheduler':>14}{'papermill':>14}{'papermill/scheduler':>22}  target >= {TARGET:g}")
+        for name, row in figures.items():
+            print(f"{name:<10}{row['scheduler_ms']:>11.1f} ms{row['papermill_ms']:>11.1f} ms"
+                  f"{row['papermill_over_scheduler']:>21.1f}x  {'met' if row['meets_target'] else 'NOT met'}"
+                  f"  (outputs kept: {', '.join(row['outputs_of_last_run'] or []) or 'none'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
