@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -127,6 +128,8 @@ class SmtpSettings(_Strict):
     username: str | None = Field(default=None, min_length=1)
     password_env: str | None = Field(default=None, min_length=1)  # the password stays out of this file
     sender: Annotated[str, AfterValidator(lambda v: _addresses([v])[0])]  # the From address
+    # A CA bundle to trust besides the system's (a mail server with an internal certificate).
+    ca_file: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "SmtpSettings":
@@ -239,3 +242,18 @@ class OrganisationRule(_Strict):
             return (f"alert rule '{self.name}': host {urlsplit(url).hostname!r} is not an allowed webhook host "
                     f"({allowed}); ask the platform team to allow it")
         return None
+
+
+@dataclass(frozen=True)
+class SourcedRule:
+    """An organisation's rule with where it is written (problems point there)."""
+
+    codops: str
+    rule: OrganisationRule
+    repo: str
+    file: str
+    line: int | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.codops}/{self.rule.name}"

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .alert_settings import OrganisationRule, SourcedRule
 from .durations import format_duration, parse_duration
 from .errors import ConfigProblem, Problem
 from .model import METADATA_LOOP, Executor, TaskSpec
@@ -44,6 +45,7 @@ class _DefinitionFile(BaseModel):
     codops: str
     dependencies: list[Any] | None = None
     tasks: dict[Any, Any] | None = None
+    alerts: list[Any] | None = None  # the organisation's own alert rules (alert_settings.OrganisationRule)
 
 
 class _TaskDefinition(BaseModel):
@@ -81,6 +83,20 @@ def parse_definition_text(
     return _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts).parse()
 
 
+def parse_definition_file(
+    text: str,
+    rel_file: str,
+    root: Path,
+    repo: str,
+    allowed_codops: Collection[str] | None = None,
+    default_timeouts: tuple[float, float] = (3600.0, 300.0),
+) -> tuple[list[TaskSpec], dict[str, list[str]], list[Problem], list[SourcedRule]]:
+    """``parse_definition_text`` plus the file's valid alert rules (``alerts:``)."""
+    parser = _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts)
+    tasks, deps, problems = parser.parse()
+    return tasks, deps, problems, parser.alerts
+
+
 class _FileParser:
     """The checks for one file; collects problems instead of raising."""
 
@@ -100,6 +116,7 @@ class _FileParser:
         self.allowed = allowed_codops
         self.org_limit, self.metadata_limit = default_timeouts
         self.problems: list[Problem] = []
+        self.alerts: list[SourcedRule] = []
         self.lines = LineMap()
         # YAML counts fewer line breaks than str.splitlines (no \v, \f), and reports
         # end-of-input errors one line past the last; clamp so a line always exists.
@@ -161,6 +178,9 @@ class _FileParser:
             spec = self.task(name, body, codops)
             if spec is not None:
                 tasks.append(spec)
+        if "alerts" not in fields_with_errors:
+            rules = self.alert_rules(data.get("alerts") or [], codops)
+            self.alerts = rules if usable else []
         # Checks run field by field; people read problems top to bottom.
         self.problems.sort(key=lambda p: p.line or 0)
         return (tasks if usable else []), deps, self.problems
@@ -239,6 +259,28 @@ class _FileParser:
             )
             return False
         return True
+
+    def alert_rules(self, entries: list[Any], codops: str) -> list[SourcedRule]:
+        """The valid rules of ``alerts:``; one problem per mistake (whether the platform allows
+        a rule's destination is checked at sync, against scheduler.yaml)."""
+        kept: list[SourcedRule] = []
+        for index, entry in enumerate(entries):
+            path: Path_ = ("alerts", index)
+            if not isinstance(entry, dict):
+                self.at(f"each entry of `alerts` must be a mapping (name, events, and webhook, slack or email), "
+                        f"not {_kind(entry)}", path)
+                continue
+            try:
+                rule = OrganisationRule.model_validate(self.string_keys(entry, path))
+            except ValidationError as exc:
+                for problem in validation_problems(exc, self.file, self.lines, path):
+                    self.from_config(problem)
+                continue
+            if any(r.rule.name == rule.name for r in kept):
+                self.at(f"alert rule '{rule.name}' is given twice; rename one", path + ("name",))
+                continue
+            kept.append(SourcedRule(codops, rule, self.repo, self.file, self.lines.line_of(path)))
+        return kept
 
     def requirements(self, entries: list[Any], path: Path_) -> list[str]:
         """The valid entries of a ``dependencies`` list (stripped); one problem per bad entry."""

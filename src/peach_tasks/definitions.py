@@ -24,7 +24,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from .definition_file import parse_definition_text
+from .alert_settings import SourcedRule
+from .definition_file import parse_definition_file, parse_definition_text  # noqa: F401 - imported from here too
 from .errors import Problem
 from .model import TaskSpec
 
@@ -47,6 +48,8 @@ class RepoDefinitions:
     org_dependencies: dict[str, tuple[str, ...]]
     problems: tuple[Problem, ...]
     files: tuple[str, ...]
+    # The organisations' own alert rules (``alerts:``), each (codops, name) once.
+    alerts: tuple[SourcedRule, ...] = ()
 
 
 def _scan(root: Path) -> tuple[list[Path], list[str]]:
@@ -114,6 +117,7 @@ def load_definitions(
     tasks: list[TaskSpec] = []
     org_deps: dict[str, list[str]] = {}
     files: list[str] = []
+    alerts: list[SourcedRule] = []
     try:
         root_resolved = root.resolve()
     except (OSError, RuntimeError):
@@ -130,7 +134,7 @@ def load_definitions(
         if text is None:
             continue
         try:
-            file_tasks, file_deps, file_problems = parse_definition_text(
+            file_tasks, file_deps, file_problems, file_alerts = parse_definition_file(
                 text, rel, root, repo, allowed_codops, default_timeouts
             )
         except Exception as exc:  # noqa: BLE001 - one unforeseen bug must not stop every repository
@@ -141,6 +145,13 @@ def load_definitions(
             continue
         tasks.extend(file_tasks)
         problems.extend(file_problems)
+        for sourced in file_alerts:
+            earlier = next((a for a in alerts if a.key == sourced.key), None)
+            if earlier is None:
+                alerts.append(sourced)
+            else:
+                problem(f"alert rule '{sourced.rule.name}' of {sourced.codops} is already defined in "
+                        f"{earlier.file}:{earlier.line}; rename one of them", sourced.line)
         for codops, deps in file_deps.items():
             kept = org_deps.setdefault(codops, [])
             kept.extend(d for d in deps if d not in kept)
@@ -168,6 +179,7 @@ def load_definitions(
         org_dependencies={codops: tuple(deps) for codops, deps in org_deps.items()},
         problems=tuple(problems),
         files=tuple(files),
+        alerts=tuple(alerts),
     )
 
 

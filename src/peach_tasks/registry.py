@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .alert_settings import SourcedRule
 from .definitions import RepoDefinitions
 from .errors import Problem
 from .model import METADATA_LOOP, TaskSpec
@@ -35,6 +36,8 @@ class Snapshot:
     requirements: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # repository name -> its config problems (including duplicates found here)
     problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    # codops -> its own alert rules (``alerts:`` in its definition files), first definition kept
+    alerts: dict[str, tuple[SourcedRule, ...]] = field(default_factory=dict)
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def loop_names(self) -> list[str]:
@@ -46,10 +49,21 @@ def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | Non
     tasks: dict[tuple[str, str], RegisteredTask] = {}
     org_dependencies: list[dict[str, tuple[str, ...]]] = []
     problems: dict[str, list[Problem]] = {}
+    alerts: dict[str, list[SourcedRule]] = {}
     for repo, checkout, defs in found:
         if checkout is None or defs is None:
             continue
         problems[repo] = list(defs.problems)
+        for sourced in defs.alerts:
+            own = alerts.setdefault(sourced.codops, [])
+            earlier = next((a for a in own if a.rule.name == sourced.rule.name), None)
+            if earlier is None:
+                own.append(sourced)
+                continue
+            problems[repo].append(Problem(
+                "config", repo, f"alert rule '{sourced.rule.name}' of {sourced.codops} is already defined in "
+                f"{earlier.repo}:{earlier.file}:{earlier.line}, which is used; rename or remove one of them",
+                sourced.file, sourced.line))
         org_dependencies.append(defs.org_dependencies)
         for spec in defs.tasks:
             first = tasks.get(spec.key)
@@ -72,6 +86,7 @@ def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | Non
         loops={name: tuple(sorted(keys)) for name, keys in loops.items()},
         requirements=requirement_sets(org_dependencies, [task.spec for task in tasks.values()]),
         problems={repo: tuple(p) for repo, p in problems.items()},
+        alerts={codops: tuple(rules) for codops, rules in alerts.items()},
     )
 
 

@@ -101,6 +101,10 @@ class LeasedLoops:
         if abandoned:
             log.warning("loop %s: took over from %s; marked runs %s ABANDONED", lease.loop,
                         lease.previous_owner or "nobody", abandoned)
+        previous = lease.previous_owner
+        if previous is not None and previous != self.scheduler.owner and self.store.alerting:
+            # Its lease ran out (a clean stop frees its leases instead): announced once per death.
+            self.store.record_replica_died(previous, self.scheduler.owner, [lease.loop])
         loop.resume_after = self.store.last_task_of_loop(lease.loop)
 
     def _lost(self, name: str) -> None:

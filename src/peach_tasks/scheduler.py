@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from .alerts.dispatcher import AlertDispatcher
+from .alerts.policy import alert_rules_allowed
 from .definitions import RepoDefinitions, load_definitions
 from .discovery import Discovery
 from .environments import EnvironmentManager
@@ -98,6 +100,7 @@ class Scheduler:
         self._snapshot = Snapshot()
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
         self._leased: LeasedLoops | None = None
+        self._alerts: AlertDispatcher | None = None
         self._sync_lock = threading.Lock()
         self._problem_log = ProblemLog()  # serve logs problems as they come and go
 
@@ -243,7 +246,7 @@ class Scheduler:
                     record_sync_failure(repo.name)
                     self.store.set_problems("sync", repo.name, [Problem("sync", repo.name, f"sync failed: {exc!r}")])
                     found.append((repo.name, None, None))
-            snapshot = build_snapshot(found)
+            snapshot = alert_rules_allowed(build_snapshot(found), self.settings.alerts.organisations)
             self.check_isolation(snapshot)  # before anything of it is published or run
             spark = self._spark_problems(snapshot)
             # One transaction for all repositories, one for all organisations' environments.
@@ -353,6 +356,14 @@ class Scheduler:
         for t in threads:
             t.join()
         done.set()
+        if self.settings.alerts.enabled:  # what this iteration changed is announced now (retries: by serve)
+            dispatcher = AlertDispatcher(self.settings, self.store, lambda: self._snapshot, self.owner)
+            try:
+                dispatcher.round()
+            except Exception:
+                log.exception("alerts: sending failed; 'serve' sends them later")
+            finally:
+                dispatcher.stop()
         return counts
 
     def serve(self, duration: float | None = None, on_ready: Callable[[], None] | None = None) -> None:
@@ -369,6 +380,9 @@ class Scheduler:
         if not self.stop_event.is_set():
             self._leased = LeasedLoops(self)
             self._leased.start()
+            if self.settings.alerts.enabled:  # a side job of its own: never in a loop's way
+                self._alerts = AlertDispatcher(self.settings, self.store, lambda: self._snapshot, self.owner)
+                self._alerts.start()
             sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
             sync_thread.start()
             self.stop_event.wait(duration)
@@ -407,6 +421,8 @@ class Scheduler:
         if self._leased is not None:
             self._leased.stop(timeout or self.settings.timeouts.kill_grace + 30)
         self.store.abandon_running(ABANDON_REASON, owner=self.owner)
+        if self._alerts is not None:  # after the runs' ends: their alerts are journalled, sent at the next start
+            self._alerts.stop()
         if self._leased is not None:
             self._leased.coordinator.release_all()
             self._leased.close()

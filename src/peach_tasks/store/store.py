@@ -321,6 +321,11 @@ class Store:
                 conn.execute(stale.values(state=TaskState.FINISHED.value))
         return ids
 
+    def record_replica_died(self, dead: str, taken_by: str, loops: Sequence[str]) -> bool:
+        """Journal that ``dead``'s loops were taken over (once per life of that replica)."""
+        with self.engine.begin() as conn:
+            return alert_journal.replica_died(conn, dead, taken_by, loops, utcnow())
+
     def last_task_of_loop(self, loop: str) -> tuple[str, str] | None:
         """The task of the newest run in ``loop``: a loop taken over goes on after it."""
         with self.engine.connect() as conn:
