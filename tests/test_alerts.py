@@ -342,3 +342,17 @@ def test_the_outbox_is_bounded_and_pruned(tmp_path: Path, database_url: str) -> 
         assert outbox.rows() == []
     finally:
         store.close()
+
+
+def test_an_attempt_that_is_retried_is_no_failure_yet(tmp_path: Path, hooks: HookReceiver, open_scheduler) -> None:
+    """With `retries`, the task fails when its last attempt does: one alert, for that run."""
+    _, config = project(tmp_path, {"destinations": {"hook": {"type": "webhook", "url": hooks.url()}},
+                                   "rules": [{"name": "ops", "destination": "hook", "events": ["run_failed"]}]},
+                        tasks={"report": py_task("nb.ipynb", "main", retries=1, retry_delay="0.1s")})
+    scheduler, store = open_scheduler(config)
+    scheduler.run_once()
+    first, last = sorted(store.runs("chrts", "report"), key=lambda r: r["id"])
+    assert (first["status"], last["status"]) == ("FAILURE", "FAILURE")
+    [alert] = hooks.bodies()
+    assert alert["run"]["id"] == last["id"] and alert["details"]["failures_in_row"] == 1
+    assert store.tasks(["chrts"])[0]["failures_in_row"] == 1

@@ -255,7 +255,9 @@ class Loop:
                     self.triggers.settle(trigger, run_id, outcome.status)
                 except Exception:  # the run's end still counts; the sync releases the trigger
                     log.exception("run %s: settling trigger %s failed", run_id, trigger.id)
-        self._record_end(run_id, outcome, started, writer)
+        # A failed attempt that runs again is not yet the task's failure (freshness, alerts).
+        retried = outcome.status in RETRIED and attempt <= spec.retries
+        self._record_end(run_id, outcome, started, writer, retried)
         if self.on_run:
             self.on_run(RunEvent(run_id, spec.codops, spec.name, task.version, outcome,
                                  time.monotonic() - started))
@@ -265,12 +267,13 @@ class Loop:
         """A task's limit: its own ``timeout`` may shorten the loop's, never lengthen it."""
         return min(spec.timeout or self.limit, self.limit)
 
-    def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter") -> None:
+    def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter",
+                    retried: bool = False) -> None:
         """Store the run's end and the rest of its log, retrying: a store out of reach for
         a moment (a busy connection pool, a database restart) must not leave it RUNNING."""
         for attempt, delay in enumerate((*FINISH_RETRY_SECONDS, None)):
             try:
-                self.store.finish_run(run_id, outcome, started, log=writer)
+                self.store.finish_run(run_id, outcome, started, log=writer, retried=retried)
                 return
             except Exception as exc:
                 if delay is None or (self.stop.is_set() and attempt > 0):  # a stopping loop tries twice

@@ -251,9 +251,11 @@ class Store:
                     time.sleep(FLUSH_SECONDS)
 
     def finish_run(self, run_id: int, outcome: Outcome, started_monotonic: float | None = None,
-                   log: LogWriter | None = None) -> None:
+                   log: LogWriter | None = None, retried: bool = False) -> None:
         """The single path by which a run leaves RUNNING. ``log``: the run's log writer,
         closed in the same transaction (what it still buffers is stored with the end).
+        ``retried``: a failed attempt that its task's ``retries`` run again; it is not yet a
+        failure of the task (no failure streak, no alert).
 
         What a task can put into the row (error, result, details) is bounded here, once, for
         every executor and path (``bounds.py``); what had to be cut is noted in the log. The
@@ -267,7 +269,7 @@ class Store:
                         log.write(f"{iso(now)} peach-tasks: {note}")
                     log.close(conn)
                 ended = self._finish(conn, run_id, outcome, now, started_monotonic)
-                if ended is not None:  # the task's freshness and streak, and what alerts need
+                if ended is not None and not retried:  # the task's freshness and streak, what alerts need
                     alert_journal.run_ended(conn, ended.codops, ended.task, run_id, outcome.status.value,
                                             outcome.error, ended.version, now, self.alerting)
         except BaseException:
