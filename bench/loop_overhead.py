@@ -244,7 +244,11 @@ def papermill_runs(notebook: Path, out_dir: Path, runs: int) -> tuple[list[float
 
 
 # -- the scheduler ------------------------------------------------------------------
-MODES = ("sandbox", "none")  # isolation: sandbox (the default), isolation: none
+# isolation: sandbox (the default: the loop starts each next task's sandbox ahead, warm.py);
+# the same with every sandbox started when its run starts ("cold", as before warm starts:
+# the baseline of what starting ahead saves); isolation: none.
+MODES = ("sandbox", "cold", "none")
+SANDBOXED = ("sandbox", "cold")
 
 
 class Events:
@@ -259,18 +263,20 @@ class Events:
         self.run_ids.append(event.run_id)
 
 
-def mode_loop(scheduler: Any, sandbox: Any, keys: list[tuple[str, str]]) -> Any:
-    """The ``bench`` loop over ``keys`` only, sandboxed with ``sandbox`` (None: isolation: none).
+def mode_loop(scheduler: Any, sandbox: Any, keys: list[tuple[str, str]], mode: str = "sandbox") -> Any:
+    """The ``bench`` loop over ``keys`` only, in ``mode`` (``MODES``) with the host's ``sandbox``.
 
     ``make_loop`` hands the scheduler's sandbox to the loop, so it is set for the call only.
     """
     wanted = set(keys)
     saved = scheduler.sandbox
-    scheduler.sandbox = sandbox
+    scheduler.sandbox = sandbox if mode in SANDBOXED else None
     try:
-        return scheduler.make_loop(ORG, keep=lambda key: key in wanted)
+        loop = scheduler.make_loop(ORG, keep=lambda key: key in wanted)
     finally:
         scheduler.sandbox = saved
+    loop.start_ahead = mode != "cold"
+    return loop
 
 
 def timed_tick(loop: Any, events: Events) -> tuple[float, int, list[float], list[int]]:
@@ -356,6 +362,9 @@ BREAKDOWN = [
     ("run_process", "executor", "run_process"),
     ("create_group", "run_process", "Sandbox.create_group: mkdir cgroup(s) + write limits (sandbox)"),
     ("command", "run_process", "Sandbox.command: the launcher + bubblewrap argv (sandbox)"),
+    ("hand_over", "run_process", "WarmSandbox.hand_over: limits, request, until it took it (sandbox)"),
+    ("prepare_next", "hand_over", "Loop._prepare_next: the next task's sandbox started ahead (sandbox)"),
+    ("warm_start", "prepare_next", "PythonExecutor.prepare: its folders, cgroup, command line and Popen"),
     ("popen", "run_process", "subprocess.Popen: fork/exec until exec succeeded"),
     ("reader_start", "run_process", "start the output reader thread (the child already runs)"),
     ("writer_start", "run_process", "start the stdin writer thread (the child already runs)"),
@@ -431,6 +440,7 @@ class Instrumented:
         from peach_tasks.executors import python as python_mod
         from peach_tasks.executors.base import Job
         from peach_tasks.executors.sandbox import Sandbox
+        from peach_tasks.executors.warm import WarmSandbox
         from peach_tasks.model import Executor
         from peach_tasks.store.logs import LogWriter
 
@@ -451,6 +461,9 @@ class Instrumented:
         self.wrap(python_mod, "run_process", "run_process")
         self.wrap(python_mod, "read_result", "read_result")
         self.wrap(Sandbox, "create_group", "create_group")
+        self.wrap(loops_mod.Loop, "_prepare_next", "prepare_next")
+        self.wrap(WarmSandbox, "hand_over", "hand_over")
+        self.wrap(scheduler.executors[Executor.PYTHON], "prepare", "warm_start")
         self.wrap(Sandbox, "command", "command")
         for group_class in (cgroups_mod.RunGroupV1, cgroups_mod.RunGroupV2):
             self.wrap(group_class, "usage", "usage")
@@ -565,7 +578,7 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
     try:
         scheduler.recover()  # finds this host's sandbox (isolation: sandbox, the default)
         sandbox, unsandboxed = scheduler.sandbox, scheduler._unsandboxed
-        modes = [m for m in MODES if m == "none" or sandbox is not None]
+        modes = [m for m in MODES if m not in SANDBOXED or sandbox is not None]
         if sandbox is None:
             say(f"no sandbox on this host, only isolation: none is measured: {unsandboxed}")
         say("sync (builds the organisation's empty uv environment; not timed)")
@@ -626,7 +639,7 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
                 if boxed:
                     boxed_t.append(boxed())
             for mode in (modes if r % 2 == 0 else modes[::-1]):
-                loop = mode_loop(scheduler, sandbox if mode == "sandbox" else None, keys[lo:hi])
+                loop = mode_loop(scheduler, sandbox, keys[lo:hi], mode)
                 wall, ran, cycles, run_ids = timed_tick(loop, events)
                 t = timed[mode]
                 t["wall"] += wall
@@ -642,7 +655,7 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
             with Instrumented(scheduler) as probe:
                 for r, (lo, hi) in enumerate(slices):
                     for mode in (modes if r % 2 == 0 else modes[::-1]):
-                        probe.tick(mode, mode_loop(scheduler, sandbox if mode == "sandbox" else None, keys[lo:hi]))
+                        probe.tick(mode, mode_loop(scheduler, sandbox, keys[lo:hi], mode))
             parts = {mode: probe.parts(mode) for mode in modes}
 
         pm_times, pm_note = None, "skipped (--papermill-runs 0)"
@@ -685,8 +698,10 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
             "papermill_over_scheduler": round(pm_med / per_task, 1) if pm_med and per_task else None,
         }
     if "sandbox" in sched and "none" in sched:
-        a, b = timed["sandbox"]["cycles"], timed["none"]["cycles"]
+        a, b, c = timed["sandbox"]["cycles"], timed["none"]["cycles"], timed["cold"]["cycles"]
         sched["sandbox_minus_none_ms"] = ms(median(a) - median(b))
+        sched["cold_minus_none_ms"] = ms(median(c) - median(b))
+        sched["cold_minus_sandbox_ms"] = ms(median(c) - median(a))
     return {
         "tasks": count,
         "rounds": rounds,
@@ -746,7 +761,9 @@ def print_table(r: dict[str, Any]) -> None:
     per_mode("scheduler, cycle p90", "cycle_p90_ms")
     if "sandbox_minus_none_ms" in s:
         row("sandbox - none", [s["sandbox_minus_none_ms"]], "what isolation costs per task")
-    print("baselines (ms, same for both modes)")
+        row("cold - none", [s["cold_minus_none_ms"]], "what it costs when every sandbox starts with its run")
+        row("cold - sandbox", [s["cold_minus_sandbox_ms"]], "what starting the next sandbox ahead saves")
+    print("baselines (ms, the same for every mode)")
     row("(a) bare interpreter", [b["bare_interpreter"]["median_ms"]],
         f"{b['bare_interpreter']['command']}, {b['bare_interpreter']['runs']} runs")
     row("(b) floor", [b["floor"]["median_ms"]], f"{b['floor']['command']}, {b['floor']['runs']} runs")

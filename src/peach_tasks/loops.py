@@ -8,6 +8,8 @@ anywhere in those steps ends that run as a FAILURE and the loop goes on.
 
 from __future__ import annotations
 
+import itertools
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,6 +25,7 @@ from .executors.base import Job, LogSink, TaskExecutor
 from .executors.cgroups import Limits
 from .executors.process import utc_stamp
 from .executors.sandbox import Sandbox, SandboxPlan
+from .executors.warm import Slot, WarmSandbox
 from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskSpec, TaskState
 from .notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
@@ -54,6 +57,11 @@ TRIGGER_CHECK_SECONDS = 1.0
 # Variables a task process may inherit from the scheduler's own environment. Anything
 # else (database URLs, tokens, cloud credentials) stays with the scheduler.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
+
+# Names of sandboxes started ahead (their cgroups and folders), unique in this process.
+_WARM_IDS = itertools.count(1)
+WARM_PREFIX = "warm-"
+TRIGGER_ROOT, RUNS_ROOT = "trigger-requests", "runs"  # under state_dir: the runs' own folders
 
 
 def retry_wait(spec: TaskSpec, attempt: int) -> float:
@@ -104,9 +112,14 @@ class Loop:
         # a task that triggers itself cannot push the loop's other tasks back.
         self._triggered: set[tuple[str, str]] = set()
         # Each run's private folder where trigger_task() drops requests (see triggers.py).
-        self.trigger_root = settings.state_path / "trigger-requests"
+        self.trigger_root = settings.state_path / TRIGGER_ROOT
         # A sandboxed run's files for its executor (request, result), removed when it ends.
-        self.runs_root = settings.state_path / "runs"
+        self.runs_root = settings.state_path / RUNS_ROOT
+        # The sandbox started ahead for the next task (warm.py) with its folders, and the
+        # tasks this iteration still runs, in order (the next one is the first that exists).
+        self._warm: tuple[WarmSandbox, Slot] | None = None
+        self.start_ahead = True  # False: every sandbox starts when its run does (the benchmark's baseline)
+        self._upcoming: list[tuple[str, str]] = []
 
     # -- one iteration ----------------------------------------------------------
     def tick(self) -> int:
@@ -118,19 +131,26 @@ class Loop:
         self.store.set_states(keys, TaskState.PENDING)
         self._triggered.clear()
         ran = 0
-        for index, key in enumerate(keys):
-            if self.stop.is_set() or self.handover.is_set():
-                # This iteration ends here: the tasks it did not reach wait for no one now.
-                self.store.set_states(keys[index:], TaskState.FINISHED)
-                break
-            ran += self.run_triggered()  # a trigger goes ahead of the normal order
-            # Always the newest definition: a commit to master during the iteration counts.
-            task = self.snapshot().tasks.get(key)
-            if task is None or task.spec.loop_name != self.name:
-                continue  # removed or moved since the iteration began
-            self.run_task(task)
-            ran += 1
-        return ran + self.run_triggered()
+        try:
+            self._upcoming = list(keys)
+            for index, key in enumerate(keys):
+                if self.stop.is_set() or self.handover.is_set():
+                    # This iteration ends here: the tasks it did not reach wait for no one now.
+                    self.store.set_states(keys[index:], TaskState.FINISHED)
+                    break
+                ran += self.run_triggered()  # a trigger goes ahead of the normal order
+                # Always the newest definition: a commit to master during the iteration counts.
+                task = self.snapshot().tasks.get(key)
+                self._upcoming = keys[index + 1:]
+                if task is None or task.spec.loop_name != self.name:
+                    continue  # removed or moved since the iteration began
+                self.run_task(task)
+                ran += 1
+            self._upcoming = []
+            return ran + self.run_triggered()
+        finally:
+            self._upcoming = []
+            self.drop_warm()  # a sandbox started ahead never outlives its iteration
 
     def run_triggered(self) -> int:
         """Run, once each, the pending triggers of this loop's tasks; returns how many ran.
@@ -188,6 +208,7 @@ class Loop:
         for attempt, wait in enumerate(retry_waits(task.spec), start=2):
             if outcome.status not in RETRIED:
                 break
+            self.drop_warm()  # the wait may be long: nothing waits in a sandbox meanwhile
             if not self._wait_before_retry(task.spec, wait):
                 break
             newest = self.snapshot().tasks.get(task.spec.key)  # a fix committed meanwhile counts
@@ -224,10 +245,18 @@ class Loop:
             if trigger is not None and retry_of is None:  # no run was recorded: the trigger waits for the next try
                 self.triggers.settle(trigger, None, RunStatus.ABANDONED)
             raise
-        writer = self.store.log_writer(run_id)
+        # The folders of the sandbox started ahead (made for it, never used), else the run's own.
+        warm, slot = self._warm if self._warm is not None else (None, self._cold_slot(run_id))
+        self._warm = None
         started = time.monotonic()
         self.in_use.add(task.checkout.path)
         outcome = Outcome(RunStatus.FAILURE, error="internal scheduler error")
+        try:
+            writer = self.store.log_writer(run_id)
+        except BaseException:
+            if warm is not None:
+                warm.discard()
+            raise
         try:
             if trigger is not None:
                 writer.write(f"{utc_stamp()} peach-tasks: triggered by {trigger.requested_by} "
@@ -236,9 +265,10 @@ class Loop:
                 writer.write(f"{utc_stamp()} peach-tasks: attempt {attempt} of {spec.retries + 1}, a retry of "
                              f"run {retry_of}, after waiting {format_duration(waited)}")
             payload = trigger.payload if trigger is not None else None
-            # Whatever sits in this run's trigger folder before it starts is not its request.
-            shutil.rmtree(self.trigger_root / str(run_id), ignore_errors=True)
-            outcome = self._execute(task, run_id, writer.write, timeout, payload)
+            if warm is None:
+                # Whatever sits in this run's trigger folder before it starts is not its request.
+                shutil.rmtree(slot.triggers, ignore_errors=True)
+            outcome = self._execute(task, run_id, writer.write, timeout, payload, slot, warm)
             if outcome.status in RETRIED and attempt <= spec.retries:
                 writer.write(f"{utc_stamp()} peach-tasks: {outcome.status.value}; it runs again in "
                              f"{format_duration(retry_wait(spec, attempt))} (attempt {attempt + 1} of "
@@ -249,7 +279,7 @@ class Loop:
             outcome = Outcome(RunStatus.FAILURE, error=f"internal scheduler error: {exc!r}")
         finally:
             self.in_use.discard(task.checkout.path)
-            self._collect_requests(run_id, spec.codops, spec.name, writer.write)
+            self._collect_requests(slot.triggers, run_id, spec.codops, spec.name, writer.write)
             if trigger is not None and retry_of is None:
                 try:
                     self.triggers.settle(trigger, run_id, outcome.status)
@@ -283,16 +313,26 @@ class Loop:
                 log.warning("run %s: storing its end failed (%s); retrying in %gs", run_id, exc, delay)
                 time.sleep(delay)
 
-    def _collect_requests(self, run_id: int, codops: str, name: str, sink: LogSink) -> None:
+    def _collect_requests(self, folder: Path, run_id: int, codops: str, name: str, sink: LogSink) -> None:
         try:
-            if collect_run_requests(self.store, self.trigger_root / str(run_id), codops, name, run_id,
+            if collect_run_requests(self.store, folder, codops, name, run_id,
                                     lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")):
                 self._triggers_checked = float("-inf")  # what this run triggered may be ours: look now
         except Exception:  # the store briefly gone: the run's own outcome still counts
             log.exception("run %s: queueing the triggers it requested failed", run_id)
 
     def _execute(self, task: RegisteredTask, run_id: int, sink: LogSink, timeout: float,
-                 payload: object = None) -> Outcome:
+                 payload: object = None, slot: Slot | None = None, warm: WarmSandbox | None = None) -> Outcome:
+        """Run ``task`` as run ``run_id`` in ``slot``'s folders (default: the run's own).
+        ``warm``, a sandbox started ahead, is offered to the executor, or ended here."""
+        try:
+            return self._execute_in(task, run_id, sink, timeout, payload, slot or self._cold_slot(run_id), warm)
+        finally:
+            if warm is not None:
+                warm.discard()  # a no-op once a run took it
+
+    def _execute_in(self, task: RegisteredTask, run_id: int, sink: LogSink, timeout: float,
+                    payload: object, slot: Slot, warm: WarmSandbox | None) -> Outcome:
         spec = task.spec
         note = lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")  # noqa: E731
         note(f"run {run_id} of {spec.codops}/{spec.name}, version {task.version} "
@@ -317,22 +357,79 @@ class Loop:
                      "see 'peach-tasks tasks' for the installer's error")
             note(error)
             return Outcome(RunStatus.FAILURE, error=error)
-        job = Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code.source, method=spec.method,
-                  filename=spec.notebook, interpreter=env.python, cwd=notebook.parent, timeout=timeout,
-                  grace=self.settings.timeouts.kill_grace, marker=f"{self.marker_prefix}{run_id}",
-                  env=self.task_environment(env.path, run_id, task), payload=payload,
-                  # With a shared database another replica takes the loop over when this
-                  # one dies: the task must die with it (SQLite: one scheduler, which ends
-                  # its leftovers itself at restart).
-                  die_with_scheduler=self.store.engine.dialect.name != "sqlite",
-                  **self._sandboxed(task, run_id, env.path))
+        job = self._job(task, run_id, env.path, env.python, slot, timeout, code.source, payload,
+                        f"{self.marker_prefix}{run_id}")
+        if job.sandbox is not None and hasattr(executor, "prepare"):
+            # The executor starts the next task's sandbox once this one runs (warm.py).
+            job = dataclasses.replace(job, warm=warm, on_started=self._prepare_next)
         try:
             return executor.run(job, sink, self.stop)
         finally:
             if job.work_dir is not None:
                 shutil.rmtree(job.work_dir, ignore_errors=True)
 
-    def _sandboxed(self, task: RegisteredTask, run_id: int, env_path: Path) -> dict[str, object]:
+    def _job(self, task: RegisteredTask, run_id: int, env_path: Path, python: Path, slot: Slot, timeout: float,
+             code: str, payload: object, marker: str) -> Job:
+        spec = task.spec
+        return Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code, method=spec.method,
+                   filename=spec.notebook, interpreter=python, cwd=(task.checkout.path / spec.notebook).parent,
+                   timeout=timeout, grace=self.settings.timeouts.kill_grace, marker=marker,
+                   env=self.task_environment(env_path, run_id, task, slot.triggers), payload=payload,
+                   # With a shared database another replica takes the loop over when this
+                   # one dies: the task must die with it (SQLite: one scheduler, which ends
+                   # its leftovers itself at restart).
+                   die_with_scheduler=self.store.engine.dialect.name != "sqlite",
+                   **self._sandboxed(task, run_id, env_path, slot))
+
+    # -- the next task's sandbox, started ahead (executors/warm.py) ---------------------------
+    def _prepare_next(self) -> None:
+        """Start the sandbox of this iteration's next task, to wait for its request while the
+        current task runs. Never fails the current run: the next one then starts cold."""
+        if (not self.start_ahead or self.sandbox is None or self._warm is not None or self.stop.is_set()
+                or self.handover.is_set()):
+            return
+        slot = None
+        try:
+            task = self._next_task()
+            executor = self.executors.get(task.spec.executor) if task is not None else None
+            env = self.envs.current(task.spec.codops) if task is not None else None
+            if task is None or env is None or not hasattr(executor, "prepare"):
+                return
+            name = f"{WARM_PREFIX}{os.getpid()}-{next(_WARM_IDS)}"
+            slot = Slot(self.trigger_root / name, self.runs_root / name)
+            job = self._job(task, 0, env.path, env.python, slot, self.timeout_for(task.spec), "", None,
+                            f"{self.marker_prefix}{name}")
+            warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}")  # type: ignore[union-attr]
+            if warm is not None:
+                self._warm, slot = (warm, slot), None
+        except Exception:
+            log.exception("loop %s: starting the next task's sandbox ahead failed; it starts when it runs", self.name)
+        finally:
+            if slot is not None:
+                _remove(slot)
+
+    def _next_task(self) -> RegisteredTask | None:
+        snapshot = self.snapshot()
+        for key in self._upcoming:
+            task = snapshot.tasks.get(key)
+            if task is not None and task.spec.loop_name == self.name and self.keep(key):
+                return task
+        return None
+
+    def drop_warm(self) -> None:
+        """End the sandbox started ahead, if there is one, with its folders."""
+        if self._warm is not None:
+            (warm, slot), self._warm = self._warm, None
+            try:
+                warm.discard()
+            finally:
+                _remove(slot)
+
+    def _cold_slot(self, run_id: int) -> Slot:
+        return Slot(self.trigger_root / str(run_id), self.runs_root / str(run_id))
+
+    def _sandboxed(self, task: RegisteredTask, run_id: int, env_path: Path,
+                   slot: Slot | None = None) -> dict[str, object]:
         """The Job fields that put this run into its sandbox (nothing with isolation: none):
         its organisation's limits, its environment read-only, its checkout in a private
         copy, its own trigger folder, and a folder for the executor's files."""
@@ -340,8 +437,8 @@ class Loop:
             return {}
         codops = task.spec.codops
         limits = self.settings.limits_for(codops)
-        triggers = self.trigger_root / str(run_id)
-        work_dir = self.runs_root / str(run_id)
+        slot = slot or self._cold_slot(run_id)
+        triggers, work_dir = slot.triggers, slot.work
         for folder in (triggers, work_dir):
             folder.mkdir(parents=True, exist_ok=True)
             self.sandbox.give(folder)
@@ -356,12 +453,28 @@ class Loop:
                            private_copy=task.checkout.path)
         return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
 
-    def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask) -> dict[str, str]:
+    def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask,
+                         triggers: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}
         env.update(self.settings.task_env)
         env["PATH"] = f"{env_path / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
         env["VIRTUAL_ENV"] = str(env_path)
         env.update(PEACH_CODOPS=task.spec.codops, PEACH_TASK=task.spec.name, PEACH_RUN_ID=str(run_id),
                    PEACH_VERSION=task.version, PEACH_LOOP=self.name)
-        env[TRIGGER_DIR_ENV] = str(self.trigger_root / str(run_id))
+        env[TRIGGER_DIR_ENV] = str(triggers or self.trigger_root / str(run_id))
         return env
+
+
+def remove_warm_leftovers(state_path: Path) -> int:
+    """Remove the folders of sandboxes started ahead by a scheduler that died (their
+    processes died with it, their cgroups go with the runs'); returns how many."""
+    found = [p for root in (TRIGGER_ROOT, RUNS_ROOT) if (state_path / root).is_dir()
+             for p in (state_path / root).iterdir() if p.name.startswith(WARM_PREFIX)]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)
+
+
+def _remove(slot: Slot) -> None:
+    for folder in (slot.triggers, slot.work):
+        shutil.rmtree(folder, ignore_errors=True)

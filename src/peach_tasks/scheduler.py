@@ -31,7 +31,7 @@ from .executors.python import PythonExecutor
 from .executors.run_outputs import output_bounds
 from .executors.spark import SparkExecutor
 from .executors.spark_cluster import end_orphans
-from .loops import Loop, RunEvent
+from .loops import Loop, RunEvent, remove_warm_leftovers
 from .model import METADATA_LOOP, Executor
 from .notebook_problems import notebook_problems
 from .problem_log import ProblemLog
@@ -208,6 +208,7 @@ class Scheduler:
         killed = kill_marked(self.marker_prefix, self.settings.timeouts.kill_grace)
         if killed:
             log.warning("killed %d task and build processes left by a previous scheduler", killed)
+        remove_warm_leftovers(self.settings.state_path)
         self.envs.remove_leftovers()  # half-built environments of a scheduler that was killed
         # Only this replica's own runs: others' runs are ended by whoever takes their loop.
         abandoned = self.end_left_runs(ABANDON_REASON, owner=self.owner)

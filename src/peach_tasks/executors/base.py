@@ -11,6 +11,7 @@ from typing import Any, Callable, Protocol
 
 from ..model import Outcome
 from .sandbox import Sandbox, SandboxPlan
+from .warm import WarmSandbox
 
 # A sink receives one captured log line at a time, already stamped with its UTC time
 # ("2026-11-24T22:30:01.123Z text"), without the trailing newline. It must be cheap
@@ -79,6 +80,10 @@ class Job:
     # The run's sandbox and what it shows (the loop's part); None: a plain process.
     sandbox: Sandbox | None = None
     plan: SandboxPlan | None = None
+    # A sandbox started ahead for this run (the executor uses or ends it) and what to call
+    # once the task has its request (the loop starts the next one then); see warm.py.
+    warm: "WarmSandbox | None" = None
+    on_started: Callable[[], None] | None = None
 
     def sandbox_plan(self, work_dir: Path, read_only: tuple[Path, ...] = ()) -> SandboxPlan | None:
         """The loop's plan plus what every executor needs: the interpreter's installation,

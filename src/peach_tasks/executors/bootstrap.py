@@ -5,7 +5,7 @@ uses the standard library only and imports as little as it can: its start-up tim
 part of every task's run. It reads one JSON request from stdin::
 
     {"code", "method", "filename", "cwd", "result_path", "payload", "has_payload",
-     "max_result_bytes", "die_with_parent", "outputs_dir", "max_outputs", "max_output_bytes"}
+     "max_result_bytes", "die_with_parent", "outputs_dir", "max_outputs", "max_output_bytes", "env"}
 
 and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
@@ -14,6 +14,10 @@ unless the code is 0). ``display()`` is a builtin, as in a Jupyter kernel: what 
 goes to ``outputs_dir`` (``displays.py``, loaded only once the task displays or plots). The result file's folder is opened before the task runs and the
 file is written through that handle, so a task that changes or deletes its working
 directory (its private checkout copy) still gets its result or its own error recorded.
+
+A sandbox started ahead (``warm.py``) runs this with ``--ack FD`` first: it waits for the
+copy, reads the request, writes one byte on FD and closes it before anything of the task
+runs, then takes the request's ``env`` (the whole environment) and enters its ``cwd``.
 
 In a sandbox the checkout's private copy is made while this interpreter starts: then the
 arguments are ``--copy PID DONE`` (see ``sandbox.TASK_STEP_BESIDE``), and nothing of the
@@ -43,13 +47,32 @@ def main() -> int:
             stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True, write_through=True)
         except (AttributeError, ValueError):
             pass
+    args = sys.argv[1:]
+    ack = None
+    if args[:1] == ["--ack"]:
+        ack, args = args[1], args[2:]
+    copy = args[1:3] if args[:1] == ["--copy"] else None
+    if ack is not None and copy is not None:
+        # Started ahead: the copy must be whole before the request is taken, so that a
+        # failed one (the waiting sandbox's small memory limit) lets the run start afresh.
+        status = _wait_for_copy(copy, None)
+        if status:
+            return status
+        copy = None
     try:
         request = json.loads(sys.stdin.buffer.read())
     except ValueError as exc:
         print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
         return 2
-    if sys.argv[1:2] == ["--copy"]:
-        status = _wait_for_copy(sys.argv[2:4], request.get("cwd") if isinstance(request, dict) else None)
+    if not isinstance(request, dict):
+        print("peach-tasks bootstrap: the request is not a JSON object", file=sys.stderr)
+        return 2
+    if ack is not None:
+        status = _accept(ack, request)
+        if status:
+            return status
+    if copy is not None:
+        status = _wait_for_copy(copy, request.get("cwd"))
         if status:
             return status
     if request.get("die_with_parent"):
@@ -57,10 +80,32 @@ def main() -> int:
     return run_request(request)
 
 
+def _accept(fd: str, request: dict) -> int:
+    """A sandbox started ahead takes its request: tell the scheduler on pipe ``fd`` (before
+    anything of the task runs: without this byte the scheduler starts the run afresh), then
+    take on the run's environment and enter its folder. 0, or 125 if that fails."""
+    try:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+    except (OSError, ValueError) as exc:
+        print(f"peach-tasks bootstrap: cannot acknowledge the request on fd {fd}: {exc}", file=sys.stderr)
+        return 125
+    env = request.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    try:
+        os.chdir(request.get("cwd") or "/")
+    except OSError as exc:
+        print(f"peach-tasks bootstrap: cannot enter {request.get('cwd')}: {exc}", file=sys.stderr)
+        return 125
+    return 0
+
+
 def _wait_for_copy(args: list[str], cwd: str | None) -> int:
     """Wait for the sandbox's copy of the checkout (``args``: its job's pid, the file it
-    leaves when the copy is whole), then enter ``cwd``: 0, or 125 (the sandbox's own failure
-    code) when either fails."""
+    leaves when the copy is whole), then enter ``cwd`` (if given): 0, or 125 (the sandbox's
+    own failure code) when either fails."""
     try:
         pid, done = int(args[0]), args[1]
     except (IndexError, ValueError):
@@ -75,6 +120,8 @@ def _wait_for_copy(args: list[str], cwd: str | None) -> int:
     except OSError:
         print("peach-tasks bootstrap: the private copy of the checkout failed", file=sys.stderr)
         return 125
+    if cwd is None:
+        return 0
     try:
         os.chdir(cwd or "/")
     except OSError as exc:

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -74,6 +74,14 @@ class RunGroup(Protocol):
         ...
 
     def usage(self) -> Usage:
+        ...
+
+    def set_limits(self, limits: Limits) -> None:
+        """Put ``limits`` in force (a sandbox started ahead gets its run's limits this way)."""
+        ...
+
+    def limits_in_force(self) -> Limits:
+        """The limits as the kernel holds them (read back from the group's files)."""
         ...
 
     def remove(self) -> None:
@@ -258,8 +266,8 @@ class CgroupsV2:
             folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise CgroupError(f"cannot make cgroup {self.base / name}: {exc.strerror or exc}") from None
-        group = RunGroupV2(name, limits, folder)
-        group.apply(self.enabled)
+        group = RunGroupV2(name, limits, folder, self.enabled)
+        group.apply()
         return group
 
     def existing(self, prefix: str) -> list[RunGroup]:
@@ -274,8 +282,10 @@ class RunGroupV2:
     name: str
     limits: Limits
     folder: Path
+    enabled: set[str] = field(default_factory=set)
 
-    def apply(self, enabled: set[str]) -> None:
+    def apply(self) -> None:
+        enabled = self.enabled
         missing = []
         if self.limits.memory_bytes is not None:
             if "memory" in enabled:
@@ -309,6 +319,16 @@ class RunGroupV2:
         if members and (self.folder / "cgroup.kill").exists():
             _write(self.folder / "cgroup.kill", "1")  # atomic: a fork loop cannot outrun it
         return max(len(members), _kill_until_empty(self))
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        self.apply()
+
+    def limits_in_force(self) -> Limits:
+        quota = (self.folder / "cpu.max").read_text().split() if (self.folder / "cpu.max").exists() else []
+        cpus = int(quota[0]) / int(quota[1]) if len(quota) == 2 and quota[0] != "max" else None
+        return Limits(memory_bytes=_read_int(self.folder / "memory.max"), cpus=cpus,
+                      pids=_read_int(self.folder / "pids.max"))
 
     def usage(self) -> Usage:
         cpu = _keyed(self.folder / "cpu.stat").get("usage_usec")
@@ -357,9 +377,16 @@ class RunGroupV1:
     def apply(self) -> None:
         memory = self.folders["memory"]
         if self.limits.memory_bytes is not None:
-            _write(memory / "memory.limit_in_bytes", str(self.limits.memory_bytes))
+            value = str(self.limits.memory_bytes)
             if (memory / "memory.memsw.limit_in_bytes").exists():  # swap accounting on: no swap either
-                _write(memory / "memory.memsw.limit_in_bytes", str(self.limits.memory_bytes))
+                # The kernel keeps memory <= memory+swap at every write: raise the pair
+                # outer limit first, lower it inner limit first.
+                now = _read_int(memory / "memory.limit_in_bytes")
+                order = ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes")
+                for name in order if now is not None and self.limits.memory_bytes > now else order[::-1]:
+                    _write(memory / name, value)
+            else:
+                _write(memory / "memory.limit_in_bytes", value)
         if self.limits.pids is not None:
             _write(self.folders["pids"] / "pids.max", str(self.limits.pids))
         if self.limits.cpus is not None:
@@ -382,6 +409,18 @@ class RunGroupV1:
 
     def kill(self) -> int:
         return _kill_until_empty(self)
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        self.apply()
+
+    def limits_in_force(self) -> Limits:
+        cpu = self.folders.get("cpu")
+        quota = _read_int(cpu / "cpu.cfs_quota_us") if cpu is not None else None
+        period = _read_int(cpu / "cpu.cfs_period_us") if cpu is not None else None
+        return Limits(memory_bytes=_read_int(self.folders["memory"] / "memory.limit_in_bytes"),
+                      cpus=quota / period if quota and quota > 0 and period else None,
+                      pids=_read_int(self.folders["pids"] / "pids.max"))
 
     def usage(self) -> Usage:
         memory = self.folders["memory"]

@@ -30,6 +30,7 @@ from .base import CancelEvent, LogSink
 from .output import MAX_LINE_BYTES, READ_BYTES, Reader, utc_stamp  # noqa: F401 - re-exported
 from .cgroups import RunGroup, Usage
 from .sandbox import Sandbox, SandboxPlan
+from .warm import WarmSandbox
 
 MARKER_ENV = "PEACH_TASKS_RUN"
 
@@ -88,52 +89,56 @@ class ProcessResult:
     pid: int
     leftovers_killed: int
     usage: Usage | None = None  # what the run's cgroup measured (sandboxed runs)
+    warm: bool = False  # it ran in a sandbox started ahead (warm.py)
 
 
-def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None = None) -> ProcessResult:
+def child_env(marker: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment a task process is started with: ``env``, its run's marker, unbuffered."""
+    return {**env, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
+
+
+def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None = None,
+                warm: WarmSandbox | None = None, on_started: Callable[[], None] | None = None) -> ProcessResult:
     """Run ``spec`` to its end, every output line to ``sink``; kill all it left behind.
 
     The timeout is enforced here, never trusted to the child. On a timeout or when
     ``cancel`` is set, the task and every process it started get SIGTERM, then SIGKILL
     after ``spec.grace`` seconds. Raises ``OSError`` when the process cannot start.
+
+    ``warm``: a sandbox started ahead (``warm.py``). It runs the request if it was started
+    exactly as ``spec`` would be and takes it; otherwise it is ended and ``spec`` starts
+    cold. It is this call's either way. ``on_started`` runs once the task has its request.
     """
-    env = dict(spec.env)
-    env[MARKER_ENV] = spec.marker
-    env["PYTHONUNBUFFERED"] = "1"
+    deadline = time.monotonic() + max(spec.timeout, 0.0)
     group: RunGroup | None = None
-    argv = spec.argv
-    if spec.sandbox is not None and spec.plan is not None:
-        group = spec.sandbox.create_group(spec.plan)  # CgroupError is an OSError: the run cannot start
-        argv = spec.sandbox.command(spec.plan, spec.argv, spec.cwd, group, copy_beside=spec.copy_beside)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=spec.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
-            start_new_session=True,
-            # Costs about a millisecond per start, so only where another replica may take the
-            # loop over: then a task must not outlive a scheduler killed with SIGKILL. (A
-            # sandbox dies with the scheduler anyway: bubblewrap's --die-with-parent.)
-            preexec_fn=_die_with_parent if spec.die_with_parent and group is None else None,
-        )
-    except BaseException:
-        if group is not None:
-            group.remove()
-        raise
+    proc: subprocess.Popen[bytes] | None = None
+    writer = None
+    took = False
+    if warm is not None:
+        if spec.sandbox is not None and spec.stdin_data is not None and warm.matches(spec):
+            how, writer = warm.hand_over(spec.stdin_data, deadline, cancel, on_started)
+            on_started = None  # it ran, whatever the sandbox did next
+            if how == "ended":
+                sink(f"{utc_stamp()} peach-tasks: the sandbox started ahead for this run ended before it took "
+                     "the request (none of the task ran there); starting a new one")
+            else:
+                proc, group, took = warm.proc, warm.group, True
+        else:
+            warm.discard()  # another plan (settings, definitions or the task changed): never used
+    if proc is None:
+        proc, group = _start(spec)
+        if spec.stdin_data is not None:
+            assert proc.stdin is not None
+            rest = _feed_now(proc.stdin, spec.stdin_data)
+            if rest:
+                # A thread, so a child that never reads its stdin cannot block the timeout.
+                writer = threading.Thread(target=_feed, args=(proc.stdin, rest), daemon=True)
+                writer.start()
     assert proc.stdout is not None
     reader = Reader(proc.stdout.fileno(), sink)
     reader.start()
-    writer = None
-    if spec.stdin_data is not None:
-        assert proc.stdin is not None
-        rest = _feed_now(proc.stdin, spec.stdin_data)
-        if rest:
-            # A thread, so a child that never reads its stdin cannot block the timeout.
-            writer = threading.Thread(target=_feed, args=(proc.stdin, rest), daemon=True)
-            writer.start()
+    if on_started is not None:
+        on_started()
 
     def marker_scan() -> list[psutil.Process]:
         return find_marked(spec.marker, exact=True)
@@ -145,7 +150,7 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
         return _processes(group.pids() - {proc.pid})
 
     try:
-        how = _wait_for_exit(proc, spec.timeout, cancel)
+        how = _wait_for_exit(proc, deadline - time.monotonic(), cancel)
         killed = 0
         if how != "exited":
             why = f"timed out after {spec.timeout:g} s" if how == "timeout" else "the scheduler is stopping"
@@ -192,7 +197,36 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
         pid=proc.pid,
         leftovers_killed=killed + leftovers,
         usage=usage,
+        warm=took,
     )
+
+
+def _start(spec: ProcessSpec) -> tuple[subprocess.Popen[bytes], RunGroup | None]:
+    """Start ``spec``'s process (in its sandbox and new cgroup, if it has one)."""
+    group: RunGroup | None = None
+    argv = spec.argv
+    if spec.sandbox is not None and spec.plan is not None:
+        group = spec.sandbox.create_group(spec.plan)  # CgroupError is an OSError: the run cannot start
+        argv = spec.sandbox.command(spec.plan, spec.argv, spec.cwd, group, copy_beside=spec.copy_beside)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=spec.cwd,
+            env=child_env(spec.marker, spec.env),
+            stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe keeps stdout and stderr in order
+            start_new_session=True,
+            # Costs about a millisecond per start, so only where another replica may take the
+            # loop over: then a task must not outlive a scheduler killed with SIGKILL. (A
+            # sandbox dies with the scheduler anyway: bubblewrap's --die-with-parent.)
+            preexec_fn=_die_with_parent if spec.die_with_parent and group is None else None,
+        )
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
+    return proc, group
 
 
 def find_marked(marker_prefix: str, *, exact: bool = False) -> list[psutil.Process]:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,8 +22,10 @@ from ..bounds import bound_outcome
 from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
-from .process import ProcessResult, ProcessSpec, run_process, utc_stamp
+from .process import ProcessResult, ProcessSpec, child_env, run_process, utc_stamp
 from .run_outputs import OUTPUTS_DIR, OutputBounds, read_outputs
+from .sandbox import inside_env
+from .warm import WarmSandbox
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 
@@ -53,24 +56,14 @@ class PythonExecutor:
             result_path.unlink(missing_ok=True)  # a file left by an earlier attempt is not this run's
             outputs_dir = work_dir / OUTPUTS_DIR
             shutil.rmtree(outputs_dir, ignore_errors=True)
+            spec = self._spec(job, work_dir)
             try:
-                request = self._request(job, result_path, outputs_dir)
+                # It carries die_with_parent: the task sets it itself (bootstrap.py).
+                request = self._request(job, result_path, outputs_dir, spec if job.warm is not None else None)
             except (TypeError, ValueError) as exc:
                 return Outcome(RunStatus.FAILURE, error=f"the payload is not JSON-serialisable: {exc}")
-            spec = ProcessSpec(
-                argv=[str(job.interpreter), "-I", str(BOOTSTRAP)],
-                env=dict(job.env),
-                cwd=Path(job.cwd),
-                timeout=job.timeout,
-                grace=job.grace,
-                marker=job.marker,
-                stdin_data=request,  # carries die_with_parent: the task sets it itself (bootstrap.py)
-                sandbox=job.sandbox,
-                plan=job.sandbox_plan(work_dir),
-                copy_beside=True,  # bootstrap.py waits for the checkout's copy itself (--copy)
-            )
             try:
-                ended = run_process(spec, sink, cancel)
+                ended = run_process(replace(spec, stdin_data=request), sink, cancel, job.warm, job.on_started)
             except OSError as exc:
                 message = f"cannot start {job.interpreter} in {job.cwd}: {exc.strerror or exc}"
                 sink(f"{utc_stamp()} peach-tasks: {message}")
@@ -81,10 +74,32 @@ class PythonExecutor:
                 note(text)
             return with_outputs(outcome, outputs_dir, self.outputs, note)
         finally:
+            if job.warm is not None:
+                job.warm.discard()  # not used (the run ended before it started): never left waiting
             if own_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
-    def _request(self, job: Job, result_path: Path, outputs_dir: Path) -> bytes:
+    def prepare(self, job: Job, group_name: str) -> WarmSandbox | None:
+        """Start ``job``'s sandbox ahead, waiting for its request (``warm.py``); None where
+        it cannot (no sandbox, or a checkout too large to wait in small limits)."""
+        if job.sandbox is None or job.work_dir is None:
+            return None
+        return WarmSandbox.start(job.sandbox, self._spec(job, Path(job.work_dir)), group_name)
+
+    def _spec(self, job: Job, work_dir: Path) -> ProcessSpec:
+        return ProcessSpec(
+            argv=[str(job.interpreter), "-I", str(BOOTSTRAP)],
+            env=dict(job.env),
+            cwd=Path(job.cwd),
+            timeout=job.timeout,
+            grace=job.grace,
+            marker=job.marker,
+            sandbox=job.sandbox,
+            plan=job.sandbox_plan(work_dir),
+            copy_beside=True,  # bootstrap.py waits for the checkout's copy itself (--copy)
+        )
+
+    def _request(self, job: Job, result_path: Path, outputs_dir: Path, spec: ProcessSpec | None = None) -> bytes:
         return json.dumps(
             {
                 **outputs_request(outputs_dir, self.outputs),
@@ -98,6 +113,9 @@ class PythonExecutor:
                 "max_result_bytes": self.max_result_bytes,
                 # A sandbox dies with its scheduler by itself; inside one, the parent is its PID 1.
                 "die_with_parent": os.getpid() if job.die_with_scheduler and job.sandbox is None else None,
+                # A sandbox started ahead was started without the run's variables: the whole
+                # environment, as the task must see it (``spec``: only when one is offered).
+                "env": inside_env(child_env(spec.marker, spec.env)) if spec is not None else None,
             },
             allow_nan=False,
         ).encode("utf-8")
@@ -141,6 +159,8 @@ def read_result(path: Path, note: Callable[[str], None] | None = None) -> dict[s
 
 def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) -> Outcome:
     details: dict[str, Any] = {}
+    if ended.warm:
+        details["sandbox_started_ahead"] = True
     if ended.leftovers_killed:
         details["leftovers_killed"] = ended.leftovers_killed
     codes: dict[str, Any] = {"exit_code": ended.exit_code, "signal": ended.signal}

@@ -157,16 +157,31 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         for source, dest in plan.writable:
             args += ["--bind", str(source), str(dest)]
-        args += ["--as-pid-1", "--chdir", "/", "--setenv", "HOME", TASK_HOME, "--setenv", "TMPDIR", "/tmp", "--",
+        args += ["--as-pid-1", "--chdir", "/", *_setenv(INSIDE_ENV), "--",
                  "/bin/sh", "-c", INIT, "peach-init"]
         if self.run_as is not None:
             uid, gid = self.run_as
             args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-        step = TASK_STEP_BESIDE if copy is not None and copy_beside else TASK_STEP
-        inner = ["/bin/sh", "-c", step, "peach-task", PRISTINE if copy else "", str(copy or ""), str(cwd)]
+        beside = copy is not None and copy_beside
+        # Beside the copy the program enters ``cwd`` itself (from its request): the command line
+        # then names no folder of the run's own, so one started ahead can serve any task in it.
+        inner = ["/bin/sh", "-c", TASK_STEP_BESIDE if beside else TASK_STEP, "peach-task",
+                 PRISTINE if copy else "", str(copy or ""), "" if beside else str(cwd)]
         files = [str(f) for f in group.procs_files()] if group is not None else []
         return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *inner, *argv]
+
+
+INSIDE_ENV = {"HOME": TASK_HOME, "TMPDIR": "/tmp"}  # what bubblewrap sets for every task
+
+
+def inside_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as a task in the sandbox sees it (bubblewrap's ``--setenv`` on top)."""
+    return {**env, **INSIDE_ENV}
+
+
+def _setenv(values: dict[str, str]) -> list[str]:
+    return [arg for name, value in values.items() for arg in ("--setenv", name, value)]
 
 
 def interpreter_home(interpreter: Path) -> Path:

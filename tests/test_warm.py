@@ -1,0 +1,422 @@
+"""A loop starts its next task's sandbox ahead (executors/warm.py); these are its promises.
+
+Real sandboxes (bubblewrap + cgroups), a real scheduler and real git repositories: the
+tasks wait for a "go" file the test writes, so the test looks at the kernel's cgroups
+while a run and the sandbox started ahead for the next one both exist.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import Repo, py_task, shared_folder, task_yaml, wait_for, write_settings
+
+from peach_tasks.executors.cgroups import Limits
+from peach_tasks.executors.sandbox import SandboxUnavailable, make_sandbox
+from peach_tasks.executors.warm import WAITING_MEMORY_BYTES, WAITING_PIDS, WarmSandbox, copy_bytes
+
+MiB = 1 << 20
+
+# Each task says it started (its run id and what it can see), then waits for the test's "go".
+WAITER = """
+import json, os, time
+SHARED = {shared!r}
+
+def main():
+    name = os.environ["PEACH_TASK"]
+    seen = {{"run": os.environ["PEACH_RUN_ID"], "cwd": os.getcwd(), "codops": os.environ["PEACH_CODOPS"],
+            "tmp": sorted(os.listdir("/tmp")), "home": sorted(os.listdir(os.environ["HOME"])),
+            "here": sorted(os.listdir(".")), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+            "triggers": os.environ["PEACH_TRIGGER_DIR"], "marker": os.environ.get("PEACH_TASKS_RUN")}}
+    # Leave traces a later run must never see.
+    for folder in ("/tmp", os.environ["HOME"], "."):
+        open(os.path.join(folder, "left-by-" + name), "w").write("x")
+    subprocess_sleep = os.spawnlp(os.P_NOWAIT, "sleep", "sleep", "300")
+    with open(os.path.join(SHARED, name + ".tmp"), "w") as out:
+        json.dump(seen, out)
+    os.replace(os.path.join(SHARED, name + ".tmp"), os.path.join(SHARED, name + ".started"))
+    while not os.path.exists(os.path.join(SHARED, name + ".go")):
+        time.sleep(0.02)
+    return name
+"""
+
+
+def sandbox_missing() -> str | None:
+    try:
+        make_sandbox()
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _needs_sandbox() -> None:
+    from conftest import require_service
+
+    require_service(sandbox_missing())
+
+
+class Project:
+    """One organisation ``org`` whose tasks t0, t1, ... each run ``WAITER``."""
+
+    def __init__(self, tmp_path: Path, tasks: int = 3, timeout: float | None = None, **limits: Any) -> None:
+        self.tmp = tmp_path
+        self.shared = tmp_path / "shared"
+        settings = shared_folder(self.shared)
+        settings["python"].update(limits)
+        self.repo = Repo(tmp_path / "algos")
+        self.repo.notebook("wait.ipynb", WAITER.format(shared=str(self.shared)))
+        self.tasks = [f"t{i}" for i in range(tasks)]
+        extra = {"timeout": timeout} if timeout else {}
+        self.repo.write("peach.yaml", task_yaml("org", {t: py_task("wait.ipynb", "main", **extra)
+                                                        for t in self.tasks}))
+        self.repo.commit("tasks")
+        self.config = write_settings(tmp_path, [{"url": str(self.repo.path), "codops": ["org"]}], **settings)
+        self.state = tmp_path / "state"
+
+    def started(self, task: str, timeout: float = 60) -> dict[str, Any]:
+        import json
+
+        path = self.shared / f"{task}.started"
+        wait_for(path.exists, timeout, f"{task} to start")
+        return json.loads(path.read_text())
+
+    def go(self, task: str) -> None:
+        (self.shared / f"{task}.go").write_text("go")
+
+
+def groups(scheduler: Any) -> dict[str, Limits]:
+    """The scheduler's run groups and the limits the kernel holds for each."""
+    prefix = scheduler.marker_prefix.rstrip(":") + "-"
+    return {g.name: g.limits_in_force() for g in scheduler.sandbox.cgroups.existing(prefix)}
+
+
+def warm_folders(state: Path) -> list[str]:
+    return [p.name for root in ("trigger-requests", "runs") if (state / root).is_dir()
+            for p in (state / root).iterdir() if p.name.startswith("warm-")]
+
+
+def processes_of(state: Path) -> list[int]:
+    """Live processes carrying a marker of this state_dir's scheduler (runs and sandboxes started ahead)."""
+    import hashlib
+
+    prefix = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12] + ":"
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (proc.environ().get("PEACH_TASKS_RUN") or "").startswith(prefix) \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def assert_nothing_left(scheduler: Any, state: Path) -> None:
+    wait_for(lambda: not groups(scheduler), 10, "every run group to be gone", lambda: groups(scheduler))
+    assert warm_folders(state) == []
+    wait_for(lambda: not processes_of(state), 10, "every process to be gone", lambda: processes_of(state))
+
+
+def start_loop(open_scheduler: Any, project: Project) -> tuple[Any, Any, Any, threading.Thread]:
+    scheduler, store = open_scheduler(project.config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    loop = scheduler.make_loop("org")
+    thread = threading.Thread(target=loop.tick, daemon=True)
+    thread.start()
+    return scheduler, store, loop, thread
+
+
+def outcomes(store: Any, project: Project) -> dict[str, dict[str, Any]]:
+    return {t: store.runs("org", t, limit=5)[0] for t in project.tasks if store.runs("org", t, limit=5)}
+
+
+def ahead(run: dict[str, Any]) -> bool:
+    return bool((run.get("details") or {}).get("sandbox_started_ahead"))
+
+
+def test_waiting_sandbox_has_small_limits_and_gets_the_runs_when_it_takes_the_request(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    project = Project(tmp_path, memory="256M", pids=100, cpus=1)
+    full = Limits(memory_bytes=256 * MiB, cpus=1.0, pids=100)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        first = project.started("t0")
+        checkout = Path(first["cwd"])
+        # While t0 runs: its group has the organisation's limits, t1's sandbox waits in its own
+        # with what an idle interpreter and the private copy need, and not more.
+        waiting = Limits(memory_bytes=WAITING_MEMORY_BYTES + copy_bytes(checkout), cpus=1.0, pids=WAITING_PIDS)
+        found = wait_for(lambda: len(groups(scheduler)) == 2 and groups(scheduler), 30, "t1's sandbox ahead",
+                         lambda: groups(scheduler))
+        running = {name: limits for name, limits in found.items() if "warm" not in name}
+        ahead_of_t1 = {name: limits for name, limits in found.items() if "warm" in name}
+        assert list(running.values()) == [full] and list(ahead_of_t1.values()) == [waiting], found
+        assert sum(limits.memory_bytes for limits in found.values()) < 2 * full.memory_bytes
+        assert waiting.memory_bytes <= full.memory_bytes // 2
+
+        project.go("t0")
+        second = project.started("t1")
+        # t1 runs in the very group that waited, now with the organisation's limits; t0's is
+        # gone, and t2's sandbox waits in a new small one.
+        found = wait_for(lambda: len(groups(scheduler)) == 2 and groups(scheduler), 30, "t2's sandbox ahead",
+                         lambda: groups(scheduler))
+        (warm_t1,) = ahead_of_t1
+        assert found[warm_t1] == full, found
+        assert [limits for name, limits in found.items() if name != warm_t1] == [waiting], found
+        # A fresh sandbox: nothing t0 left in /tmp, HOME or the checkout, no process of t0's.
+        assert "left-by-t0" not in second["tmp"] + second["home"] + second["here"]
+        assert second["cwd"] == first["cwd"] and second["run"] != first["run"]
+        assert second["marker"].endswith(f":{second['run']}")  # the run's own marker, from the request
+        assert Path(second["triggers"]).name.startswith("warm-") and second["triggers"] != first["triggers"]
+        assert second["pids"] == first["pids"]  # the same few processes of its own sandbox
+        project.go("t1")
+        project.go("t2")
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS", "t2": "SUCCESS"}
+    assert [ahead(runs[t]) for t in project.tasks] == [False, True, True]
+    assert_nothing_left(scheduler, project.state)
+
+
+def _interpreters(group_pids: set[int]) -> list[int]:
+    found = []
+    for pid in group_pids:
+        try:
+            if any(part.endswith("bootstrap.py") for part in psutil.Process(pid).cmdline()):
+                found.append(pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_waiting_sandbox_killed_before_its_request_never_fails_the_run(tmp_path: Path,
+                                                                          open_scheduler: Any) -> None:
+    project = Project(tmp_path, tasks=2)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")
+        warm = wait_for(lambda: loop._warm, 30, "t1's sandbox ahead")[0]
+        interpreter = wait_for(lambda: _interpreters(warm.group.pids()), 30, "its interpreter")
+        for pid in interpreter:  # only the interpreter: the sandbox's other processes see it go
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: warm.proc.poll() is not None, 10, "the sandbox to end with its interpreter")
+        project.go("t0")
+        project.started("t1")
+        project.go("t1")
+        thread.join(60)
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert runs["t1"]["status"] == "SUCCESS" and runs["t1"]["result"] == "t1", runs["t1"]
+    assert not ahead(runs["t1"])
+    assert "ended before it took the request" in (store.log(runs["t1"]["id"]) or "")
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_a_sandbox_killed_after_its_request_was_written_but_before_it_took_it_starts_cold(
+        tmp_path: Path, open_scheduler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worst moment: the run's limits are in force and its request is in the pipe. The
+    sandbox is stopped before the request is written (so it cannot have read it) and killed
+    right after: no acknowledgement, so the run starts cold, and runs exactly once."""
+    original = WarmSandbox.hand_over
+    hit: list[str] = []
+
+    def stop_then_kill(self: WarmSandbox, request: bytes, deadline: float, cancel: Any, then: Any = None) -> Any:
+        for pid in self.group.pids():
+            os.kill(pid, signal.SIGSTOP)
+
+        def kill_first() -> None:
+            hit.append(self.group.name)
+            self.group.kill()
+            if then is not None:
+                then()
+
+        return original(self, request, deadline, cancel, kill_first)
+
+    monkeypatch.setattr(WarmSandbox, "hand_over", stop_then_kill)
+    project = Project(tmp_path, tasks=2)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")
+        wait_for(lambda: loop._warm, 30, "t1's sandbox ahead")
+        project.go("t0")
+        first_try = project.started("t1")
+        project.go("t1")
+        thread.join(60)
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    assert len(hit) == 1
+    runs = outcomes(store, project)
+    assert runs["t1"]["status"] == "SUCCESS" and not ahead(runs["t1"]), runs["t1"]
+    assert Path(first_try["triggers"]).name.startswith("warm-")  # started afresh in the folders made for it
+    log = store.log(runs["t1"]["id"]) or ""
+    assert "ended before it took the request" in log and log.count("peach-tasks: run ") == 1
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_stop_during_a_run_ends_the_sandbox_waiting_for_the_next(tmp_path: Path, open_scheduler: Any) -> None:
+    project = Project(tmp_path, tasks=3)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")
+        wait_for(lambda: loop._warm, 30, "t1's sandbox ahead")
+        scheduler.stop_event.set()
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert runs["t0"]["status"] == "ABANDONED" and set(runs) == {"t0"}
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_handover_to_another_replica_ends_the_sandbox_waiting(tmp_path: Path, open_scheduler: Any) -> None:
+    project = Project(tmp_path, tasks=3)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")
+        wait_for(lambda: loop._warm, 30, "t1's sandbox ahead")
+        loop.handover.set()  # the loop ends after its current task
+        project.go("t0")
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert runs["t0"]["status"] == "SUCCESS" and set(runs) == {"t0"}
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_a_timed_out_run_leaves_the_next_sandbox_to_its_task(tmp_path: Path, open_scheduler: Any) -> None:
+    project = Project(tmp_path, tasks=2, timeout=3)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")  # never told to go: it times out
+        second = project.started("t1")
+        assert "left-by-t0" not in second["tmp"] + second["home"] + second["here"]
+        project.go("t1")
+        thread.join(60)
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert runs["t0"]["status"] == "TIMEOUT" and runs["t1"]["status"] == "SUCCESS"
+    assert ahead(runs["t1"])
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_a_changed_definition_discards_the_sandbox_started_ahead(tmp_path: Path, open_scheduler: Any) -> None:
+    """A commit while t0 runs gives t1 a new checkout: the sandbox started for the old one is
+    ended and t1 runs the new code, in a sandbox of its own."""
+    project = Project(tmp_path, tasks=2)
+    scheduler, store, loop, thread = start_loop(open_scheduler, project)
+    try:
+        project.started("t0")
+        warm = wait_for(lambda: loop._warm, 30, "t1's sandbox ahead")[0]
+        project.repo.notebook("wait.ipynb", WAITER.format(shared=str(project.shared)).replace(
+            "return name", "return name + '-new'"))
+        project.repo.commit("new code")
+        scheduler.sync()
+        project.go("t0")
+        project.started("t1")
+        project.go("t1")
+        thread.join(60)
+    finally:
+        for task in project.tasks:
+            project.go(task)
+        thread.join(60)
+    runs = outcomes(store, project)
+    assert runs["t1"]["status"] == "SUCCESS" and runs["t1"]["result"] == "t1-new" and not ahead(runs["t1"])
+    assert warm.state == "ended" and warm.proc.returncode is not None
+    assert_nothing_left(scheduler, project.state)
+
+
+def test_a_sandbox_started_for_one_organisation_never_serves_another(tmp_path: Path, open_scheduler: Any) -> None:
+    """The metadata loop runs tasks of several organisations: a sandbox started ahead for
+    beta's task is ended when alpha's task comes first (a trigger, say), never used by it."""
+    shared = tmp_path / "shared"
+    repos = []
+    for codops in ("alpha", "beta"):
+        repo = Repo(tmp_path / f"{codops}-repo")
+        repo.notebook("who.ipynb", "import os\ndef main():\n    return os.environ['PEACH_CODOPS']\n")
+        repo.write("peach.yaml", task_yaml(codops, {"a": py_task("who.ipynb", "main", loop="metadata"),
+                                                     "b": py_task("who.ipynb", "main", loop="metadata")}))
+        repo.commit("who")
+        repos.append({"url": str(repo.path), "codops": [codops]})
+    config = write_settings(tmp_path, repos, **shared_folder(shared))
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    snapshot = scheduler.sync()
+    loop = scheduler.make_loop("metadata")
+    alpha_a, alpha_b, beta_a = (snapshot.tasks[k] for k in (("alpha", "a"), ("alpha", "b"), ("beta", "a")))
+
+    loop._upcoming = [beta_a.spec.key]
+    loop._prepare_next()
+    beta_warm = loop._warm[0]
+    loop._upcoming = []  # nothing started ahead after this run
+    assert loop.run_task(alpha_a).result == "alpha"
+    assert beta_warm.state == "ended" and beta_warm.proc.returncode is not None
+    # The control: a sandbox started for alpha's other task serves alpha's task.
+    loop._upcoming = [alpha_b.spec.key]
+    loop._prepare_next()
+    loop._upcoming = []
+    outcome = loop.run_task(alpha_a)
+    assert outcome.result == "alpha" and outcome.details.get("sandbox_started_ahead")
+    runs = store.runs("alpha", "a", limit=5)
+    assert [ahead(r) for r in runs] == [True, False]
+    assert_nothing_left(scheduler, tmp_path / "state")
+
+
+def test_scheduler_killed_with_sigkill_leaves_no_sandbox_and_restart_cleans_its_groups(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    project = Project(tmp_path, tasks=3)
+    env = {k: v for k, v in os.environ.items() if k not in ("PEACH_TASKS_CONFIG", "PEACH_TASKS_DATABASE_URL")}
+    serve = subprocess.Popen([sys.executable, "-m", "peach_tasks.cli", "--config", str(project.config),
+                              "run-once"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        project.started("t0")
+        wait_for(lambda: warm_folders(project.state), 30, "t1's sandbox ahead")
+        time.sleep(0.5)  # let it get as far as it goes: its interpreter waiting for the request
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(30)
+        # bubblewrap's --die-with-parent ends both sandboxes with the scheduler.
+        wait_for(lambda: not processes_of(project.state), 10, "every sandbox to end with the scheduler",
+                 lambda: processes_of(project.state))
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    scheduler, store = open_scheduler(project.config)
+    assert groups_left(scheduler), "the killed scheduler's groups stay until the next start"
+    assert warm_folders(project.state), "and so do the folders of the sandbox it started ahead"
+    scheduler.recover("run-once")
+    assert_nothing_left(scheduler, project.state)
+
+
+def groups_left(scheduler: Any) -> dict[str, Limits]:
+    scheduler.start_isolation()
+    return groups(scheduler)
