@@ -46,7 +46,12 @@ def _needs_sandbox() -> None:
 
 
 class Orgs:
-    """alpha (the attacker) and beta (the victim), each in its own repository."""
+    """alpha (the attacker) and beta (the victim), each in its own repository.
+
+    ``ahead``: alpha's loop runs a harmless task first, so the attack runs in the sandbox
+    the loop started ahead for it while that one ran (executors/warm.py)."""
+
+    ahead = False
 
     def __init__(self, tmp_path: Path, **settings: Any) -> None:
         self.tmp = tmp_path
@@ -61,8 +66,26 @@ class Orgs:
 
     def attack(self, code: str, **task: Any) -> None:
         self.alpha.notebook("attack.ipynb", textwrap.dedent(code))
-        self.alpha.write("peach.yaml", task_yaml("alpha", {"attack": py_task("attack.ipynb", "main", **task)}))
+        tasks = {"attack": py_task("attack.ipynb", "main", **task)}
+        if self.ahead:  # "aaa-first" runs before "attack" in alpha's loop
+            self.alpha.notebook("first.ipynb", "def main():\n    return None\n")
+            tasks = {"aaa-first": py_task("first.ipynb", "main"), **tasks}
+        self.alpha.write("peach.yaml", task_yaml("alpha", tasks))
         self.alpha.commit("attack")
+
+
+@pytest.fixture(autouse=True, params=["cold", "ahead"])
+def start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every attack runs twice: in a sandbox started with its run, and in one its loop
+    started ahead (the attacker's code then runs where a waiting sandbox took its request)."""
+    monkeypatch.setattr(Orgs, "ahead", request.param == "ahead")
+    return request.param
+
+
+def started_as_asked(run: dict[str, Any]) -> None:
+    """The attack ran in a sandbox started ahead exactly when the test asked for one."""
+    if run["peak_memory_bytes"] is not None:  # sandboxed (isolation: none has no cgroup)
+        assert bool((run["details"] or {}).get("sandbox_started_ahead")) == Orgs.ahead, run
 
 
 def runs(store: Any, codops: str, task: str) -> list[dict[str, Any]]:
@@ -89,6 +112,7 @@ def assert_victim_untouched(store: Any) -> None:
 def attack_result(store: Any) -> Any:
     run = runs(store, "alpha", "attack")[0]
     assert run["status"] == "SUCCESS", (run, store.log(run["id"]))
+    started_as_asked(run)
     return run["result"]
 
 
@@ -146,6 +170,7 @@ def test_secrets_store_and_other_files_are_out_of_reach(tmp_path: Path, open_sch
             except OSError:
                 pass
             return {{"found": found, "reached": reached, "other_trigger_dirs": others, "state_seen": seen,
+                     "own": os.path.basename(os.environ["PEACH_TRIGGER_DIR"]),
                      "own_env_writable": own_env_writable, "uid": os.getuid(), "pids": sorted(
                      int(p) for p in os.listdir("/proc") if p.isdigit())}}
     """)
@@ -156,7 +181,10 @@ def test_secrets_store_and_other_files_are_out_of_reach(tmp_path: Path, open_sch
     assert result["other_trigger_dirs"] == [] and result["own_env_writable"] is False
     seen = result["state_seen"]
     assert seen and "peach.db" not in seen and not [p for p in seen if "beta" in p], seen  # only its own bits
-    assert not [p for p in seen if p.startswith("runs/") and not p.startswith(f"runs/{runs(store, 'alpha', 'attack')[0]['id']}")]
+    # Its own folders are named by its run, or by the sandbox started ahead for it.
+    own = result["own"]
+    assert own == (own if Orgs.ahead else str(runs(store, "alpha", "attack")[0]["id"]))
+    assert {p.split("/")[1] for p in seen if p.startswith(("runs/", "trigger-requests/"))} == {own}, seen
     assert result["uid"] != 0 and max(result["pids"]) < 20  # its own small PID namespace
     assert_victim_untouched(store)
     assert "PWNED" not in (victim_checkout / "victim.ipynb").read_text()
@@ -338,6 +366,7 @@ def test_memory_limit_fails_the_run_with_its_reason_while_the_other_org_succeeds
     scheduler, store = run_both(orgs, open_scheduler)
     run = runs(store, "alpha", "attack")[0]
     assert run["status"] == "FAILURE"
+    started_as_asked(run)
     assert "ran out of memory" in run["error"] and "256M" in run["error"]
     assert 200 << 20 < run["peak_memory_bytes"] <= 256 << 20
     victim = runs(store, "beta", "job")
@@ -375,6 +404,7 @@ def test_network_off_per_organisation(tmp_path: Path, open_scheduler: Any) -> No
     scheduler, store = open_scheduler(orgs.config)
     scheduler.run_once()
     assert runs(store, "alpha", "attack")[0]["result"] in ("ConnectionRefusedError", "OSError")
+    started_as_asked(runs(store, "alpha", "attack")[0])
     assert runs(store, "beta", "job")[0]["result"] == "connected"
     server.close()
 
@@ -425,6 +455,7 @@ def test_sigterm_at_a_task_gives_it_its_grace_then_kills(tmp_path: Path, open_sc
     scheduler.run_once(orgs=["alpha"])
     run = runs(store, "alpha", "attack")[0]
     assert run["status"] == "TIMEOUT"
+    started_as_asked(run)
     assert "got SIGTERM" in (store.log(run["id"]) or "")  # the grace period reached the task
     assert run["cpu_seconds"] is not None
 
@@ -448,6 +479,7 @@ def test_links_and_fifos_left_for_the_scheduler_are_not_followed(tmp_path: Path,
     scheduler, store = run_both(orgs, open_scheduler)  # returns: the FIFO did not block the loop
     run = runs(store, "alpha", "attack")[0]
     assert run["status"] == "SUCCESS" and run["result"] is None, run
+    started_as_asked(run)
     log = store.log(run["id"]) or ""
     assert SECRET not in log and "hang.json is unreadable" in log and "leak.json is unreadable" in log
     assert_victim_untouched(store)
