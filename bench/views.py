@@ -17,8 +17,13 @@ random (organisations, tasks, runs), endpoints interleaved:
   the last run's log            /api/runs/{last}/log                          (target)
   and, for information: an older history page, the dashboard's request for a large
   log (its last 256 KiB), the first 1 MiB of a large log, all logs of a task, the
-  organisations list, and /metrics (the first scrape after start, which waits for the
-  server's summing of the whole history, then three scrapes that read only new runs).
+  organisations list; and /metrics, the whole text for a token that sees every organisation
+  (target p95 <= 100 ms; its series count and size are printed), plus the first scrape after
+  the server started, which waits for its first read of the per-task totals.
+
+While the requests are timed, a thread of this script ends runs as a loop does
+(``Store.start_run`` + ``finish_run``, ``--finishes`` per second, random tasks), so the
+server's metrics refresher has new totals to read and render between the scrapes.
 
 The baseline, measured in the same run, is ``/api/health`` (HTTP + framework, no
 query); each line also prints its p95 as a multiple of the baseline's. Nothing is
@@ -37,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -93,6 +99,7 @@ def fill(db: Path, runs: int, tasks: int, orgs: int, seed: int = 7) -> None:
                         "source_file, source_line, version, last_run_id, updated_at) "
                         "VALUES (?, ?, ?, 'python', 'FINISHED', 1, 'algos', ?, 'peach.yaml', 3, ?, ?, ?)",
                         ((c, t, c, f"{t}.ipynb", f"{rounds - 1:07x}", last[(c, t)], now) for c, t in names))
+        sum_totals(con)
         line = ("x" * 120 + "\n").encode()
         block = (line * (CHUNK // len(line) + 1))[:CHUNK].decode()
         for codops, task in names[:BIG_LOGS]:
@@ -105,6 +112,49 @@ def fill(db: Path, runs: int, tasks: int, orgs: int, seed: int = 7) -> None:
                         (7 << 20, 2 << 20, run_id))
     con.execute("ANALYZE")
     con.close()
+
+
+def sum_totals(con: sqlite3.Connection) -> None:
+    """The per-task totals the loop's finish_run would have kept (store/totals.py), summed in one go."""
+    from peach_tasks.store.schema import BUCKET_COLUMNS, DURATION_BUCKETS
+
+    edges = [None, *DURATION_BUCKETS, None]
+    buckets = []
+    for i in range(len(BUCKET_COLUMNS)):
+        low, high = edges[i], edges[i + 1]
+        cond = " AND ".join(([f"duration_s > {low}"] if low is not None else [])
+                            + ([f"duration_s <= {high}"] if high is not None else []))
+        buckets.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)")
+    con.execute("DELETE FROM run_totals")
+    con.execute(f"INSERT INTO run_totals (codops, task, status, runs, timed, duration_sum, {', '.join(BUCKET_COLUMNS)}, "
+                f"last_finished_at, seq) SELECT codops, task, status, COUNT(*), COUNT(duration_s), "
+                f"COALESCE(SUM(duration_s), 0), {', '.join(buckets)}, MAX(finished_at), "
+                f"ROW_NUMBER() OVER (ORDER BY codops, task, status) FROM runs WHERE status != 'RUNNING' "
+                f"GROUP BY codops, task, status")
+
+
+def finish_runs(db: Path, tasks: list[tuple[str, str, int]], per_second: float, stop: threading.Event) -> None:
+    """End runs of random tasks, as loops do, until ``stop``."""
+    from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
+    from peach_tasks.store import Store
+
+    if per_second <= 0:
+        return
+    store = Store.open(f"sqlite:///{db}", migrate=False)
+    rng = random.Random(5)
+    try:
+        while not stop.wait(1.0 / per_second):
+            codops, name, _ = rng.choice(tasks)
+            spec = TaskSpec(codops, name, f"{name}.ipynb", "main", executor=Executor.PYTHON)
+            run_id = store.start_run(spec, "bench", "0" * 40, "bench:writer")
+            store.finish_run(run_id, Outcome(rng.choice([RunStatus.SUCCESS] * 9 + [RunStatus.FAILURE])))
+    finally:
+        store.close()
+
+
+def series_count(text: str) -> int:
+    """Samples in a Prometheus text exposition (one line each, comments aside)."""
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
 def start_server(config: Path) -> tuple[subprocess.Popen, str]:
@@ -136,6 +186,7 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=100)
     parser.add_argument("--requests", type=int, default=300, help="timed requests per endpoint")
     parser.add_argument("--db", type=Path, default=None, help="keep the database here (reused when present)")
+    parser.add_argument("--finishes", type=float, default=20.0, help="runs ended per second while timing")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="peach-bench-views-"))
@@ -182,13 +233,20 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         "large log, first 1 MiB": (lambda: f"/api/runs/{rng.choice(big)}/log", False),
         "all logs of a task (10 runs)": (lambda: "/api/organisations/{0}/tasks/{1}/logs".format(*task_pick()), False),
         "organisations list": (lambda: "/api/organisations", False),
+        "/metrics (whole, every organisation)": (lambda: "/metrics", True),
     }
     times: dict[str, list[float]] = {name: [] for name in endpoints}
+    stop = threading.Event()
+    writer = threading.Thread(target=finish_runs, args=(db, tasks, args.finishes, stop), daemon=True)
+    writer.start()
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
             began = time.perf_counter()
-            client.get("/metrics").raise_for_status()  # waits for the server's summing of the history
+            first = client.get("/metrics")  # waits for the server's first read of the totals
+            first.raise_for_status()
             first_scrape = (time.perf_counter() - began) * 1000.0
+            series = series_count(first.text)
+            metrics_bytes = len(first.content)
             for name, (path, _) in endpoints.items():  # warm-up: connections, caches, page cache
                 for _ in range(10):
                     client.get(path()).raise_for_status()
@@ -200,12 +258,9 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                     elapsed = time.perf_counter() - began
                     response.raise_for_status()
                     times[name].append(elapsed * 1000.0)
-            scrapes = []
-            for _ in range(3):
-                began = time.perf_counter()
-                client.get("/metrics").raise_for_status()
-                scrapes.append((time.perf_counter() - began) * 1000.0)
     finally:
+        stop.set()
+        writer.join(timeout=30)
         proc.terminate()
         proc.wait(timeout=30)
     base = percentile(times["baseline /api/health"], 0.95)
@@ -217,18 +272,17 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                         "max_ms": round(max(values), 2), "p95_vs_baseline": round(p95 / base, 1),
                         "target": f"p95 <= {TARGET_MS:g} ms: {'met' if p95 <= TARGET_MS else 'MISSED'}"
                         if targeted else ""})
-    figures.append({"endpoint": "/metrics, first scrape (sums history)", "p50_ms": round(first_scrape, 2),
+    figures.append({"endpoint": "/metrics, first scrape after start", "p50_ms": round(first_scrape, 2),
                     "p95_ms": round(first_scrape, 2), "max_ms": round(first_scrape, 2),
                     "p95_vs_baseline": round(first_scrape / base, 1), "target": ""})
-    figures.append({"endpoint": "/metrics, next scrapes (3)", "p50_ms": round(statistics.median(scrapes), 2),
-                    "p95_ms": round(max(scrapes), 2), "max_ms": round(max(scrapes), 2),
-                    "p95_vs_baseline": round(max(scrapes) / base, 1), "target": ""})
     if args.json:
         print(json.dumps({"runs": total_runs, "tasks": len(tasks), "organisations": len(orgs),
-                          "requests": args.requests, "figures": figures}, indent=2))
+                          "requests": args.requests, "metrics_series": series, "metrics_bytes": metrics_bytes,
+                          "figures": figures}, indent=2))
         return
     print(f"{total_runs:,} runs, {len(tasks):,} tasks, {len(orgs)} organisations; "
           f"{args.requests} requests per endpoint, one keep-alive connection")
+    print(f"/metrics: {series:,} series ({series / len(tasks):.1f} per task), {metrics_bytes / 1e6:.1f} MB per scrape")
     print(f"{'endpoint':40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'p95/base':>9}  target")
     for f in figures:
         print(f"{f['endpoint']:40} {f['p50_ms']:8.1f} {f['p95_ms']:8.1f} {f['max_ms']:8.1f} "

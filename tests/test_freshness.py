@@ -136,7 +136,9 @@ def test_a_failing_commit_makes_the_task_stale_everywhere_and_a_fix_makes_it_fre
     recovered = task("report")
     assert (recovered["stale"], recovered["failures_in_row"]) == (False, 0)
     assert recovered["last_success_at"] > first_success
-    assert 'peach_tasks_task_stale{codops="chrts",task="report"} 0.0' in app.get("/metrics").text
+    # /metrics answers from memory, refreshed about every second: it follows within that.
+    wait_for(lambda: 'peach_tasks_task_stale{codops="chrts",task="report"} 0.0' in app.get("/metrics").text,
+             30, "/metrics to show the task fresh again")
 
 
 def test_never_succeeded_is_stale_once_defined_longer_than_freshness(tmp_path: Path, open_scheduler) -> None:

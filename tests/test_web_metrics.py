@@ -113,52 +113,24 @@ def test_in_process_metrics_are_limited_to_a_tokens_organisations() -> None:
     assert owners == {"chrts"}  # no other organisation's, no shared loop's, no repository's series
 
 
-def test_totals_stay_exact_as_runs_finish_between_scrapes(tmp_path: Path) -> None:
-    """Bulk sum of the history, then only new runs; runs RUNNING at a scrape count once, when done."""
-    from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
-    from peach_tasks.store.store import TaskRegistration
-    from peach_tasks.web.run_totals import RunTotals
+def test_a_scrape_reads_nothing_from_the_store(filled: Filled, server: WebServer) -> None:
+    """The store's families come from memory: a scrape runs no SQL statement (the refresher
+    thread reads the store, on its own schedule)."""
+    import threading
 
-    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
-    specs = [TaskSpec(org, name, "nb.ipynb", "m", executor=Executor.PYTHON, repo="algos", source_file="peach.yaml")
-             for org, name in (("a", "one"), ("a", "two"), ("b", "three"))]
-    store.register_tasks([TaskRegistration(spec, "v") for spec in specs])
-    statuses = [RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.TIMEOUT, RunStatus.SUCCESS, RunStatus.ABANDONED]
-    running: list[int] = []
+    import sqlalchemy as sa
 
-    def add(n: int) -> None:
-        for i in range(n):
-            run_id = store.start_run(specs[i % 3], "v", "c", "me")
-            if i % 4 == 3:
-                running.append(run_id)  # left RUNNING for now
-            else:
-                store.finish_run(run_id, Outcome(statuses[i % len(statuses)]))
+    scrape(server)  # loaded
+    statements: list[str] = []
 
-    def expected() -> tuple[dict[tuple[str, str, str], int], int]:
-        found = [r for s in specs for r in store.runs(s.codops, s.name, limit=1000) if r["status"] != "RUNNING"]
-        return dict(Counter((r["codops"], r["task"], r["status"]) for r in found)), len(found)
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name != "metrics-refresh":
+            statements.append(statement)
 
+    engine = server.app.state.store.engine
+    sa.event.listen(engine, "before_cursor_execute", seen)
     try:
-        totals = RunTotals(DURATION_BUCKETS, window=3)
-        add(40)
-        totals.refresh(store)  # ids up to 37 summed by the database, the last 3 row by row
-        counts, finished = expected()
-        assert totals.counts == counts and sum(sum(b.counts) for b in totals.durations.values()) == finished
-        add(7)
-        for run_id in running[:-1]:
-            store.finish_run(run_id, Outcome(RunStatus.SUCCESS))
-        totals.refresh(store)
-        totals.refresh(store)  # nothing new: nothing counted twice
-        counts, finished = expected()
-        assert totals.counts == counts and sum(sum(b.counts) for b in totals.durations.values()) == finished
-        done = [r for s in specs for r in store.runs(s.codops, s.name, limit=1000) if r["status"] != "RUNNING"]
-        for (codops, status), buckets in totals.durations.items():
-            mine = [r["duration_s"] for r in done if (r["codops"], r["status"]) == (codops, status)]
-            assert buckets.cumulative()[:-1] == [sum(1 for d in mine if d <= b) for b in DURATION_BUCKETS]
-            assert abs(buckets.total - sum(mine)) < 1e-6
-        newest = max((r for s in specs for r in store.runs(s.codops, s.name, limit=1000) if r["status"] == "SUCCESS"
-                      and r["codops"] == "a" and r["task"] == "one"), key=lambda r: r["finished_at"])
-        assert totals.last_success[("a", "one")].isoformat(timespec="milliseconds").replace("+00:00", "Z") \
-            == newest["finished_at"]
+        families = scrape(server)
     finally:
-        store.close()
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert families["peach_tasks_runs"] and statements == []

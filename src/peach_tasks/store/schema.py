@@ -127,6 +127,27 @@ triggers = sa.Table(
     sa.UniqueConstraint("codops", "request_id", name="uq_triggers_codops_request_id"),
 )
 
+# 0010: finished runs per (codops, task, status), added in each run's final-status transaction
+# (store/totals.py): /metrics and the task list read these, not the runs, and pruning old runs
+# leaves them alone. Durations are counted per bucket (seconds; changing the bounds needs a
+# migration). ``seq`` marks each change, for readers that read only what changed.
+DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+BUCKET_COLUMNS = tuple(f"b{i}" for i in range(len(DURATION_BUCKETS) + 1))  # the last: above every bound
+TOTALS_SEQUENCE = "run_totals_seq"  # PostgreSQL; SQLite numbers the changes itself
+run_totals = sa.Table(
+    "run_totals", metadata,
+    sa.Column("codops", sa.String(64), primary_key=True),
+    sa.Column("task", sa.String(200), primary_key=True),
+    sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("runs", sa.BigInteger, nullable=False),
+    sa.Column("timed", sa.BigInteger, nullable=False),
+    sa.Column("duration_sum", sa.Float, nullable=False),
+    *[sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in BUCKET_COLUMNS],
+    sa.Column("last_finished_at", sa.DateTime(timezone=True)),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_run_totals_seq", "seq"),
+)
+
 # 0004: scheduler replicas sharing one database, and the lease each loop is run under.
 replicas = sa.Table(
     "replicas", metadata,

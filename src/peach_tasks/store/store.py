@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,10 +27,11 @@ from . import alert_journal, views
 from . import outputs as outputs_q
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
-from .schema import runs, tasks, triggers
+from .schema import run_totals, runs, tasks, triggers
+from .totals import add_run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 
 class StoreError(PeachError):
@@ -71,6 +72,8 @@ class Store:
         self._stop = threading.Event()
         # Set by a scheduler with alert rules: state changes are then journalled for them.
         self.alerting = False
+        # Set by close(): the store's background readers (metrics' refresher, the pruner) end.
+        self.closing = self._stop
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -302,6 +305,8 @@ class Store:
         ))
         conn.execute(tasks.update().where(tasks.c.codops == row.codops, tasks.c.name == row.task)
                      .values(state=TaskState.FINISHED.value))
+        # Near the end: on PostgreSQL the change number is taken close to the commit (totals.py).
+        add_run(conn, row.codops, row.task, outcome.status.value, round(duration, 6), now)
         return row
 
     def abandon_running(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]:
@@ -337,14 +342,16 @@ class Store:
 
     # -- views ------------------------------------------------------------------
     def tasks(self, codops: Sequence[str] | None = None, include_inactive: bool = False) -> list[dict[str, Any]]:
-        counts = (sa.select(runs.c.codops, runs.c.task,
-                            sa.func.sum(sa.case((runs.c.status == "SUCCESS", 1), else_=0)).label("successes"),
-                            sa.func.sum(sa.case((runs.c.status.in_(views.FAILED), 1), else_=0))
-                            .label("failures"))
-                  .group_by(runs.c.codops, runs.c.task))
+        # From the totals kept at each run's end (totals.py): no scan of the history, and
+        # what old runs' pruning removed still counts.
+        t = run_totals.c
+        counts = (sa.select(t.codops, t.task,
+                            sa.func.sum(sa.case((t.status == "SUCCESS", t.runs), else_=0)).label("successes"),
+                            sa.func.sum(sa.case((t.status.in_(views.FAILED), t.runs), else_=0)).label("failures"))
+                  .group_by(t.codops, t.task))
         last = runs.alias("last")
         if codops:
-            counts = counts.where(runs.c.codops.in_(list(codops)))
+            counts = counts.where(t.codops.in_(list(codops)))
         counts = counts.subquery()
         query = (sa.select(tasks, last.c.status.label("last_status"), last.c.started_at.label("last_started_at"),
                            last.c.duration_s.label("last_duration_s"), last.c.version.label("last_version"),
@@ -420,6 +427,11 @@ class Store:
         with self.engine.connect() as conn:
             return views.repositories(conn, codops)
 
+    def active_repositories(self) -> dict[str, set[str]]:
+        """codops -> the repositories holding its active tasks (for scoping problems)."""
+        with self.engine.connect() as conn:
+            return views.active_repositories(conn)
+
     def organisations(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Organisations with active tasks (only ``codops`` when given): task and running counts."""
         with self.engine.connect() as conn:
@@ -439,17 +451,6 @@ class Store:
             slices = [views.log_slice(conn, row.id, tail=per_run_bytes, max_bytes=per_run_bytes, run=row)
                       for row in rows]
         return [(_run_dict(row), piece) for row, piece in zip(rows, slices) if piece is not None]
-
-    def runs_for_totals(self, after_id: int, also_ids: Sequence[int] = ()) -> Iterator[tuple[Any, ...]]:
-        """Runs above ``after_id`` or in ``also_ids`` as (id, codops, task, status, finished_at,
-        duration_s), streamed, for totals kept up to date incrementally."""
-        with self.engine.connect() as conn:
-            yield from views.runs_for_totals(conn, after_id, also_ids)
-
-    def finished_totals(self, up_to_id: int, bounds: Sequence[float]) -> dict[str, Any]:
-        """Per-task totals of finished runs up to an id, computed by the database (see views.py)."""
-        with self.engine.connect() as conn:
-            return views.finished_totals(conn, up_to_id, bounds)
 
     def max_run_id(self) -> int:
         with self.engine.connect() as conn:

@@ -9,7 +9,7 @@ be told, with a marker line, when bytes it has not seen were dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any, Collection, Sequence
 
 import sqlalchemy as sa
 
@@ -38,6 +38,14 @@ def repositories(conn: sa.Connection, codops: Collection[str]) -> set[str]:
     """The repositories holding active tasks of ``codops``."""
     query = sa.select(tasks.c.repo).distinct().where(tasks.c.active.is_(True), tasks.c.codops.in_(list(codops)))
     return {row.repo for row in conn.execute(query)}
+
+
+def active_repositories(conn: sa.Connection) -> dict[str, set[str]]:
+    """codops -> the repositories holding its active tasks."""
+    found: dict[str, set[str]] = {}
+    for row in conn.execute(sa.select(tasks.c.codops, tasks.c.repo).distinct().where(tasks.c.active.is_(True))):
+        found.setdefault(row.codops, set()).add(row.repo)
+    return found
 
 
 def organisations(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:
@@ -150,44 +158,6 @@ def recent_runs(conn: sa.Connection, codops: str, task: str, limit: int) -> list
     query = (sa.select(runs).where(runs.c.codops == codops, runs.c.task == task)
              .order_by(runs.c.id.desc()).limit(limit))
     return sorted(conn.execute(query).all(), key=lambda row: row.id)
-
-
-def runs_for_totals(conn: sa.Connection, after_id: int, also_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
-    """(id, codops, task, status, finished_at, duration_s) of the runs above ``after_id`` or in
-    ``also_ids``, streamed: the first call reads every run."""
-    condition = runs.c.id > after_id
-    if also_ids:
-        condition = sa.or_(condition, runs.c.id.in_(list(also_ids)))
-    query = sa.select(runs.c.id, runs.c.codops, runs.c.task, runs.c.status, runs.c.finished_at,
-                      runs.c.duration_s).where(condition)
-    for row in conn.execution_options(yield_per=20_000).execute(query):
-        yield tuple(row)
-
-
-def finished_totals(conn: sa.Connection, up_to_id: int, bounds: Sequence[float]) -> dict[str, Any]:
-    """Totals of the finished runs with an id up to ``up_to_id``, aggregated in the database.
-
-    Returns the ids of runs still RUNNING there (read first, and left out of the totals, so
-    each is counted once, when it has finished) and, per (codops, task, status): count,
-    newest finish, number and sum of durations, and cumulative counts at each bound.
-    """
-    running = [r.id for r in conn.execute(sa.select(runs.c.id).where(runs.c.status == "RUNNING",
-                                                                      runs.c.id <= up_to_id))]
-    duration = runs.c.duration_s
-    query = (sa.select(runs.c.codops, runs.c.task, runs.c.status, sa.func.count().label("n"),
-                       sa.func.max(runs.c.finished_at).label("last_finished_at"),
-                       sa.func.count(duration).label("timed"), sa.func.sum(duration).label("total"),
-                       *[sa.func.sum(sa.case((duration <= bound, 1), else_=0)).label(f"le{i}")
-                         for i, bound in enumerate(bounds)])
-             .where(runs.c.id <= up_to_id, runs.c.status != "RUNNING")
-             .group_by(runs.c.codops, runs.c.task, runs.c.status))
-    if running:
-        query = query.where(runs.c.id.not_in(running))
-    rows = [{"codops": r.codops, "task": r.task, "status": r.status, "count": int(r.n),
-             "last_finished_at": r.last_finished_at, "timed": int(r.timed or 0), "sum": float(r.total or 0.0),
-             "cumulative": [int(getattr(r, f"le{i}") or 0) for i in range(len(bounds))]}
-            for r in conn.execute(query)]
-    return {"running": running, "rows": rows}
 
 
 def max_run_id(conn: sa.Connection) -> int:

@@ -21,8 +21,8 @@ from ..store import Store
 from . import api, outputs_api, triggers_api
 from .access import AccessPolicy, Scope
 from .guard import RequestGuard
-from .metrics import DURATION_BUCKETS, render
-from .run_totals import RunTotals
+from .metrics import render
+from .metrics_cache import MetricsCache
 
 STATIC = Path(__file__).with_name("static")
 
@@ -58,7 +58,7 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     app.state.store = store
     app.state.access = access or AccessPolicy()
     app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones
-    app.state.totals = RunTotals(DURATION_BUCKETS)  # kept between scrapes: only new runs are read
+    app.state.metrics = MetricsCache(store)  # rendered ahead of the scrapes, refreshed in the background
     app.include_router(api.router)
     app.include_router(outputs_api.router)  # what runs showed, served as untrusted content
     app.include_router(triggers_api.router)  # the one write: POST .../trigger
@@ -84,7 +84,7 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     @app.get("/metrics", summary="Prometheus metrics (text exposition format)",
              response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def metrics(scope: Scope = Depends(api.request_scope)) -> Response:
-        return Response(render(store, scope, app.state.totals), media_type=CONTENT_TYPE_LATEST)
+        return Response(render(scope, app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,8 +1,9 @@
 """Prometheus metrics.
 
 Two sources. What the store knows (runs by status, durations, last success, task
-states, problems) is read from the database at scrape time (run totals incrementally,
-see ``run_totals.py``), so ``peach-tasks web`` alone serves it and every replica agrees. What only a running scheduler knows (how long
+states, problems) comes from the store's per-task totals, kept in memory and rendered
+ahead of the scrapes (``metrics_cache.py``), so ``peach-tasks web`` alone serves it and
+every replica agrees. What only a running scheduler knows (how long
 loop iterations and environment builds take, which builds and syncs failed) is recorded
 in this process by ``record_*`` calls from the loops, the environment manager and the
 scheduler, and served by the ``serve`` process's web server.
@@ -13,19 +14,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from .access import Scope, scoped_problems
+# Seconds; the last bound is the organisation loops' default timeout. Run durations are
+# counted in these buckets by the store (a column each, see store/schema.py).
+from ..store.schema import DURATION_BUCKETS
+from .access import Scope
 from .freshness_metrics import FreshnessCollector
-from .run_totals import RunTotals
 
 if TYPE_CHECKING:
-    from ..store import Store
-
-# Seconds; the last bound is the organisation loops' default timeout.
-DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+    from .metrics_cache import MetricsCache
 BUILD_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
@@ -77,59 +76,6 @@ def record_sync_failure(repository: str) -> None:
     PROCESS.sync_failures.labels(repository=repository).inc()
 
 
-class StoreCollector(Collector):
-    """Metric families from the store, computed when Prometheus scrapes.
-
-    Run totals come from ``totals``, which reads only the runs new since the last scrape;
-    task states and problems are small tables, read whole each time.
-    """
-
-    def __init__(self, store: "Store", scope: Scope, totals: RunTotals) -> None:
-        self.store, self.scope, self.totals = store, scope, totals
-
-    def collect(self) -> Iterator[Metric]:
-        self.totals.refresh(self.store)
-        allows = self.scope.allows
-        runs = CounterMetricFamily("peach_tasks_runs", "Finished runs by organisation, task and final status",
-                                   labels=["codops", "task", "status"])
-        for (codops, task, status), n in sorted(self.totals.counts.items()):
-            if allows(codops):
-                runs.add_metric([codops, task, status], n)
-        yield runs
-        last_success = GaugeMetricFamily("peach_tasks_last_success_timestamp_seconds",
-                                         "Unix time when each task's last successful run ended",
-                                         labels=["codops", "task"])
-        for (codops, task), when in sorted(self.totals.last_success.items()):
-            if allows(codops):
-                last_success.add_metric([codops, task], when.timestamp())
-        yield last_success
-        durations = HistogramMetricFamily("peach_tasks_run_duration_seconds",
-                                          "Duration of finished runs by organisation and status",
-                                          labels=["codops", "status"])
-        bounds = [floatToGoString(b) for b in DURATION_BUCKETS] + ["+Inf"]
-        for (codops, status), buckets in sorted(self.totals.durations.items()):
-            if allows(codops):
-                durations.add_metric([codops, status], list(zip(bounds, buckets.cumulative())),
-                                     sum_value=buckets.total)
-        yield durations
-        states = GaugeMetricFamily("peach_tasks_tasks", "Active tasks by organisation and state",
-                                   labels=["codops", "state"])
-        for row in self.store.task_state_counts(self.scope.organisations):
-            states.add_metric([row["codops"], row["state"]], row["count"])
-        yield states
-        yield self._problems()
-
-    def _problems(self) -> Metric:
-        family = GaugeMetricFamily("peach_tasks_problems", "Open problems (sync, config, environment) "
-                                   "as shown by 'peach-tasks sync'", labels=["kind", "scope"])
-        counts: dict[tuple[str, str], int] = {}
-        for p in scoped_problems(self.store, self.scope):
-            counts[(p["kind"], p["scope"])] = counts.get((p["kind"], p["scope"]), 0) + 1
-        for (kind, scope), n in sorted(counts.items()):
-            family.add_metric([kind, scope], n)
-        return family
-
-
 class ScopedCollector(Collector):
     """The in-process metrics, limited to the series of the scope's organisations.
 
@@ -156,10 +102,10 @@ class ScopedCollector(Collector):
         return labels.get("codops") or labels.get("loop")
 
 
-def render(store: "Store", scope: Scope, totals: RunTotals) -> bytes:
-    """The Prometheus text exposition for one scrape, limited to ``scope``."""
+def render(scope: Scope, cache: MetricsCache) -> bytes:
+    """The Prometheus text exposition for one scrape, limited to ``scope``: the store's
+    families from ``cache`` (rendered ahead), then this process's own."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store, scope, totals))
-    registry.register(FreshnessCollector(store, scope))
+    registry.register(FreshnessCollector(cache.snapshot.freshness, scope))  # from memory too
     registry.register(ScopedCollector(PROCESS.registry, scope))
-    return generate_latest(registry)
+    return cache.render(scope) + generate_latest(registry)

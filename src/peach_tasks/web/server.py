@@ -89,10 +89,10 @@ class WebServer:
         return self
 
     def warm_up(self) -> None:
-        """Sum the run history for /metrics in the background, so the first scrape is quick too."""
+        """Load what /metrics serves in the background, so the first scrape is quick too."""
         def warm() -> None:
             try:
-                self.app.state.totals.refresh(self.app.state.store)
+                self.app.state.metrics.start()
             except Exception:  # the first scrape will try again and report
                 log.warning("could not read the run history for /metrics yet", exc_info=True)
 
