@@ -105,7 +105,8 @@ class ScopedCollector(Collector):
 def render(scope: Scope, cache: MetricsCache) -> bytes:
     """The Prometheus text exposition for one scrape, limited to ``scope``: the store's
     families from ``cache`` (rendered ahead), then this process's own."""
+    stored = cache.render(scope)  # first: it loads the cache on the first scrape
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FreshnessCollector(cache.snapshot.freshness, scope))  # from memory too
     registry.register(ScopedCollector(PROCESS.registry, scope))
-    return cache.render(scope) + generate_latest(registry)
+    return stored + generate_latest(registry)
