@@ -293,7 +293,7 @@ def test_stop_during_an_environment_build_ends_it_and_a_kill_leaves_nothing_runn
     index = SilentIndex()
     project = Project(tmp_path, dependencies=["peach-tasks-test-never-answered"])
     env = dict(CLEAN_ENV, UV_DEFAULT_INDEX=index.url, UV_INDEX_URL=index.url, UV_HTTP_TIMEOUT="3600")
-    builds = lambda: list((project.state / "envs").glob("*/.build-*"))  # noqa: E731
+    builds = lambda: list((project.state / "envs").glob("*/*/.build-*"))  # noqa: E731
     try:
         # SIGTERM: serve ends the build at once, its uv with it, and leaves no half-built folder.
         serve = project.start("serve", env=env)

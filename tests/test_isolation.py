@@ -125,9 +125,9 @@ def test_secrets_store_and_other_files_are_out_of_reach(tmp_path: Path, open_sch
     victim_checkout = next((orgs.state / "repos" / "beta-repo" / "checkouts").iterdir())
     targets = {
         "config": str(orgs.config), "db": str(orgs.state / "peach.db"), "state": str(orgs.state),
-        "victim_env": str(orgs.state / "envs" / "beta" / "current"),
+        "victim_env": str(orgs.state / "envs" / "beta" / "base" / "current"),
         "victim_notebook": str(victim_checkout / "victim.ipynb"),
-        "victim_pth": str(orgs.state / "envs" / "beta" / "current" / "lib" / "evil.pth"),
+        "victim_pth": str(orgs.state / "envs" / "beta" / "base" / "current" / "lib" / "evil.pth"),
     }
     orgs.attack(f"""
         import glob, json, os, sys

@@ -83,13 +83,35 @@ def test_udf_uses_the_shipped_environment(repo: Repo, scheduler_for: Any, spark_
         assert module == "tabulate"
     assert run["details"]["spark_application_id"].startswith("app-")
     assert "executors ran" in log  # driver output is in the run's log
-    archives = list((scheduler.state_dir / "envs" / "chrts").glob("*.tar.gz"))
+    archives = list((scheduler.state_dir / "envs" / "chrts" / "base").glob("*.tar.gz"))
     assert len(archives) == 1
     # A second run reuses the archive (packed once per environment hash).
     mtime = archives[0].stat().st_mtime
     scheduler.run_once()
     assert archives[0].stat().st_mtime == mtime
     assert store.runs("chrts", "t")[0]["status"] == "SUCCESS"
+
+
+def test_a_py_env_task_ships_its_own_environment(repo: Repo, scheduler_for: Any, spark_cluster: Any) -> None:
+    """Today's PEACH form: the UDF imports a package that only the task's `py_env` has."""
+    repo.notebook("nb.ipynb", UDF_NOTEBOOK)
+    repo.notebook("plain.ipynb", "def main():\n    return 1\n")
+    repo.write("peach.yaml", "codops: chrts\npy_environments:\n  base:\n    dependencies: [six]\n"
+                             "  ml:\n    dependencies: [tabulate]\ntasks:\n"
+                             "  t: {notebook: nb.ipynb, method: main, py_env: ml}\n"
+                             "  plain: {notebook: plain.ipynb, method: main, executor: python}\n")
+    repo.commit()
+    scheduler, store = scheduler_for(repo)
+    scheduler.run_once()
+    run = store.runs("chrts", "t")[0]
+    log = store.log(run["id"]) or ""
+    assert run["status"] == "SUCCESS", log
+    assert run["result"] and all(v.split("|")[1] == "tabulate" for v in run["result"]), log
+    envs = scheduler.state_dir / "envs" / "chrts"
+    # The ml environment was packed for the cluster; base (no Spark task) never was.
+    assert len(list((envs / "ml").glob("*.tar.gz"))) == 1 and not list((envs / "base").glob("*.tar.gz"))
+    assert scheduler.envs.current("chrts") is not None
+    assert "tabulate" not in " ".join(scheduler.envs.current("chrts").requirements)
 
 
 def test_failing_task_has_python_traceback(repo: Repo, scheduler_for: Any) -> None:

@@ -1,4 +1,8 @@
-"""One definition file checked: its ``codops``, ``dependencies`` and every task.
+"""One definition file checked: its ``codops``, its packages and every task.
+
+Packages are declared in one of two forms per file (``py_environments.py`` says how they
+become environments): the tutorial's ``dependencies:`` (root and per task), or today's
+PEACH ``py_environments:`` with ``py_env:`` on tasks. A file mixing both is unusable.
 
 ``definitions.py`` finds and reads a checkout's files; this module turns one file's text
 into tasks and problems. Nothing here raises for bad input: every mistake becomes one
@@ -14,6 +18,7 @@ import math
 import posixpath
 import re
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .alert_settings import OrganisationRule, SourcedRule
 from .durations import format_duration, parse_duration
 from .errors import ConfigProblem, Problem
-from .model import METADATA_LOOP, Executor, TaskSpec
+from .model import BASE_ENV, METADATA_LOOP, Executor, TaskSpec
+from .py_environments import ENV_NAME, Declared
 from .requirements import WINDOWS_DRIVE, requirement_problem
 from .yamlsource import LineMap, Path_, dotted, load_yaml_file, validation_problems
 
@@ -44,8 +50,17 @@ class _DefinitionFile(BaseModel):
 
     codops: str
     dependencies: list[Any] | None = None
+    py_environments: dict[Any, Any] | None = None
     tasks: dict[Any, Any] | None = None
     alerts: list[Any] | None = None  # the organisation's own alert rules (alert_settings.OrganisationRule)
+
+
+class _PyEnvironment(BaseModel):
+    """One entry of ``py_environments``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dependencies: list[Any] | None = None
 
 
 class _TaskDefinition(BaseModel):
@@ -59,10 +74,24 @@ class _TaskDefinition(BaseModel):
     executor: str = Executor.SPARK.value
     loop: str | None = None
     dependencies: list[Any] | None = None
+    py_env: str | None = None
     timeout: float | None = None
     retries: int = 0
     retry_delay: float | str = DEFAULT_RETRY_DELAY
     freshness: str | int | float | bool | None = None
+
+
+@dataclass
+class ParsedFile:
+    """What one definition file gives: its valid tasks, ``{codops: root dependencies}`` (the
+    tutorial's form), every package entry by environment with its line (both forms; empty
+    unless the file is usable) and the problems found."""
+
+    tasks: list[TaskSpec] = field(default_factory=list)
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
+    environments: dict[str, dict[str, list[Declared]]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    alerts: list[SourcedRule] = field(default_factory=list)
 
 
 def parse_definition_text(
@@ -80,7 +109,8 @@ def parse_definition_text(
     file's valid tasks, ``{codops: valid root dependencies}`` (empty unless the file
     is usable and has a ``dependencies`` key) and the problems found.
     """
-    return _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts).parse()
+    parsed = parse_definition_file(text, rel_file, root, repo, allowed_codops, default_timeouts)
+    return parsed.tasks, parsed.dependencies, parsed.problems
 
 
 def parse_definition_file(
@@ -90,11 +120,10 @@ def parse_definition_file(
     repo: str,
     allowed_codops: Collection[str] | None = None,
     default_timeouts: tuple[float, float] = (3600.0, 300.0),
-) -> tuple[list[TaskSpec], dict[str, list[str]], list[Problem], list[SourcedRule]]:
-    """``parse_definition_text`` plus the file's valid alert rules (``alerts:``)."""
-    parser = _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts)
-    tasks, deps, problems = parser.parse()
-    return tasks, deps, problems, parser.alerts
+) -> ParsedFile:
+    """As ``parse_definition_text``, with the file's environments and its valid alert rules
+    (``alerts:``) too."""
+    return _FileParser(text, rel_file, root, repo, allowed_codops, default_timeouts).parse()
 
 
 class _FileParser:
@@ -135,10 +164,10 @@ class _FileParser:
 
     # -- file level --------------------------------------------------------------
 
-    def parse(self) -> tuple[list[TaskSpec], dict[str, list[str]], list[Problem]]:
+    def parse(self) -> ParsedFile:
         data = self.load()
         if data is None:
-            return [], {}, self.problems
+            return ParsedFile(problems=self.problems)
         self.report_duplicates()
         data = self.string_keys(data, ())
         usable = True  # False: a file-level problem, none of the file's tasks are kept
@@ -162,20 +191,28 @@ class _FileParser:
         codops = data.get("codops")
         if usable and not self.check_codops(codops):
             usable = False
+        if not self.one_form(data):
+            usable = False
         codops = codops if usable else ""
 
         deps: dict[str, list[str]] = {}
+        # env -> entries; base first, so that it is declared even when only tasks add to it
+        envs: dict[str, list[Declared]] = {}
         if "dependencies" in data and "dependencies" not in fields_with_errors:
             kept = self.requirements(data["dependencies"] or [], ("dependencies",))
+            envs.setdefault(BASE_ENV, []).extend(kept)
             if usable:
-                deps[codops] = kept
+                deps[codops] = [d.requirement for d in kept]
+        if "py_environments" not in fields_with_errors:
+            for env, entries in self.py_environments(data.get("py_environments") or {}).items():
+                envs.setdefault(env, []).extend(entries)
 
         # Tasks are checked even when the file is unusable so that one round of fixes
         # can address every problem; they are dropped below.
         tasks: list[TaskSpec] = []
         raw_tasks = data.get("tasks") if "tasks" not in fields_with_errors else None
         for name, body in (raw_tasks or {}).items():
-            spec = self.task(name, body, codops)
+            spec = self.task(name, body, codops, envs)
             if spec is not None:
                 tasks.append(spec)
         if "alerts" not in fields_with_errors:
@@ -183,7 +220,58 @@ class _FileParser:
             self.alerts = rules if usable else []
         # Checks run field by field; people read problems top to bottom.
         self.problems.sort(key=lambda p: p.line or 0)
-        return (tasks if usable else []), deps, self.problems
+        if not usable:
+            return ParsedFile(problems=self.problems)
+        return ParsedFile(tasks, deps, {codops: envs} if envs else {}, self.problems, self.alerts)
+
+    def one_form(self, data: dict[str, Any]) -> bool:
+        """False, after one problem, when the file mixes the tutorial's ``dependencies`` with
+        today's ``py_environments``/``py_env``: which environment gets what would be a guess."""
+        old: list[Path_] = [("dependencies",)] if "dependencies" in data else []
+        new: list[Path_] = [("py_environments",)] if "py_environments" in data else []
+        tasks = data.get("tasks")
+        for name, body in (tasks.items() if isinstance(tasks, dict) else ()):
+            if isinstance(body, dict):
+                old += [("tasks", name, "dependencies")] if "dependencies" in body else []
+                new += [("tasks", name, "py_env")] if "py_env" in body else []
+        if not old or not new:
+            return True
+        first_old = min(old, key=lambda p: self.lines.line_of(p) or 0)
+        first_new = min(new, key=lambda p: self.lines.line_of(p) or 0)
+        self.at(
+            f"this file mixes the tutorial's `{dotted(first_old)}` (line {self.lines.line_of(first_old)}) with "
+            f"today's `{dotted(first_new)}` (line {self.lines.line_of(first_new)}); use one form per file: move "
+            "the packages into `py_environments: {base: {dependencies: [...]}}` (a task's own into an "
+            "environment it names with `py_env`), or remove `py_environments`/`py_env`. None of this file's "
+            "tasks run until then",
+            first_new,
+        )
+        return False
+
+    def py_environments(self, raw: dict[Any, Any]) -> dict[str, list[Declared]]:
+        """The valid environments of ``py_environments`` and their valid entries."""
+        out: dict[str, list[Declared]] = {}
+        path: Path_ = ("py_environments",)
+        for name, body in self.string_keys(raw, path).items():
+            here = path + (name,)
+            if not ENV_NAME.fullmatch(name):
+                self.at(f"environment name {name!r} may contain only letters, digits, '_' and '-' "
+                        "(at most 64); rename it", here)
+                continue
+            if body is None:
+                body = {}
+            if not isinstance(body, dict):
+                self.at(f"environment '{name}' must be a mapping like `{name}: {{dependencies: [pandas]}}`, "
+                        f"not {_kind(body)}; fix it", here)
+                continue
+            try:
+                model = _PyEnvironment.model_validate(self.string_keys(body, here))
+            except ValidationError as exc:
+                for problem in validation_problems(exc, self.file, self.lines, here):
+                    self.from_config(problem)
+                continue
+            out[name] = self.requirements(model.dependencies or [], here + ("dependencies",))
+        return out
 
     def load(self) -> dict[Any, Any] | None:
         """The top-level mapping, or None after reporting why there is none."""
@@ -282,20 +370,21 @@ class _FileParser:
             kept.append(SourcedRule(codops, rule, self.repo, self.file, self.lines.line_of(path)))
         return kept
 
-    def requirements(self, entries: list[Any], path: Path_) -> list[str]:
-        """The valid entries of a ``dependencies`` list (stripped); one problem per bad entry."""
-        kept: list[str] = []
+    def requirements(self, entries: list[Any], path: Path_) -> list[Declared]:
+        """The valid entries of a ``dependencies`` list (stripped, with their lines); one
+        problem per bad entry."""
+        kept: list[Declared] = []
         for index, entry in enumerate(entries):
             message = requirement_problem(entry)
             if message is not None:
                 self.at(message, path + (index,))
-            elif entry.strip() not in kept:
-                kept.append(entry.strip())
+            elif entry.strip() not in [d.requirement for d in kept]:
+                kept.append(Declared(entry.strip(), self.repo, self.file, self.lines.line_of(path + (index,))))
         return kept
 
     # -- task level --------------------------------------------------------------
 
-    def task(self, name: Any, body: Any, codops: str) -> TaskSpec | None:
+    def task(self, name: Any, body: Any, codops: str, envs: dict[str, list[Declared]]) -> TaskSpec | None:
         """The task's spec, or None after reporting each of its problems."""
         path: Path_ = ("tasks", name)
         if not isinstance(name, str):
@@ -350,9 +439,17 @@ class _FileParser:
         freshness = self.freshness(model.freshness, path + ("freshness",))
         ok = ok and freshness != -1.0
         deps = self.requirements(model.dependencies or [], path + ("dependencies",))
+        if model.py_env is not None and not ENV_NAME.fullmatch(model.py_env):
+            self.at(f"py_env {model.py_env!r} is not an environment name (letters, digits, '_' and '-'); "
+                    "name one declared under `py_environments`, or remove `py_env` to use 'base'",
+                    path + ("py_env",))
+            ok = False
         if not ok:
             return None
         assert notebook is not None
+        # The tutorial's task-level packages go into the organisation's one environment.
+        base = envs.setdefault(BASE_ENV, []) if deps else []
+        base.extend(d for d in deps if d.requirement not in [b.requirement for b in base])
         return TaskSpec(
             codops=codops,
             name=name,
@@ -361,7 +458,7 @@ class _FileParser:
             full_notebook=model.full_notebook,
             executor=Executor(model.executor),
             loop=model.loop,
-            dependencies=tuple(deps),
+            dependencies=tuple(d.requirement for d in deps),
             timeout=model.timeout,
             retries=model.retries,
             retry_delay=retry_delay if retry_delay is not None else DEFAULT_RETRY_DELAY,
@@ -369,6 +466,8 @@ class _FileParser:
             repo=self.repo,
             source_file=self.file,
             source_line=self.lines.line_of(path),
+            environment=model.py_env or BASE_ENV,
+            env_line=self.lines.line_of(path + ("py_env",)) if model.py_env else None,
         )
 
     def check_method(self, name: str, model: _TaskDefinition, path: Path_) -> bool:

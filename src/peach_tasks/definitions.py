@@ -12,6 +12,15 @@ needs and its tasks::
         executor: python
         timeout: 120
 
+or, in today's PEACH form, named environments (``py_environments.py``)::
+
+    codops: chrts
+    py_environments:
+      base: {dependencies: [requests]}
+      ml: {dependencies: [scikit-learn]}
+    tasks:
+      train: {notebook: train.ipynb, method: train_model, py_env: ml}
+
 This module finds a checkout's definition files and reads them (a file that is
 missing, unreadable, not UTF-8 or a link out of the repository is a problem, not an
 error); ``definition_file.py`` checks each file's content. Nothing here raises for bad
@@ -21,13 +30,14 @@ input: every mistake becomes one ``Problem`` with the file and line to fix.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .alert_settings import SourcedRule
 from .definition_file import parse_definition_file, parse_definition_text  # noqa: F401 - imported from here too
 from .errors import Problem
 from .model import TaskSpec
+from .py_environments import Declared, merge_declarations
 
 ROOT_FILES = ("peach.yaml", "peach.yml")
 CONF_DIR = "peach.conf"
@@ -41,7 +51,9 @@ class RepoDefinitions:
     ``tasks`` are in file order (files sorted by relative path, tasks in document
     order), each (codops, name) at most once. ``org_dependencies`` maps each codops
     whose files have a root ``dependencies`` key to its valid entries, as written.
-    ``files`` lists the definition files found, as relative POSIX paths.
+    ``files`` lists the definition files found, as relative POSIX paths. ``environments``
+    holds every package entry of both forms with its place, by codops and environment
+    (an environment declared without packages maps to an empty tuple).
     """
 
     tasks: tuple[TaskSpec, ...]
@@ -50,6 +62,7 @@ class RepoDefinitions:
     files: tuple[str, ...]
     # The organisations' own alert rules (``alerts:``), each (codops, name) once.
     alerts: tuple[SourcedRule, ...] = ()
+    environments: dict[str, dict[str, tuple[Declared, ...]]] = field(default_factory=dict)
 
 
 def _scan(root: Path) -> tuple[list[Path], list[str]]:
@@ -116,6 +129,7 @@ def load_definitions(
     problems = [Problem(kind="config", scope=repo, message=m, file=CONF_DIR) for m in scan_errors]
     tasks: list[TaskSpec] = []
     org_deps: dict[str, list[str]] = {}
+    envs: list[dict[str, dict[str, list[Declared]]]] = []
     files: list[str] = []
     alerts: list[SourcedRule] = []
     try:
@@ -134,9 +148,10 @@ def load_definitions(
         if text is None:
             continue
         try:
-            file_tasks, file_deps, file_problems, file_alerts = parse_definition_file(
-                text, rel, root, repo, allowed_codops, default_timeouts
-            )
+            parsed = parse_definition_file(text, rel, root, repo, allowed_codops, default_timeouts)
+            file_tasks, file_deps, file_problems = parsed.tasks, parsed.dependencies, parsed.problems
+            file_alerts = parsed.alerts
+            envs.append(parsed.environments)
         except Exception as exc:  # noqa: BLE001 - one unforeseen bug must not stop every repository
             problem(
                 f"internal error while reading this file ({type(exc).__name__}: {exc}); "
@@ -180,6 +195,8 @@ def load_definitions(
         problems=tuple(problems),
         files=tuple(files),
         alerts=tuple(alerts),
+        environments={codops: {env: tuple(entries) for env, entries in by_env.items()}
+                      for codops, by_env in merge_declarations(envs).items()},
     )
 
 

@@ -1,8 +1,9 @@
-"""One Python environment per organisation, built with uv and switched atomically.
+"""One Python environment per organisation and environment name, built with uv and
+switched atomically.
 
-``state_dir/envs/<codops>/<hash>/`` is a virtual environment for one exact set of
-requirements and interpreter; ``state_dir/envs/<codops>/current`` is a symlink to the
-one in use. A new set is built beside the old one and the link is replaced in one
+``state_dir/envs/<codops>/<name>/<hash>/`` is a virtual environment for one exact set of
+requirements and interpreter; ``state_dir/envs/<codops>/<name>/current`` is a symlink to
+the one in use (``name`` is ``base`` unless a task's ``py_env`` names another). A new set is built beside the old one and the link is replaced in one
 ``rename``; a failed build leaves the link (and so every task) where it was.
 
 A build runs uv in a process group of its own that dies with the thread that started it
@@ -32,6 +33,8 @@ from typing import Callable
 
 from .errors import Problem
 from .executors.process import MARKER_ENV, _die_with_parent, find_marked
+from .model import BASE_ENV
+from .py_environments import env_label
 from .web.metrics import record_environment_build
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,11 @@ class Environment:
     digest: str
     path: Path
     requirements: tuple[str, ...]
+    name: str = BASE_ENV
+
+    @property
+    def label(self) -> str:
+        return env_label(self.codops, self.name)
 
     @property
     def python(self) -> Path:
@@ -130,62 +138,70 @@ class EnvironmentManager:
         except OSError:
             return 0
         for org in orgs:
-            for entry in org.iterdir():
-                if not entry.name.startswith("."):
-                    continue
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-                removed += 1
+            for slot in [org, *[p for p in org.iterdir() if p.is_dir() and not p.is_symlink()]]:
+                for entry in list(slot.iterdir()):
+                    # The layout before named environments (envs/<codops>/<hash>, 'current',
+                    # archives) is replaced by envs/<codops>/base/: its pieces go too.
+                    old_layout = slot is org and (entry.is_symlink() or entry.is_file()
+                                                  or (entry / "peach-env.json").exists())
+                    if not entry.name.startswith(".") and not old_layout:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    removed += 1
         if removed:
             log.warning("removed %d unfinished environment builds left by a previous scheduler", removed)
         return removed
 
-    def current(self, codops: str) -> Environment | None:
-        link = self.root / codops / "current"
+    def current(self, codops: str, name: str = BASE_ENV) -> Environment | None:
+        link = self.root / codops / name / "current"
         try:
             target = link.resolve(strict=True)
             meta = json.loads((target / "peach-env.json").read_text())
         except (OSError, ValueError):
             return None
-        return Environment(codops, target.name, target, tuple(meta.get("requirements", ())))
+        return Environment(codops, target.name, target, tuple(meta.get("requirements", ())), name)
 
-    def ensure(self, codops: str, requirements: tuple[str, ...]) -> tuple[Environment | None, Problem | None]:
-        """Make ``current`` match ``requirements``; on failure keep the last good one."""
+    def ensure(self, codops: str, requirements: tuple[str, ...],
+               name: str = BASE_ENV) -> tuple[Environment | None, Problem | None]:
+        """Make environment ``name``'s ``current`` match ``requirements``; on failure keep
+        the last good one."""
         digest = environment_digest(requirements, self.python)
-        current = self.current(codops)
+        current = self.current(codops, name)
         if current and current.digest == digest:
             return current, None
-        org_dir = self.root / codops
-        target = org_dir / digest
+        env_dir = self.root / codops / name
+        target = env_dir / digest
         if not (target / "peach-env.json").exists():
-            failed = self._failed.get((codops, digest))
+            failed = self._failed.get((codops, name, digest))
             if failed and time.monotonic() - failed[0] < RETRY_FAILED_SECONDS:
                 return current, failed[1]
             try:
-                problem = self._build(codops, requirements, target)
+                problem = self._build(codops, name, requirements, target)
             except BuildCancelled:
                 return current, None  # stopping: nothing was decided about this set
             if problem:
-                self._failed[(codops, digest)] = (time.monotonic(), problem)
+                self._failed[(codops, name, digest)] = (time.monotonic(), problem)
                 return current, problem
-            self._failed.pop((codops, digest), None)
-        self._switch(org_dir, digest)
-        self._prune(org_dir, digest)
-        return self.current(codops), None
+            self._failed.pop((codops, name, digest), None)
+        self._switch(env_dir, digest)
+        self._prune(env_dir, digest)
+        return self.current(codops, name), None
 
-    def _build(self, codops: str, requirements: tuple[str, ...], target: Path) -> Problem | None:
+    def _build(self, codops: str, name: str, requirements: tuple[str, ...], target: Path) -> Problem | None:
         uv = uv_binary()
         tmp = target.with_name(f".build-{target.name}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(requirements) or "no packages"
-        self.progress(f"environment {codops}: building ({shown})")
+        label = env_label(codops, name)
+        self.progress(f"environment {label}: building ({shown})")
         started = time.monotonic()
         env = uv_env()
         if self.marker:
-            env[MARKER_ENV] = f"{self.marker}:{codops}"
+            env[MARKER_ENV] = f"{self.marker}:{label}"
         steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
         if requirements:
             steps.append([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), *requirements])
@@ -196,27 +212,28 @@ class EnvironmentManager:
                 failed, output = True, str(exc)
             except BuildCancelled:
                 shutil.rmtree(tmp, ignore_errors=True)
-                self.progress(f"environment {codops}: build stopped after {time.monotonic() - started:.1f}s "
+                self.progress(f"environment {label}: build stopped after {time.monotonic() - started:.1f}s "
                               "(the scheduler is stopping)")
                 raise
             if failed:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
-                keep = self.current(codops)
+                keep = self.current(codops, name)
                 still = f"its tasks keep using environment {keep.digest}" if keep else "its tasks cannot run until it builds"
-                self.progress(f"environment {codops}: FAILED after {time.monotonic() - started:.1f}s")
-                record_environment_build(codops, time.monotonic() - started, ok=False)
-                return Problem("environment", codops,
-                               f"building the environment ({shown}) failed; {still}. "
+                self.progress(f"environment {label}: FAILED after {time.monotonic() - started:.1f}s")
+                record_environment_build(label, time.monotonic() - started, ok=False)
+                return Problem("environment", label,
+                               f"building the environment '{name}' of '{codops}' ({shown}) failed; {still}. "
                                f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
-        meta = {"codops": codops, "requirements": list(requirements), "python": subprocess_version(self.python),
+        meta = {"codops": codops, "name": name, "requirements": list(requirements),
+                "python": subprocess_version(self.python),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(time.monotonic() - started, 3)}
         (tmp / "peach-env.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-        self.progress(f"environment {codops}: ready in {meta['build_seconds']:.1f}s")
-        record_environment_build(codops, meta["build_seconds"], ok=True)
+        self.progress(f"environment {label}: ready in {meta['build_seconds']:.1f}s")
+        record_environment_build(label, meta["build_seconds"], ok=True)
         return None
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
@@ -260,25 +277,25 @@ class EnvironmentManager:
             if archive.exists():
                 return archive
             started = time.monotonic()
-            self.progress(f"environment {env.codops}: packing {env.digest} for Spark")
+            self.progress(f"environment {env.label}: packing {env.digest} for Spark")
             tmp = archive.with_name(f".{archive.name}-{os.getpid()}")
             with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
                 for child in sorted(env.path.iterdir()):
                     tar.add(child, arcname=child.name)
             os.replace(tmp, archive)
-            self.progress(f"environment {env.codops}: packed in {time.monotonic() - started:.1f}s "
+            self.progress(f"environment {env.label}: packed in {time.monotonic() - started:.1f}s "
                           f"({archive.stat().st_size >> 20} MiB)")
             return archive
 
-    def _switch(self, org_dir: Path, digest: str) -> None:
-        link = org_dir / "current"
-        tmp_link = org_dir / f".current-{os.getpid()}"
+    def _switch(self, env_dir: Path, digest: str) -> None:
+        link = env_dir / "current"
+        tmp_link = env_dir / f".current-{os.getpid()}"
         tmp_link.unlink(missing_ok=True)
         os.symlink(digest, tmp_link)
         os.replace(tmp_link, link)  # atomic: a reader sees the old or the new, never none
 
-    def _prune(self, org_dir: Path, keep: str) -> None:
-        envs = sorted((p for p in org_dir.iterdir() if p.is_dir() and not p.is_symlink()
+    def _prune(self, env_dir: Path, keep: str) -> None:
+        envs = sorted((p for p in env_dir.iterdir() if p.is_dir() and not p.is_symlink()
                        and not p.name.startswith(".") and p.name != keep),
                       key=lambda p: p.stat().st_mtime, reverse=True)
         for old in envs[KEEP_OLD:]:

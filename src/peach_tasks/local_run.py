@@ -35,7 +35,8 @@ from .executors.run_outputs import output_bounds
 from .executors.sandbox import Sandbox, SandboxUnavailable, make_sandbox
 from .loops import Loop
 from .model import Executor, Outcome, TaskSpec
-from .registry import RegisteredTask, Snapshot, requirement_sets
+from .py_environments import environment_sets, unknown_environment
+from .registry import RegisteredTask, Snapshot
 from .repos import Checkout
 from .settings import Settings
 from .store import Store
@@ -95,7 +96,7 @@ class _LocalEnvs:
     def __init__(self, env: Environment) -> None:
         self.env = env
 
-    def current(self, codops: str) -> Environment | None:
+    def current(self, codops: str, name: str = "") -> Environment | None:
         return self.env
 
 
@@ -111,11 +112,18 @@ class _LocalLoop(Loop):
 
 def prepare_environment(spec: TaskSpec, defs: Any, *, current_python: bool,
                         manager: EnvironmentManager) -> Environment:
-    """The organisation's environment for this repository's dependencies (built if needed)."""
+    """The task's environment (its ``py_env``, else ``base``) for this repository's
+    dependencies, built if needed."""
+    unknown = unknown_environment(spec, defs.environments)
+    if unknown is not None:
+        raise LocalRunError(unknown.message, (unknown,))
     if current_python:
-        return _CurrentPython(spec.codops, "current-python", Path(sys.prefix), ())
-    requirements = requirement_sets([defs.org_dependencies], defs.tasks).get(spec.codops, ())
-    env, problem = manager.ensure(spec.codops, requirements)
+        return _CurrentPython(spec.codops, "current-python", Path(sys.prefix), (), spec.environment)
+    sets = environment_sets(defs.environments, [spec])
+    if sets.problems:
+        raise LocalRunError("conflicting pins; fix them first", sets.problems)
+    requirements = sets.sets[(spec.codops, spec.environment)]
+    env, problem = manager.ensure(spec.codops, requirements, spec.environment)
     if problem is not None or env is None or tuple(env.requirements) != tuple(requirements):
         message = problem.message if problem else "the environment could not be built"
         raise LocalRunError(message)

@@ -26,7 +26,7 @@ from .executors.cgroups import Limits
 from .executors.process import utc_stamp
 from .executors.sandbox import Sandbox, SandboxPlan
 from .executors.warm import Slot, WarmSandbox
-from .model import METADATA_LOOP, Executor, Outcome, RunStatus, TaskSpec, TaskState
+from .model import BASE_ENV, METADATA_LOOP, Executor, Outcome, RunStatus, TaskSpec, TaskState
 from .notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
 from .trigger_client import TRIGGER_DIR_ENV
@@ -351,9 +351,10 @@ class Loop:
             return Outcome(RunStatus.FAILURE, error=str(exc))
         for text in code.notes:
             note(text)
-        env = self.envs.current(spec.codops)
+        env = self.envs.current(spec.codops, spec.environment)
         if env is None:
-            error = (f"organisation '{spec.codops}' has no Python environment yet (its build failed); "
+            which = "" if spec.environment == BASE_ENV else f" '{spec.environment}'"
+            error = (f"organisation '{spec.codops}' has no Python environment{which} yet (its build failed); "
                      "see 'peach-tasks tasks' for the installer's error")
             note(error)
             return Outcome(RunStatus.FAILURE, error=error)
@@ -392,7 +393,7 @@ class Loop:
         try:
             task = self._next_task()
             executor = self.executors.get(task.spec.executor) if task is not None else None
-            env = self.envs.current(task.spec.codops) if task is not None else None
+            env = self.envs.current(task.spec.codops, task.spec.environment) if task is not None else None
             if task is None or env is None or not hasattr(executor, "prepare"):
                 return
             name = f"{WARM_PREFIX}{os.getpid()}-{next(_WARM_IDS)}"
@@ -460,7 +461,8 @@ class Loop:
         env["PATH"] = f"{env_path / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
         env["VIRTUAL_ENV"] = str(env_path)
         env.update(PEACH_CODOPS=task.spec.codops, PEACH_TASK=task.spec.name, PEACH_RUN_ID=str(run_id),
-                   PEACH_VERSION=task.version, PEACH_LOOP=self.name)
+                   PEACH_VERSION=task.version, PEACH_LOOP=self.name,
+                   PEACH_PY_ENV=task.spec.environment)
         env[TRIGGER_DIR_ENV] = str(triggers or self.trigger_root / str(run_id))
         return env
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METADATA_LOOP = "metadata"
+# The environment every task uses unless its `py_env` names another, and that every other inherits.
+BASE_ENV = "base"
 
 
 class TaskState(str, enum.Enum):
@@ -60,6 +62,8 @@ class TaskSpec:
     repo: str = ""
     source_file: str = ""
     source_line: int | None = None
+    environment: str = BASE_ENV  # its `py_env`: the organisation's named Python environment
+    env_line: int | None = None  # the line of its `py_env`, when it has one
 
     @property
     def key(self) -> tuple[str, str]:

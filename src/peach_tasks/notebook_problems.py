@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from .errors import ConfigProblem, Problem
 from .model import TaskSpec
@@ -161,20 +159,3 @@ class DefinitionLines:
         lines = self.load(rel)[1]
         return lines.line_of(path) if lines is not None else None
 
-    def requirement_lines(self, rel: str, codops: str) -> Iterator[tuple[str, int | None]]:
-        """(canonical package name, line) of each dependency entry in ``rel`` for ``codops``."""
-        data, lines = self.load(rel)
-        if not isinstance(data, dict) or data.get("codops") != codops or lines is None:
-            return
-        lists: list[tuple[tuple[Any, ...], Any]] = [(("dependencies",), data.get("dependencies"))]
-        tasks = data.get("tasks")
-        if isinstance(tasks, dict):
-            lists += [(("tasks", name, "dependencies"), body.get("dependencies"))
-                      for name, body in tasks.items() if isinstance(body, dict)]
-        for path, entries in lists:
-            for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                try:
-                    name = canonicalize_name(Requirement(str(entry).strip()).name)
-                except Exception:  # noqa: BLE001 - a bad entry was reported by the definitions
-                    continue
-                yield name, lines.line_of(path + (index,))

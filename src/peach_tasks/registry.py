@@ -3,21 +3,21 @@
 The snapshot is immutable; the scheduler swaps in a new one after each sync and each
 loop iteration starts from the newest. Duplicates across repositories are settled here:
 the definition registered first (repository order in scheduler.yaml, then file path)
-keeps running and every later one is a problem.
+keeps running and every later one is a problem; so are a task naming an environment its
+organisation never declared (it is left out) and conflicting pins (``py_environments.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .alert_settings import SourcedRule
 from .definitions import RepoDefinitions
 from .errors import Problem
-from .model import METADATA_LOOP, TaskSpec
+from .model import BASE_ENV, METADATA_LOOP, TaskSpec
+from .py_environments import environment_sets, merge_declarations, unknown_environment
 from .repos import Checkout
-from .requirements import normalise_requirements
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class Snapshot:
     tasks: dict[tuple[str, str], RegisteredTask] = field(default_factory=dict)
     # loop name -> task keys in the stable order the loop runs them
     loops: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    # codops -> normalised union of its requirements (root and task level, all repositories)
-    requirements: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # (codops, environment) -> normalised requirements (base + the environment's own, all
+    # repositories): base for every organisation with a task, and every environment a task uses
+    environments: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # repository name -> its config problems (including duplicates found here)
     problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
     # codops -> its own alert rules (``alerts:`` in its definition files), first definition kept
@@ -43,13 +44,19 @@ class Snapshot:
     def loop_names(self) -> list[str]:
         return sorted(self.loops)
 
+    @property
+    def requirements(self) -> dict[str, tuple[str, ...]]:
+        """Each organisation's ``base`` set (what it had before named environments)."""
+        return {codops: reqs for (codops, env), reqs in self.environments.items() if env == BASE_ENV}
+
 
 def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | None]]) -> Snapshot:
     """``found`` is (repository name, last good checkout, its definitions), in settings order."""
     tasks: dict[tuple[str, str], RegisteredTask] = {}
-    org_dependencies: list[dict[str, tuple[str, ...]]] = []
     problems: dict[str, list[Problem]] = {}
     alerts: dict[str, list[SourcedRule]] = {}
+    declarations = merge_declarations(defs.environments for _, checkout, defs in found
+                                      if checkout is not None and defs is not None)
     for repo, checkout, defs in found:
         if checkout is None or defs is None:
             continue
@@ -64,7 +71,6 @@ def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | Non
                 "config", repo, f"alert rule '{sourced.rule.name}' of {sourced.codops} is already defined in "
                 f"{earlier.repo}:{earlier.file}:{earlier.line}, which is used; rename or remove one of them",
                 sourced.file, sourced.line))
-        org_dependencies.append(defs.org_dependencies)
         for spec in defs.tasks:
             first = tasks.get(spec.key)
             if first is not None:
@@ -75,30 +81,23 @@ def build_snapshot(found: list[tuple[str, Checkout | None, RepoDefinitions | Non
                     "rename or remove one of them",
                     spec.source_file, spec.source_line))
                 continue
+            unknown = unknown_environment(spec, declarations)
+            if unknown is not None:
+                problems[repo].append(unknown)
+                continue
             tasks[spec.key] = RegisteredTask(spec, checkout, checkout.version_of(spec.notebook))
     loops: dict[str, list[tuple[str, str]]] = {}
     for key, task in tasks.items():
         loops.setdefault(task.spec.loop_name, []).append(key)
     if METADATA_LOOP not in loops:
         loops[METADATA_LOOP] = []
+    sets = environment_sets(declarations, [task.spec for task in tasks.values()])
+    for problem in sets.problems:
+        problems.setdefault(problem.scope, []).append(problem)
     return Snapshot(
         tasks=tasks,
         loops={name: tuple(sorted(keys)) for name, keys in loops.items()},
-        requirements=requirement_sets(org_dependencies, [task.spec for task in tasks.values()]),
+        environments=sets.sets,
         problems={repo: tuple(p) for repo, p in problems.items()},
         alerts={codops: tuple(rules) for codops, rules in alerts.items()},
     )
-
-
-def requirement_sets(org_dependencies: Iterable[Mapping[str, Iterable[str]]],
-                     specs: Iterable[TaskSpec]) -> dict[str, tuple[str, ...]]:
-    """Each organisation's normalised requirement set: the root ``dependencies`` of its
-    files plus its tasks' own; every organisation with a task has one, maybe empty.
-    The scheduler builds environments from these, and ``validate``/``run`` check them."""
-    union: dict[str, set[str]] = {}
-    for by_org in org_dependencies:
-        for codops, deps in by_org.items():
-            union.setdefault(codops, set()).update(deps)
-    for spec in specs:
-        union.setdefault(spec.codops, set()).update(spec.dependencies)
-    return {codops: normalise_requirements(reqs) for codops, reqs in sorted(union.items())}

@@ -35,6 +35,7 @@ from .loops import Loop, RunEvent, remove_warm_leftovers
 from .model import METADATA_LOOP, Executor
 from .notebook_problems import notebook_problems
 from .problem_log import ProblemLog
+from .py_environments import env_label
 from .registry import Snapshot, build_snapshot
 from .replica import TAKEOVER_REASON, LeasedLoops
 from .repos import Checkout, Repository
@@ -254,17 +255,18 @@ class Scheduler:
             self.store.set_problems_many([("config", name, [*found_here, *spark.get(name, [])], None)
                                           for name, found_here in snapshot.problems.items()])
             env_problems = []
-            for codops, requirements in sorted(snapshot.requirements.items()):
-                _, problem = self.envs.ensure(codops, requirements)
+            for (codops, env), requirements in sorted(snapshot.environments.items()):
+                _, problem = self.envs.ensure(codops, requirements, env)
                 if self.stop_event.is_set():  # stopping: builds were ended, nothing half-done is published
                     return self._snapshot
-                env_problems.append(("environment", codops, [problem] if problem else [], codops))
+                env_problems.append(("environment", env_label(codops, env), [problem] if problem else [], codops))
             self.store.set_problems_many(env_problems)
             # Problems of repositories no longer configured nor discovered, of GitLab sources
             # removed from the settings and of organisations without tasks go with them.
             names = {repo.name for repo in self.repos}
             self.store.keep_problems_of({"sync": names | {source.scope for source in self.discovery.sources},
-                                         "config": names, "environment": set(snapshot.requirements)})
+                                         "config": names,
+                                         "environment": {env_label(*key) for key in snapshot.environments}})
             self.store.register_tasks([TaskRegistration(t.spec, t.version, self.settings.freshness_for(t.spec))
                                        for t in snapshot.tasks.values()])
             queue = TriggerQueue(self.store)

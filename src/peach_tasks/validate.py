@@ -7,7 +7,9 @@ Every check here calls the very function the scheduler calls for the same step, 
   duplicates: :func:`definitions.load_definitions`;
 * notebook readable, entry method found, extracted code compiles:
   :func:`notebook_problems.notebook_problems` (the scheduler's sync calls it too);
-* (``resolve=True``) the organisation's requirement set, built as the registry builds
+* named environments: a task's ``py_env`` declared, no conflicting pins
+  (:mod:`py_environments`, as the registry);
+* (``resolve=True``) each environment's requirement set, built as the registry builds
   it, resolved by ``uv pip compile``, which installs nothing.
 
 Only *where* a problem is reported is added: a syntax error points at the line of
@@ -36,7 +38,7 @@ from .environments import uv_binary, uv_env
 from .errors import Problem
 from .model import TaskSpec
 from .notebook_problems import DefinitionLines, notebook_problems
-from .registry import requirement_sets
+from .py_environments import environment_sets, env_label, unknown_environment
 
 RESOLVE_TIMEOUT = 300.0
 _OUTPUT_TAIL = 12
@@ -51,7 +53,8 @@ class Report:
     tasks: tuple[TaskSpec, ...]
     files: tuple[str, ...]
     seconds: float
-    resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)  # codops -> pinned set
+    # codops (its base environment) or codops/env -> pinned set
+    resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -84,13 +87,17 @@ def validate_directory(
                                 file="peach.yaml"))
     problems.extend(notebook_problems(root, defs.tasks, lines))
     problems.extend(_untracked(root, defs))
+    problems.extend(p for p in (unknown_environment(spec, defs.environments) for spec in defs.tasks) if p)
+    sets = environment_sets(defs.environments, defs.tasks)
+    problems.extend(sets.problems)
     resolved: dict[str, tuple[str, ...]] = {}
     if resolve:
-        for codops, requirements in requirement_sets([defs.org_dependencies], defs.tasks).items():
-            pinned, problem_list = resolve_requirements(codops, requirements, root, defs, python_version, lines)
+        for (codops, env), requirements in sets.sets.items():
+            label = env_label(codops, env)
+            pinned, problem_list = resolve_requirements(label, requirements, root, defs, python_version, lines)
             problems.extend(problem_list)
             if pinned is not None:
-                resolved[codops] = pinned
+                resolved[label] = pinned
     problems.sort(key=lambda p: (p.file, p.line or 0))
     return Report(root, tuple(problems), defs.tasks, defs.files, time.perf_counter() - started, resolved)
 
@@ -155,9 +162,11 @@ def resolve_requirements(
     tail = " | ".join(line.strip() for line in output.strip().splitlines()[-_OUTPUT_TAIL:] if line.strip())
     message = (f"the dependencies of '{codops}' cannot be resolved for Python {version} "
                f"(uv: {tail}); fix the versions or remove the package")
-    lines = lines or DefinitionLines(root)
     named = _named_in(output, requirements)
-    entries = [(rel, name, line) for rel in defs.files for name, line in lines.requirement_lines(rel, codops)]
+    own, _, env = codops.partition("/")
+    declared = [d for name, entries in defs.environments.get(own, {}).items() if name in ("base", env or "base")
+                for d in entries]
+    entries = [(d.file, canonicalize_name(Requirement(d.requirement).name), d.line) for d in declared]
     places = [(rel, line) for rel, name, line in entries if name in named]
     if not places:  # uv named nothing we know (network, index): point at the first list
         places = [(entries[0][0], entries[0][2])] if entries else [(defs.files[0] if defs.files else "", None)]

@@ -144,6 +144,7 @@ class Store:
                 values = dict(loop=spec.loop_name, executor=spec.executor.value, active=True, repo=spec.repo,
                               notebook=spec.notebook, source_file=spec.source_file,
                               source_line=spec.source_line, version=reg.version, freshness_s=reg.freshness_s,
+                              environment=spec.environment,
                               updated_at=now)
                 row = existing.get(spec.key)
                 if row is not None and row.freshness_s != reg.freshness_s:
@@ -371,7 +372,7 @@ class Store:
             "last_status": r.last_status, "last_started_at": iso(r.last_started_at),
             "last_duration_s": r.last_duration_s, "version": r.version,
             "successes": int(r.successes or 0), "failures": int(r.failures or 0),
-            "active": bool(r.active), "repo": r.repo, "notebook": r.notebook,
+            "active": bool(r.active), "repo": r.repo, "notebook": r.notebook, "environment": r.environment,
             "defined_at": f"{r.source_file}:{r.source_line}" if r.source_line else r.source_file,
             **_freshness(r, now),
         } for r in rows]

@@ -45,6 +45,8 @@ class Task(BaseModel):
     failures: int = Field(description="FAILURE and TIMEOUT runs (ABANDONED counts as neither)")
     repo: str
     notebook: str
+    environment: str = Field(description="the named Python environment the task runs in: its `py_env`, "
+                                         "else 'base' (the organisation's one environment in the tutorial's form)")
     defined_at: str | None
     freshness_s: float | None = Field(default=None, description="how old the last success may be, in seconds "
                                       "(the task's `freshness`, else its loop's default); null: none")
