@@ -139,6 +139,8 @@ class EnvironmentManager:
             return 0
         for org in orgs:
             for slot in [org, *[p for p in org.iterdir() if p.is_dir() and not p.is_symlink()]]:
+                if not slot.is_dir():
+                    continue  # an old-layout environment removed just before
                 for entry in list(slot.iterdir()):
                     # The layout before named environments (envs/<codops>/<hash>, 'current',
                     # archives) is replaced by envs/<codops>/base/: its pieces go too.
