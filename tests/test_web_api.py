@@ -35,6 +35,7 @@ def test_organisations_and_their_tasks(filled: Filled, server: WebServer) -> Non
     assert flaky["version"] == filled.flaky_versions[1]
     assert (steady["last_status"], steady["successes"], steady["failures"]) == ("SUCCESS", 2, 0)
     assert steady["last_started_at"].endswith("Z") and steady["last_duration_s"] > 0
+    assert (steady["environment"], flaky["environment"]) == ("reports", "base")  # py_env, else base
     # The API says what the store says (the CLI's 'tasks' view), plus problems.
     for row in filled.store.tasks(["chrts"]):
         assert {k: tasks[row["name"]][k] for k in row if k != "active"} == {k: v for k, v in row.items() if k != "active"}

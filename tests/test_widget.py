@@ -118,6 +118,15 @@ def test_graph_draws_blue_dots_and_red_crosses(filled: Filled, server: WebServer
     assert marks == {("o", "tab:blue"), ("x", "tab:red")}
 
 
+def test_the_tasks_table_shows_each_tasks_environment(filled: Filled, server: WebServer) -> None:
+    info = TasksInfo(ApiClient(server.url))
+    info.organisation.value = "chrts"
+    rows = {row.split("</b>")[0]: row for row in info.tasks_table.value.split("<tr")[2:]}
+    assert "Environment</th>" in info.tasks_table.value
+    assert "<code>reports</code>" in rows[" style=''><td style='padding:2px 10px'><b>steady"]
+    assert "<code>base</code>" in rows[" style=''><td style='padding:2px 10px'><b>flaky"]
+
+
 def test_a_server_that_needs_a_token_says_so(filled: Filled) -> None:
     web = start_server(filled.settings, filled.store, tokens=[{"token": "widget-token-0123456789", "codops": ["chrts"]}])
     try:

@@ -54,8 +54,10 @@ def fill_store(root: Path) -> Filled:
     repo.notebook("steady.ipynb", STEADY)
     repo.notebook("flaky.ipynb", FLAKY_V1)
     repo.notebook("secret.ipynb", SECRET)
-    repo.write("peach.conf/chrts.yaml", task_yaml("chrts", {"steady": py_task("steady.ipynb", "steady"),
-                                                            "flaky": py_task("flaky.ipynb", "flaky")}))
+    # chrts in today's PEACH form: steady runs in a named environment ('reports'), flaky in base.
+    repo.write("peach.conf/chrts.yaml", "py_environments:\n  reports: {}\n" + task_yaml(
+        "chrts", {"steady": py_task("steady.ipynb", "steady", py_env="reports"),
+                  "flaky": py_task("flaky.ipynb", "flaky")}))
     repo.write("peach.conf/sesr.yaml", task_yaml("sesr", {"secret": py_task("secret.ipynb", "secret")}))
     repo.commit("tasks")
     first = repo.short()

@@ -36,7 +36,7 @@ from .widget_outputs import run_output_widgets
 RUNS_SHOWN = 50
 ALL_LOGS_RUNS = 10
 RUN_LOG_TAIL = 256 * 1024
-TASK_COLUMNS = ("Task", "Loop", "State", "Last status", "Started (UTC)", "Duration", "Version",
+TASK_COLUMNS = ("Task", "Loop", "Environment", "State", "Last status", "Started (UTC)", "Duration", "Version",
                 "Successes", "Failures", "Freshness")
 RUN_COLUMNS = ("Run", "Version", "Started (UTC)", "Status", "Duration", "Memory", "CPU", "Error", "")
 # The tutorial's graph: a blue dot for a success, a red cross for a failure.
@@ -321,7 +321,9 @@ class TasksInfo:
         rows = []
         for t in self.tasks:
             style = "background:#fdebe5" if t["name"] == self.task.value else ""
-            cells = [f"<b>{html.escape(t['name'])}</b>", html.escape(t["loop"]), _status(t["state"]),
+            # An older server's tasks have no 'environment': they all ran in the organisation's one.
+            cells = [f"<b>{html.escape(t['name'])}</b>", html.escape(t["loop"]),
+                     f"<code>{html.escape(t.get('environment') or 'base')}</code>", _status(t["state"]),
                      _status(t["last_status"]), fmt_time(t["last_started_at"]), fmt_duration(t["last_duration_s"]),
                      f"<code>{html.escape(t['version'] or '–')}</code>", str(t["successes"]), str(t["failures"]),
                      _freshness(t)]
