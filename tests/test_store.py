@@ -347,9 +347,9 @@ def test_replicas_registering_the_same_new_tasks_at_once(database_url: str) -> N
             s.close()
 
 
-def test_upgrade_to_0010_gives_every_task_the_base_environment(database_url: str) -> None:
+def test_upgrade_to_0011_gives_every_task_the_base_environment(database_url: str) -> None:
     """Tasks registered before named environments ran in the organisation's one environment."""
-    alembic(database_url, "upgrade", "0009")
+    alembic(database_url, "upgrade", "0010")
     engine = sa.create_engine(database_url)
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     old = dict(codops="default", name="old", loop="default", executor="python", state="FINISHED", active=True,
@@ -359,13 +359,13 @@ def test_upgrade_to_0010_gives_every_task_the_base_environment(database_url: str
     engine.dispose()
     store = Store.open(database_url, migrate=True)
     try:
-        assert store.schema_revision() == HEAD_REVISION == "0010"
+        assert store.schema_revision() == HEAD_REVISION == "0011"
         store.register_tasks([TaskRegistration(TaskSpec("default", "ml", "t.ipynb", "m", environment="ml"), "v")])
         environments = {t["name"]: t["environment"] for t in store.tasks(include_inactive=True)}
         assert environments == {"old": "base", "ml": "ml"}
     finally:
         store.close()
-    alembic(database_url, "downgrade", "0009")
+    alembic(database_url, "downgrade", "0010")
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
         assert "environment" not in {c["name"] for c in sa.inspect(conn).get_columns("tasks")}

@@ -30,7 +30,7 @@ tasks = sa.Table(
     sa.Column("last_success_run_id", sa.Integer),
     sa.Column("failures_in_row", sa.Integer, nullable=False, server_default="0"),  # since the last success
     sa.Column("stale_since", sa.DateTime(timezone=True)),  # set (once) when announced stale
-    # 0010: the named Python environment the task runs in (its py_env, else 'base')
+    # 0011: the named Python environment the task runs in (its py_env, else 'base')
     sa.Column("environment", sa.String(64), nullable=False, server_default="base"),
 )
 

@@ -31,7 +31,7 @@ from .schema import run_totals, runs, tasks, triggers
 from .totals import add_run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 
 class StoreError(PeachError):
