@@ -81,6 +81,47 @@ def test_task_code_triggers_a_task_of_its_own_organisation(repo: Repo, make: Any
     assert "trigger of default/c queued" in (store.log(order[0]["id"]) or "")
 
 
+PEACH_TRIGGER = (
+    "import importlib.util, os\n"
+    "from pipe_algorithms_lib.task_helpers import trigger_task_with_event\n"
+    "import pipe_algorithms_lib.task_helpers as helpers\n"
+    "def main():\n"
+    "    trigger_task_with_event('c', {'event': 'new-article', 'id': 7})\n"
+    "    # Offered by the scheduler, not installed: nothing of it is in the environment.\n"
+    "    import glob\n"
+    "    installed = glob.glob(os.path.join(os.environ['VIRTUAL_ENV'], 'lib', '*', 'site-packages', 'pipe*'))\n"
+    "    return {'from': helpers.__spec__.origin, 'installed': installed,\n"
+    "            'loader': type(helpers.__spec__.loader).__name__}\n"
+)
+
+
+def test_trigger_task_with_event_from_a_real_task_triggers_its_own_organisations_task(repo: Repo,
+                                                                                        make: Any) -> None:
+    """Today's PEACH spelling runs unchanged: the caller's organisation is its own run's."""
+    three_tasks(repo, PEACH_TRIGGER)
+    scheduler, store, _ = make(repo)
+    scheduler.run_once()
+    order = runs_since(store, 0)
+    assert [(r["task"], r["triggered_by"]) for r in order] == [
+        ("a", None), ("c", f"task default/a run {order[0]['id']}"), ("b", None), ("c", None)], \
+        store.log(order[0]["id"])
+    assert order[1]["payload"] == order[1]["result"] == {"event": "new-article", "id": 7}
+    assert order[0]["result"] == {"from": None, "installed": [], "loader": "_HelperFinder"}
+
+
+def test_trigger_task_with_event_outside_a_run_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peach_tasks import trigger_task_with_event
+
+    monkeypatch.delenv("PEACH_CODOPS", raising=False)
+    with pytest.raises(TriggerError, match="caller's own organisation"):
+        trigger_task_with_event("c", {"n": 1})
+    monkeypatch.setenv("PEACH_CODOPS", "default")
+    monkeypatch.delenv("PEACH_TRIGGER_DIR", raising=False)
+    monkeypatch.delenv("PEACH_TASKS_URL", raising=False)
+    with pytest.raises(TriggerError, match="peach-tasks trigger default/c"):
+        trigger_task_with_event("c", {"n": 1})
+
+
 def test_a_task_that_triggers_itself_does_not_starve_the_loop(repo: Repo, make: Any) -> None:
     three_tasks(repo, "from peach_tasks import trigger_task\ndef main(payload=None):\n"
                       "    trigger_task('default', 'a')\n")

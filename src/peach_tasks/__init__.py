@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .trigger_client import TriggerError, trigger_task
+from .trigger_client import TriggerError, trigger_task, trigger_task_with_event
 
-__all__ = ["TriggerError", "__version__", "trigger_task"]
+__all__ = ["TriggerError", "__version__", "trigger_task", "trigger_task_with_event"]

@@ -85,6 +85,22 @@ def trigger_task(codops: str, task: str, payload: Any = None, *, timeout: float 
     )
 
 
+def trigger_task_with_event(task_name: str, payload: Any = None, *, timeout: float = 30.0) -> str:
+    """PEACH's spelling: run ``task_name`` of the caller's own organisation next, with ``payload``.
+
+    ``from pipe_algorithms_lib.task_helpers import trigger_task_with_event`` resolves to this
+    inside a task run (``bootstrap.py``), so notebooks written for today's PEACH run unchanged.
+    The organisation is the run's own (``$PEACH_CODOPS``); otherwise it is ``trigger_task``.
+    """
+    codops = os.environ.get(CODOPS_ENV)
+    if not codops:
+        raise TriggerError(
+            f"trigger_task_with_event({task_name!r}) triggers a task of the caller's own organisation, which "
+            f"only a task run knows (${CODOPS_ENV}); outside one, set ${CODOPS_ENV} or call "
+            f"trigger_task('<codops>', {task_name!r}, payload)")
+    return trigger_task(codops, task_name, payload, timeout=timeout)
+
+
 def _drop(folder: str, request_id: str, codops: str, task: str, payload_text: str) -> None:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     body = f'{{"id": {json.dumps(request_id)}, "codops": {json.dumps(codops)}, "task": {json.dumps(task)}, ' \

@@ -220,10 +220,12 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict) -> object
 
 
 def _offer_helpers() -> None:
-    """Let ``from peach_tasks import trigger_task`` work in an environment without peach-tasks.
+    """Let ``from peach_tasks import trigger_task`` and PEACH's ``from
+    pipe_algorithms_lib.task_helpers import trigger_task_with_event`` work in an environment
+    without peach-tasks (nothing is installed into the organisation's environment).
 
-    The finder is asked last, so an installed peach-tasks always wins; otherwise
-    ``peach_tasks`` is a package holding only the standard-library trigger helper.
+    The finder is asked last, so an installed peach-tasks (or pipe_algorithms_lib) always
+    wins; otherwise each is a package holding only the standard-library trigger helper.
     """
     helper = os.path.join(os.path.dirname(os.path.dirname(_THIS_FILE)), "trigger_client.py")
     if os.path.isfile(helper):
@@ -312,7 +314,16 @@ class _DisplayHooks:
 
 
 class _HelperFinder:
-    """A meta path finder for ``peach_tasks`` and ``peach_tasks.trigger_client`` only."""
+    """A meta path finder for ``peach_tasks``, ``peach_tasks.trigger_client``,
+    ``pipe_algorithms_lib`` and ``pipe_algorithms_lib.task_helpers`` only."""
+
+    # module -> the trigger_client names it shows (None: the helper file itself)
+    MODULES = {
+        "peach_tasks": ("trigger_task", "trigger_task_with_event", "TriggerError"),
+        "pipe_algorithms_lib": (),
+        "pipe_algorithms_lib.task_helpers": ("trigger_task_with_event", "trigger_task", "TriggerError"),
+    }
+    PACKAGES = ("peach_tasks", "pipe_algorithms_lib")
 
     def __init__(self, helper: str) -> None:
         self.helper = helper
@@ -322,17 +333,18 @@ class _HelperFinder:
 
         if name == "peach_tasks.trigger_client":
             return importlib.util.spec_from_file_location(name, self.helper)
-        if name == "peach_tasks":
-            return importlib.util.spec_from_loader(name, self, is_package=True)
+        if name in self.MODULES:
+            return importlib.util.spec_from_loader(name, self, is_package=name in self.PACKAGES)
         return None
 
     def create_module(self, spec: object) -> None:
         return None  # the default module object
 
     def exec_module(self, module: object) -> None:
-        from peach_tasks.trigger_client import TriggerError, trigger_task
+        import peach_tasks.trigger_client as client
 
-        module.trigger_task, module.TriggerError = trigger_task, TriggerError  # type: ignore[attr-defined]
+        for attribute in self.MODULES[module.__name__]:  # type: ignore[attr-defined]
+            setattr(module, attribute, getattr(client, attribute))
 
 
 async def _await(awaitable: object) -> object:
