@@ -155,9 +155,9 @@ def bootstrap_requests(tasks: list[tuple[str, Path, str]], runs: int, work: Path
     requests = []
     for i in range(runs):
         name, notebook, method = tasks[i % len(tasks)]
-        code = extract_code(notebook, method, False, display_name=f"notebooks/{notebook.name}").source
+        extracted = extract_code(notebook, method, False, display_name=f"notebooks/{notebook.name}")
         requests.append(json.dumps({
-            "code": code, "method": method, "filename": f"notebooks/{notebook.name}", "cwd": str(notebook.parent),
+            "code": extracted.source, "program": extracted.request(), "method": method, "filename": f"notebooks/{notebook.name}", "cwd": str(notebook.parent),
             "result_path": str(work / f"result-{i}.json"), "payload": None, "has_payload": False,
             "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
         }).encode())
@@ -177,7 +177,8 @@ class SandboxedBootstrap:
 
         self.loop, self.sandbox, self.task, self.env = loop, sandbox, task, env
         self.notebook, self.method = notebook, method
-        self.code = extract_code(notebook, method, False, display_name=task.spec.notebook).source
+        extracted = extract_code(notebook, method, False, display_name=task.spec.notebook)
+        self.code, self.program = extracted.source, extracted.request()
         self.count = 0
 
     def __call__(self) -> float:
@@ -189,13 +190,13 @@ class SandboxedBootstrap:
         self.count += 1
         run_id = 10**9 + os.getpid() * 1000 + self.count
         fields = self.loop._sandboxed(self.task, run_id, self.env.path)
-        job = Job(run_id=run_id, codops=ORG, task=self.task.spec.name, code=self.code, method=self.method,
+        job = Job(run_id=run_id, codops=ORG, task=self.task.spec.name, code=self.code, program=self.program, method=self.method,
                   filename=self.task.spec.notebook, interpreter=self.env.python, cwd=self.notebook.parent,
                   timeout=60.0, grace=1.0, marker=f"bench-sandbox-{run_id}", **fields)
         work_dir = fields["work_dir"]
         plan = job.sandbox_plan(work_dir)
         request = json.dumps({
-            "code": self.code, "method": self.method, "filename": self.task.spec.notebook,
+            "code": self.code, "program": self.program, "method": self.method, "filename": self.task.spec.notebook,
             "cwd": str(self.notebook.parent), "result_path": str(work_dir / "result.json"), "payload": None,
             "has_payload": False, "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
         }).encode()

@@ -233,7 +233,7 @@ def test_task_that_deletes_its_folder_then_raises_reports_its_own_error(tmp_path
         assert result.returncode == 0, result.stderr
         [run] = project.runs()
         assert run["status"] == "FAILURE"
-        assert run["error"] == "ValueError: my own error, after the folder went away", run
+        assert run["error"] == "nb.ipynb cell 1 line 5: ValueError: my own error, after the folder went away", run
     finally:
         project.cleanup()
 

@@ -57,7 +57,7 @@ def test_failure_and_timeout_exit_codes(repo: Repo, cache: Path) -> None:
     repo.commit()
     failed = run(repo.path, "fail", "--current-python", cache=cache)
     assert failed.returncode == 1
-    assert "Traceback" in failed.stdout and "default/fail: FAILURE: ValueError: bad input" in failed.stderr
+    assert "Traceback" in failed.stdout and "default/fail: FAILURE: fail.ipynb cell 1 line 2: ValueError: bad input" in failed.stderr
     slow = run(repo.path, "slow", "--current-python", cache=cache)
     assert slow.returncode == 124
     assert "started" in slow.stdout and "timed out after 1 s" in slow.stdout

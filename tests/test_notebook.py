@@ -57,7 +57,7 @@ def run(extracted: ExtractedCode, method: str | None = None, *args: Any) -> tupl
 
 HELPER_AND_ENTRY = [
     code("def helper(x):\n    return x * 10"),
-    code("import math\n\ndef train(x):\n    return helper(x) + math.floor(1.5)"),
+    code("import math\n\ndef train(payload):\n    return helper(payload) + math.floor(1.5)"),
 ]
 
 
@@ -76,7 +76,12 @@ def test_full_notebook_has_every_cell_so_helpers_work(tmp_path: Path) -> None:
     assert extracted.cells == (0, 1)
     assert run(extracted, "train", 2)[0] == 21
     # Joined by exactly one blank line.
-    assert extracted.source == "def helper(x):\n    return x * 10\n\nimport math\n\ndef train(x):\n    return helper(x) + math.floor(1.5)"
+    assert extracted.source == ("def helper(x):\n    return x * 10\n\n"
+                                "import math\n\ndef train(payload):\n    return helper(payload) + math.floor(1.5)")
+    # What runs is the cells, one by one, each under its number.
+    assert [cell.number for cell in extracted.program] == [1, 2]
+    assert extracted.request()["cells"][1] == {"cell": 2, "code": extracted.program[1].code}
+    assert extracted.request()["shell"] is False
 
 
 def test_full_notebook_without_method_is_the_task_itself(tmp_path: Path) -> None:
@@ -174,54 +179,51 @@ def test_markdown_and_raw_cells_are_ignored_but_counted_in_indexes(tmp_path: Pat
         assert run(extracted, "train")[0] == "code"
 
 
-# --- magics -----------------------------------------------------------------------------
+# --- magics (what each becomes; tests/test_notebook_runs.py runs them) ------------------
 
 
-def test_every_line_magic_form_is_neutralised_and_the_cell_runs(tmp_path: Path) -> None:
+def test_every_line_magic_form_becomes_python_with_the_same_line_count() -> None:
     cell = (
-        "%matplotlib inline\n"  # 1 line magic
-        "!pip install nothing\n"  # 2 shell escape
+        "%matplotlib inline\n"  # 1 no effect in a run
+        "!pip install nothing\n"  # 2 packages come from `dependencies`
         "files = !ls\n"  # 3 assignment from shell
-        "t = %timeit -o sum([1])\n"  # 4 assignment from magic
+        "here = %pwd\n"  # 4 assignment from magic
         "import os\n"  # 5
         "os.path.join?\n"  # 6 help
         "??os\n"  # 7 help, prefix form
         "os.getcwd??  # the source\n"  # 8 help with a comment
-        "   !echo indented\n"  # 9 (inside nothing: same indentation kept, so it is an error)
+        "%cd data\n"  # 9 runs in the task process
+        "!echo $HOME"  # 10 shell
     )
     out, notes = neutralise_magics(cell)
     lines = out.split("\n")
     assert len(lines) == len(cell.split("\n"))
-    assert lines[0] == "pass  # peach-tasks: neutralised: %matplotlib inline"
-    assert lines[1] == "pass  # peach-tasks: neutralised: !pip install nothing"
-    assert lines[2] == "pass  # peach-tasks: neutralised: files = !ls"
-    assert lines[3] == "pass  # peach-tasks: neutralised: t = %timeit -o sum([1])"
+    assert lines[0] == "pass  # peach-tasks: %matplotlib inline"
+    assert lines[1] == "pass  # peach-tasks: !pip install nothing"
+    assert lines[2] == "files = get_ipython().getoutput('ls')"
+    assert lines[3] == "here = get_ipython().run_line_magic('pwd', '')"
     assert lines[4] == "import os"
-    assert lines[5] == "pass  # peach-tasks: neutralised: os.path.join?"
-    assert lines[6] == "pass  # peach-tasks: neutralised: ??os"
-    assert lines[7] == "pass  # peach-tasks: neutralised: os.getcwd??  # the source"
-    assert lines[8] == "   pass  # peach-tasks: neutralised: !echo indented"
-    assert len(notes) == 8
-    assert notes[0] == "line 1: IPython magic '%matplotlib inline' neutralised (not Python)"
-    assert notes[1] == "line 2: shell escape '!pip install nothing' neutralised (not Python)"
-    assert notes[2] == "line 3: IPython magic assignment 'files = !ls' neutralised (not Python; 'files' is not set)"
-    assert notes[3].startswith("line 4: IPython magic assignment 't = %timeit -o sum([1])'")
-    assert notes[4] == "line 6: IPython help 'os.path.join?' neutralised (not Python)"
-    assert notes[6].startswith("line 8: IPython help 'os.getcwd??  # the source'")
-
-    # Without the stray indented line, the whole cell is valid Python and runs.
-    path = write_nb(tmp_path, [code(cell.rsplit("   !echo", 1)[0] + "def train():\n    return os.sep")])
-    extracted = extract_code(path, "train", full_notebook=False)
-    assert run(extracted, "train")[0] == os.sep
-    assert len(extracted.notes) == 7
-    assert all(note.startswith("cell 1 line ") for note in extracted.notes)
+    assert lines[5] == "pass  # peach-tasks: os.path.join?"
+    assert lines[6] == "pass  # peach-tasks: ??os"
+    assert lines[7] == "pass  # peach-tasks: os.getcwd??  # the source"
+    assert lines[8] == "get_ipython().run_line_magic('cd', 'data')"
+    assert lines[9] == "get_ipython().system('echo $HOME')"
+    assert notes == [
+        "line 1: '%matplotlib inline' skipped (no effect in a scheduled run)",
+        "line 2: '!pip install nothing' skipped: a task's packages come from the `dependencies` of its "
+        "definition, installed before it runs",
+        "line 6: IPython help 'os.path.join?' skipped (it only shows help)",
+        "line 7: IPython help '??os' skipped (it only shows help)",
+        "line 8: IPython help 'os.getcwd??  # the source' skipped (it only shows help)",
+    ]
+    compile(out, "<cell>", "exec")
 
 
 def test_magic_inside_an_indented_block_keeps_the_block_valid(tmp_path: Path) -> None:
     cell = (
-        "def train(flag):\n"
+        "def train(flag=True):\n"
         "    if flag:\n"
-        "        !nvidia-smi\n"  # the block's only statement: `pass` keeps it valid
+        "        !nvidia-smi\n"
         "    else:\n"
         "        %load_ext autoreload\n"
         "    for i in range(2):\n"
@@ -231,37 +233,54 @@ def test_magic_inside_an_indented_block_keeps_the_block_valid(tmp_path: Path) ->
     path = write_nb(tmp_path, [code(cell)])
     extracted = extract_code(path, "train", full_notebook=False)
     lines = extracted.source.split("\n")
-    assert lines[2] == "        pass  # peach-tasks: neutralised: !nvidia-smi"
-    assert lines[4] == "        pass  # peach-tasks: neutralised: %load_ext autoreload"
+    assert lines[2] == "        get_ipython().system('nvidia-smi')"
+    assert lines[4] == "        pass  # peach-tasks: %load_ext autoreload"
     # %time keeps its statement (run once), so `x` exists afterwards.
-    assert lines[6] == "        x = i * 2  # peach-tasks: neutralised: %time x = i * 2"
-    assert run(extracted, "train", True)[0] == 2
-    assert [note.split(":")[0] for note in extracted.notes] == ["cell 1 line 3", "cell 1 line 5", "cell 1 line 7"]
-    assert "its statement is kept" in extracted.notes[2]
+    assert lines[6] == "        x = i * 2"
+    assert extracted.shell
+    assert [note.split(":")[0] for note in extracted.notes] == ["cell 1 line 5", "cell 1 line 7"]
+    assert "the statement runs once, untimed" in extracted.notes[1]
 
 
 def test_tab_indentation_is_kept() -> None:
     out, _ = neutralise_magics("if True:\n\t%who\n\t!ls")
-    assert out == "if True:\n\tpass  # peach-tasks: neutralised: %who\n\tpass  # peach-tasks: neutralised: !ls"
+    assert out == "if True:\n\tpass  # peach-tasks: %who\n\tget_ipython().system('ls')"
     compile(out, "<cell>", "exec")
 
 
 def test_help_line_followed_by_magic_both_go() -> None:
     out, notes = neutralise_magics("df.head?\n%matplotlib inline\nx = 1")
-    assert out.split("\n")[:2] == [
-        "pass  # peach-tasks: neutralised: df.head?",
-        "pass  # peach-tasks: neutralised: %matplotlib inline",
-    ]
+    assert out.split("\n") == ["pass  # peach-tasks: df.head?", "pass  # peach-tasks: %matplotlib inline", "x = 1"]
     assert len(notes) == 2
 
 
 def test_timeit_options_are_dropped_and_the_statement_kept() -> None:
     out, notes = neutralise_magics("%timeit -n 10 -r3 -q value = sorted([3, 1, 2])")
-    assert out.startswith("value = sorted([3, 1, 2])  # peach-tasks: neutralised: %timeit")
+    assert out == "value = sorted([3, 1, 2])"
     namespace: dict[str, Any] = {}
     exec(out, namespace)
     assert namespace["value"] == [1, 2, 3]
     assert len(notes) == 1
+
+
+def test_time_with_a_backslash_continuation_keeps_the_whole_statement() -> None:
+    """Failure 5 of issue #12: the continued statement was lost."""
+    out, notes = neutralise_magics("base = 2\n%time doubled = base \\\n    * 3\nafter = doubled + 1")
+    assert out == "base = 2\ndoubled = base \\\n    * 3\nafter = doubled + 1"
+    namespace: dict[str, Any] = {}
+    exec(out, namespace)
+    assert namespace["after"] == 7
+
+
+def test_cell_timeit_keeps_its_setup_statement() -> None:
+    """Failure 4 of issue #12: the setup on the %%timeit line was dropped."""
+    out, notes = neutralise_magics("%%timeit -n 3 numbers = list(range(10))\ntotal = sum(numbers)")
+    assert out == "numbers = list(range(10))\ntotal = sum(numbers)"
+    namespace: dict[str, Any] = {}
+    exec(out, namespace)
+    assert namespace["total"] == 45
+    assert notes == ["line 1: '%%timeit -n 3 numbers = list(range(10))': the cell runs once, untimed, "
+                     "after its setup statement"]
 
 
 def test_magics_inside_triple_quoted_strings_are_untouched(tmp_path: Path) -> None:
@@ -271,9 +290,9 @@ def test_magics_inside_triple_quoted_strings_are_untouched(tmp_path: Path) -> No
         "!not a shell\n"
         "help?\n"
         '"""\n'
-        "OTHER = '''\n"
+        "OTHER = \'\'\'\n"
         '  %%bash "quoted"\n'
-        "'''\n"
+        "\'\'\'\n"
         'RAW = rb"""\n'
         '!\\"""\n'  # an escaped quote does not end the string
         '"""\n'
@@ -287,7 +306,7 @@ def test_magics_inside_triple_quoted_strings_are_untouched(tmp_path: Path) -> No
     assert query == "\n%not a magic\n!not a shell\nhelp?\n"
     assert other == '\n  %%bash "quoted"\n'
     assert raw_bytes == b'\n!\\"""\n'
-    assert extracted.notes == ("cell 1 line 12: IPython magic '%matplotlib inline' neutralised (not Python)",)
+    assert extracted.notes == ("cell 1 line 12: '%matplotlib inline' skipped (no effect in a scheduled run)",)
 
 
 def test_percent_and_bang_that_are_python_are_untouched() -> None:
@@ -311,61 +330,82 @@ def test_percent_and_bang_that_are_python_are_untouched() -> None:
     assert (namespace["x"], namespace["y"], namespace["t"]) == (1, 2, "5")
 
 
-def test_multi_line_magic_with_backslash_is_neutralised_whole() -> None:
+def test_multi_line_magic_with_backslash_is_joined_as_ipython_joins_it() -> None:
+    out, notes = neutralise_magics("%env GREETING=hello \\\n    world\nx = 1")
+    assert out.split("\n") == ["get_ipython().run_line_magic('env', 'GREETING=hello      world')", "", "x = 1"]
     out, notes = neutralise_magics("!pip install \\\n    numpy \\\n    pandas\nx = 1")
-    assert out.split("\n") == [
-        "pass  # peach-tasks: neutralised: !pip install \\",
-        "    # peach-tasks: neutralised: numpy \\",
-        "    # peach-tasks: neutralised: pandas",
-        "x = 1",
-    ]
+    assert out.split("\n") == ["pass  # peach-tasks: !pip install \\", "", "", "x = 1"]
     assert len(notes) == 1
 
 
-def test_foreign_cell_magic_skips_the_whole_cell(tmp_path: Path) -> None:
-    bash = "%%bash\necho 'unbalanced\nfor f in *; do echo $f; done"
-    path = write_nb(tmp_path, [code("a = 1"), code(bash), md("text"), code("%%writefile out.txt\nhello"), code("b = a + 1")])
+@pytest.mark.parametrize(("magic", "name"), [
+    ("%%capture captured", "capture"), ("%%writefile out.txt", "writefile"), ("%%file out.txt", "writefile"),
+    ("%%bash", "script"), ("%%sh", "script"), ("%%html", "display"), ("%%markdown", "display"),
+])
+def test_cell_magics_the_task_process_runs_are_marked_on_the_cell(tmp_path: Path, magic: str, name: str) -> None:
+    body = "x = 1" if name == "capture" else "echo 'unbalanced"  # not Python: data for the process
+    path = write_nb(tmp_path, [code("a = 1"), code(f"{magic}\n{body}"), code("b = a + 1")])
     extracted = extract_code(path, None, full_notebook=True)
-    assert extracted.cells == (0, 1, 3, 4)
-    assert run(extracted)[1]["b"] == 2
-    assert not (tmp_path / "out.txt").exists()
-    # Every line became a comment and the line count is kept.
-    bash_part = extracted.source.split("\n")[2:5]
-    assert bash_part == ["# %%bash", "# echo 'unbalanced", "# for f in *; do echo $f; done"]
-    assert extracted.notes == (
-        "cell 2 line 1: cell magic '%%bash' is not Python; the whole cell was skipped",
-        "cell 4 line 1: cell magic '%%writefile out.txt' is not Python; the whole cell was skipped",
-    )
+    cell = extracted.program[1]
+    assert cell.magic is not None and cell.magic["name"] == name
+    assert extracted.shell
+    if name != "capture":  # the body is data: no Python left in the cell
+        assert cell.code.strip() == "" and cell.magic["body"] == "echo 'unbalanced"
 
 
-@pytest.mark.parametrize("magic", ["%%html", "%%sh", "%%javascript", "%%sql", "%%script python"])
-def test_any_other_cell_magic_is_skipped(magic: str) -> None:
-    out, notes = neutralise_magics(f"\n{magic}\nnot python at all (\n")
-    assert all(not line or line.startswith("#") for line in out.split("\n"))
-    assert out.count("\n") == 3
-    assert notes == [f"line 2: cell magic '{magic}' is not Python; the whole cell was skipped"]
+@pytest.mark.parametrize("magic", ["%%sql", "%%script python", "%%perl", "%%timeit_extra"])
+def test_unsupported_cell_magics_are_a_problem_at_their_line(tmp_path: Path, magic: str) -> None:
+    path = write_nb(tmp_path, [code("a = 1"), md("m"), code(f"\n{magic}\nSELECT 1")])
+    with pytest.raises(NotebookError) as info:
+        extract_code(path, None, full_notebook=True)
+    assert info.value.kind == "magic" and (info.value.cell, info.value.line) == (3, 2)
+    assert str(info.value).startswith(f"nb.ipynb cell 3 line 2: cell magic '{magic}' is not supported by peach-tasks")
 
 
-@pytest.mark.parametrize("magic", ["%%time", "%%timeit -n 1 -r 1", "%%capture captured"])
-def test_python_cell_magics_keep_their_python(tmp_path: Path, magic: str) -> None:
-    path = write_nb(tmp_path, [code(f"{magic}\ndef train():\n    %load_ext x\n    return 'timed'")])
-    extracted = extract_code(path, "train", full_notebook=False)
-    assert extracted.source.split("\n")[0] == f"pass  # peach-tasks: neutralised: {magic}"
-    assert run(extracted, "train")[0] == "timed"
-    assert extracted.notes == (
-        f"cell 1 line 1: cell magic '{magic}' neutralised (not Python); the cell's Python is kept",
-        "cell 1 line 3: IPython magic '%load_ext x' neutralised (not Python)",
-    )
+@pytest.mark.parametrize(("line", "said"), [
+    ("%pylab inline", "line magic %pylab is not supported"),
+    ("%load_ext sql", "the IPython extension 'sql' is not loaded"),
+    ("%dotenv", "line magic %dotenv is not supported"),
+    ("t = %timeit -o sum([1])", "the value of %timeit is its timing"),
+    ("v = %matplotlib", "the value of %matplotlib is not computed"),
+    ("x = 1\n%%capture late", "a cell magic must be the first line of its cell"),
+    ("%%time print(1)\nx = 1", "%%time takes no statement on its line"),
+    ("%%capture --bogus out", "peach-tasks runs %%capture"),
+    ("%run -m module", "option -m is not supported"),
+    ("%run missing.py", "missing.py is not in the repository next to the notebook"),
+    ("%run data.csv", "runs .py and .ipynb files only"),
+    ("%run ../outside.py", "is not a file inside the repository"),
+    ("%cd sub\n%run helper.py", "comes after %cd"),
+])
+def test_unsupported_magics_are_a_problem_naming_cell_line_and_magic(tmp_path: Path, line: str, said: str) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (tmp_path / "outside.py").write_text("x = 1\n")
+    (repo / "helper.py").write_text("y = 2\n")
+    path = write_nb(repo, [md("m"), code(line if line.startswith("%%") else "import os\n" + line)])
+    with pytest.raises(NotebookError) as info:
+        extract_code(path, None, full_notebook=True)
+    assert info.value.kind == "magic" and info.value.cell == 2
+    assert str(info.value).startswith(f"nb.ipynb cell 2 line {info.value.line}: ")
+    assert said in str(info.value)
+    expected = 1 if line.startswith("%%") else 3 if "\n" in line else 2
+    assert info.value.line == expected
+
+
+def test_only_the_entry_cell_magics_matter_in_cell_only_mode(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("%pylab inline"), code("def train():\n    return 1")])
+    assert extract_code(path, "train", full_notebook=False).program[0].number == 2
+    with pytest.raises(NotebookError, match="cell 1 line 1: '%pylab inline'"):
+        extract_code(path, "train", full_notebook=True)
 
 
 def test_notes_only_cover_the_cells_used(tmp_path: Path) -> None:
-    path = write_nb(tmp_path, [code("%matplotlib inline"), md("m"), code("!ls\ndef train():\n    return 1")])
-    assert extract_code(path, "train", full_notebook=False).notes == (
-        "cell 3 line 1: shell escape '!ls' neutralised (not Python)",
-    )
+    path = write_nb(tmp_path, [code("%matplotlib inline"), md("m"), code("!pip install x\ndef train():\n    return 1")])
+    pip = ("cell 3 line 1: '!pip install x' skipped: a task's packages come from the `dependencies` of its "
+           "definition, installed before it runs")
+    assert extract_code(path, "train", full_notebook=False).notes == (pip,)
     assert extract_code(path, "train", full_notebook=True).notes == (
-        "cell 1 line 1: IPython magic '%matplotlib inline' neutralised (not Python)",
-        "cell 3 line 1: shell escape '!ls' neutralised (not Python)",
+        "cell 1 line 1: '%matplotlib inline' skipped (no effect in a scheduled run)", pip,
     )
 
 
@@ -373,7 +413,7 @@ def test_long_magics_are_shortened_in_notes_but_kept_whole_in_the_code() -> None
     magic = "!pip install " + "x" * 300
     out, notes = neutralise_magics(magic)
     assert out.endswith(magic)
-    assert len(notes[0]) < 200 and "..." in notes[0]
+    assert len(notes[0]) < 250 and "..." in notes[0]
 
 
 def test_find_entry_cell_neutralises_before_parsing() -> None:
@@ -514,7 +554,7 @@ def test_malformed_cells_are_reported(tmp_path: Path) -> None:
 def test_byte_order_mark_and_windows_line_endings_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "win.ipynb"
     cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-            "source": ["%pylab\r\n", "def train():\r\n", "    return 'crlf'"]}
+            "source": ["%matplotlib inline\r\n", "def train():\r\n", "    return 'crlf'"]}
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"cells": [cell], "nbformat": 4}).encode())
     extracted = extract_code(path, "train", full_notebook=False)
     assert "\r" not in extracted.source

@@ -271,13 +271,14 @@ def test_errors_results_and_details_are_stored_and_served_within_bounds(tmp_path
     for name, message, size in (("huge_error", "x", 100_000_000), ("big_error", "z", 1_000_000)):
         run = runs[name]
         assert run["status"] == "FAILURE", run["error"]
-        assert run["error"].startswith(f"ValueError: {message * 100}") and "characters cut" in run["error"]
+        where = f"{name}.ipynb cell 1 line 3: "  # the run's error says where in the notebook
+        assert run["error"].startswith(f"{where}ValueError: {message * 100}") and "characters cut" in run["error"]
         assert len(run["error"]) <= MAX_ERROR_CHARS
         assert run["details"]["error_type"] == "ValueError"
         traceback = run["details"]["traceback"]
         assert traceback.startswith("Traceback (most recent call last):") and traceback.endswith(f"{message * 100}\n")
         assert 'in main' in traceback and len(traceback) <= MAX_TRACEBACK_CHARS
-        assert f"the run keeps this error cut to {MAX_ERROR_CHARS} characters (it has {size + 12})" in logs[name]
+        assert f"the run keeps this error cut to {MAX_ERROR_CHARS} characters (it has {len(where) + size + 12})" in logs[name]
 
     forged = runs["forged_result"]
     assert forged["status"] == "SUCCESS" and forged["result"] is None
@@ -295,7 +296,7 @@ def test_errors_results_and_details_are_stored_and_served_within_bounds(tmp_path
         assert what in logs["forged_error"], what
 
     odd = runs["odd_error"]
-    assert odd["status"] == "FAILURE" and odd["error"] == "ValueError: NUL \ufffd and lone ?"
+    assert odd["status"] == "FAILURE" and odd["error"] == "odd_error.ipynb cell 1 line 4: ValueError: NUL \ufffd and lone ?"
     assert "a NUL \ufffd in the log" in logs["odd_error"]
     assert runs["odd_result"]["status"] == "SUCCESS" and runs["odd_result"]["result"] == {"lone": "?", "nul": "\x00"}
 

@@ -119,9 +119,9 @@ def test_failing_task_has_python_traceback(repo: Repo, scheduler_for: Any) -> No
     scheduler, store = scheduler_for(repo)
     scheduler.run_once()
     run = store.runs("chrts", "t")[0]
-    assert run["status"] == "FAILURE" and run["error"] == "KeyError: 'missing column'"
+    assert run["status"] == "FAILURE" and run["error"] == "nb.ipynb cell 1 line 3: KeyError: 'missing column'"
     log = store.log(run["id"]) or ""
-    assert "Traceback" in log and 'File "nb.ipynb"' in log
+    assert "Traceback" in log and 'File "nb.ipynb cell 1", line 3, in main' in log
 
 
 def test_timeout_leaves_no_application_on_the_cluster(repo: Repo, scheduler_for: Any, spark_cluster: Any) -> None:

@@ -9,6 +9,7 @@ written ``.ipynb`` file.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,29 @@ CASES = [
     Case("notebook-broken-json", {NB: notebook_text(GOOD_CELL).replace('"cells": [', '"cells": [\n<<<<<<< HEAD', 1)},
          NB, 3, ("not valid notebook JSON",)),
     Case("notebook-not-a-notebook", {NB: '{"metadata": {}}\n'}, NB, None, ("not a Jupyter notebook",)),
+    # --- issue 12: entry signature, unsupported magics, refusals named as what they are, .py notebooks
+    Case("entry-needs-arguments", {NB: notebook_text(f"def main(date, region):  # {NB_MARK}\n    return date\n")},
+         NB, -1, ("cell 2 line 1", "'date', 'region' have no default", "main(payload)")),
+    Case("entry-keyword-only", {NB: notebook_text(f"x = 1\n\ndef main(*, day):  # {NB_MARK}\n    return day\n")},
+         NB, -1, ("cell 2 line 3", "'day' has no default")),
+    Case("magic-unsupported", {NB: notebook_text(f"%load_ext sql  # {NB_MARK}\n" + GOOD_CELL)},
+         NB, -1, ("cell 2 line 1", "'sql' is not loaded by peach-tasks")),
+    Case("magic-cell-unsupported", {"peach.yaml": task_yaml(PY + "method: main\nfull_notebook: true\n"),
+                                    NB: notebook_text(f"%%sql  # {NB_MARK}\nSELECT 1\n", GOOD_CELL)},
+         NB, -1, ("cell 2 line 1", "cell magic '%%sql  # BROKEN-HERE' is not supported")),
+    Case("notebook-empty", {NB: ""}, NB, None, ("empty file",)),
+    Case("notebook-lfs-pointer", {NB: "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 9\n"},
+         NB, None, ("Git LFS pointer",)),
+    Case("notebook-merge-conflict",
+         {NB: notebook_text(GOOD_CELL).replace('"cells": [', '"cells": [\n<<<<<<< HEAD\n=======\n>>>>>>> b', 1)},
+         NB, 3, ("merge-conflict markers",)),
+    Case("notebook-other-language",
+         {NB: json.dumps({**json.loads(notebook_text(GOOD_CELL)),
+                          "metadata": {"kernelspec": {"name": "ir", "display_name": "R", "language": "R"}}})},
+         NB, None, ("is a R notebook", "Python notebooks only")),
+    Case("percent-py-syntax", {"peach.yaml": task_yaml("notebook: nb.py\nmethod: main\n"),
+                               "nb.py": f"# %% [markdown]\n# title\n\n# %%\ndef main():\n    x = = 1  # {NB_MARK}\n"},
+         "nb.py", -1, ("cell 2 line 2", "SyntaxError")),
     # --- requirements
     Case("req-pip-option", {"peach.yaml": GOOD_YAML.replace("  - tabulate\n", "  - -e ./lib\n")}, "peach.yaml", 3,
          ("pip option",)),

@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .durations import format_duration
 from .executors.base import Job, LogSink, TaskExecutor
@@ -359,7 +359,7 @@ class Loop:
             note(error)
             return Outcome(RunStatus.FAILURE, error=error)
         job = self._job(task, run_id, env.path, env.python, slot, timeout, code.source, payload,
-                        f"{self.marker_prefix}{run_id}")
+                        f"{self.marker_prefix}{run_id}", program=code.request())
         if job.sandbox is not None and hasattr(executor, "prepare"):
             # The executor starts the next task's sandbox once this one runs (warm.py).
             job = dataclasses.replace(job, warm=warm, on_started=self._prepare_next)
@@ -370,9 +370,9 @@ class Loop:
                 shutil.rmtree(job.work_dir, ignore_errors=True)
 
     def _job(self, task: RegisteredTask, run_id: int, env_path: Path, python: Path, slot: Slot, timeout: float,
-             code: str, payload: object, marker: str) -> Job:
+             code: str, payload: object, marker: str, program: dict[str, Any] | None = None) -> Job:
         spec = task.spec
-        return Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code, method=spec.method,
+        return Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code, program=program, method=spec.method,
                    filename=spec.notebook, interpreter=python, cwd=(task.checkout.path / spec.notebook).parent,
                    timeout=timeout, grace=self.settings.timeouts.kill_grace, marker=marker,
                    env=self.task_environment(env_path, run_id, task, slot.triggers), payload=payload,

@@ -1,513 +1,314 @@
-"""Python code out of a Jupyter notebook, ready to ``exec``, with IPython magics neutralised.
-
-This runs before every task, so it reads the nbformat 4 JSON with :mod:`json`
-directly (importing nbformat alone costs more than the whole extraction) and does
-no per-character work in Python on cells that contain no magic.
+"""Python code out of a notebook, cell by cell, as Jupyter runs it.
 
 Two modes, chosen by the task definition:
 
 * cell-only (``full_notebook=False``): only the code cell whose top level defines
-  ``method`` is returned; nothing from the other cells is available to it;
-* full notebook (``full_notebook=True``): every code cell in order, joined by one
-  blank line, like "Run all" in Jupyter.
+  ``method`` runs; nothing from the other cells is available to it;
+* full notebook (``full_notebook=True``): every code cell in order, like "Run all".
 
-IPython magics (``%matplotlib inline``, ``!pip install x``, ``df.head?``, ``%%bash``
-...) are not Python. A notebook written in Jupyter must still run, so each magic
-line becomes ``pass`` at the same indentation (blocks stay valid, line numbers stay
-the same) followed by a comment holding the original, and a note for the run's log
-says so.
+Each cell is compiled on its own, as IPython does: ``from __future__`` imports are valid
+at the top of any cell (and, as in IPython, once imported they hold for later cells),
+top-level ``await`` is allowed, and an error names the notebook, the cell and the line in
+the cell. IPython magics are turned into Python (:mod:`.magics`); one peach-tasks cannot
+run as Jupyter does is refused here, before any run, as is an entry function that cannot
+be called as the scheduler calls it. ``%run other.py`` / ``%run other.ipynb`` is resolved
+here too: the file is read from the repository and its code shipped with the task's.
 
-In messages and notes "cell N" counts every cell of the notebook from 1, markdown
-and raw cells included, which is what a person scrolling the notebook counts;
-:attr:`ExtractedCode.cells` holds 0-based indexes for programs.
+In messages and notes "cell N" counts every cell of the notebook from 1, markdown and
+raw cells included, which is what a person scrolling the notebook counts;
+:attr:`ExtractedCode.cells` holds 0-based indexes for programs. The task process
+(``executors/bootstrap.py``) runs :meth:`ExtractedCode.request`'s cells with the same
+compilation rules (its twin of :func:`compile_cell`).
 """
 
 from __future__ import annotations
 
+import __future__
 import ast
-import json
-import re
-from bisect import bisect_right
-from dataclasses import dataclass
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
+from typing import Any
 
-from .errors import PeachError
+from .magics import CellMagics, transform_cell
+from .notebook_entry import find_entry, find_entry_cell, not_found_message, signature_problem
+from .notebook_files import CodeCells, NotebookError, read_code_cells
 
-# Cell magics whose body is Python that IPython merely times or captures: dropping
-# the magic line leaves code that behaves the same apart from the timing/capture.
-PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture"})
+__all__ = ["Cell", "ExtractedCode", "NotebookError", "compile_cell", "extract_code", "find_entry_cell",
+           "neutralise_magics"]
 
-_MARK = "# peach-tasks: neutralised: "
-_NOTE_WIDTH = 100  # notes go to a log line; the code comment keeps the whole text
-
-# Cheap whole-cell test for the lines that may be magics: a cell without any is
-# returned as is, and the line scanner stops after the last one. It may say yes
-# wrongly (a comment ending in '?', a '%' starting a line inside a string); the
-# scanner, which knows about strings, brackets and comments, then decides.
-# Matched against the source behind a '\n': MULTILINE '^' is several times slower.
-_MAYBE_MAGIC = re.compile(r"\n[ \t]*[%!?]|=[ \t]*[%!]|\?[ \t]*(?:#[^\n]*)?(?=\n|\Z)")
-# ``files = !ls``, ``a, b = %sx ls``: names, then '=', then a magic.
-_MAGIC_ASSIGN = re.compile(r"([A-Za-z_][\w.]*(?:[ \t]*,[ \t]*[A-Za-z_][\w.]*)*)[ \t]*=[ \t]*([%!].*)")
-# ``%time stmt`` / ``%timeit [-n N -r R -t -c -p P -q -o] stmt``: group 1 is the statement.
-_TIMED = re.compile(r"%(?:time|timeit(?:[ \t]+-(?:[nrp][ \t]*\d+|[tcqo]+)(?=[ \t]|$))*)(?:[ \t]+(.*)|$)")
-# Outside strings, the only characters that change the scanner's state.
-_CODE_SPECIAL = re.compile(r"""[#'"\\()\[\]{}]""")
-_STRING_END = {q: re.compile(r"\\|" + re.escape(q)) for q in ('"""', "'''", '"', "'")}
+TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+FUTURE_FLAGS = reduce(lambda a, b: a | b, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
+_MISPLACED_FUTURE = "from __future__ imports must occur at the beginning of the file"
+MAX_RUN_FILE_BYTES = 8 << 20  # a file %run ships with the task's code
+MAX_RUN_DEPTH = 8  # notebooks that %run notebooks that %run ...
+RUN_OPTIONS = frozenset({"-i", "-n", "-e"})
 
 
-class NotebookError(PeachError):
-    """A notebook that cannot give runnable code; the message names the file and the fix.
+@dataclass(frozen=True)
+class Cell:
+    """One code cell as the task process runs it: its number (1-based among all cells),
+    its Python, and the cell magic the process applies to it (``%%capture`` ...), if any."""
 
-    ``kind`` says what is wrong: ``read`` (missing, unreadable, not a notebook),
-    ``method`` (the entry method is missing or not defined) or ``syntax``. ``cell``
-    (1-based, every cell counted) and ``line`` (1-based in that cell) say where, when
-    known; ``file_line`` is the line of the notebook file itself (broken JSON), so that
-    ``peach-tasks validate`` can point an editor at it.
-    """
-
-    def __init__(self, message: str, *, kind: str = "read", cell: int | None = None,
-                 line: int | None = None, file_line: int | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.cell, self.line, self.file_line = kind, cell, line, file_line
+    number: int
+    code: str
+    magic: dict | None = None
 
 
 @dataclass(frozen=True)
 class ExtractedCode:
     """Code taken from a notebook.
 
-    ``source`` is Python (magics neutralised) that compiles; ``notes`` are sentences
-    for the run's log, one per neutralised magic; ``cells`` are the 0-based indexes,
-    among all cells of the notebook, of the code cells that make up ``source``, in
-    order. In full-notebook mode they are joined by one blank line and every code
-    cell is there (a skipped ``%%bash`` cell as comments), so a line of ``source``
-    can be traced back to its cell.
+    ``source`` is the cells' Python joined by one blank line (for reading; what runs is
+    ``program``, cell by cell); ``notes`` are sentences for the run's log, one per magic
+    that was not run as is; ``cells`` are the 0-based indexes, among all cells of the
+    notebook, of the code cells that run, in order. ``runs`` holds the files ``%run``
+    needs, by the path the magic gives; ``shell`` says the code calls ``get_ipython()``.
     """
 
     source: str
     notes: tuple[str, ...]
     cells: tuple[int, ...]
+    program: tuple[Cell, ...] = ()
+    runs: dict[str, Any] = field(default_factory=dict)
+    shell: bool = False
+
+    def request(self) -> dict[str, Any]:
+        """The ``program`` part of the task process's request (JSON)."""
+        return {"cells": [_cell_json(cell) for cell in self.program], "runs": self.runs, "shell": self.shell}
 
 
-@dataclass
-class _Scan:
-    """Where the line scanner stands at the start of a line."""
-
-    quote: str | None = None  # the open string's delimiter
-    depth: int = 0  # open brackets
-    continued: bool = False  # previous line ended with a backslash outside strings
-
-    @property
-    def at_statement_start(self) -> bool:
-        return self.quote is None and self.depth == 0 and not self.continued
+def _cell_json(cell: Cell) -> dict[str, Any]:
+    data: dict[str, Any] = {"cell": cell.number, "code": cell.code}
+    if cell.magic is not None:
+        data["magic"] = cell.magic
+    return data
 
 
 def neutralise_magics(source: str) -> tuple[str, list[str]]:
-    """Replace IPython magics in one cell's source with ``pass`` lines; return it and notes.
+    """One cell's Python (magics turned into Python, same line count) and its notes."""
+    result = transform_cell(source)
+    return result.code, result.notes
 
-    Handled, wherever a statement may start (never inside strings, brackets or
-    after a line continuation): line magics ``%x``, shell escapes ``!x``,
-    assignments from them (``files = !ls``), and help requests (``?x``, ``x?``).
-    ``%time stmt`` and ``%timeit [options] stmt`` keep ``stmt`` (run once, untimed)
-    so that the names it binds still exist for the code below.
-    A cell magic on the first non-blank line either wraps Python (``%%time``,
-    ``%%timeit``, ``%%capture``: only that line goes) or makes the whole cell
-    foreign (``%%bash``, ``%%html`` ...: every line becomes a comment). The line
-    count never changes. Each note reads ``"line N: ..."`` (1-based in the cell).
+
+def compile_cell(source: str, filename: str, flags: int) -> int:
+    """Compile one cell as IPython does; return the compiler flags for the next cells.
+
+    Top-level ``await`` is allowed. A ``from __future__`` import after other statements
+    (a magic's line, say) is what IPython accepts too: it compiles a cell statement by
+    statement, and a future import then holds for what follows. Raises SyntaxError.
+    The task process's ``bootstrap._Cells`` is the twin of this (standard library only).
     """
-    source = source.replace("\r\n", "\n").replace("\r", "\n")
-    candidates = _candidate_lines(source)
-    if not candidates:
-        return source, []
-    lines = source.split("\n")
-    notes: list[str] = []
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is not None and lines[first].lstrip().startswith("%%"):
-        magic = lines[first].strip()
-        name = magic[2:].split(None, 1)[0] if len(magic) > 2 else ""
-        if name not in PYTHON_CELL_MAGICS:
-            notes.append(f"line {first + 1}: cell magic {_quote(magic)} is not Python; the whole cell was skipped")
-            return "\n".join(_comment_out(line) for line in lines), notes
-        lines[first] = _pass_line(lines[first])
-        notes.append(
-            f"line {first + 1}: cell magic {_quote(magic)} neutralised (not Python); the cell's Python is kept"
-        )
-        start = first + 1
-    else:
-        start = 0
-
-    scan = _Scan()
-    in_magic = False  # a magic line ended with '\', so IPython joins the next line to it
-    last = max(candidates)
-    for i in range(start, len(lines)):
-        line = lines[i]
-        if in_magic:
-            in_magic = line.endswith("\\")
-            lines[i] = _indent(line) + _MARK + line.strip()
-            continue
-        if i > last:
-            break  # nothing below can be a magic: no need to follow strings and brackets
-        if i in candidates and scan.at_statement_start:
-            kind, consequence = _magic_kind(line)
-            if kind:
-                kept = _timed_statement(line)
-                if kept is not None:
-                    lines[i] = f"{_indent(line)}{kept}  {_MARK}{line.strip()}"
-                    consequence = "; its statement is kept, run once"
-                else:
-                    lines[i] = _pass_line(line)
-                    in_magic = line.endswith("\\")
-                notes.append(f"line {i + 1}: {kind} {_quote(line.strip())} neutralised (not Python{consequence})")
-                continue
-            code_end = _scan_line(line, scan)
-            if scan.quote is None and line[:code_end].rstrip().endswith("?"):
-                # ``df.head?`` is only recognisable once strings and comments are known.
-                notes.append(f"line {i + 1}: IPython help {_quote(line.strip())} neutralised (not Python)")
-                lines[i] = _pass_line(line)
-                scan = _Scan()  # the line was a whole statement; nothing it opened counts
-            continue
-        _scan_line(line, scan)
-    return "\n".join(lines), notes
-
-
-def _candidate_lines(source: str) -> set[int]:
-    """0-based numbers of the lines that may hold a magic, found by one regex pass."""
-    padded = "\n" + source
-    found: set[int] = set()
-    line, position = -1, 0  # the padding newline is not a line break of the source
-    for match in _MAYBE_MAGIC.finditer(padded):
-        anchor = match.start() + (padded[match.start()] == "\n")  # first char on the line
-        line += padded.count("\n", position, anchor)
-        position = anchor
-        found.add(line)
-    return found
-
-
-def _magic_kind(line: str) -> tuple[str, str]:
-    """What kind of magic a line that starts a statement is (``""``: Python), and what is lost."""
-    stripped = line.lstrip()
-    if not stripped:
-        return "", ""
-    head = stripped[0]
-    if head == "%":
-        return "IPython magic", ""
-    if head == "!":
-        return "shell escape", ""
-    if head == "?":
-        return "IPython help", ""
-    # No Python statement has '=' followed by '%' or '!', so this cannot misfire.
-    match = _MAGIC_ASSIGN.match(stripped)
-    if match:
-        return "IPython magic assignment", f"; {match.group(1).strip()!r} is not set"
-    return "", ""
-
-
-def _timed_statement(line: str) -> str | None:
-    """The Python statement of a ``%time``/``%timeit`` line, if it can be kept alone on the line.
-
-    Replacing ``%time model = fit(data)`` by ``pass`` would leave ``model`` undefined
-    in the cells below, so the statement is run once, untimed. Anything the scanner
-    could not see whole (an open string or bracket, a continuation) falls back to
-    ``pass``: keeping it would hide the following lines from magic detection.
-    """
-    match = _TIMED.match(line.lstrip())
-    if not match:
-        return None
-    statement = (match.group(1) or "").strip()
-    if not statement:
-        return None
-    scan = _Scan()
-    code_end = _scan_line(statement, scan)
-    if not scan.at_statement_start or statement[:code_end].rstrip().endswith("?"):
-        return None
-    return statement
-
-
-def _scan_line(line: str, scan: _Scan) -> int:
-    """Advance ``scan`` over one line; return where the line's code ends (a comment starts).
-
-    Regex jumps go from one quote, bracket, backslash or '#' to the next, so plain
-    code costs nothing in Python per character.
-    """
-    i, n = 0, len(line)
-    scan.continued = False
-    while i < n:
-        if scan.quote is not None:
-            match = _STRING_END[scan.quote].search(line, i)
-            if match is None:
-                break
-            if match.group() == "\\":
-                if match.end() == n:  # backslash-newline: the string goes on
-                    scan.continued = True
-                i = match.end() + 1
-                continue
-            scan.quote = None
-            i = match.end()
-            continue
-        match = _CODE_SPECIAL.search(line, i)
-        if match is None:
-            break
-        char, i = match.group(), match.start()
-        if char == "#":
-            return i
-        if char in "'\"":
-            scan.quote = char * 3 if line.startswith(char * 3, i) else char
-            i += len(scan.quote)
-            continue
-        if char == "\\":
-            scan.continued = i == n - 1
-        elif char in "([{":
-            scan.depth += 1
-        elif char in ")]}":
-            scan.depth = max(0, scan.depth - 1)  # unbalanced code is compile()'s to report
-        i += 1
-    if scan.quote in ("'", '"') and not scan.continued:
-        scan.quote = None  # unterminated one-line string: a syntax error compile() reports
-    if scan.quote is not None:
-        scan.continued = False  # inside a string, a trailing backslash is only text
-    return n
-
-
-def _indent(line: str) -> str:
-    return line[: len(line) - len(line.lstrip())]
-
-
-def _pass_line(line: str) -> str:
-    return f"{_indent(line)}pass  {_MARK}{line.strip()}"
-
-
-def _comment_out(line: str) -> str:
-    return f"# {line}" if line.strip() else ""
-
-
-def _quote(text: str) -> str:
-    if len(text) > _NOTE_WIDTH:
-        text = text[: _NOTE_WIDTH - 3] + "..."
-    return f"'{text}'"
-
-
-def find_entry_cell(cells_sources: list[str], method: str) -> int | None:
-    """Index, in ``cells_sources``, of the cell whose top level defines ``method``.
-
-    Defining means binding the name at module scope: ``def``/``async def``/
-    ``class``, an assignment (``train = make_trainer()``) or an import
-    (``from x import train``), also inside top-level ``if``/``try``/``with``/``for``
-    blocks, but never inside a function or class. If several cells define it the
-    LAST one wins, as when cells are run top to bottom in Jupyter. Magics are
-    neutralised before parsing; a cell that still does not parse is matched by a
-    plain text search, so that its syntax error can be reported, and otherwise
-    ignored. Returns ``None`` when no cell defines ``method``.
-    """
-    neutralised = [neutralise_magics(text)[0] for text in cells_sources]
-    return _find_entry(neutralised, method)[0]
-
-
-def _find_entry(sources: list[str], method: str) -> tuple[int | None, list[int]]:
-    """``find_entry_cell`` on neutralised sources; also the indexes of cells that did not parse."""
-    broken: list[int] = []
-    # Identifiers are NFKC-normalised by the parser, so a non-ASCII cell may bind
-    # ``method`` without containing its exact text; only ASCII cells are skipped.
-    for index in range(len(sources) - 1, -1, -1):  # last definition wins: search backwards
-        text = sources[index]
-        if method not in text and text.isascii():
-            continue
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            broken.append(index)
-            if _defines_textually(text, method):
-                return index, broken
-            continue
-        if method in _bound_names(tree.body):
-            return index, broken
-    return None, broken
-
-
-def _bound_names(body: list[ast.stmt]) -> set[str]:
-    """Names bound at module scope by these statements (blocks entered, scopes not)."""
-    names: set[str] = set()
-    for stmt in body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(stmt.name)
-        elif isinstance(stmt, ast.Assign):
-            for target in stmt.targets:
-                names.update(_target_names(target))
-        elif isinstance(stmt, ast.AnnAssign):
-            if stmt.value is not None:  # ``train: Callable`` alone binds nothing
-                names.update(_target_names(stmt.target))
-        elif isinstance(stmt, ast.Import):
-            names.update(alias.asname or alias.name.split(".")[0] for alias in stmt.names)
-        elif isinstance(stmt, ast.ImportFrom):
-            names.update(alias.asname or alias.name for alias in stmt.names if alias.name != "*")
-        else:
-            # if/try/with/for/while/match bodies run at module scope too.
-            for field in ("body", "orelse", "finalbody"):
-                names.update(_bound_names(getattr(stmt, field, None) or []))
-            for handler in getattr(stmt, "handlers", None) or []:
-                names.update(_bound_names(handler.body))
-            for case in getattr(stmt, "cases", None) or []:
-                names.update(_bound_names(case.body))
-    return names
-
-
-def _target_names(target: ast.expr) -> list[str]:
-    if isinstance(target, ast.Name):
-        return [target.id]
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return [name for element in target.elts for name in _target_names(element)]
-    if isinstance(target, ast.Starred):
-        return _target_names(target.value)
-    return []  # ``obj.attr = ...`` and ``d[k] = ...`` bind no name
-
-
-def _defines_textually(text: str, method: str) -> bool:
-    """Best guess, for a cell that does not parse, that it defines ``method`` at column 0."""
-    name = re.escape(method)
-    pattern = (
-        rf"^(?:(?:async[ \t]+)?def|class)[ \t]+{name}\b"
-        rf"|^{name}[ \t]*(?::[^=\n]*)?=(?!=)"
-        rf"|^(?:from[ \t]+\S+[ \t]+)?import[ \t].*\b{name}\b"
-    )
-    return re.search(pattern, text, re.MULTILINE) is not None
+    try:
+        code = compile(source, filename, "exec", flags | TOP_LEVEL_AWAIT, dont_inherit=True)
+        return flags | (code.co_flags & FUTURE_FLAGS)
+    except SyntaxError as exc:
+        if exc.msg != _MISPLACED_FUTURE:
+            raise
+    tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST | flags | TOP_LEVEL_AWAIT, dont_inherit=True)
+    for node in tree.body:
+        code = compile(ast.Module([node], []), filename, "exec", flags | TOP_LEVEL_AWAIT, dont_inherit=True)
+        flags |= code.co_flags & FUTURE_FLAGS
+    return flags
 
 
 def extract_code(
-    path: Path, method: str | None, full_notebook: bool, display_name: str | None = None
+    path: Path, method: str | None, full_notebook: bool, display_name: str | None = None,
+    root: Path | None = None,
 ) -> ExtractedCode:
     """Read the notebook at ``path`` and return the Python to run for a task.
 
-    Cell-only mode returns the one code cell whose top level defines ``method``;
-    if several cells define it, the LAST one wins (as when the notebook's cells are
-    re-run top to bottom in Jupyter); see :func:`find_entry_cell`. Full mode returns
-    every code cell in order, joined by a blank line; ``method`` may then be
-    ``None`` (the notebook itself is the task) but, when given, must be defined at
-    the top level of some cell. Markdown and raw cells are ignored. The result is
-    compiled once, so a syntax error is reported here with its cell and line.
+    Cell-only mode returns the one code cell whose top level defines ``method``; if
+    several cells define it, the LAST one wins (as when the notebook's cells are re-run
+    top to bottom in Jupyter); see :func:`find_entry_cell`. Full mode returns every code
+    cell in order; ``method`` may then be ``None`` (the notebook itself is the task) but,
+    when given, must be defined at the top level of some cell. Markdown and raw cells are
+    ignored. The cells are compiled here, so a syntax error is reported with its cell and
+    line; so are an unsupported magic and an entry function that needs arguments.
 
-    ``display_name`` (default ``path.name``) is what messages call the file.
-    Raises :class:`NotebookError`.
+    ``display_name`` (default ``path.name``) is what messages call the file, the path
+    relative to the repository, whose root (``root``, else found from ``display_name``)
+    bounds what ``%run`` may read. Raises :class:`NotebookError`.
     """
     name = display_name or path.name
-    indexes, sources = _read_code_cells(path, name)
-    notes: list[str] = []
-
-    if not full_notebook:
-        if not method:
-            raise NotebookError(
-                f"{name}: a task that runs one cell needs a `method`; "
-                "set `method`, or `full_notebook: true` to run the whole notebook",
-                kind="method",
-            )
-        # Only the entry cell's magics matter (and only its notes are wanted), but
-        # every cell must be neutralised before it can be parsed to find the entry.
-        results = [neutralise_magics(text) for text in sources]
-        entry, broken = _find_entry([code for code, _ in results], method)
-        if entry is None:
-            raise NotebookError(_not_found(name, method, [indexes[i] for i in broken]), kind="method")
-        code, cell_notes = results[entry]
-        notes.extend(f"cell {indexes[entry] + 1} {note}" for note in cell_notes)
-        source = code.rstrip("\n")
-        _compile(source, name, [1], [indexes[entry]])
-        return ExtractedCode(source=source, notes=tuple(notes), cells=(indexes[entry],))
-
-    parts: list[str] = []
-    starts: list[int] = []  # first line of each part in the joined source
-    line = 1
-    for index, text in zip(indexes, sources):
-        code, cell_notes = neutralise_magics(text)
-        notes.extend(f"cell {index + 1} {note}" for note in cell_notes)
-        code = code.rstrip("\n")  # the blank separator line is added by the join
-        parts.append(code)
-        starts.append(line)
-        line += code.count("\n") + 2
-    source = "\n\n".join(parts)
-    _compile(source, name, starts, indexes)
-    if method and _find_entry(parts, method)[0] is None:
-        raise NotebookError(_not_found(name, method, []), kind="method")
-    return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes))
+    if root is None:
+        depth = len(Path(display_name).parts) if display_name and not Path(display_name).is_absolute() else 1
+        root = path.parents[depth - 1] if depth <= len(path.parents) else path.parent
+    return _extract(path, method, full_notebook, name, root, ())
 
 
-def _read_code_cells(path: Path, name: str) -> tuple[list[int], list[str]]:
-    """Indexes (among all cells) and source texts of the notebook's code cells."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NotebookError(f"{name} does not exist; check the task's `notebook` path in the repository") from None
-    except OSError as exc:
+def _extract(path: Path, method: str | None, full_notebook: bool, name: str, root: Path,
+             stack: tuple[Path, ...]) -> ExtractedCode:
+    read = read_code_cells(path, name)
+    indexes = read.indexes
+    if not full_notebook and not method:
         raise NotebookError(
-            f"{name} cannot be read ({exc.strerror or exc}); check that it is a readable file"
-        ) from None
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))  # Windows editors may add a BOM
-    except UnicodeDecodeError:
-        raise NotebookError(f"{name} is not UTF-8 text; re-save the notebook from Jupyter") from None
-    except json.JSONDecodeError as exc:
-        raise NotebookError(
-            f"{name} is not valid notebook JSON (line {exc.lineno}): {exc.msg}; "
-            "fix the file (a merge conflict?) or re-save it from Jupyter",
-            file_line=exc.lineno,
-        ) from None
-    cells = data.get("cells") if isinstance(data, dict) else None
-    if not isinstance(cells, list):
-        raise NotebookError(
-            f"{name} is JSON but not a Jupyter notebook (no `cells` list; nbformat 4 is needed); "
-            "point the task at an .ipynb file, or re-save old notebooks with a current Jupyter"
+            f"{name}: a task that runs one cell needs a `method`; "
+            "set `method`, or `full_notebook: true` to run the whole notebook",
+            kind="method",
         )
-    indexes: list[int] = []
-    sources: list[str] = []
-    for index, cell in enumerate(cells):
-        if not isinstance(cell, dict):
-            raise NotebookError(f"{name} cell {index + 1} is not a JSON object; re-save the notebook from Jupyter",
-                                cell=index + 1)
-        if cell.get("cell_type") != "code":
-            continue
-        text = cell.get("source", "")
-        # nbformat allows a string or a list of lines that already end with '\n'.
-        if isinstance(text, list) and all(isinstance(part, str) for part in text):
-            text = "".join(text)
-        elif not isinstance(text, str):
-            raise NotebookError(
-                f"{name} cell {index + 1} has a `source` that is neither text nor a list of lines; "
-                "re-save the notebook from Jupyter",
-                cell=index + 1,
-            )
-        indexes.append(index)
-        sources.append(text)
-    return indexes, sources
+    results = [transform_cell(text) for text in read.sources]
+    codes = [result.code for result in results]
+    if full_notebook:
+        positions = list(range(len(results)))
+    else:
+        assert method is not None
+        entry, broken = find_entry(codes, method)
+        if entry is None:
+            raise NotebookError(not_found_message(name, method, [indexes[i] for i in broken]), kind="method")
+        positions = [entry]
+
+    notes: list[str] = []
+    for position in positions:
+        result = results[position]
+        where = f"{name} cell {indexes[position] + 1}"
+        notes.extend(f"cell {indexes[position] + 1} {note}" for note in result.notes)
+        if result.problems:
+            line, message = result.problems[0]
+            more = len(result.problems) - 1
+            also = f" (and {more} more such line{'s' if more > 1 else ''} in this cell)" if more else ""
+            raise NotebookError(f"{where} line {line}: {message}{also}", kind="magic",
+                                cell=indexes[position] + 1, line=line, file_line=read.file_line(position, line))
+
+    flags = 0
+    for position in positions:
+        flags = _compile(codes[position], name, indexes[position] + 1, flags, read, position)
+
+    if method:
+        entry = positions[0] if not full_notebook else find_entry(codes, method)[0]
+        if entry is None:
+            raise NotebookError(not_found_message(name, method, []), kind="method")
+        tree = compile(codes[entry], name, "exec", ast.PyCF_ONLY_AST | TOP_LEVEL_AWAIT, dont_inherit=True)
+        problem = signature_problem(tree, method)
+        if problem is not None:
+            line, why = problem
+            raise NotebookError(f"{name} cell {indexes[entry] + 1} line {line}: {why}", kind="signature",
+                                cell=indexes[entry] + 1, line=line, file_line=read.file_line(entry, line))
+
+    runs: dict[str, Any] = {}
+    shell = any(results[p].shell for p in positions)
+    if any(results[p].runs for p in positions):
+        shell = _resolve_runs(results, positions, read, name, path, root, (*stack, path.resolve()), runs) or shell
+    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic) for p in positions)
+    source = "\n\n".join(codes[p].rstrip("\n") for p in positions)
+    return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes[p] for p in positions),
+                         program=program, runs=runs, shell=shell)
 
 
-def _compile(source: str, name: str, starts: list[int], indexes: list[int]) -> None:
-    """Compile ``source``; turn a syntax error into a NotebookError at its cell and line.
-
-    ``starts[k]`` is the first line, in ``source``, of the cell ``indexes[k]``.
-    """
+def _compile(code: str, name: str, number: int, flags: int, read: CodeCells, position: int) -> int:
+    """``compile_cell`` with a syntax error turned into a NotebookError at its cell and line."""
     try:
-        # dont_inherit: this module's ``from __future__`` must not change the notebook's meaning.
-        compile(source, name, "exec", dont_inherit=True)
+        return compile_cell(code, f"{name} cell {number}", flags)
     except SyntaxError as exc:
-        lineno = exc.lineno or 1
-        part = max(0, bisect_right(starts, lineno) - 1)
-        # Past a cell's last line (the blank separator, or end of file) is still
-        # that cell's fault: an unclosed bracket or string is reported there.
-        next_start = starts[part + 1] if part + 1 < len(starts) else source.count("\n") + 3
-        cell_line = max(1, min(lineno - starts[part] + 1, next_start - starts[part] - 1))
-        kind = type(exc).__name__
+        lines = code.count("\n") + 1
+        line = max(1, min(exc.lineno or 1, lines))  # an unclosed bracket is the cell's, not past its end
         raise NotebookError(
-            f"{name} cell {indexes[part] + 1} line {cell_line}: {kind}: {exc.msg}; fix the cell",
-            kind="syntax", cell=indexes[part] + 1, line=cell_line,
+            f"{name} cell {number} line {line}: {type(exc).__name__}: {exc.msg}; fix the cell",
+            kind="syntax", cell=number, line=line, file_line=read.file_line(position, line),
         ) from None
     except ValueError as exc:  # e.g. a NUL character in the source
-        raise NotebookError(f"{name}: the code cells cannot be compiled ({exc}); fix the notebook",
-                            kind="syntax") from None
+        raise NotebookError(f"{name} cell {number}: the cell cannot be compiled ({exc}); fix the notebook",
+                            kind="syntax", cell=number) from None
 
 
-def _not_found(name: str, method: str, broken: list[int]) -> str:
-    unreadable = ""
-    if len(broken) == 1:
-        unreadable = f" (cell {broken[0] + 1} mentions it but has a syntax error)"
-    elif broken:
-        cells = ", ".join(str(index + 1) for index in sorted(broken))
-        unreadable = f" (cells {cells} mention it but have syntax errors)"
-    return (
-        f"{name} defines no top-level function {method!r} in any code cell{unreadable}; "
-        "add it or fix `method` in the task definition"
-    )
+def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCells, name: str, path: Path,
+                  root: Path, stack: tuple[Path, ...], runs: dict[str, Any]) -> bool:
+    """Read each file ``%run`` names into ``runs``; True when one of them needs the shell.
+
+    Paths are relative to the notebook's folder, the task's working directory, as in
+    Jupyter (where they are relative to the kernel's working directory). A ``%run``
+    after ``%cd`` is refused: the folder it reads from is known only at run time.
+    """
+    folder = path.parent
+    written: set[str] = set()
+    cd_seen: int | None = None
+    shell = False
+    for position in positions:
+        result = results[position]
+        refuse = _Refuse(name, read, position)
+
+        for line, args in result.runs:
+            if cd_seen is not None or (result.cd_line is not None and result.cd_line < line):
+                raise refuse(line, f"%run {args} comes after %cd: peach-tasks reads %run's file from the "
+                                   "repository before the run, relative to the notebook's folder; "
+                                   "use a path relative to the notebook, or %run before %cd")
+            try:
+                words = shlex.split(args)
+            except ValueError as exc:
+                raise refuse(line, f"%run {args}: {exc}") from None
+            options = []
+            while words and words[0].startswith("-"):
+                options.append(words.pop(0))
+            unknown = [o for o in options if o not in RUN_OPTIONS]
+            if unknown or not words:
+                why = f"option {unknown[0]} is not supported (only -i, -n, -e)" if unknown else "no file given"
+                raise refuse(line, f"%run {args}: {why}")
+            target = words[0]
+            if "$" in target or "{" in target or posixpath.isabs(target) or target.startswith("~"):
+                raise refuse(line, f"%run {args}: give the file as a plain path relative to the notebook")
+            if not target.endswith((".py", ".ipynb")):
+                raise refuse(line, f"%run {args}: peach-tasks runs .py and .ipynb files only")
+            key = posixpath.normpath(target)
+            if key in runs:
+                continue
+            if key in written and key.endswith(".py"):
+                continue  # written by %%writefile earlier in the notebook: read when it runs
+            file = folder / key
+            try:
+                resolved = file.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise refuse(line, f"%run {args}: {key} is not in the repository next to the notebook; "
+                                   "commit it, or fix the path") from None
+            if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
+                raise refuse(line, f"%run {args}: {key} is not a file inside the repository")
+            shown = resolved.relative_to(root.resolve()).as_posix()
+            if resolved in stack:
+                raise refuse(line, f"%run {args}: {shown} runs itself again (a cycle of %run); remove the cycle")
+            if len(stack) >= MAX_RUN_DEPTH:
+                raise refuse(line, f"%run {args}: more than {MAX_RUN_DEPTH} notebooks deep; flatten the %run chain")
+            if resolved.stat().st_size > MAX_RUN_FILE_BYTES:
+                raise refuse(line, f"%run {args}: {shown} is larger than {MAX_RUN_FILE_BYTES >> 20} MiB")
+            if key.endswith(".py"):
+                runs[key] = _python_file(resolved, shown, refuse, line, args)
+                continue
+            try:
+                sub = _extract(resolved, None, True, shown, root, stack)
+            except NotebookError as exc:
+                raise refuse(line, f"%run {args}: {exc}") from None
+            for sub_key, value in sub.runs.items():
+                runs.setdefault(sub_key, value)  # %run paths are relative to the working directory
+            runs[key] = {"filename": shown, "cells": sub.request()["cells"], "plain": False}
+            shell = shell or sub.shell
+        if result.cd_line is not None and cd_seen is None:
+            cd_seen = result.cd_line
+        written.update(posixpath.normpath(w) for w in result.writes)
+    return shell
+
+
+class _Refuse:
+    """Makes the NotebookError for a ``%run`` line of one cell."""
+
+    def __init__(self, name: str, read: CodeCells, position: int) -> None:
+        self.name, self.read, self.position = name, read, position
+
+    def __call__(self, line: int, why: str) -> NotebookError:
+        number = self.read.indexes[self.position] + 1
+        return NotebookError(f"{self.name} cell {number} line {line}: {why}", kind="magic", cell=number,
+                             line=line, file_line=self.read.file_line(self.position, line))
+
+
+def _python_file(path: Path, shown: str, refuse: _Refuse, line: int, args: str) -> dict[str, Any]:
+    """A ``.py`` file for ``%run``: plain Python (IPython runs it so), compiled now."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise refuse(line, f"%run {args}: {shown} cannot be read as UTF-8 text ({exc})") from None
+    try:
+        compile(text, shown, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        where = f" line {exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise refuse(line, f"%run {args}: {shown}{where}: {type(exc).__name__}: "
+                           f"{getattr(exc, 'msg', exc)}; fix the file") from None
+    return {"filename": shown, "cells": [{"code": text}], "plain": True}

@@ -63,12 +63,20 @@ def ipynb_line(path: Path, cell_index: int, cell_line: int) -> int | None:
     """
     try:
         text = path.read_bytes().decode("utf-8-sig")
-        cells = _member(text, _skip(text, 0), "cells")
-        if cells is None:
+        top = _skip(text, 0)
+        cells = _member(text, top, "cells")
+        worksheets = _member(text, top, "worksheets") if cells is None else None
+        if cells is not None:
+            starts: Iterator[int] = _items(text, cells)
+        elif worksheets is not None:  # nbformat 3: the cells of every worksheet, in order
+            starts = _worksheet_cells(text, worksheets)
+        else:
             return None
-        for index, start in enumerate(_items(text, cells)):
+        for index, start in enumerate(starts):
             if index == cell_index:
                 source = _member(text, start, "source")
+                if source is None:
+                    source = _member(text, start, "input")  # nbformat 3's code cells
                 if source is None:
                     return _line_at(text, start)
                 if text[source] != "[":
@@ -80,6 +88,14 @@ def ipynb_line(path: Path, cell_index: int, cell_line: int) -> int | None:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def _worksheet_cells(text: str, worksheets: int) -> Iterator[int]:
+    """Start of each cell of each worksheet (nbformat 3) in the array at ``worksheets``."""
+    for sheet in _items(text, worksheets):
+        cells = _member(text, sheet, "cells")
+        if cells is not None:
+            yield from _items(text, cells)
 _WS = re.compile(r"[ \t\n\r]*")
 
 

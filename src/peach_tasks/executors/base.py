@@ -77,6 +77,9 @@ class Job:
     payload: Any = None
     work_dir: Path | None = None  # a private folder for this run's control files
     die_with_scheduler: bool = False  # replicas: the task dies if its scheduler is killed
+    # The notebook's cells as the task process runs them (notebook.ExtractedCode.request());
+    # None: ``code`` is run as one piece.
+    program: dict[str, Any] | None = None
     # The run's sandbox and what it shows (the loop's part); None: a plain process.
     sandbox: Sandbox | None = None
     plan: SandboxPlan | None = None

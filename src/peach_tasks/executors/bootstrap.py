@@ -168,15 +168,14 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0].
     sys.path.insert(0, request.get("cwd") or os.getcwd())
     sys.argv = [filename]
-    # Tracebacks then show the task's own lines, not whatever file the name points at.
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     _offer_helpers()
     _offer_display(request)
 
+    cells = _Cells(filename)
     with result_dir:
         try:
             try:
-                value = _run(code, filename, request, extra_globals or {})
+                value = _run(code, filename, request, extra_globals or {}, cells)
             finally:
                 _finish_outputs()
         except SystemExit as exc:
@@ -185,20 +184,30 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
                 result_dir.write({"ok": True, "result": None})
             return status
         except BaseException as exc:  # the task's failure, whatever it is, is reported
-            result_dir.write({"ok": False, "error": _describe(exc)})
+            result_dir.write({"ok": False, "error": _describe(exc, cells.where(exc))})
             return 1
+        finally:
+            cells.close()
         result_dir.write(_result(value, int(request.get("max_result_bytes") or 0)))
         return 0
 
 
-def _run(code: str, filename: str, request: dict, extra_globals: dict) -> object:
+def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_Cells") -> object:
     # A real module as __main__, so pickle (multiprocessing, joblib) finds what the
     # task defines; a fresh namespace like a fresh kernel.
     module = type(sys)("__main__")
     module.__dict__["__builtins__"] = __builtins__
     module.__dict__.update(extra_globals)
     sys.modules["__main__"] = module
-    exec(compile(code, filename, "exec"), module.__dict__)
+    cells.namespace = module.__dict__
+    program = request.get("program")
+    if program:
+        if program.get("shell"):
+            _start_shell(cells, program.get("runs") or {})
+        for cell in program["cells"]:
+            cells.run(cell)
+    else:  # one piece of code (tests, older callers): the notebook's name is its file name
+        cells.run({"code": code})
 
     method = request.get("method")
     if not method:
@@ -210,13 +219,150 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict) -> object
         raise TypeError(f"entry method {method!r} in {filename} is a {type(func).__name__}, not a function")
     if request.get("has_payload") and _takes_positional(func):
         value = func(request.get("payload"))
+    elif _requires_one(func):
+        value = func(None)  # ``def main(payload)`` on a scheduled run: no payload (validate allows this form)
     else:
         value = func()
     if hasattr(value, "__await__"):
+        value = cells.wait(value)
+    return value
+
+
+# Compiler flags, as constants: importing ast or __future__ for them would cost every task.
+_TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT (Python 3.8+)
+_CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE: a cell with top-level await compiles to a coroutine
+_FUTURE_FLAGS = 0x1FE0010  # every __future__ feature's compiler_flag, OR-ed (checked by the tests)
+_MISPLACED_FUTURE = "from __future__ imports must occur at the beginning of the file"
+
+
+class _Cells:
+    """Runs a notebook's cells as IPython does: each compiled on its own under the name
+    "NOTEBOOK cell N" (tracebacks and the run's error name the cell and its line), a
+    ``from __future__`` import valid at the top of any cell and kept for later cells,
+    top-level ``await`` run in one event loop kept for the whole run.
+
+    ``peach_tasks.notebook.compile_cell`` is the scheduler's twin of ``compile``: what
+    ``validate`` accepts, this runs. ``files`` are the names code was compiled under.
+    """
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.namespace: dict = {}
+        self.files: set[str] = set()
+        self.loop = None
+        self.shell = None  # notebook_shell.Shell, when the notebook uses magics
+        self.flags = [0]  # the notebook's compiler flags (future imports), carried from cell to cell
+
+    def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
+            flags: list | None = None) -> None:
+        """Run one cell (``{"cell", "code"[, "magic"]}``) in ``namespace`` (default: the
+        notebook's). ``flags`` carries the compiler flags of a group of cells (default:
+        the notebook's); a cell magic is the shell's to apply."""
+        number = cell.get("cell")
+        name = filename or (self.filename if number is None else f"{self.filename} cell {number}")
+        if cell.get("magic") and self.shell is not None:
+            self.shell.run_cell_magic_of(cell, lambda: self._execute(cell, name, namespace, flags))
+        else:
+            self._execute(cell, name, namespace, flags)
+        if namespace is None and number is not None and _displays_module is not None:
+            _displays_module.flush_figures()  # as Jupyter's inline backend: a cell's figures at its end
+
+    def _execute(self, cell: dict, name: str, namespace: dict | None, flags: list | None) -> None:
+        source = cell["code"]
+        # Tracebacks and inspect.getsource then show the cell's own lines.
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        self.files.add(name)
+        state = flags if flags is not None else self.flags
+        allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
+        target = self.namespace if namespace is None else namespace
+        for code in self._codes(source, name, state, allow_await):
+            if code.co_flags & _CO_COROUTINE:
+                self.wait(eval(code, target))
+            else:
+                exec(code, target)
+
+    def _codes(self, source: str, name: str, state: list, allow_await: int):  # type: ignore[no-untyped-def]
+        try:
+            code = compile(source, name, "exec", state[0] | allow_await, True)
+        except SyntaxError as exc:
+            if exc.msg != _MISPLACED_FUTURE:
+                raise
+            import ast  # statement by statement, as IPython compiles a cell
+
+            tree = compile(source, name, "exec", ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+            for node in tree.body:
+                code = compile(ast.Module([node], []), name, "exec", state[0] | allow_await, True)
+                state[0] |= code.co_flags & _FUTURE_FLAGS
+                yield code
+            return
+        state[0] |= code.co_flags & _FUTURE_FLAGS
+        yield code
+
+    def wait(self, awaitable: object) -> object:
+        """Run ``awaitable`` to its end in the run's event loop (made on first use)."""
+        if self.loop is None:
+            import asyncio
+
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(_await(awaitable))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        loop, self.loop = self.loop, None
+        if loop is None:
+            return
         import asyncio
 
-        value = asyncio.run(_await(value))
-    return value
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def where(self, exc: BaseException) -> str | None:
+        """"NOTEBOOK cell N line L" of the innermost frame of the notebook's code in the traceback."""
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if name in self.files and name != self.filename:
+                found = f"{name} line {tb.tb_lineno}"
+            tb = tb.tb_next
+        if found is None and isinstance(exc, SyntaxError) and exc.filename in self.files \
+                and exc.filename != self.filename:
+            found = f"{exc.filename} line {exc.lineno}"
+        return found
+
+
+def _start_shell(cells: _Cells, runs: dict) -> None:
+    """Load the small IPython stand-in (``notebook_shell.py``, beside this file) for a
+    notebook that uses magics or ``get_ipython()``; others never pay for it."""
+    import builtins
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(_THIS_FILE), "notebook_shell.py")
+    spec = importlib.util.spec_from_file_location("peach_tasks_notebook_shell", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    cells.shell = module.Shell(cells, runs)
+    builtins.get_ipython = lambda: cells.shell  # a builtin in IPython too
+
+
+def _requires_one(func: object) -> bool:
+    """Whether a plain function has exactly one required positional parameter (read from
+    its code object: importing inspect would cost every run)."""
+    code = getattr(func, "__code__", None)
+    if code is None or not isinstance(getattr(code, "co_argcount", None), int):
+        return False
+    required = code.co_argcount - len(getattr(func, "__defaults__", None) or ())
+    if hasattr(func, "__self__"):
+        required -= 1  # a bound method: self is given
+    return required == 1
 
 
 def _offer_helpers() -> None:
@@ -380,7 +526,7 @@ _MAX_ERROR_CHARS = 4 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
 
 
-def _describe(exc: BaseException) -> dict:
+def _describe(exc: BaseException, where: str | None = None) -> dict:
     import traceback
 
     # Drop this file's own frames: the reader should start at the task's code.
@@ -397,6 +543,8 @@ def _describe(exc: BaseException) -> dict:
     if isinstance(notes, list) and notes and len(only) > len(notes):
         only = only[: -len(notes)]  # notes come after the "Type: message" line
     last_line = only[-1].strip() if only else type(exc).__name__
+    if where:  # the run's error says where in the notebook, as a syntax error found before the run does
+        last_line = f"{where}: {last_line}"
     if len(last_line) > _MAX_ERROR_CHARS or len(text) > _MAX_TRACEBACK_CHARS:
         _say(f"peach-tasks: the run keeps this error cut to {_MAX_ERROR_CHARS} characters (it has {len(last_line)}) "
              f"and its traceback to {_MAX_TRACEBACK_CHARS} (it has {len(text)})")

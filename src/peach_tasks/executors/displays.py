@@ -20,6 +20,7 @@ them again when it reads the folder (``run_outputs.py``), since the task owns th
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import sys
@@ -151,6 +152,10 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
     if display_id is True:
         display_id = uuid.uuid4().hex
     key = None if display_id is None else str(display_id)
+    capture = _capturing()
+    if capture is not None:  # inside %%capture: kept in its .outputs, shown by its .show() (IPython)
+        capture.extend(objs)
+        return DisplayHandle(key) if key is not None and not update else None
     for obj in objs:
         bundle = obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude)
         if _outputs is None:  # no outputs folder (not a scheduled run): as IPython without a kernel
@@ -164,6 +169,16 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
         else:
             _outputs.add(output, key)
     return DisplayHandle(key) if key is not None and not update else None
+
+
+def _capturing() -> list | None:
+    """The output list of the ``%%capture`` running now (notebook_shell.py), if any."""
+    shell = getattr(builtins, "get_ipython", None)
+    try:
+        sinks = getattr(shell(), "display_sinks", None) if shell is not None else None
+    except Exception:  # a get_ipython of the task's own
+        return None
+    return sinks[-1] if isinstance(sinks, list) and sinks else None
 
 
 def update_display(obj: object, *, display_id: object, **kwargs: object) -> None:

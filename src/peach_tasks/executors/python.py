@@ -104,6 +104,7 @@ class PythonExecutor:
             {
                 **outputs_request(outputs_dir, self.outputs),
                 "code": job.code,
+                "program": job.program,
                 "method": job.method,
                 "filename": job.filename,
                 "cwd": str(job.cwd),

@@ -140,7 +140,7 @@ class SparkExecutor:
             shutil.rmtree(outputs_dir, ignore_errors=True)
             request_path.write_text(json.dumps({
                 **outputs_request(outputs_dir, self.outputs),
-                "code": job.code, "method": job.method, "filename": job.filename, "cwd": str(job.cwd),
+                "code": job.code, "program": job.program, "method": job.method, "filename": job.filename, "cwd": str(job.cwd),
                 "result_path": str(result_path), "spark_info_path": str(info_path), "payload": job.payload,
                 "has_payload": job.payload is not None, "max_result_bytes": self.max_result_bytes,
             }, allow_nan=False))

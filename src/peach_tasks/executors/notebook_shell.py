@@ -1,0 +1,446 @@
+"""The task process's small stand-in for IPython: what ``get_ipython()`` returns in a task.
+
+Loaded by ``bootstrap.py`` (from this file, standard library only) only for a notebook
+whose code uses magics or ``get_ipython()``: the scheduler's ``magics`` module has
+turned ``%cd data`` into ``get_ipython().run_line_magic('cd', 'data')``, ``!ls`` into
+``get_ipython().system('ls')``, and marked the cells whose cell magic this applies
+(``%%capture``, ``%%writefile``, ``%%bash``, ``%%html`` ...). Each does what IPython's
+does (IPython 9), minus what only an interactive session sees. What is not here was
+refused by ``validate`` and the scheduler before the run.
+
+Seam for displays: while a ``%%capture`` (without ``--no-display``) runs, ``display_sinks``
+ends with that capture's output list; a ``display()`` appends what it shows there instead
+of showing it, as IPython's capture does.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import posixpath
+import re
+import shlex
+import string
+import subprocess
+import sys
+from io import StringIO
+from typing import Any, Callable
+
+# Kept in step with peach_tasks.magics.NO_EFFECT_LINE_MAGICS (a test compares them): these
+# change nothing a scheduled run can see, also when called as get_ipython().run_line_magic(...).
+NO_EFFECT_LINE_MAGICS = frozenset({
+    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb", "precision", "who", "whos",
+    "lsmagic", "history", "hist", "magic", "quickref", "colors", "automagic", "pinfo", "pinfo2",
+    "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
+})
+NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
+# IPython's default aliases on Linux.
+ALIASES = {"ls": "ls -F --color", "ll": "ls -F -o --color", "lf": "ls -F -o --color %l | grep ^-",
+           "lk": "ls -F -o --color %l | grep ^l", "ldir": "ls -F -o --color %l | grep /$",
+           "lx": "ls -F -o --color %l | grep ^-..x", "cat": "cat", "cp": "cp", "mkdir": "mkdir", "mv": "mv",
+           "rm": "rm", "rmdir": "rmdir"}
+# '$name' outside single quotes, as IPython's DollarFormatter finds it.
+_DOLLAR = re.compile(r"(.*?)\$(\$?[\w\.]+)(?=([^']*'[^']*')*[^']*$)")
+
+
+class UsageError(Exception):
+    """A magic used wrongly (IPython's ``UsageError``)."""
+
+
+class Shell:
+    """``get_ipython()`` in a task: the magics' meaning, and the common calls."""
+
+    kernel = None  # no kernel: code that checks for one knows it is not in Jupyter
+
+    def __init__(self, cells: Any, runs: dict) -> None:
+        self.cells = cells  # bootstrap._Cells: runs code as the notebook's cells run
+        self.runs = runs  # %run's files, read by the scheduler, by normalised path
+        self.display_sinks: list[list] = []
+        self.config: dict = {}
+        self._previous_dir: str | None = None
+        self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
+
+    @property
+    def user_ns(self) -> dict:
+        return self.cells.namespace
+
+    # -- what generated code and notebooks call ------------------------------------------
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
+        """Run line magic ``name`` with ``line`` as IPython does (its ``$x``/``{x}`` expanded)."""
+        if name in NO_EFFECT_LINE_MAGICS:
+            return None
+        if name in ("load_ext", "reload_ext") and line.strip() in NO_EFFECT_EXTENSIONS:
+            return None
+        if name in ("time", "timeit"):
+            raise UsageError(f"%{name} through run_line_magic is not supported by peach-tasks; "
+                             "run the statement itself")
+        handler = getattr(self, f"_magic_{name}", None)
+        if name in ALIASES:
+            return self.system(_alias(ALIASES[name], self.var_expand(line)))
+        if handler is None:
+            raise UsageError(f"line magic %{name} is not supported by peach-tasks")
+        return handler(self.var_expand(line))
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> Any:
+        """A cell magic called from code: the ones whose body is data (files, scripts, displays)."""
+        magic = {"writefile": "writefile", "file": "writefile", "bash": "script", "sh": "script"}.get(name)
+        if magic == "writefile":
+            return self._writefile(self.var_expand(line), cell)
+        if magic == "script":
+            return self._script(name, line, cell)
+        if name in _DISPLAY:
+            return self._display_body(_DISPLAY[name], cell)
+        raise UsageError(f"cell magic %%{name} through run_cell_magic is not supported by peach-tasks")
+
+    def magic(self, line: str) -> Any:
+        """IPython's old ``magic('name args')``."""
+        name, _, rest = line.lstrip("%").partition(" ")
+        return self.run_line_magic(name, rest)
+
+    def system(self, cmd: str) -> None:
+        """``!cmd``: run it with /bin/sh; its output goes to the run's log. The exit status is
+        ``_exit_code`` in the notebook's namespace; a failure does not raise, as in IPython."""
+        cmd = self.var_expand(cmd)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
+            status = subprocess.call(cmd, shell=True)  # the process's own stdout/stderr: the live log
+        else:  # redirected (%%capture, contextlib.redirect_stdout): through Python's streams
+            done = subprocess.run(cmd, shell=True, capture_output=True)
+            sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+            sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+            status = done.returncode
+        self.user_ns["_exit_code"] = status
+
+    def getoutput(self, cmd: str, split: bool = True, depth: int = 0) -> Any:
+        """``x = !cmd``: the command's output (stdout and stderr) as a list of lines."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        done = subprocess.run(self.var_expand(cmd), shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = done.stdout.decode("utf-8", "replace")
+        return SList(text.splitlines()) if split else text
+
+    def ev(self, expr: str) -> Any:
+        return eval(expr, self.user_ns)
+
+    def ex(self, cmd: str) -> None:
+        exec(cmd, self.user_ns)
+
+    def push(self, variables: dict) -> None:
+        self.user_ns.update(variables)
+
+    def var_expand(self, cmd: str, depth: int = 0, formatter: Any = None) -> str:
+        """``$name`` and ``{expression}`` replaced from the notebook's namespace; the text
+        unchanged when any of them cannot be (as IPython: ``!echo $HOME`` reaches the shell)."""
+        try:
+            return _expand(cmd, self.user_ns)
+        except Exception:
+            return cmd
+
+    # -- cell magics the scheduler marked on a cell ------------------------------------------
+
+    def run_cell_magic_of(self, cell: dict, execute: Callable[[], None]) -> None:
+        magic = cell["magic"]
+        name = magic["name"]
+        if name == "capture":
+            self._capture(magic["line"], execute)
+        elif name == "writefile":
+            self._writefile(self.var_expand(magic["line"]), magic["body"])
+        elif name == "script":
+            self._script(magic["program"], magic["line"], magic["body"])
+        elif name == "display":
+            self._display_body(magic["mime"], magic["body"])
+        else:
+            raise UsageError(f"cell magic %%{name} is not supported by peach-tasks")
+
+    def _capture(self, line: str, execute: Callable[[], None]) -> None:
+        words = line.split()
+        target = next((w for w in words if not w.startswith("-")), None)
+        io = CapturedIO(StringIO() if "--no-stdout" not in words else None,
+                        StringIO() if "--no-stderr" not in words else None)
+        saved = sys.stdout, sys.stderr
+        if io._stdout is not None:
+            sys.stdout = io._stdout
+        if io._stderr is not None:
+            sys.stderr = io._stderr
+        if "--no-display" not in words:
+            self.display_sinks.append(io.outputs)
+        try:
+            execute()  # an error still fails the run (Jupyter would only capture its traceback)
+        finally:
+            sys.stdout, sys.stderr = saved
+            if "--no-display" not in words:
+                self.display_sinks.pop()
+            if target:
+                self.user_ns[target] = io
+
+    def _writefile(self, line: str, body: str) -> None:
+        words = shlex.split(line) if line.strip() else []
+        append = any(w in ("-a", "--append") for w in words)
+        names = [w for w in words if w not in ("-a", "--append")]
+        if len(names) != 1:
+            raise UsageError(f"%%writefile {line}: give one file name")
+        filename = os.path.expanduser(names[0])
+        if body and not body.endswith("\n"):
+            body += "\n"  # IPython runs a cell with a final newline
+        if os.path.exists(filename):
+            print(f"{'Appending to' if append else 'Overwriting'} {filename}")
+        else:
+            print(f"Writing {filename}")
+        with open(filename, "a" if append else "w", encoding="utf-8") as handle:
+            handle.write(body)
+        importlib.invalidate_caches()  # the next cell may import the module just written
+
+    def _script(self, program: str, line: str, body: str) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if body and not body.endswith("\n"):
+            body += "\n"
+        done = subprocess.run([program], input=body.encode("utf-8"), capture_output=True)
+        sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+        if done.returncode != 0 and "--no-raise-error" not in line.split():
+            raise subprocess.CalledProcessError(done.returncode, program)
+
+    def _display_body(self, mime: str, body: str) -> None:
+        show = getattr(builtins, "display", None)
+        if show is not None:  # display() (the run's outputs) keeps it, as Jupyter shows it
+            show(RawOutput(mime, body))
+
+    # -- line magics ---------------------------------------------------------------------------
+
+    def _magic_cd(self, line: str) -> None:
+        words = line.split()
+        quiet = "-q" in words
+        target = " ".join(w for w in words if w != "-q").strip().strip("'\"")
+        if target == "-":
+            if self._previous_dir is None:
+                raise UsageError("%cd -: no previous directory")
+            target = self._previous_dir
+        elif not target:
+            target = os.path.expanduser("~")
+        elif target.startswith("-b"):
+            raise UsageError("%cd -b (bookmarks) is not supported by peach-tasks")
+        before = os.getcwd()
+        os.chdir(os.path.expanduser(target))
+        self._previous_dir = before
+        now = os.getcwd()
+        # Jupyter imports from the working directory (its sys.path holds ''): follow it.
+        if self._path_entry is not None and self._path_entry in sys.path:
+            sys.path[sys.path.index(self._path_entry)] = now
+            self._path_entry = now
+        if not quiet:
+            print(now)
+
+    def _magic_env(self, line: str) -> Any:
+        if line.strip():
+            if len(line.split("=" if "=" in line else " ")) == 1:
+                key = line.strip()
+                if key in os.environ:
+                    return os.environ[key]
+                raise UsageError(f"Environment does not have key: {key}")
+            return self._magic_set_env(line)
+        env = dict(os.environ)
+        for key in list(env):  # as IPython: likely secrets hidden when the whole environment is shown
+            if any(s in key.lower() for s in ("key", "token", "secret")):
+                env[key] = "<hidden>"
+        return env
+
+    def _magic_set_env(self, line: str) -> None:
+        bits = line.split("=" if "=" in line else " ", 1)
+        if not line.strip() or len(bits) < 2:
+            raise UsageError("usage is 'set_env var=val'")
+        var, value = bits[0].strip(), bits[1].strip()
+        if re.match(r".*\s.*", var):
+            raise UsageError(f"refusing to set env var with whitespace: '{value}'")
+        os.environ[var] = value
+        print(f"env: {var}={value}")
+
+    def _magic_pwd(self, line: str) -> str:
+        return os.getcwd()
+
+    def _magic_sx(self, line: str) -> Any:
+        return self.getoutput(line)
+
+    _magic_system = _magic_sx
+
+    def _magic_run(self, line: str) -> None:
+        words = shlex.split(line)
+        options = []
+        while words and words[0].startswith("-"):
+            options.append(words.pop(0))
+        if not words:
+            raise UsageError("%run: no file given")
+        target, args = words[0], words[1:]
+        key = posixpath.normpath(target)
+        entry = self.runs.get(key)
+        if entry is None:  # a .py file %%writefile made during this run
+            with open(target, encoding="utf-8-sig") as handle:
+                entry = {"filename": key, "cells": [{"code": handle.read()}], "plain": True}
+        if not entry["plain"]:  # a notebook: its cells run in the notebook's namespace, as IPython does
+            saved_file = self.user_ns.get("__file__", _MISSING)
+            self.user_ns["__file__"] = target
+            try:
+                self._run_cells(entry, self.user_ns)
+            finally:
+                _restore(self.user_ns, "__file__", saved_file)
+            return
+        self._run_script(entry, target, args, options)
+
+    def _run_script(self, entry: dict, target: str, args: list[str], options: list[str]) -> None:
+        """A .py file as ``python FILE ARGS`` would run it, its names then the notebook's (IPython)."""
+        interactive = "-i" in options
+        if interactive:
+            namespace = self.user_ns
+            saved_name = namespace.get("__name__", _MISSING)
+            namespace["__name__"] = "__main__"
+            main = None
+        else:
+            main = type(sys)("__main__" if "-n" not in options else os.path.splitext(os.path.basename(target))[0])
+            namespace = main.__dict__
+            namespace.update(__file__=target, __builtins__=builtins)
+        saved_argv, saved_main, saved_path = sys.argv, sys.modules.get("__main__"), list(sys.path)
+        sys.argv = [target, *args]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+        if main is not None and "-n" not in options:
+            sys.modules["__main__"] = main
+        try:
+            self._run_cells(entry, namespace)
+        except SystemExit as exc:
+            if exc.code and "-e" not in options:
+                raise
+        finally:
+            sys.argv, sys.path[:] = saved_argv, saved_path
+            if saved_main is not None:
+                sys.modules["__main__"] = saved_main
+        if interactive:
+            _restore(namespace, "__name__", saved_name)
+            return
+        namespace.pop("__name__", None)
+        saved_file = self.user_ns.get("__file__", _MISSING)
+        self.user_ns.update(namespace)
+        _restore(self.user_ns, "__file__", saved_file)
+        self.user_ns["__builtins__"] = builtins
+
+    def _run_cells(self, entry: dict, namespace: dict) -> None:
+        flags = [0]  # the file's own: its future imports hold for it alone (IPython's shell_futures=False)
+        for cell in entry["cells"]:
+            plain = entry["plain"]
+            name = entry["filename"] if plain else f"{entry['filename']} cell {cell['cell']}"
+            self.cells.run(dict(cell, plain=plain), namespace=namespace, filename=name, flags=flags)
+
+
+_MISSING = object()
+_DISPLAY = {"html": "text/html", "markdown": "text/markdown", "latex": "text/latex",
+            "javascript": "application/javascript", "js": "application/javascript", "svg": "image/svg+xml"}
+
+
+def _restore(namespace: dict, key: str, value: object) -> None:
+    if value is _MISSING:
+        namespace.pop(key, None)
+    else:
+        namespace[key] = value
+
+
+def _alias(command: str, line: str) -> str:
+    """An IPython alias: ``%l`` is replaced by the line, else the line is appended."""
+    return command.replace("%l", line) if "%l" in command else f"{command} {line}".rstrip()
+
+
+def _expand(text: str, namespace: dict) -> str:
+    """IPython's ``var_expand``: ``$name``/``$a.b`` and ``{expression}`` from ``namespace``,
+    ``$$`` for a dollar. Raises when a name or expression cannot be evaluated."""
+    result: list[str] = []
+    formatter = string.Formatter()
+    for literal, field, spec, conversion in formatter.parse(text):
+        position = 0
+        pending = ""
+        for match in _DOLLAR.finditer(literal):
+            before, name = match.group(1), match.group(2)
+            if name.startswith("$"):
+                pending += before + name
+            else:
+                result.append(pending + before)
+                result.append(str(eval(name, dict(namespace))))
+                pending = ""
+            position = match.end()
+        result.append(pending + literal[position:])
+        if field is not None:
+            expression = f"{field}:{spec}" if spec else field  # a slice's ':' was read as a format spec
+            value = eval(expression, dict(namespace))
+            value = formatter.convert_field(value, conversion) if conversion else value
+            result.append(format(value, ""))
+    return "".join(result)
+
+
+class SList(list):
+    """What ``x = !cmd`` gives in IPython: the lines, with ``.s``, ``.n``, ``.l``, ``.p``."""
+
+    @property
+    def l(self) -> list:  # noqa: E743 - IPython's name
+        return list(self)
+
+    @property
+    def s(self) -> str:
+        return " ".join(self)
+
+    spstr = s
+
+    @property
+    def n(self) -> str:
+        return "\n".join(self)
+
+    nlstr = n
+
+    @property
+    def p(self) -> list:
+        return [line for line in self if os.path.exists(line)]
+
+    def grep(self, pattern: str, prune: bool = False) -> "SList":
+        found = [line for line in self if re.search(pattern, line)]
+        return SList([line for line in self if line not in found] if prune else found)
+
+
+class CapturedIO:
+    """What ``%%capture NAME`` leaves in ``NAME``: the cell's stdout, stderr and displays."""
+
+    def __init__(self, stdout: StringIO | None, stderr: StringIO | None) -> None:
+        self._stdout, self._stderr = stdout, stderr
+        self.outputs: list = []
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.getvalue() if self._stdout is not None else ""
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.getvalue() if self._stderr is not None else ""
+
+    def __str__(self) -> str:
+        return self.stdout
+
+    def show(self) -> None:
+        """Write what was captured, as if it had not been."""
+        sys.stdout.write(self.stdout)
+        sys.stderr.write(self.stderr)
+        show = getattr(builtins, "display", None)
+        for output in self.outputs:
+            if show is not None:
+                show(output)
+
+    __call__ = show
+
+
+class RawOutput:
+    """A ``%%html``/``%%markdown``/... cell's body, for display() to keep as that type."""
+
+    def __init__(self, mime: str, body: str) -> None:
+        self.mime, self.body = mime, body
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        return {self.mime: self.body, "text/plain": f"<{self.mime} output>"}
+
+    def __repr__(self) -> str:
+        return f"<{self.mime} output>"
