@@ -143,3 +143,25 @@ def test_v1_leftovers_are_found_in_every_hierarchy(v1: CgroupsV1) -> None:
     found[0].kill()
     found[0].remove()
     assert not any(folder.exists() for folder in group.folders.values())
+
+
+def test_v1_limits_raised_and_lowered_in_place_as_the_kernel_reads_them(v1: CgroupsV1) -> None:
+    """A sandbox started ahead waits in small limits and gets its run's in place (warm.py):
+    with swap accounting the kernel keeps memory <= memory+swap at every write, so raising
+    and lowering must each write the pair in the right order."""
+    small, full = Limits(memory_bytes=64 << 20, cpus=0.5, pids=16), Limits(memory_bytes=512 << 20, cpus=2, pids=100)
+    group = v1.create(f"raise-{uuid.uuid4().hex[:8]}", small)
+    try:
+        assert group.limits_in_force() == small
+        group.set_limits(full)
+        assert group.limits_in_force() == full
+        memsw = group.folders["memory"] / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            assert int(memsw.read_text()) == 512 << 20  # no swap on top, raised with it
+        done = join_and_run(group, "x = bytearray(200 << 20); print('fits now')")
+        assert done.returncode == 0 and "fits now" in done.stdout  # the kernel holds the new limit
+        group.set_limits(small)
+        assert group.limits_in_force() == small
+    finally:
+        group.kill()
+        group.remove()
