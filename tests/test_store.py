@@ -311,7 +311,7 @@ def test_upgrade_to_0007_makes_every_earlier_run_a_first_attempt(database_url: s
         assert (store.run(retry)["attempt"], store.run(retry)["retry_of"]) == (2, kept["id"])  # type: ignore[index]
     finally:
         store.close()
-    alembic(database_url, "downgrade", "0006")  # and back: the runs stay
+    alembic(database_url, "downgrade", "0009")  # and back: the runs stay
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from runs")).scalar() == 2
@@ -359,7 +359,7 @@ def test_upgrade_to_0011_gives_every_task_the_base_environment(database_url: str
     engine.dispose()
     store = Store.open(database_url, migrate=True)
     try:
-        assert store.schema_revision() == HEAD_REVISION == "0011"
+        assert store.schema_revision() == HEAD_REVISION
         store.register_tasks([TaskRegistration(TaskSpec("default", "ml", "t.ipynb", "m", environment="ml"), "v")])
         environments = {t["name"]: t["environment"] for t in store.tasks(include_inactive=True)}
         assert environments == {"old": "base", "ml": "ml"}
@@ -370,3 +370,29 @@ def test_upgrade_to_0011_gives_every_task_the_base_environment(database_url: str
     with engine.connect() as conn:
         assert "environment" not in {c["name"] for c in sa.inspect(conn).get_columns("tasks")}
     engine.dispose()
+
+
+def test_upgrade_to_0012_gives_registered_tasks_their_details_at_the_next_sync(database_url: str) -> None:
+    """Tasks registered before 0012 have no method, timeout or dependencies until registered again."""
+    alembic(database_url, "upgrade", "0011")
+    engine = sa.create_engine(database_url)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    old = dict(codops=SPEC.codops, name=SPEC.name, loop=SPEC.loop_name, executor=SPEC.executor.value,
+               state="FINISHED", active=True, repo="r", notebook=SPEC.notebook, source_file="peach.yaml",
+               updated_at=at)
+    with engine.begin() as conn:
+        conn.execute(sa.table("tasks", *[sa.column(k) for k in old]).insert().values(**old))
+    engine.dispose()
+    store = Store.open(database_url, migrate=True)
+    try:
+        [before] = store.tasks()
+        assert (before["method"], before["timeout_s"], before["dependencies"]) == (None, None, None)
+        detailed = TaskSpec(SPEC.codops, SPEC.name, SPEC.notebook, "entry", executor=Executor.PYTHON,
+                            timeout=90.0, dependencies=("six",), repo="r", source_file="peach.yaml", source_line=4)
+        store.register_tasks([TaskRegistration(detailed, "v")])
+        [after] = store.tasks()
+        assert (after["method"], after["timeout_s"], after["dependencies"], after["defined_at"]) == \
+            ("entry", 90.0, ["six"], "peach.yaml:4")
+    finally:
+        store.close()
+    alembic(database_url, "downgrade", "0011")

@@ -211,3 +211,68 @@ def wait_for(probe: Any, limit: float = 60.0) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError("gave up waiting")
+
+
+def test_overview_counts_every_organisation_and_lists_the_failing_tasks(filled: Filled, server: WebServer) -> None:
+    body = get(server, "/api/overview")
+    assert body["organisations"] == [
+        {"codops": "chrts", "tasks": 2, "failing": 1, "stale": None, "running": 0, "healthy": 1, "waiting": 0},
+        {"codops": "sesr", "tasks": 1, "failing": 0, "stale": None, "running": 0, "healthy": 1, "waiting": 0}]
+    [failing] = body["failing"]
+    newest = filled.store.runs("chrts", "flaky", limit=1)[0]
+    assert (failing["codops"], failing["task"], failing["status"], failing["run_id"]) == \
+        ("chrts", "flaky", "FAILURE", newest["id"])
+    assert "flaky broke" in failing["error"] and body["problems"] == []
+
+
+def test_overview_judges_a_running_or_abandoned_task_by_its_last_run_that_ended(tmp_path: Path) -> None:
+    from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec, TaskState
+    from peach_tasks.store.store import TaskRegistration
+    from peach_tasks.web.overview import summarise
+
+    store = Store.open(f"sqlite:///{tmp_path / 'peach.db'}")
+    try:
+        specs = [TaskSpec("org", name, "n.ipynb", "m", executor=Executor.PYTHON) for name in ("again", "stopped", "new")]
+        store.register_tasks([TaskRegistration(s, "v") for s in specs])
+        failed = store.start_run(specs[0], "v", "c", "t")
+        store.finish_run(failed, Outcome(RunStatus.FAILURE, error="boom"))
+        store.start_run(specs[0], "v", "c", "t")  # running again now
+        store.set_states([("org", "again")], TaskState.RUNNING)
+        store.finish_run(store.start_run(specs[1], "v", "c", "t"), Outcome(RunStatus.SUCCESS))
+        store.finish_run(store.start_run(specs[1], "v", "c", "t"), Outcome(RunStatus.ABANDONED))
+        found = summarise(store.task_summaries())
+    finally:
+        store.close()
+    assert found["organisations"] == [{"codops": "org", "tasks": 3, "failing": 1, "stale": None, "running": 1,
+                                       "healthy": 1, "waiting": 1}]
+    assert [(f["task"], f["run_id"], f["running"]) for f in found["failing"]] == [("again", failed, True)]
+    # Freshness, when the store knows it (a summary's 'stale'), is counted; a stale task is not healthy.
+    row = {"codops": "org", "name": "late", "loop": "org", "state": "FINISHED", "outcome": "SUCCESS",
+           "outcome_run_id": 1, "outcome_started_at": None, "outcome_error": None}
+    counted = summarise([dict(row, stale=True), dict(row, name="fresh", stale=False)])["organisations"][0]
+    assert (counted["stale"], counted["healthy"]) == (1, 1)
+
+
+def test_runs_filter_by_status_and_version(filled: Filled, server: WebServer) -> None:
+    path = "/api/organisations/chrts/tasks/flaky/runs"
+    failed = get(server, path, status=["FAILURE", "TIMEOUT"])["runs"]
+    assert [r["status"] for r in failed] == ["FAILURE"]
+    first = get(server, path, version=filled.flaky_versions[0])["runs"]
+    assert [r["version"] for r in first] == [filled.flaky_versions[0]] and first[0]["status"] == "SUCCESS"
+    assert get(server, path, version=filled.flaky_versions[0], status="FAILURE")["runs"] == []
+    assert httpx.get(server.url + path, params={"status": "BROKEN"}).status_code == 422
+
+
+def test_task_details_in_the_api(server: WebServer) -> None:
+    task = get(server, "/api/organisations/chrts/tasks/flaky")
+    assert (task["method"], task["full_notebook"], task["timeout_s"], task["dependencies"]) == ("flaky", False, None, [])
+    assert task["run_limit_s"] == 60.0  # the test settings' task timeout: the organisation loop's limit
+
+
+def test_unknown_pages_are_html_and_unknown_api_paths_json(server: WebServer) -> None:
+    page = httpx.get(server.url + "/nothing/here")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "Nothing at <code>/nothing/here</code>" in page.text
+    for path in ("/api/nothing", "/api/runs/999999"):
+        answer = httpx.get(server.url + path)
+        assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"

@@ -153,3 +153,31 @@ def test_executions_show_memory_and_cpu(tmp_path: Path) -> None:
     finally:
         web.stop()
         own.store.close()
+
+
+def test_run_now_queues_a_trigger_through_the_api_with_its_token(tmp_path: Path) -> None:
+    from peach_tasks.triggers import TriggerQueue
+
+    own = measured_store(tmp_path)
+    web = start_server(own.settings, own.store, tokens=[{"token": "widget-run-now-0123456789", "codops": ["default"]}])
+    try:
+        info = TasksInfo(ApiClient(web.url, token="widget-run-now-0123456789"))
+        assert info.run_now_button.disabled  # no task picked yet
+        assert info.run_now() is None and "Pick a task first" in info.message.value
+        info.select_task("heavy")
+        assert not info.run_now_button.disabled
+        info.payload.value = "{not json"
+        info.run_now_button.click()
+        assert "not JSON" in info.message.value and TriggerQueue(own.store).listing(["default"]) == []
+        queued = info.run_now('{"date": "2024-01-31"}')
+        assert queued is not None and queued["payload"] == {"date": "2024-01-31"}
+        assert "queued (trigger" in info.message.value and "token for default" in queued["requested_by"]
+        [stored] = TriggerQueue(own.store).listing(["default"])
+        assert (stored["task"], stored["state"], stored["payload"]) == ("heavy", "PENDING", {"date": "2024-01-31"})
+        # A token the server does not know may not run it: the refusal is said, nothing is queued.
+        info.client.token = "not-a-token-of-this-server"
+        assert info.run_now("") is None and "unknown token" in info.message.value
+        assert len(TriggerQueue(own.store).listing(["default"])) == 1
+    finally:
+        web.stop()
+        own.store.close()

@@ -32,6 +32,11 @@ tasks = sa.Table(
     sa.Column("stale_since", sa.DateTime(timezone=True)),  # set (once) when announced stale
     # 0011: the named Python environment the task runs in (its py_env, else 'base')
     sa.Column("environment", sa.String(64), nullable=False, server_default="base"),
+    # 0012: what the dashboard's task details show (as the definition declares them)
+    sa.Column("method", sa.String(200)),
+    sa.Column("full_notebook", sa.Boolean),
+    sa.Column("timeout_s", sa.Float),
+    sa.Column("dependencies", sa.Text),  # JSON list
 )
 
 runs = sa.Table(

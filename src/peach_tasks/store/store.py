@@ -31,7 +31,7 @@ from .schema import run_totals, runs, tasks, triggers
 from .totals import add_run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 
 class StoreError(PeachError):
@@ -145,7 +145,8 @@ class Store:
                               notebook=spec.notebook, source_file=spec.source_file,
                               source_line=spec.source_line, version=reg.version, freshness_s=reg.freshness_s,
                               environment=spec.environment,
-                              updated_at=now)
+                              method=spec.method, full_notebook=spec.full_notebook, timeout_s=spec.timeout,
+                              dependencies=json.dumps(list(spec.dependencies)), updated_at=now)
                 row = existing.get(spec.key)
                 if row is not None and row.freshness_s != reg.freshness_s:
                     values["stale_since"] = None  # a new freshness: judged afresh by the next check
@@ -375,13 +376,21 @@ class Store:
             "active": bool(r.active), "repo": r.repo, "notebook": r.notebook, "environment": r.environment,
             "defined_at": f"{r.source_file}:{r.source_line}" if r.source_line else r.source_file,
             **_freshness(r, now),
+            "last_run_id": r.last_run_id, "method": r.method, "full_notebook": r.full_notebook,
+            "timeout_s": r.timeout_s, "dependencies": json.loads(r.dependencies) if r.dependencies else None,
         } for r in rows]
 
-    def runs(self, codops: str, task: str, limit: int = 20, before_id: int | None = None) -> list[dict[str, Any]]:
+    def runs(self, codops: str, task: str, limit: int = 20, before_id: int | None = None,
+             statuses: Collection[str] = (), version: str | None = None) -> list[dict[str, Any]]:
+        """A task's runs, newest first; only ``statuses`` and ``version`` when given."""
         query = (sa.select(runs).where(runs.c.codops == codops, runs.c.task == task)
                  .order_by(runs.c.id.desc()).limit(limit))
         if before_id is not None:
             query = query.where(runs.c.id < before_id)
+        if statuses:
+            query = query.where(runs.c.status.in_(list(statuses)))
+        if version is not None:
+            query = query.where(runs.c.version == version)
         with self.engine.connect() as conn:
             return [_run_dict(r) for r in conn.execute(query).all()]
 
@@ -468,6 +477,19 @@ class Store:
         with self.engine.connect() as conn:
             return [(r.codops, r.name, Freshness(r.freshness_s, r.last_success_at, r.first_seen_at))
                     for r in conn.execute(query).all()]
+
+    def task_summaries(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Active tasks with their last run and, for a running one, its last finished run:
+        what the overview needs, without counting every run (see views.py)."""
+        with self.engine.connect() as conn:
+            rows = views.task_summaries(conn, codops)
+        now = utcnow()
+        for row in rows:
+            row["last_started_at"], row["outcome_started_at"] = iso(row["last_started_at"]), iso(row["outcome_started_at"])
+            # The overview counts a task as stale as 'tasks' and the API say it (freshness.py).
+            state = Freshness(row.pop("freshness_s"), row.pop("last_success_at"), row.pop("first_seen_at"))
+            row["stale"] = state.stale(now)
+        return rows
 
     def task_state_counts(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Active tasks by (codops, state)."""

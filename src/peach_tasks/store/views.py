@@ -171,3 +171,41 @@ def task_state_counts(conn: sa.Connection, codops: Collection[str] | None) -> li
     if codops is not None:
         query = query.where(tasks.c.codops.in_(list(codops)))
     return [{"codops": r.codops, "state": r.state, "count": int(r.n)} for r in conn.execute(query).all()]
+
+
+OUTCOMES = ("SUCCESS", *FAILED)  # a run that ended on its own: what says whether a task works
+
+
+def task_summaries(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:
+    """Active tasks with their newest run and their last outcome (the newest run that ended
+    on its own), for the overview. A task running now, or whose last run was ABANDONED (a
+    stop), is judged by the run before: one indexed look back each, no count of all runs."""
+    last = runs.alias("last")
+    query = (sa.select(tasks.c.codops, tasks.c.name, tasks.c.loop, tasks.c.executor, tasks.c.state,
+                       tasks.c.version, tasks.c.freshness_s, tasks.c.last_success_at, tasks.c.first_seen_at,
+                       last.c.id, last.c.status, last.c.started_at, last.c.error)
+             .outerjoin(last, last.c.id == tasks.c.last_run_id)
+             .where(tasks.c.active.is_(True)).order_by(tasks.c.codops, tasks.c.name))
+    if codops is not None:
+        query = query.where(tasks.c.codops.in_(list(codops)))
+    found = []
+    for r in conn.execute(query).all():
+        outcome = (r.id, r.status, r.started_at, r.error) if r.status in OUTCOMES else None
+        if outcome is None and r.id is not None:
+            before = conn.execute(
+                sa.select(runs.c.id, runs.c.status, runs.c.started_at, runs.c.error)
+                .where(runs.c.codops == r.codops, runs.c.task == r.name, runs.c.id < r.id,
+                       runs.c.status.in_(OUTCOMES))
+                .order_by(runs.c.id.desc()).limit(1)).first()
+            outcome = tuple(before) if before is not None else None
+        found.append({"codops": r.codops, "name": r.name, "loop": r.loop, "executor": r.executor,
+                      "state": r.state, "version": r.version, "last_run_id": r.id, "last_status": r.status,
+                      "last_started_at": r.started_at,
+                      "outcome_run_id": outcome[0] if outcome else None,
+                      "outcome": outcome[1] if outcome else None,
+                      "outcome_started_at": outcome[2] if outcome else None,
+                      "outcome_error": outcome[3] if outcome else None,
+                      # what decides staleness (Store turns it into 'stale')
+                      "freshness_s": r.freshness_s, "last_success_at": r.last_success_at,
+                      "first_seen_at": r.first_seen_at})
+    return found

@@ -7,11 +7,12 @@ them in its thread pool.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..model import METADATA_LOOP
 from ..store import Store
 from ..store.views import LogSlice
 from .access import Scope, scoped_problems, visible_problems
@@ -27,6 +28,7 @@ from .models import (
     TaskLogs,
 )
 
+RunStatusName = Literal["RUNNING", "SUCCESS", "FAILURE", "TIMEOUT", "ABANDONED"]
 MAX_LOG_BYTES = 8 << 20
 MAX_ID = 2**63 - 1  # the largest id a database holds (SQLite refuses larger numbers outright)
 
@@ -71,9 +73,11 @@ def organisations(scope: Scope = Depends(request_scope), store: Store = Depends(
 
 
 @router.get("/organisations/{codops}/tasks", response_model=TaskList, summary="Tasks of one organisation")
-def organisation_tasks(codops: str, include_inactive: bool = Query(False, description="also tasks no longer defined"),
+def organisation_tasks(request: Request, codops: str,
+                       include_inactive: bool = Query(False, description="also tasks no longer defined"),
                        scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
     require(scope, codops)
+    timeouts = getattr(request.app.state, "timeouts", None)
     rows = store.tasks([codops], include_inactive=include_inactive)
     if not rows and not store.tasks([codops], include_inactive=True):
         raise HTTPException(404, f"no organisation '{codops}' (no task was ever defined for it)")
@@ -81,13 +85,23 @@ def organisation_tasks(codops: str, include_inactive: bool = Query(False, descri
     for row in rows:
         # As in 'peach-tasks tasks --json': the organisation's and the task's repository's problems.
         row["problems"] = [p for p in found if p["codops"] == codops or p["scope"] == row["repo"]]
+        row["run_limit_s"] = effective_timeout(row["loop"], row.get("timeout_s"), timeouts)
     return {"codops": codops, "tasks": rows, "problems": found}
 
 
+def effective_timeout(loop: str, declared: float | None, timeouts: tuple[float, float] | None) -> float | None:
+    """A run's limit as its loop applies it: the task's timeout, never beyond the loop's
+    (``timeouts``: the organisation loops' and the metadata loop's; None: not known here)."""
+    if timeouts is None:
+        return declared
+    limit = timeouts[1] if loop == METADATA_LOOP else timeouts[0]
+    return min(declared or limit, limit)
+
+
 @router.get("/organisations/{codops}/tasks/{task}", response_model=Task, summary="One task")
-def one_task(codops: str, task: str, scope: Scope = Depends(request_scope),
+def one_task(request: Request, codops: str, task: str, scope: Scope = Depends(request_scope),
              store: Store = Depends(get_store)) -> dict[str, Any]:
-    listing = organisation_tasks(codops, True, scope, store)
+    listing = organisation_tasks(request, codops, True, scope, store)
     for row in listing["tasks"]:
         if row["name"] == task:
             return row
@@ -99,10 +113,12 @@ def one_task(codops: str, task: str, scope: Scope = Depends(request_scope),
 def task_runs(codops: str, task: str, limit: int = Query(20, ge=1, le=500),
               before: int | None = Query(None, ge=0, le=MAX_ID,
                                          description="only runs with an id below this (the next page)"),
+              status: list[RunStatusName] = Query([], description="only runs with these statuses (repeatable)"),
+              version: str | None = Query(None, max_length=64, description="only runs of this version"),
               scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
     require(scope, codops)
     # One more than asked tells whether an older page exists without a count query.
-    rows = store.runs(codops, task, limit + 1, before)
+    rows = store.runs(codops, task, limit + 1, before, statuses=status, version=version)
     if not rows and before is None:
         _task_exists(store, codops, task)
     page = rows[:limit]

@@ -18,11 +18,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..store import Store
-from . import api, outputs_api, triggers_api
+from . import api, outputs_api, overview, triggers_api
 from .access import AccessPolicy, Scope
 from .guard import RequestGuard
 from .metrics import render
 from .metrics_cache import MetricsCache
+from .pages import add_not_found_page
 
 STATIC = Path(__file__).with_name("static")
 
@@ -46,11 +47,14 @@ def _version() -> str:
 
 
 def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: float = 30.0,
-               allowed_hosts: Collection[str] = (), allowed_origins: Collection[str] = ()) -> FastAPI:
+               allowed_hosts: Collection[str] = (), allowed_origins: Collection[str] = (),
+               timeouts: tuple[float, float] | None = None) -> FastAPI:
     """The application serving ``store``; ``access`` defaults to open (no tokens).
 
     It answers loopback host names and ``allowed_hosts``, and takes writes from its own
     origin and ``allowed_origins`` (see ``guard``); both as ``hosts`` normalises them.
+    ``timeouts`` (the organisation loops' and the metadata loop's limits) give each task's
+    limit in its details.
     """
     app = FastAPI(title="peach-tasks", version=_version(), description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
@@ -59,8 +63,10 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     app.state.access = access or AccessPolicy()
     app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones
     app.state.metrics = MetricsCache(store)  # rendered ahead of the scrapes, refreshed in the background
+    app.state.timeouts = timeouts
     app.include_router(api.router)
     app.include_router(outputs_api.router)  # what runs showed, served as untrusted content
+    app.include_router(overview.router)  # the dashboard's home
     app.include_router(triggers_api.router)  # the one write: POST .../trigger
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     swagger = _swagger_ui_dir()
@@ -86,6 +92,7 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     def metrics(scope: Scope = Depends(api.request_scope)) -> Response:
         return Response(render(scope, app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
+    add_not_found_page(app)  # a person gets a page; /api/ keeps JSON errors
     return app
 
 

@@ -57,6 +57,13 @@ class Task(BaseModel):
     last_success_run_id: int | None = None
     failures_in_row: int = Field(default=0, description="FAILURE and TIMEOUT runs since the last success")
     problems: list[Problem]
+    last_run_id: int | None = None
+    method: str | None = Field(None, description="the entry function; null: the whole notebook runs")
+    full_notebook: bool | None = None
+    timeout_s: float | None = Field(None, description="the timeout its definition gives, if any")
+    run_limit_s: float | None = Field(None, description="a run's limit: the task's timeout within its loop's")
+    dependencies: list[str] | None = Field(None, description="the dependencies its definition adds to its "
+                                                             "organisation's environment")
 
 
 class TaskList(BaseModel):

@@ -54,7 +54,8 @@ class WebServer:
         check_exposure(self.host, policy, settings.web.allow_public)
         self.app = create_app(store, policy, settings.replica.lease_seconds,
                               allowed_hosts=served_names(self.host, settings.web.allowed_hosts),
-                              allowed_origins=settings.web.allowed_origins)
+                              allowed_origins=settings.web.allowed_origins,
+                              timeouts=(settings.timeouts.task, settings.timeouts.metadata))
         self.socket: socket.socket | None = None
         debug = settings.log_level == "debug"
         # log_config=None: uvicorn's loggers go through the scheduler's logging set-up.

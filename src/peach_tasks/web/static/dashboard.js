@@ -1,129 +1,41 @@
-// peach-tasks dashboard: plain JavaScript, served by the package (no CDN, no build step).
-// It only reads the JSON API under /api and refreshes itself every few seconds.
+// peach-tasks dashboard: plain JavaScript modules served by the package (no CDN, no build step).
+// It reads the JSON API under /api, refreshes itself, and writes one thing: a trigger ("Run now").
+//
+// Views, chosen by the address's hash: the overview (no hash), an organisation's tasks
+// (#org=C), a task's executions, details and logs (#org=C&task=T, &run=N for one run's log).
 "use strict";
 
+import { $, el, badge, when, api, post, enc, session, AuthNeeded, problemText } from "./dom.js";
+import { fmtDuration, fmtMemory, fmtCpu, plural, utcText } from "./format.js";
+import { drawGraph } from "./graph.js";
+import { renderOverview } from "./overview.js";
+import { renderDetails } from "./details.js";
+import { loadOutputs } from "./outputs.js";
+
 const REFRESH_MS = 5000;
+const LIVE_MS = 1000;          // while a triggered run is awaited or a shown log grows
 const RUNS_PAGE = 50;          // executions in the table and the graph
 const ALL_LOGS_RUNS = 10;      // runs in the "all logs" view
 const RUN_LOG_TAIL = 256 * 1024;
+const ERROR_CLAMP = 90;        // longer errors get a "full error" button
+const STATUS_FILTERS = { "": [], SUCCESS: ["SUCCESS"], FAILED: ["FAILURE", "TIMEOUT"], RUNNING: ["RUNNING"],
+                         ABANDONED: ["ABANDONED"] };
 
 const state = {
-  token: sessionStorage.getItem("peach-token") || "",
-  org: null, task: null,
-  runs: [], nextBefore: null, olderLoaded: false,
+  org: null, task: null, taskRow: null,
+  runs: [], nextBefore: null, olderLoaded: false, versions: new Set(),
   logRun: null,          // null: all logs of the task; else the run shown below
   logOffset: 0, logComplete: false,
-  busy: false,
+  expanded: new Set(),   // runs whose full error is shown
+  pendingTrigger: null,  // {id, codops, task}: "Run now" was pressed, its run not started yet
+  busy: false, timer: null,
 };
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null) node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-// -- formatting ---------------------------------------------------------------
-function fmtTime(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "").replace(/Z$/, "") : "–";
-}
-
-function fmtDuration(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
-  if (seconds < 60) return `${seconds.toFixed(2)} s`;
-  const s = Math.round(seconds);
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-}
-
-// A run's usage: blank when it was not measured (no cgroup), so "0" is never made up.
-function fmtMemory(bytes) {
-  if (bytes === null || bytes === undefined) return "";
-  const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
-  for (const [unit, size] of units) {
-    if (bytes >= size) {
-      const shown = bytes / size;
-      return `${shown < 10 ? shown.toFixed(1) : Math.round(shown)} ${unit}`;
-    }
-  }
-  return `${bytes} B`;
-}
-
-function fmtCpu(seconds) {
-  if (seconds === null || seconds === undefined) return "";
-  return `${seconds < 100 ? seconds.toFixed(1) : Math.round(seconds)} s`;
-}
-
-function badge(value) {
-  return value ? el("span", { class: `badge ${value}`, text: value }) : "–";
-}
-
-// "STALE"/"FRESH" against the task's freshness (its title says the limit); "–" without one.
-function freshness(task) {
-  if (task.stale === null || task.stale === undefined) return "–";
-  const node = badge(task.stale ? "STALE" : "FRESH");
-  const since = task.last_success_at ? `last success ${fmtTime(task.last_success_at)} UTC` : "no success yet";
-  node.title = `freshness ${fmtDuration(task.freshness_s)}; ${since}`;
-  return node;
-}
-
-function setStatus(text, isError = false) {
-  const node = $("status");
-  node.textContent = text;
-  node.classList.toggle("error", isError);
-}
-
-// -- API ------------------------------------------------------------------------
-class AuthNeeded extends Error {}
-
-async function api(path) {
-  const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-  let response;
-  try {
-    response = await fetch(path, { headers, cache: "no-store" });
-  } catch (err) {
-    throw new Error("cannot reach the peach-tasks server");
-  }
-  if (response.status === 401) {
-    $("token-form").hidden = false;
-    $("token-error").textContent = state.token ? "that token was refused" : "";
-    throw new AuthNeeded("a token is needed");
-  }
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail || detail; } catch (err) { /* not JSON */ }
-    throw new Error(`${response.status}: ${detail}`);
-  }
-  return response.json();
-}
-
-const enc = encodeURIComponent;
-const taskPath = () => `/api/organisations/${enc(state.org)}/tasks/${enc(state.task)}`;
-
-// -- URL hash keeps the selection across reloads -------------------------------
-function saveHash() {
+// -- addresses ---------------------------------------------------------------------
+export function link(params) {
   const parts = [];
-  if (state.org) parts.push(`org=${enc(state.org)}`);
-  if (state.task) parts.push(`task=${enc(state.task)}`);
-  if (state.logRun) parts.push(`run=${state.logRun}`);
-  history.replaceState(null, "", parts.length ? `#${parts.join("&")}` : location.pathname);
+  for (const key of ["org", "task", "run"]) if (params[key] !== undefined && params[key] !== null) parts.push(`${key}=${enc(params[key])}`);
+  return parts.length ? `#${parts.join("&")}` : "#";
 }
 
 function readHash() {
@@ -135,77 +47,101 @@ function readHash() {
   return found;
 }
 
-// -- organisations and tasks ---------------------------------------------------
-async function loadOrganisations(wanted) {
+function replaceHash() {  // the run shown below changes the address without a history entry
+  history.replaceState(null, "", link({ org: state.org, task: state.task, run: state.logRun }) || location.pathname);
+}
+
+const taskPath = () => `/api/organisations/${enc(state.org)}/tasks/${enc(state.task)}`;
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+// "STALE"/"FRESH" against the task's freshness (its title says the limit); "–" without one.
+function freshness(task) {
+  if (task.stale === null || task.stale === undefined) return "–";
+  const node = badge(task.stale ? "STALE" : "FRESH");
+  const since = task.last_success_at ? `last success ${utcText(task.last_success_at)}` : "no success yet";
+  node.title = `freshness ${fmtDuration(task.freshness_s)}; ${since}`;
+  return node;
+}
+
+// -- the header: organisations --------------------------------------------------------
+async function loadOrganisations() {
   const orgs = await api("/api/organisations");
-  const select = $("org");
-  const current = wanted || state.org || select.value;
-  select.replaceChildren(...orgs.map((o) => el("option", { value: o.codops, text: `${o.codops} (${o.tasks})` })));
-  if (!orgs.length) {
-    select.append(el("option", { value: "", text: "no organisations yet" }));
-    state.org = null;
-    return;
-  }
-  state.org = orgs.some((o) => o.codops === current) ? current : orgs[0].codops;
-  select.value = state.org;
+  $("org").replaceChildren(el("option", { value: "", text: "Overview: all organisations" }),
+    ...orgs.map((o) => el("option", { value: o.codops, text: `${o.codops} (${o.tasks})` })));
+  $("org").value = state.org && orgs.some((o) => o.codops === state.org) ? state.org : "";
+  return orgs;
+}
+
+function crumbs() {
+  const parts = [el("a", { href: "#", text: "Overview" })];
+  if (state.org) parts.push(" › ", el("a", { href: link({ org: state.org }), text: state.org }));
+  if (state.task) parts.push(" › ", el("span", { text: state.task }));
+  $("crumbs").replaceChildren(...parts);
+}
+
+// -- views ------------------------------------------------------------------------------
+function show(view) {
+  $("overview-section").hidden = view !== "overview";
+  $("tasks-section").hidden = view === "overview";
+  $("task-section").hidden = view !== "task";
+  $("logs-section").hidden = view !== "task";
+  if (view !== "task") $("outputs-section").hidden = true;
+  document.body.dataset.view = view;
+  crumbs();
+}
+
+async function loadOverview() {
+  const data = await api("/api/overview");
+  renderOverview(data, link);
 }
 
 async function loadTasks() {
-  if (!state.org) {
-    $("tasks").tBodies[0].replaceChildren();
-    $("no-tasks").hidden = false;
-    return;
-  }
   const listing = await api(`/api/organisations/${enc(state.org)}/tasks`);
   $("tasks-count").textContent = `(${listing.tasks.length})`;
+  $("tasks-org").textContent = state.org;
   $("no-tasks").hidden = listing.tasks.length > 0;
-  $("problems").replaceChildren(...listing.problems.map((p) => el("li", {
-    text: `${p.kind} · ${p.file ? (p.line ? `${p.file}:${p.line}` : p.file) : p.scope}: ${p.message}`,
-  })));
+  $("problems").replaceChildren(...listing.problems.map((p) => el("li", { text: problemText(p) })));
   $("tasks").tBodies[0].replaceChildren(...listing.tasks.map((t) => {
     const row = el("tr", { "data-task": t.name, class: t.name === state.task ? "selected" : "",
-                           onclick: () => selectTask(t.name) },
-      el("td", {}, el("button", { class: "task-name", type: "button", text: t.name })),
-      el("td", { text: t.loop }),
-      el("td", {}, badge(t.state)),
-      el("td", {}, badge(t.last_status)),
-      el("td", { text: fmtTime(t.last_started_at) }),
-      el("td", { class: "num", text: fmtDuration(t.last_duration_s) }),
-      el("td", {}, el("code", { text: t.version || "–" })),
-      el("td", { class: "num", text: String(t.successes) }),
-      el("td", { class: "num", text: String(t.failures) }),
-      el("td", { class: "freshness" }, freshness(t)));
+                           onclick: () => { location.hash = link({ org: state.org, task: t.name }); } },
+      el("td", { "data-label": "Task" }, el("a", { class: "task-name", href: link({ org: state.org, task: t.name }), text: t.name })),
+      el("td", { "data-label": "Loop", text: t.loop }),
+      el("td", { "data-label": "State" }, badge(t.state)),
+      el("td", { "data-label": "Last status" }, badge(t.last_status)),
+      el("td", { "data-label": "Started" }, when(t.last_started_at)),
+      el("td", { class: "num", "data-label": "Duration", text: fmtDuration(t.last_duration_s) }),
+      el("td", { "data-label": "Version" }, el("code", { text: t.version || "–" })),
+      el("td", { class: "num", "data-label": "Successes", text: String(t.successes) }),
+      el("td", { class: "num", "data-label": "Failures", text: String(t.failures) }),
+      el("td", { class: "freshness", "data-label": "Freshness" }, freshness(t)));
     if (t.problems.length) row.title = t.problems.map((p) => p.message).join("\n");
     return row;
   }));
-  if (state.task && !listing.tasks.some((t) => t.name === state.task)) clearTask();
+  state.taskRow = state.task ? listing.tasks.find((t) => t.name === state.task) || null : null;
+  if (state.task && !state.taskRow) {
+    setStatus(`no task '${state.task}' in organisation '${state.org}'`, true);
+    state.task = null;
+    show("org");
+  }
 }
 
-function clearTask() {
-  state.task = null;
-  state.logRun = null;
-  $("task-section").hidden = true;
-  $("logs-section").hidden = true;
-  $("outputs-section").hidden = true;
-  saveHash();
+// -- a task: details, executions, filters ------------------------------------------------------
+function statusFilter() { return STATUS_FILTERS[$("filter-status").value] || []; }
+
+function runsQuery(before) {
+  const params = new URLSearchParams({ limit: String(RUNS_PAGE) });
+  if (before) params.set("before", String(before));
+  for (const status of statusFilter()) params.append("status", status);
+  if ($("filter-version").value) params.set("version", $("filter-version").value);
+  return `${taskPath()}/runs?${params}`;
 }
 
-async function selectTask(name) {
-  state.task = name;
-  state.logRun = null;
-  state.olderLoaded = false;
-  for (const row of $("tasks").tBodies[0].rows) row.classList.toggle("selected", row.dataset.task === name);
-  $("task-title").textContent = `${state.org}/${name}`;
-  $("task-section").hidden = false;
-  $("logs-section").hidden = false;
-  $("log").textContent = "";
-  saveHash();
-  await guarded(async () => { await loadRuns(); await loadLogs(true); await loadOutputs(); });
-}
-
-// -- executions -----------------------------------------------------------------
 async function loadRuns() {
-  const page = await api(`${taskPath()}/runs?limit=${RUNS_PAGE}`);
+  const page = await api(runsQuery(null));
   if (state.olderLoaded && state.runs.length) {
     // Keep the older pages the user asked for; replace only the newest page.
     const oldest = page.runs.length ? page.runs[page.runs.length - 1].id : Infinity;
@@ -215,86 +151,75 @@ async function loadRuns() {
     state.nextBefore = page.next_before;
   }
   renderRuns();
-  drawGraph();
 }
 
 async function loadOlder() {
   if (!state.nextBefore) return;
-  const page = await api(`${taskPath()}/runs?limit=${RUNS_PAGE}&before=${state.nextBefore}`);
+  const page = await api(runsQuery(state.nextBefore));
   state.runs = state.runs.concat(page.runs);
   state.nextBefore = page.next_before;
   state.olderLoaded = true;
   renderRuns();
-  drawGraph();
+}
+
+function renderVersions() {
+  if (state.taskRow && state.taskRow.version) state.versions.add(state.taskRow.version);
+  for (const run of state.runs) if (run.version) state.versions.add(run.version);
+  const select = $("filter-version");
+  const chosen = select.value;
+  const known = [...state.versions].sort();
+  if (select.options.length - 1 === known.length) return;  // unchanged: keep the open list stable
+  select.replaceChildren(el("option", { value: "", text: "all versions" }),
+                         ...known.map((v) => el("option", { value: v, text: v })));
+  select.value = chosen;
+}
+
+function errorCell(run) {
+  const text = run.error || "";
+  const open = state.expanded.has(run.id);
+  const cell = el("td", { class: `error-cell${open ? " expanded" : ""}`, "data-label": "Error" },
+    el("div", { class: "error-text", title: open ? null : text, "data-testid": `error-${run.id}`, text }));
+  if (text.length > ERROR_CLAMP) {
+    cell.append(el("button", { type: "button", class: "link-button", "data-testid": `error-toggle-${run.id}`,
+      "aria-expanded": String(open), text: open ? "less" : "full error",
+      onclick: (event) => {
+        event.stopPropagation();
+        if (state.expanded.has(run.id)) state.expanded.delete(run.id); else state.expanded.add(run.id);
+        renderRuns();
+      } }));
+  }
+  return cell;
 }
 
 function renderRuns() {
+  renderVersions();
+  const filtered = statusFilter().length || $("filter-version").value;
   $("older").hidden = !state.nextBefore;
+  $("no-runs").hidden = state.runs.length > 0;
+  $("no-runs").textContent = filtered ? "No execution matches these filters." : "No execution yet.";
   $("runs").tBodies[0].replaceChildren(...state.runs.map((r) => el("tr", {
     "data-run": r.id, class: r.id === state.logRun ? "selected" : "" },
-    el("td", { class: "num", text: String(r.id) }),
-    el("td", {}, el("code", { text: r.version || "–" })),
-    el("td", { text: fmtTime(r.started_at) }),
-    el("td", {}, badge(r.status)),
-    el("td", { class: "num", text: fmtDuration(r.duration_s) }),
-    el("td", { class: "num usage", "data-testid": `memory-${r.id}`, text: fmtMemory(r.peak_memory_bytes) }),
-    el("td", { class: "num usage", "data-testid": `cpu-${r.id}`, text: fmtCpu(r.cpu_seconds) }),
-    el("td", { class: "error-cell", title: r.error || "", text: r.error || "" }),
-    el("td", {}, el("button", { type: "button", "data-testid": `show-below-${r.id}`, text: "show below",
-                                onclick: () => showRun(r.id) })))));
-}
-
-// -- the graph: duration per execution; blue dot success, red cross failure ----------
-function drawGraph() {
-  const graph = $("graph");
-  const W = 640, H = 240, left = 58, right = 14, top = 14, bottom = 34;
-  const points = state.runs.filter((r) => r.duration_s !== null && r.status !== "RUNNING").slice().reverse();
-  const max = Math.max(...points.map((r) => r.duration_s), 0.001) * 1.1;
-  const x = (i) => left + (points.length < 2 ? (W - left - right) / 2 : i * (W - left - right) / (points.length - 1));
-  const y = (d) => top + (H - top - bottom) * (1 - d / max);
-  const nodes = [];
-  for (const fraction of [0, 0.5, 1]) {
-    const value = max * fraction;
-    nodes.push(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(value), y2: y(value) }),
-               svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" }, fmtDuration(value)));
-  }
-  nodes.push(svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: H - bottom }),
-             svg("line", { class: "axis", x1: left, x2: W - right, y1: H - bottom, y2: H - bottom }));
-  if (!points.length) {
-    nodes.push(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no finished executions yet"));
-  } else {
-    nodes.push(svg("polyline", { class: "trend", points: points.map((r, i) => `${x(i)},${y(r.duration_s)}`).join(" ") }));
-    nodes.push(svg("text", { x: left, y: H - 10 }, fmtTime(points[0].started_at)));
-    if (points.length > 1) {
-      nodes.push(svg("text", { x: W - right, y: H - 10, "text-anchor": "end" }, fmtTime(points[points.length - 1].started_at)));
-    }
-    points.forEach((r, i) => nodes.push(marker(r, x(i), y(r.duration_s))));
-  }
-  graph.replaceChildren(...nodes);
-}
-
-function marker(run, cx, cy) {
-  const title = svg("title", {}, `run ${run.id} · ${run.status} · ${fmtDuration(run.duration_s)} · ${fmtTime(run.started_at)}`);
-  const selected = run.id === state.logRun ? " selected" : "";
-  const common = { "data-run": run.id, onclick: () => showRun(run.id) };
-  if (run.status === "SUCCESS") {
-    return svg("circle", { ...common, class: `point success${selected}`, cx, cy, r: 4.5 }, title);
-  }
-  if (run.status === "FAILURE" || run.status === "TIMEOUT") {
-    const s = 5;
-    return svg("path", { ...common, class: `point failure${selected}`,
-      d: `M${cx - s},${cy - s}L${cx + s},${cy + s}M${cx - s},${cy + s}L${cx + s},${cy - s}` }, title);
-  }
-  return svg("circle", { ...common, class: `point abandoned${selected}`, cx, cy, r: 4 }, title);
+    el("td", { class: "num", "data-label": "Run", text: String(r.id) }),
+    el("td", { "data-label": "Log" }, el("button", { type: "button", "data-testid": `show-below-${r.id}`,
+      class: "show-below", text: r.id === state.logRun ? "shown below" : "show below", onclick: () => showRun(r.id) })),
+    el("td", { "data-label": "Status" }, badge(r.status)),
+    el("td", { "data-label": "Started" }, when(r.started_at)),
+    el("td", { class: "num", "data-label": "Duration", text: fmtDuration(r.duration_s) }),
+    el("td", { "data-label": "Version" }, el("code", { text: r.version || "–" })),
+    el("td", { class: "num usage", "data-label": "Memory", "data-testid": `memory-${r.id}`, text: fmtMemory(r.peak_memory_bytes) }),
+    el("td", { class: "num usage", "data-label": "CPU", "data-testid": `cpu-${r.id}`, text: fmtCpu(r.cpu_seconds) }),
+    errorCell(r))));
+  drawGraph($("graph"), state.runs, state.logRun, showRun);
 }
 
 // -- logs: all of the task's by default, or one run's ("show below") -------------------
 async function loadLogs(reset) {
   if (state.logRun === null) {
     const logs = await api(`${taskPath()}/logs?runs=${ALL_LOGS_RUNS}`);
-    $("logs-title").textContent = `Logs of the last ${logs.runs.length} executions`;
+    $("logs-title").textContent = `Logs of the last ${plural(logs.runs.length, "execution")}`;
     $("show-all").hidden = true;
     setLog(logs.text || "no logs yet", true);
+    state.logComplete = true;
     return;
   }
   if (reset) {
@@ -342,29 +267,107 @@ function logNodes(text) {
   return nodes;
 }
 
-async function showRun(runId) {
+async function showRun(runId, scroll = true) {
   state.logRun = runId;
-  saveHash();
+  replaceHash();
   renderRuns();
-  drawGraph();
-  await guarded(async () => { await loadLogs(true); await loadOutputs(); });
-  $("logs-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  await guarded(async () => { await loadLogs(true); await loadOutputs(() => state.logRun); });
+  if (scroll) $("logs-section").scrollIntoView({ behavior: "smooth", block: "start" });
+  schedule();
 }
 
 async function showAll() {
   state.logRun = null;
-  saveHash();
+  replaceHash();
   renderRuns();
-  drawGraph();
-  await guarded(async () => { await loadLogs(true); await loadOutputs(); });
+  await guarded(async () => { await loadLogs(true); await loadOutputs(() => state.logRun); });
 }
 
-// -- refreshing -------------------------------------------------------------------
+// -- Run now: the trigger API, as 'peach-tasks trigger' -------------------------------------------
+async function runNow() {
+  const text = $("payload").value.trim();
+  let payload = null;
+  if (text) {
+    try { payload = JSON.parse(text); } catch (err) {
+      $("run-now-status").textContent = `The payload is not JSON (${err.message}); leave it empty for none.`;
+      $("run-now-status").className = "error";
+      return;
+    }
+  }
+  $("run-now").disabled = true;
+  try {
+    const queued = await post(`${taskPath()}/trigger`, { payload });
+    state.pendingTrigger = { id: queued.id, codops: state.org, task: state.task };
+    $("run-now-status").textContent = `Queued (trigger ${queued.id}): it runs next in its loop; its log opens below.`;
+    $("run-now-status").className = "ok";
+  } catch (err) {
+    $("run-now-status").textContent = err instanceof AuthNeeded ? "an access token is needed" : String(err.message || err);
+    $("run-now-status").className = "error";
+  } finally {
+    $("run-now").disabled = false;
+    schedule(LIVE_MS);
+  }
+}
+
+// A queued trigger's run, once its loop has started it: shown below, its log followed.
+async function followTrigger() {
+  const wanted = state.pendingTrigger;
+  if (!wanted || wanted.codops !== state.org || wanted.task !== state.task) return;
+  const triggers = await api(`/api/organisations/${enc(wanted.codops)}/triggers`);
+  const found = triggers.find((t) => t.id === wanted.id);
+  if (!found) return;
+  if (found.state === "DROPPED") {
+    state.pendingTrigger = null;
+    $("run-now-status").textContent = `Trigger ${found.id} was dropped: ${found.note || "its task is gone"}`;
+    $("run-now-status").className = "error";
+  } else if (found.run_id) {
+    state.pendingTrigger = null;
+    $("run-now-status").textContent = `Run ${found.run_id} started by trigger ${found.id}.`;
+    await loadRuns();
+    await showRun(found.run_id, false);
+  }
+}
+
+// -- navigation and refreshing ----------------------------------------------------------------
+async function route() {
+  const wanted = readHash();
+  const changedTask = wanted.org !== state.org || wanted.task !== state.task;
+  state.org = wanted.org || null;
+  state.task = state.org ? wanted.task || null : null;
+  if (changedTask) {
+    state.runs = []; state.olderLoaded = false; state.nextBefore = null; state.versions = new Set();
+    state.expanded = new Set(); state.taskRow = null;
+    $("filter-status").value = ""; $("filter-version").replaceChildren(el("option", { value: "", text: "all versions" }));
+    $("log").textContent = "";
+    $("run-now-status").textContent = "";
+  }
+  state.logRun = state.task && wanted.run ? Number(wanted.run) : null;
+  show(state.task ? "task" : (state.org ? "org" : "overview"));
+  await guarded(async () => {
+    await loadOrganisations();
+    await loadView(true);
+  });
+  if (state.logRun !== null && changedTask) $("logs-section").scrollIntoView({ block: "start" });
+  schedule();
+}
+
+async function loadView(reset) {
+  if (!state.org) return loadOverview();
+  await loadTasks();
+  if (!state.task) return;
+  $("task-title").textContent = `${state.org}/${state.task}`;
+  renderDetails(state.taskRow);
+  await loadRuns();
+  await loadLogs(reset);
+  await loadOutputs(() => state.logRun);  // what the run shown below displayed (kept when it ends)
+  await followTrigger();
+}
+
 async function guarded(work) {
   try {
     await work();
-    const now = new Date().toISOString().replace("T", " ").slice(0, 19);
-    setStatus(`updated ${now} UTC · refreshes every ${REFRESH_MS / 1000} s`);
+    const now = new Date().toLocaleTimeString();
+    setStatus(`updated ${now} · refreshes every ${REFRESH_MS / 1000} s`);
     return true;
   } catch (err) {
     setStatus(err instanceof AuthNeeded ? "an access token is needed" : String(err.message || err), true);
@@ -373,44 +376,39 @@ async function guarded(work) {
 }
 
 async function refresh() {
-  if (state.busy || document.hidden) return;
+  if (state.busy || document.hidden) return schedule();
   state.busy = true;
   try {
-    await guarded(async () => {
-      await loadOrganisations();
-      await loadTasks();
-      if (state.task) {
-        await loadRuns();
-        await loadLogs(false);
-        await loadOutputs();
-      }
-    });
+    await guarded(async () => { await loadOrganisations(); await loadView(false); });
   } finally {
     state.busy = false;
+    schedule();
   }
 }
 
-async function start() {
-  $("org").addEventListener("change", async (event) => {
-    state.org = event.target.value;
-    clearTask();
-    await guarded(loadTasks);
-  });
+// Every 5 s; every second while a triggered run is awaited or the log shown still grows.
+function schedule(delay) {
+  clearTimeout(state.timer);
+  const live = state.pendingTrigger || (state.task && state.logRun !== null && !state.logComplete);
+  state.timer = setTimeout(refresh, delay || (live ? LIVE_MS : REFRESH_MS));
+}
+
+function start() {
+  $("org").addEventListener("change", (event) => { location.hash = link({ org: event.target.value || null }); });
   $("older").addEventListener("click", () => guarded(loadOlder));
   $("show-all").addEventListener("click", showAll);
+  $("run-now").addEventListener("click", runNow);
+  for (const id of ["filter-status", "filter-version"]) {
+    $(id).addEventListener("change", () => { state.olderLoaded = false; guarded(loadRuns); });
+  }
   $("token-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    state.token = $("token").value.trim();
-    sessionStorage.setItem("peach-token", state.token);
-    if (await guarded(async () => { await loadOrganisations(); await loadTasks(); })) $("token-form").hidden = true;
+    session.token = $("token").value.trim();
+    sessionStorage.setItem("peach-token", session.token);
+    if (await guarded(async () => { await loadOrganisations(); await loadView(true); })) $("token-form").hidden = true;
   });
-  const wanted = readHash();
-  const ok = await guarded(async () => { await loadOrganisations(wanted.org); await loadTasks(); });
-  if (ok && wanted.task && state.org === wanted.org) {
-    await selectTask(wanted.task);
-    if (wanted.run) await showRun(Number(wanted.run));
-  }
-  setInterval(refresh, REFRESH_MS);
+  window.addEventListener("hashchange", route);
+  route();
 }
 
-document.addEventListener("DOMContentLoaded", start);
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();

@@ -2,18 +2,19 @@
 // An output is the task's content, never trusted: images go into <img> (a script in an SVG
 // shown as an image never runs), HTML into an <iframe sandbox> without scripts and without this
 // page's origin, behind a policy that loads nothing from anywhere; text is set as text.
-// Uses state, $, el and api from dashboard.js, loaded before this file.
 "use strict";
+
+import { $, el, api, session } from "./dom.js";
 
 const OUTPUT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'";
 const OUTPUT_STYLE = "body{font:13px system-ui,sans-serif;margin:6px;color:#1d2433}"
   + "table{border-collapse:collapse}th,td{border:1px solid #e4e7ec;padding:2px 8px;text-align:right}"
   + "thead th{background:#f7f8fa}";
-const outputs = { key: null, urls: [] };
+const outputs = { key: null, urls: [], queue: Promise.resolve() };
 
 // The output's bytes as a Blob, with the caller's token (an <img src> could not send it).
 async function outputBlob(url) {
-  const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+  const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
   const response = await fetch(url, { headers, cache: "no-store" });
   if (!response.ok) throw new Error(`${response.status}: cannot read ${url}`);
   return response.blob();
@@ -47,21 +48,28 @@ async function outputNode(output, urls) {
 }
 
 // Called whenever the run shown below changes or the page refreshes: draws again only when
-// the run's outputs changed (they are stored when it ends).
-async function loadOutputs() {
+// the run's outputs changed (they are stored when it ends). `shown()` is the run shown below
+// now (null: none), asked again after each await: another run may be picked meanwhile.
+export function loadOutputs(shown) {
+  // One at a time: a refresh and a click must not draw the same frames twice over each other.
+  outputs.queue = outputs.queue.catch(() => {}).then(() => drawOutputs(shown));
+  return outputs.queue;
+}
+
+async function drawOutputs(shown) {
   const section = $("outputs-section");
-  if (state.logRun === null) {
+  if (shown() === null) {
     section.hidden = true;
     outputs.key = null;
     return;
   }
-  const runId = state.logRun;
+  const runId = shown();
   const listing = await api(`/api/runs/${runId}/outputs`);
   const key = `${runId}:${listing.status}:${listing.outputs.length}`;
-  if (key === outputs.key || runId !== state.logRun) return;
+  if (key === outputs.key || runId !== shown()) return;
   const nodes = [], urls = [];
   for (const output of listing.outputs) nodes.push(await outputNode(output, urls));
-  if (runId !== state.logRun) {  // another run was picked meanwhile
+  if (runId !== shown()) {  // another run was picked meanwhile
     urls.forEach((url) => URL.revokeObjectURL(url));
     return;
   }
