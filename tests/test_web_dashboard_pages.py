@@ -370,7 +370,7 @@ def test_task_details_say_what_runs_and_how(page: Any, long_error: Any) -> None:
     # 90 s asked, within a loop of 60 s (the test settings): the loop's limit holds.
     expect(details.locator("[data-detail=timeout]")).to_have_text("1 min (the loop's limit; its definition asks 1 min 30 s)")
     expect(details.locator("[data-detail='defined in']")).to_have_text("algos: peach.yaml:3")
-    expect(details.locator("[data-detail=environment]")).to_have_text("default's uv environment + tabulate")
+    expect(details.locator("[data-detail=environment]")).to_have_text("default/base (uv), adds tabulate")
 
 
 def test_the_dashboard_says_when_a_spark_task_has_no_spark(page: Any, tmp_path: Path) -> None:

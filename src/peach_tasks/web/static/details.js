@@ -11,12 +11,12 @@ function ownProblems(task) {
                                      || p.message.includes(name));
 }
 
-// A task's environment: what the API says (`environment`, when it knows named ones), else the
-// organisation's uv environment plus the dependencies the definition adds.
+// A task's environment: the organisation's uv environment of that name (its py_env, else
+// "base"), and the dependencies its own definition adds.
 function environment(task) {
-  if (task.environment) return typeof task.environment === "string" ? task.environment : JSON.stringify(task.environment);
-  const added = task.dependencies && task.dependencies.length ? ` + ${task.dependencies.join(", ")}` : "";
-  return `${task.codops}'s uv environment${added}`;
+  const name = task.environment ? `${task.codops}/${task.environment}` : `${task.codops}'s`;
+  const added = task.dependencies && task.dependencies.length ? `, adds ${task.dependencies.join(", ")}` : "";
+  return `${name} (uv)${added}`;
 }
 
 // A limit in round units: "1 h", "5 min", "90 s".
