@@ -356,3 +356,29 @@ def test_an_attempt_that_is_retried_is_no_failure_yet(tmp_path: Path, hooks: Hoo
     [alert] = hooks.bodies()
     assert alert["run"]["id"] == last["id"] and alert["details"]["failures_in_row"] == 1
     assert store.tasks(["chrts"])[0]["failures_in_row"] == 1
+
+
+def test_conditions_change_state_once_on_both_databases(database_url: str) -> None:
+    """A problem appears once and clears once, and a dead replica is announced once, however
+    often it is reported: the journal writes an event only for the change itself."""
+    from datetime import datetime, timezone
+
+    from peach_tasks.errors import Problem
+    from peach_tasks.store import Store
+    from peach_tasks.store.leases import LeaseStore
+    from peach_tasks.store.schema import alert_events
+
+    store = Store.open(database_url)
+    store.alerting = True
+    try:
+        broken = [Problem("config", "algos", "bad", "peach.yaml", 3)]
+        for found in (broken, broken, [], [], broken):
+            store.set_problems("config", "algos", found)
+        LeaseStore(store.engine).heartbeat("r1", "host", 1, datetime.now(timezone.utc))
+        assert store.record_replica_died("r1", "r2", ["org1"]) is True
+        assert store.record_replica_died("r1", "r3", ["org2"]) is False
+        with store.engine.connect() as conn:
+            kinds = [r.kind for r in conn.execute(sa.select(alert_events).order_by(alert_events.c.id))]
+        assert kinds == ["problem_appeared", "problem_cleared", "problem_appeared", "replica_died"]
+    finally:
+        store.close()

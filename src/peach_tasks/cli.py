@@ -527,7 +527,9 @@ def _write_demo_url(path: Path, url: str) -> bool:
 # The notebook authors' commands (validate, run, trigger, triggers) live in their own module.
 from .cli_authors import COMMANDS as _AUTHOR_COMMANDS  # noqa: E402 - each gets --config below
 
-for _command in _AUTHOR_COMMANDS:
+from .cli_alerts import COMMANDS as _ALERT_COMMANDS  # noqa: E402
+
+for _command in (*_AUTHOR_COMMANDS, *_ALERT_COMMANDS):
     main.add_command(_config_option(_command))  # click adds the option to a built command too
 
 

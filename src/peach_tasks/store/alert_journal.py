@@ -82,8 +82,9 @@ def _insert_once(conn: sa.Connection, key: str, now: datetime) -> bool:
     """Open condition ``key``; True only for the one transaction that opened it."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(alert_conditions).values(key=key, opened_at=now).on_conflict_do_nothing(
-        index_elements=["key"])
-    return conn.execute(statement).rowcount == 1
+        index_elements=["key"]).returning(alert_conditions.c.key)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT.
+    return conn.execute(statement).first() is not None
 
 
 def problems_changed(conn: sa.Connection, groups: Sequence[tuple[str, str, Sequence[Problem], str | None]],
