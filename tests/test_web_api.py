@@ -276,3 +276,28 @@ def test_unknown_pages_are_html_and_unknown_api_paths_json(server: WebServer) ->
     for path in ("/api/nothing", "/api/runs/999999"):
         answer = httpx.get(server.url + path)
         assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"
+
+
+def test_overview_counts_stale_tasks_when_freshness_is_declared(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
+    from peach_tasks.store.schema import tasks
+    from peach_tasks.store.store import TaskRegistration
+
+    settings = load_settings(write_settings(tmp_path, []))
+    store = Store.open(settings.database_url)
+    late, fresh = (TaskSpec("org", name, "n.ipynb", "m", executor=Executor.PYTHON) for name in ("late", "fresh"))
+    store.register_tasks([TaskRegistration(late, "v", freshness_s=3600), TaskRegistration(fresh, "v", freshness_s=3600)])
+    for spec in (late, fresh):
+        store.finish_run(store.start_run(spec, "v", "c", "t"), Outcome(RunStatus.SUCCESS))
+    with store.engine.begin() as conn:  # its last success two hours ago: older than its freshness
+        conn.execute(tasks.update().where(tasks.c.name == "late")
+                     .values(last_success_at=datetime.now(timezone.utc) - timedelta(hours=2)))
+    web = start_server(settings, store)
+    try:
+        [org] = get(web, "/api/overview")["organisations"]
+        assert (org["stale"], org["healthy"], org["failing"]) == (1, 1, 0)
+    finally:
+        web.stop()
+        store.close()
