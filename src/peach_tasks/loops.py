@@ -35,6 +35,7 @@ from .web.metrics import record_loop_iteration
 
 if TYPE_CHECKING:
     from .environments import EnvironmentManager
+    from .org_redis import OrganisationRedis
     from .settings import Settings
     from .store import Store
     from .store.logs import LogWriter
@@ -94,8 +95,10 @@ class Loop:
                  executors: dict[Executor, TaskExecutor], snapshot: Callable[[], Snapshot],
                  stop: threading.Event, owner: str, marker_prefix: str,
                  keep: Callable[[tuple[str, str]], bool] = lambda key: True,
-                 on_run: Callable[[RunEvent], None] | None = None, sandbox: Sandbox | None = None) -> None:
+                 on_run: Callable[[RunEvent], None] | None = None, sandbox: Sandbox | None = None,
+                 redis: "OrganisationRedis | None" = None) -> None:
         self.name = name
+        self.redis = redis  # each organisation's Redis user (org_redis.py), when the settings have one
         self.sandbox = sandbox  # None: tasks run as plain processes (isolation: none)
         self.settings, self.store, self.envs, self.executors = settings, store, envs, executors
         self.snapshot, self.stop, self.owner = snapshot, stop, owner
@@ -463,6 +466,11 @@ class Loop:
         env.update(PEACH_CODOPS=task.spec.codops, PEACH_TASK=task.spec.name, PEACH_RUN_ID=str(run_id),
                    PEACH_VERSION=task.version, PEACH_LOOP=self.name,
                    PEACH_PY_ENV=task.spec.environment)
+        if self.redis is not None:  # the organisation's own user and namespace, never the admin's
+            try:
+                env.update(self.redis.credentials(task.spec.codops).env())
+            except Exception as exc:  # Redis down: the run goes on without it (its code says what it misses)
+                log.warning("run %s: no Redis credentials for %s (%s)", run_id, task.spec.codops, exc)
         env[TRIGGER_DIR_ENV] = str(triggers or self.trigger_root / str(run_id))
         return env
 

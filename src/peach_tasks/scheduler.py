@@ -34,6 +34,8 @@ from .executors.spark_cluster import end_orphans
 from .loops import Loop, RunEvent, remove_warm_leftovers
 from .model import METADATA_LOOP, Executor
 from .notebook_problems import notebook_problems
+from .org_redis import PROBLEM_KIND as REDIS_PROBLEMS
+from .org_redis import OrganisationRedis
 from .problem_log import ProblemLog
 from .py_environments import env_label
 from .registry import Snapshot, build_snapshot
@@ -94,6 +96,8 @@ class Scheduler:
             Executor.SPARK: SparkExecutor(settings.spark, settings.organisations, self.envs,
                                           outputs=output_bounds(settings)),
         }
+        # Each organisation's user on the platform's Redis (redis: in the settings), else None.
+        self.redis = OrganisationRedis(settings.redis, self.state_dir) if settings.redis is not None else None
         # Set by start_isolation() (serve, run-once): None runs tasks as plain processes.
         self.sandbox: Sandbox | None = None
         self._unsandboxed: str | None = None  # why runs cannot be sandboxed here, if they cannot
@@ -261,6 +265,9 @@ class Scheduler:
                     return self._snapshot
                 env_problems.append(("environment", env_label(codops, env), [problem] if problem else [], codops))
             self.store.set_problems_many(env_problems)
+            if self.redis is not None:  # every organisation's Redis user, rotated with its period
+                self.store.set_problems(REDIS_PROBLEMS, "redis",
+                                        self.redis.sync({codops for codops, _ in snapshot.tasks}))
             # Problems of repositories no longer configured nor discovered, of GitLab sources
             # removed from the settings and of organisations without tasks go with them.
             names = {repo.name for repo in self.repos}
@@ -310,7 +317,8 @@ class Scheduler:
                   stop: threading.Event | None = None) -> Loop:
         return Loop(name, settings=self.settings, store=self.store, envs=self.envs, executors=self.executors,
                     snapshot=lambda: self._snapshot, stop=stop or self.stop_event, owner=self.owner,
-                    marker_prefix=self.marker_prefix, keep=keep, on_run=self.on_run, sandbox=self.sandbox)
+                    marker_prefix=self.marker_prefix, keep=keep, on_run=self.on_run, sandbox=self.sandbox,
+                    redis=self.redis)
 
     def run_once(self, orgs: Iterable[str] = (), loops: Iterable[str] = ()) -> dict[str, int]:
         """Sync, then one iteration of each selected loop, concurrently. Returns runs per loop."""
@@ -432,6 +440,8 @@ class Scheduler:
 
     def close(self) -> None:
         """Release the state_dir for the next scheduler."""
+        if self.redis is not None:
+            self.redis.close()
         lock = getattr(self, "_lock_file", None)
         if lock is not None and not lock.closed:
             lock.close()

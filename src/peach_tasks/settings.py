@@ -243,6 +243,27 @@ class GitLabSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)  # seconds per API request
 
 
+class RedisSettings(_Strict):
+    """The platform's Redis (>= 6): each organisation gets an ACL user of its own, limited to
+    the keys and channels ``<key_prefix><codops>:*`` (org_redis.py, docs/settings.md)."""
+
+    # Where the scheduler, the API and tasks reach it; no credentials in it (admin_* below).
+    url: str = Field(pattern=r"^rediss?://[^/@\s]+(/[0-9]{1,2})?$")
+    # The ACL user that may create users (ACL SETUSER) and count keys (SCAN, MEMORY USAGE);
+    # its password comes from the environment variable named here, never from this file.
+    admin_user: str = Field(default="default", min_length=1)
+    admin_password_env: str | None = Field(default="PEACH_REDIS_ADMIN_PASSWORD", min_length=1)
+    # Each organisation's user is '<user_prefix><codops>'; its keys and channels start with
+    # '<key_prefix><codops>:'.
+    user_prefix: str = Field(default="peach-", pattern=r"^[A-Za-z0-9_.:-]*$")
+    key_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]*$")
+    # An organisation's password changes this often; the previous one stays valid one more
+    # period, so a period must outlast the longest run (checked against timeouts.task).
+    rotate: Duration = 24 * 3600.0
+    # How many keys the API's per-organisation figures look at, at most (SCAN is bounded).
+    max_scan_keys: int = Field(default=100_000, ge=100)
+
+
 class Settings(_Strict):
     database: str | None = None
     state_dir: str = "peach-state"
@@ -270,6 +291,8 @@ class Settings(_Strict):
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
     # Rules that send alerts, where to, and what organisations' own rules may use (alerts.md).
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    # The platform's Redis, shared by organisations each in a namespace of its own; None: none.
+    redis: RedisSettings | None = None
 
     # Set by load_settings, not by the file: the folder relative paths start from.
     base_dir: str = Field(default=".", exclude=True)
@@ -286,6 +309,19 @@ class Settings(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("two gitlab sources have the same 'name'; give each its own")
         return value
+
+    @model_validator(mode="after")
+    def _redis_fits(self) -> "Settings":
+        redis = self.redis
+        if redis is None:
+            return self
+        if redis.rotate < self.timeouts.task:
+            raise ValueError(f"redis.rotate ({redis.rotate:g} s) must be at least timeouts.task "
+                             f"({self.timeouts.task:g} s): a run's Redis password must outlast the run")
+        if redis.admin_password_env and redis.admin_password_env in self.task_env:
+            raise ValueError(f"task_env must not set {redis.admin_password_env}, the Redis admin password's "
+                             "variable: tasks get their organisation's own credentials (PEACH_REDIS_URL)")
+        return self
 
     def limits_for(self, codops: str) -> PythonLimits:
         """The ``python:`` defaults with the organisation's own overrides applied."""

@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..org_redis import OrganisationRedis
 from ..store import Store
-from . import api, outputs_api, overview, triggers_api
+from . import api, outputs_api, overview, redis_api, triggers_api
 from .access import AccessPolicy, Scope
 from .guard import RequestGuard
 from .metrics import render
@@ -48,7 +49,8 @@ def _version() -> str:
 
 def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: float = 30.0,
                allowed_hosts: Collection[str] = (), allowed_origins: Collection[str] = (),
-               timeouts: tuple[float, float] | None = None) -> FastAPI:
+               timeouts: tuple[float, float] | None = None,
+               redis: OrganisationRedis | None = None) -> FastAPI:
     """The application serving ``store``; ``access`` defaults to open (no tokens).
 
     It answers loopback host names and ``allowed_hosts``, and takes writes from its own
@@ -62,12 +64,14 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
     app.state.store = store
     app.state.access = access or AccessPolicy()
     app.state.lease_seconds = lease_seconds  # to tell live replicas from dead ones
+    app.state.redis, app.state.redis_usage = redis, {}  # organisations' Redis namespaces (redis_api.py)
     app.state.metrics = MetricsCache(store)  # rendered ahead of the scrapes, refreshed in the background
     app.state.timeouts = timeouts
     app.include_router(api.router)
     app.include_router(outputs_api.router)  # what runs showed, served as untrusted content
     app.include_router(overview.router)  # the dashboard's home
     app.include_router(triggers_api.router)  # the one write: POST .../trigger
+    app.include_router(redis_api.router)  # keys and memory of an organisation's Redis namespace
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     swagger = _swagger_ui_dir()
     if swagger is not None:

@@ -21,6 +21,16 @@ class Organisation(BaseModel):
     running: int = Field(description="tasks running now")
 
 
+class RedisUsage(BaseModel):
+    codops: str
+    namespace: str = Field(description="the organisation's keys and channels start with this")
+    user: str = Field(description="the organisation's Redis ACL user, which tasks get in PEACH_REDIS_URL")
+    keys: int = Field(description="keys in the namespace (a lower bound unless complete)")
+    memory_bytes: int = Field(description="their memory as MEMORY USAGE reports it (a lower bound unless complete)")
+    complete: bool = Field(description="false: the bounded SCAN stopped before the end (redis.max_scan_keys)")
+    scan_seconds: float
+
+
 class Problem(BaseModel):
     kind: str = Field(description="sync, config or environment")
     scope: str = Field(description="the repository, or the organisation for environment problems")

@@ -15,6 +15,7 @@ import time
 import uvicorn
 
 from ..errors import PeachError
+from ..org_redis import OrganisationRedis
 from ..settings import Settings
 from ..store import Store
 from .access import AccessPolicy, check_exposure
@@ -55,7 +56,8 @@ class WebServer:
         self.app = create_app(store, policy, settings.replica.lease_seconds,
                               allowed_hosts=served_names(self.host, settings.web.allowed_hosts),
                               allowed_origins=settings.web.allowed_origins,
-                              timeouts=(settings.timeouts.task, settings.timeouts.metadata))
+                              timeouts=(settings.timeouts.task, settings.timeouts.metadata),
+                              redis=OrganisationRedis(settings.redis, settings.state_path) if settings.redis else None)
         self.socket: socket.socket | None = None
         debug = settings.log_level == "debug"
         # log_config=None: uvicorn's loggers go through the scheduler's logging set-up.
