@@ -280,3 +280,90 @@ def test_without_redis_nothing_changes(tmp_path: Path, open_scheduler: Any) -> N
     scheduler.run_once()
     assert scheduler.redis is None and store.runs("chrts", "t")[0]["result"] == []
     assert not (scheduler.state_dir / "redis-secret").exists()
+
+
+NO_NETWORK = """\
+import os, socket
+import redis
+
+def main():
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=3).close()
+        tcp = "reached"
+    except OSError as exc:
+        tcp = type(exc).__name__
+    url, prefix = os.environ["PEACH_REDIS_URL"], os.environ["PEACH_REDIS_PREFIX"]
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.set(prefix + "weights", "[1, 2]")
+    try:
+        r.get(prefix.replace(":chrts:", ":sesr:") + "secret")
+        other = "ALLOWED"
+    except redis.exceptions.NoPermissionError:
+        other = "NOPERM"
+    return {"tcp": tcp, "scheme": url.split(":")[0], "weights": r.get(prefix + "weights"), "other": other}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_without_a_network_reaches_only_redis_through_the_bridge(tmp_path: Path, platform: Platform,
+                                                                        open_scheduler: Any) -> None:
+    repo = Repo(tmp_path / "closed")
+    repo.notebook("nb.ipynb", NO_NETWORK)
+    repo.write("peach.yaml", "codops: chrts\ndependencies: [redis]\ntasks:\n"
+                             "  t: {notebook: nb.ipynb, method: main, executor: python}\n")
+    repo.commit()
+    config = write_settings(tmp_path, [{"url": str(repo.path)}], redis=platform.settings(),
+                            python={"network": False})
+    scheduler, store = open_scheduler(config)
+    scheduler.run_once()
+    if scheduler.sandbox is None:
+        require_service("no sandbox on this host: a run without a network needs bubblewrap")
+    run = store.runs("chrts", "t", limit=1)[0]
+    assert run["status"] == "SUCCESS", store.log(run["id"])
+    # Its own loopback has no Redis; the bridge has, with the organisation's user only.
+    assert run["result"] == {"tcp": "ConnectionRefusedError", "scheme": "unix", "weights": "[1, 2]",
+                             "other": "NOPERM"}
+    assert platform.server.get(f"{platform.key_prefix}chrts:weights") == "[1, 2]"
+    scheduler.close()
+    assert scheduler.redis is not None and scheduler.redis._bridge is None  # closed with the scheduler
+
+
+def test_the_bridge_carries_large_values_and_many_connections_within_its_bound(
+        tmp_path: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import redis
+
+    from peach_tasks import redis_bridge
+
+    bridge = redis_bridge.RedisBridge(tmp_path / "r.sock", *REDIS).start()
+    try:
+        admin = f"unix://{platform.admin_user}:{platform.admin_password}@{bridge.path}"
+        client = redis.Redis.from_url(admin)
+        big = b"w" * (5 << 20)  # more than the bridge's buffer: it must flow, not pile up
+        client.set(f"{platform.key_prefix}big", big)
+        assert client.get(f"{platform.key_prefix}big") == big
+        errors: list[BaseException] = []
+
+        def ping(n: int) -> None:
+            try:
+                c = redis.Redis.from_url(admin)
+                for _ in range(20):
+                    assert c.incr(f"{platform.key_prefix}count") > 0
+                c.close()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=ping, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and client.get(f"{platform.key_prefix}count") == b"320"
+        monkeypatch.setattr(redis_bridge, "MAX_CONNECTIONS", bridge.connections)  # full now
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(admin, socket_timeout=5).ping()
+        client.close()
+    finally:
+        bridge.close()
+    assert not bridge.path.exists()

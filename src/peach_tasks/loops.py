@@ -450,12 +450,25 @@ class Loop:
         for path in [p for p in mounts if not p.exists()]:
             log.warning("mount %s of %s does not exist on this host; the run goes without it", path, codops)
             del mounts[path]
+        bridge = self._redis_bridge(codops)
         plan = SandboxPlan(group_name=f"{self.marker_prefix.rstrip(':')}-{run_id}",
                            limits=Limits(limits.memory_bytes, limits.cpus, limits.pids), network=limits.network,
                            read_only=(env_path, *[p for p, mode in mounts.items() if mode == "ro"]),
-                           writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"]),
+                           writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"],
+                                     *([(bridge, bridge)] if bridge is not None else [])),
                            private_copy=task.checkout.path)
         return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
+
+    def _redis_bridge(self, codops: str) -> Path | None:
+        """The socket through which a sandboxed run without a network reaches the platform's
+        Redis (redis_bridge.py), or None: no Redis, no sandbox, or the run has the network."""
+        if self.redis is None or self.sandbox is None or self.settings.limits_for(codops).network:
+            return None
+        try:
+            return self.redis.bridge()
+        except Exception as exc:  # e.g. rediss://: the run goes without Redis, as when it is down
+            log.warning("%s: runs without a network cannot reach Redis: %s", codops, exc)
+            return None
 
     def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask,
                          triggers: Path | None = None) -> dict[str, str]:
@@ -468,7 +481,7 @@ class Loop:
                    PEACH_PY_ENV=task.spec.environment)
         if self.redis is not None:  # the organisation's own user and namespace, never the admin's
             try:
-                env.update(self.redis.credentials(task.spec.codops).env())
+                env.update(self.redis.credentials(task.spec.codops, self._redis_bridge(task.spec.codops)).env())
             except Exception as exc:  # Redis down: the run goes on without it (its code says what it misses)
                 log.warning("run %s: no Redis credentials for %s (%s)", run_id, task.spec.codops, exc)
         env[TRIGGER_DIR_ENV] = str(triggers or self.trigger_root / str(run_id))

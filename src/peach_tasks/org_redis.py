@@ -23,6 +23,8 @@ import hmac
 import logging
 import os
 import secrets
+import stat
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .errors import PeachError, Problem
+from .redis_bridge import RedisBridge
 
 if TYPE_CHECKING:
     from .settings import RedisSettings
@@ -90,6 +93,20 @@ def load_secret(state_dir: Path) -> bytes:
     return path.read_bytes().strip()
 
 
+def bridge_socket(state_dir: Path) -> Path:
+    """Where this state_dir's bridge listens: a short path (a unix socket's is at most 107
+    bytes), in a folder of the temporary directory that this user owns."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"peach-redis-{digest}"
+    try:
+        folder.mkdir(mode=0o755)
+    except FileExistsError:
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise RedisUnavailable(f"{folder} exists and is not a folder of this user; remove it") from None
+    return folder / "redis.sock"
+
+
 class OrganisationRedis:
     """The organisations' users on the platform's Redis; thread-safe (sync and loops)."""
 
@@ -111,6 +128,7 @@ class OrganisationRedis:
         self._version: tuple[int, ...] | None = None
         self._ensured: dict[str, int] = {}  # codops -> the period its user was last set for
         self._lock = threading.Lock()
+        self._bridge: RedisBridge | None = None
 
     # -- names ------------------------------------------------------------------------------
     def user(self, codops: str) -> str:
@@ -202,15 +220,33 @@ class OrganisationRedis:
                 log.info("redis: user %s has this period's password (%d added, %d removed)", user,
                          len([c for c in changes if c.startswith(">")]), len([c for c in changes if c[0] == "!"]))
 
-    def credentials(self, codops: str) -> Credentials:
+    def credentials(self, codops: str, bridge: Path | None = None) -> Credentials:
         """A run's credentials: the user (made or rotated now if the period changed since the
-        last sync) with this period's password."""
+        last sync) with this period's password; through ``bridge`` (a unix socket) for a run
+        without a network."""
         if self._ensured.get(codops) != self.period():
             self.ensure_user(codops)
         user, password = self.user(codops), self.password(codops, self.period())
-        path = f"/{self._db}" if self._db else ""
-        url = f"{self._scheme}://{quote(user, safe='')}:{password}@{self._where}{path}"
+        if bridge is not None:
+            url = f"unix://{quote(user, safe='')}:{password}@{bridge}?db={self._db}"
+        else:
+            path = f"/{self._db}" if self._db else ""
+            url = f"{self._scheme}://{quote(user, safe='')}:{password}@{self._where}{path}"
         return Credentials(user, password, url, self.namespace(codops))
+
+    def bridge(self) -> Path:
+        """The unix socket joined to the server (started on first use) for runs without a
+        network; ``RedisUnavailable`` for a TLS server, which a byte bridge cannot carry."""
+        with self._lock:
+            if self._bridge is None:
+                if self._scheme != "redis":
+                    raise RedisUnavailable(f"a run without a network reaches Redis through a unix socket bridge, "
+                                           f"which carries redis:// only, not {self._scheme}://; give such "
+                                           "organisations the network (python.network: true)")
+                parts = urlsplit(self.settings.url)
+                self._bridge = RedisBridge(bridge_socket(self.state_dir), parts.hostname or "127.0.0.1",
+                                           parts.port or 6379).start()
+            return self._bridge.path
 
     def sync(self, organisations: set[str]) -> list[Problem]:
         """Every organisation's user up to date; the problems found (none: all is well)."""
@@ -251,6 +287,9 @@ class OrganisationRedis:
                 "memory_bytes": memory, "complete": cursor == 0, "scan_seconds": round(time.monotonic() - started, 4)}
 
     def close(self) -> None:
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
         if self._client is not None:
             self._client.close()
             self._client = None
