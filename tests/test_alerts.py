@@ -89,6 +89,17 @@ def test_webhook_gets_the_documented_json_signed_and_slack_gets_text_and_blocks(
     dump = json.dumps([dict(r._mapping) for r in rows(store)], default=str)
     assert "XXXXSECRETXXXX" not in dump and "k3y-for-signing" not in dump
     assert {r.state for r in rows(store)} == {"SENT"} and len(rows(store)) == 2
+    from fastapi.testclient import TestClient
+
+    from peach_tasks.web.access import AccessPolicy, Scope
+    from peach_tasks.web.app import create_app
+
+    app = TestClient(create_app(store))
+    wait_for(lambda: 'peach_tasks_alerts{state="SENT"} 2.0' in app.get("/metrics").text, 30, "the alert gauge")
+    assert 'peach_tasks_alerts{state="FAILED"} 0.0' in app.get("/metrics").text
+    limited = TestClient(create_app(store, AccessPolicy({"chrts-token-0123456789": Scope(frozenset(["chrts"]))})))
+    shown = limited.get("/metrics", headers={"Authorization": "Bearer chrts-token-0123456789"})
+    assert shown.status_code == 200 and "peach_tasks_alerts" not in shown.text  # the platform's, not an organisation's
 
 
 def test_one_alert_per_state_change_after_n_failures_and_the_recovery(

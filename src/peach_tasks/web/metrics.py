@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 # counted in these buckets by the store (a column each, see store/schema.py).
 from ..store.schema import DURATION_BUCKETS
 from .access import Scope
+from .alert_metrics import AlertCollector
 from .freshness_metrics import FreshnessCollector
 
 if TYPE_CHECKING:
@@ -108,5 +109,6 @@ def render(scope: Scope, cache: MetricsCache) -> bytes:
     stored = cache.render(scope)  # first: it loads the cache on the first scrape
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FreshnessCollector(cache.snapshot.freshness, scope))  # from memory too
+    registry.register(AlertCollector(cache.snapshot.alerts, scope))
     registry.register(ScopedCollector(PROCESS.registry, scope))
     return stored + generate_latest(registry)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.utils import floatToGoString
 
 from ..store.totals import DURATION_BUCKETS, Total, TotalsCache
+from ..store.alert_outbox import AlertOutbox
 from .access import Scope, visible_problems
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class Snapshot:
     problems: list[dict[str, Any]] = field(default_factory=list)
     repos: dict[str, set[str]] = field(default_factory=dict)  # codops -> repositories of its active tasks
     freshness: list[tuple[str, str, Any]] = field(default_factory=list)  # Store.freshness(), every organisation
+    alerts: dict[str, int] = field(default_factory=dict)  # the alert outbox by state
     everything: bytes | None = None  # the whole text for a token that sees every organisation
 
 
@@ -124,7 +126,8 @@ class MetricsCache:
                 lines[codops] = render_organisation(codops, self.totals.of(codops))
             self.snapshot = Snapshot(lines=lines, states=self.store.task_state_counts(None),
                                      problems=self.store.problems(None), repos=self.store.active_repositories(),
-                                     freshness=self.store.freshness(None))
+                                     freshness=self.store.freshness(None),
+                                     alerts=AlertOutbox(self.store.engine).counts())
 
     def start(self) -> None:
         """Load once (here) and keep refreshing on a daemon thread until the store closes."""
