@@ -106,3 +106,19 @@ def test_ctrl_c_ends_the_task_and_everything_it_started(repo: Repo, cache: Path,
 
     assert children() == [] or wait_for(lambda: not children(), 10, "the task's child to end after Ctrl-C")
     assert os.environ.get("PEACH_TRIGGER_DIR") is None  # nothing leaked into the test process
+
+
+def test_outputs_of_a_local_run_are_saved_with_outputs(repo: Repo, cache: Path, tmp_path: Path) -> None:
+    repo.notebook("nb.ipynb", "import matplotlib.pyplot as plt\n"
+                              "class Table:\n    def _repr_html_(self):\n        return '<table></table>'\n"
+                              "def main():\n    display(Table())\n    plt.plot([1, 2])\n    raise ValueError('late')\n")
+    repo.write("peach.yaml", task_yaml("default", {"t": py_task("nb.ipynb", "main")}))
+    repo.commit()
+    said = run(repo.path, "t", "--current-python", cache=cache)
+    assert said.returncode == 1 and "the run showed 2 output(s); --outputs DIR saves them" in said.stderr
+    saved = run(repo.path, "t", "--current-python", "--outputs", str(tmp_path / "shown"), cache=cache)
+    assert saved.returncode == 1 and f"saved in {tmp_path / 'shown'}" in saved.stderr
+    files = sorted(p.name for p in (tmp_path / "shown").iterdir())
+    assert files == ["001-display.html", "002-figure.png"]
+    assert (tmp_path / "shown" / "001-display.html").read_text() == "<table></table>"
+    assert (tmp_path / "shown" / "002-figure.png").read_bytes().startswith(b"\x89PNG")

@@ -114,14 +114,19 @@ def test_a_py_env_task_ships_its_own_environment(repo: Repo, scheduler_for: Any,
     assert "tabulate" not in " ".join(scheduler.envs.current("chrts").requirements)
 
 
-def test_failing_task_has_python_traceback(repo: Repo, scheduler_for: Any) -> None:
-    spark_repo(repo, "def main():\n    spark.range(3).count()\n    raise KeyError('missing column')\n")
+def test_failing_task_has_python_traceback_and_keeps_what_its_driver_showed(repo: Repo, scheduler_for: Any) -> None:
+    spark_repo(repo, "class Counted:\n    def __init__(self, n):\n        self.n = n\n"
+                     "    def _repr_html_(self):\n        return f'<b>{self.n} rows</b>'\n"
+                     "def main():\n    display(Counted(spark.range(3).count()))\n"
+                     "    raise KeyError('missing column')\n")
     scheduler, store = scheduler_for(repo)
     scheduler.run_once()
     run = store.runs("chrts", "t")[0]
-    assert run["status"] == "FAILURE" and run["error"] == "nb.ipynb cell 1 line 3: KeyError: 'missing column'"
+    assert run["status"] == "FAILURE" and run["error"] == "nb.ipynb cell 1 line 8: KeyError: 'missing column'"
     log = store.log(run["id"]) or ""
-    assert "Traceback" in log and 'File "nb.ipynb cell 1", line 3, in main' in log
+    assert "Traceback" in log and 'File "nb.ipynb cell 1", line 8, in main' in log
+    assert [(o["kind"], o["mime_type"]) for o in store.run_outputs(run["id"])] == [("display", "text/html")]
+    assert store.run_output(run["id"], 1) == ("text/html", b"<b>3 rows</b>")  # display() on the driver
 
 
 def test_timeout_leaves_no_application_on_the_cluster(repo: Repo, scheduler_for: Any, spark_cluster: Any) -> None:

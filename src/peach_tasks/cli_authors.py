@@ -107,6 +107,22 @@ def _spark_warnings(report: Any, directory: str, settings: Settings) -> list[str
     return lines
 
 
+_EXTENSIONS = {"text/html": "html", "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif",
+               "image/svg+xml": "svg", "text/markdown": "md", "application/json": "json", "text/latex": "tex"}
+
+
+def _save_outputs(outputs: Any, folder: str | None) -> str:
+    """Write a local run's outputs as files in ``folder``; the sentence that says what happened."""
+    if folder is None:
+        return f"the run showed {len(outputs)} output(s); --outputs DIR saves them"
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for output in outputs:
+        name = f"{output.seq:03d}-{output.kind}.{_EXTENSIONS.get(output.mime_type, 'txt')}"
+        (target / name).write_bytes(output.data)
+    return f"the run showed {len(outputs)} output(s), saved in {target}"
+
+
 @click.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.argument("task", metavar="[CODOPS/]TASK")
@@ -117,9 +133,11 @@ def _spark_warnings(report: Any, directory: str, settings: Settings) -> list[str
               help="Extra environment variable for the task (repeatable), like task_env.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where environments are kept "
                                                                     "(default ~/.cache/peach-tasks).")
+@click.option("--outputs", "outputs_dir", type=click.Path(file_okay=False),
+              help="Save what the run shows (display(), figures) in this folder, one file each.")
 @click.pass_context
 def run_cmd(ctx: click.Context, directory: str, task: str, current_python: bool, payload: str | None,
-            env_pairs: tuple[str, ...], cache_dir: str | None) -> None:
+            env_pairs: tuple[str, ...], cache_dir: str | None, outputs_dir: str | None) -> None:
     """Run one task of a working copy exactly as the scheduler would; exit with its status.
 
     Same extraction, environment, executor, timeout and log capture; the log streams
@@ -153,6 +171,8 @@ def run_cmd(ctx: click.Context, directory: str, task: str, current_python: bool,
     for request in result.requested_triggers:
         click.echo(f"peach-tasks: the task asked to trigger {request.get('codops')}/{request.get('task')} "
                    "(not sent: this is a local run)", err=True)
+    if outcome.outputs:
+        click.echo(f"peach-tasks: {_save_outputs(outcome.outputs, outputs_dir)}", err=True)
     summary = f"{result.spec.codops}/{result.spec.name}: {outcome.status.value}"
     if outcome.error:
         summary += f": {outcome.error}"

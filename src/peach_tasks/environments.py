@@ -206,7 +206,11 @@ class EnvironmentManager:
             env[MARKER_ENV] = f"{self.marker}:{label}"
         steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
         if requirements:
-            steps.append([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), *requirements])
+            # Compiled now: in its sandbox a run sees the environment read-only, so without the
+            # bytecode every run would compile every module it imports again (seconds for pandas
+            # or matplotlib, each run).
+            steps.append([uv, "pip", "install", "--compile-bytecode", "--python", str(tmp / "bin" / "python"),
+                          *requirements])
         for cmd in steps:
             try:
                 failed, output = self._run(cmd, env)
