@@ -3,6 +3,7 @@ hostile HTML output: made once per session by the real scheduler (a real uv envi
 with matplotlib and pandas, the task in its sandbox), for the API, dashboard and widget tests.
 
   shop/report   FAILURE: figure (PNG), DataFrame (HTML table), hostile HTML (an XSS attempt)
+  shop/summary  SUCCESS: one HTML output, in the sandbox its loop started ahead (after report)
   other/quiet   SUCCESS: shows nothing
 """
 
@@ -44,6 +45,7 @@ def report():
     raise ValueError("sales data incomplete")
 '''
 QUIET = "def quiet():\n    return 1\n"
+SUMMARY = "def summary():\n    display({'text/html': '<b>all good</b>'}, raw=True)\n"
 
 
 @dataclass
@@ -52,13 +54,16 @@ class Shown:
     store: Store
     failed: int  # shop/report's run
     quiet: int  # other/quiet's run
+    summary: dict[str, Any]  # shop/summary's run
 
 
 def show_store(root: Path) -> Shown:
     repo = Repo(root / "algos")
     repo.notebook("report.ipynb", REPORT)
     repo.notebook("quiet.ipynb", QUIET)
-    repo.write("peach.conf/shop.yaml", task_yaml("shop", {"report": py_task("report.ipynb", "report")},
+    repo.notebook("summary.ipynb", SUMMARY)
+    repo.write("peach.conf/shop.yaml", task_yaml("shop", {"report": py_task("report.ipynb", "report"),
+                                                          "summary": py_task("summary.ipynb", "summary")},
                                                  dependencies=["matplotlib", "pandas"]))
     repo.write("peach.conf/other.yaml", task_yaml("other", {"quiet": py_task("quiet.ipynb", "quiet")}))
     repo.commit("tasks")
@@ -72,8 +77,9 @@ def show_store(root: Path) -> Shown:
         scheduler.close()
     [failed] = store.runs("shop", "report")
     [quiet] = store.runs("other", "quiet")
+    [summary] = store.runs("shop", "summary")
     assert failed["status"] == "FAILURE", (failed, store.log(failed["id"]), store.problems())
-    return Shown(settings, store, failed["id"], quiet["id"])
+    return Shown(settings, store, failed["id"], quiet["id"], summary)
 
 
 _SHARED: dict[str, Any] = {}

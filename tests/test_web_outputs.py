@@ -60,3 +60,12 @@ def test_outputs_follow_the_access_rules(web: WebServer, shown: Shown) -> None: 
     assert get(web, f"/api/runs/{shown.failed}/outputs/0").status_code == 422
     assert get(web, f"/api/runs/{shown.failed}/outputs/{2**63}").status_code == 422
     assert get(web, f"/api/runs/{2**40}/outputs").status_code == 404
+
+
+def test_a_run_in_a_sandbox_started_ahead_keeps_its_outputs(web: WebServer, shown: Shown) -> None:  # noqa: F811
+    """The loop started shop/summary's sandbox while report ran (warm.py): its outputs are its own."""
+    run = shown.summary
+    assert run["status"] == "SUCCESS" and (run["details"] or {}).get("sandbox_started_ahead"), run
+    listing = get(web, f"/api/runs/{run['id']}/outputs").json()["outputs"]
+    assert [(o["seq"], o["mime_type"]) for o in listing] == [(1, "text/html")]
+    assert get(web, listing[0]["url"]).text == "<b>all good</b>"
