@@ -441,7 +441,15 @@ def test_demo(tmp_path: Path) -> None:
     # busy machine (scikit-learn's environment is the slow one).
     cache = tmp_path / "cache"  # where the demo tells the widget its address while it runs
     env = dict(CLEAN_ENV, XDG_CACHE_HOME=str(cache))
-    result = cli("demo", str(directory), "--duration", "45", cwd=cwd, timeout=900, env=env)
+    from test_org_redis import redis_missing
+
+    with_redis = redis_missing() is None  # the demo uses a Redis answering on 127.0.0.1:6379
+    try:
+        result = cli("demo", str(directory), "--duration", "45", cwd=cwd, timeout=900, env=env)
+        weights = _demo_weights(result.stderr) if with_redis else None
+    finally:
+        if with_redis:
+            _remove_demo_redis()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "export PEACH_TASKS_URL=http://127.0.0.1:8765" in result.stderr
     assert not (cache / "peach-tasks" / "demo-url").exists()  # gone with the demo
@@ -469,8 +477,58 @@ def test_demo(tmp_path: Path) -> None:
         assert runs.returncode == 0, runs.stderr
         finished = [r["status"] for r in json.loads(runs.stdout) if r["status"] != "ABANDONED"]
         assert finished and set(finished) == {status}, (key, finished)
-    assert (directory / "output" / "iris_weights.json").exists()
+    if with_redis:  # the tutorial's "weights in Redis", read back as the demo says
+        assert "read them back with" in result.stderr.lower() and weights is not None
+        assert set(weights) == {"coef", "intercept", "accuracy"} and weights["accuracy"] > 0.9
+        assert not (directory / "output" / "iris_weights.json").exists()
+        assert "redis:" in config.read_text()
+    else:
+        assert (directory / "output" / "iris_weights.json").exists()
+        assert "No Redis answers on 127.0.0.1:6379" in result.stderr
     assert (directory / "output" / "metadata.json").exists()
+    assert tasks["chrts/summary"]["environment"] == "reports"  # the demo's PEACH-form organisation
+
+
+def _demo_weights(stderr: str) -> Any:
+    """The weights, read with the redis-cli line the demo printed."""
+    import shlex
+
+    line = next((line.strip() for line in stderr.splitlines() if line.strip().startswith("redis-cli ")), None)
+    assert line is not None, stderr[-3000:]
+    read = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30)
+    assert read.returncode == 0, read.stderr
+    return json.loads(read.stdout)
+
+
+def _remove_demo_redis() -> None:
+    """The demo's users and key on the shared server: gone after the test."""
+    import redis
+
+    server = redis.Redis()
+    server.acl_deluser("peach-demo-default", "peach-demo-chrts")
+    server.delete("default:iris:weights")
+    server.close()
+
+
+def test_demo_redis_is_found_or_explained() -> None:
+    from peach_tasks.demo import find_redis
+
+    with socket.socket() as sock:  # a port where nothing answers
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ValueError, match="cannot be used"):
+        find_redis(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(ValueError, match="not a redis:// URL"):
+        find_redis("http://127.0.0.1:6379")
+    found = find_redis("redis://127.0.0.1:6379/0") if _redis_up() else None
+    if found is not None:
+        assert found.url == "redis://127.0.0.1:6379/0" and found.read_back().startswith("redis-cli -u redis://")
+
+
+def _redis_up() -> bool:
+    from test_org_redis import redis_missing
+
+    return redis_missing() is None
 
 
 def test_sync_and_validate_agree_on_notebooks_the_scheduler_cannot_run(tmp_path: Path) -> None:

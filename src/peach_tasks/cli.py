@@ -490,15 +490,34 @@ def upgrade(ctx: click.Context) -> None:
 @main.command()
 @click.argument("directory", required=False, default="peach-demo", type=click.Path(file_okay=False))
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
-def demo(directory: str, duration: float | None) -> None:
+@click.option("--redis", "redis_url", metavar="URL", default=None,
+              help="Store the trained weights in this Redis (redis://[user:password@]host:port/db), each "
+                   "organisation in its own namespace; default: a Redis answering on 127.0.0.1:6379, else a file.")
+def demo(directory: str, duration: float | None, redis_url: str | None) -> None:
     """Create a demo git repository with notebooks and a scheduler.yaml in DIRECTORY, and serve it."""
-    from .demo import create_demo
+    import os
+
+    from .demo import DEMO_PASSWORD_ENV, create_demo, find_redis
 
     from .api_client import demo_url_file
 
     _setup_logging()
-    config = create_demo(Path(directory))
+    try:
+        redis = find_redis(redis_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    config = create_demo(Path(directory), redis)
     settings = load_settings(config)
+    if settings.redis is not None and redis is not None:
+        if redis.password:  # the scheduler reads the admin password from its environment
+            os.environ[DEMO_PASSWORD_ENV] = redis.password
+        click.echo(f"Redis: the training task stores its weights in {redis.url} as organisation 'default' "
+                   f"(user {settings.redis.user_prefix}default). Read them back with:\n  {redis.read_back()}",
+                   err=True)
+    elif settings.redis is None:
+        where = Path(directory).resolve() / "output" / "iris_weights.json"
+        click.echo(f"No Redis{' in these settings' if redis else ' answers on 127.0.0.1:6379'} "
+                   f"(give one with --redis URL): the training task writes its weights to {where}", err=True)
     url = f"http://{settings.web.host}:{settings.web.port}"
     click.echo(f"demo ready in {Path(directory).resolve()}; serving (Ctrl-C to stop).\n"
                f"Dashboard: {url}/\n"

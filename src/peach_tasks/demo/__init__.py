@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from .notebooks import NOTEBOOKS, PEACH_CONF
 
@@ -30,6 +32,60 @@ task_env:
 python:
   mounts: {{{output}: rw}}
 """
+
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+# Where the demo's Redis admin password is read from (the demo sets it in its own process).
+DEMO_PASSWORD_ENV = "PEACH_DEMO_REDIS_PASSWORD"
+WEIGHTS_KEY = "default:iris:weights"
+
+
+@dataclass(frozen=True)
+class DemoRedis:
+    """The Redis the demo stores the trained weights in: where, and as whom."""
+
+    url: str  # without credentials, as scheduler.yaml takes it
+    admin_user: str
+    password: str | None
+
+    def settings(self) -> str:
+        env = DEMO_PASSWORD_ENV if self.password else "null"
+        return (f"# Each organisation's Redis user and namespace (docs/settings.md#redis-each-organisations-redis)\n"
+                f"redis:\n  url: {self.url}\n  admin_user: {self.admin_user}\n  admin_password_env: {env}\n"
+                f"  user_prefix: peach-demo-\n")
+
+    def read_back(self) -> str:
+        """The redis-cli line that reads the weights back (as the admin user)."""
+        parts = urlsplit(self.url)
+        user = "" if self.admin_user == "default" and not self.password else f"{self.admin_user}@"
+        ask = " --askpass" if self.password else ""
+        return f"redis-cli -u {parts.scheme}://{user}{parts.netloc}{parts.path or '/0'}{ask} GET {WEIGHTS_KEY}"
+
+
+def find_redis(url: str | None) -> DemoRedis | None:
+    """``url`` (``--redis``; it may carry ``user:password@``) when it answers, else the local
+    server when one answers on 127.0.0.1:6379, else None (the demo then writes a file)."""
+    import redis
+
+    given = url or LOCAL_REDIS
+    parts = urlsplit(given)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"--redis {given!r} is not a redis:// URL, e.g. redis://127.0.0.1:6379/0")
+    user = unquote(parts.username) if parts.username else "default"
+    password = unquote(parts.password) if parts.password else None
+    path = parts.path if parts.path not in ("", "/") else "/0"
+    plain = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{path}"
+    client = redis.Redis.from_url(plain, username=user if password else None, password=password,
+                                  socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if url:  # asked for: say why it cannot be used
+            raise ValueError(f"the Redis at {plain} cannot be used ({exc})") from None
+        return None
+    finally:
+        client.close()
+    return DemoRedis(plain, user, password)
 
 
 def notebook_json(cells: list[tuple[str, str]]) -> str:
@@ -62,8 +118,10 @@ def _web_port(preferred: int = 8765) -> int:
             return sock.getsockname()[1]
 
 
-def create_demo(directory: Path) -> Path:
-    """Create (or reuse) the demo in ``directory``; returns the scheduler.yaml path."""
+def create_demo(directory: Path, redis: DemoRedis | None = None) -> Path:
+    """Create (or reuse) the demo in ``directory``; returns the scheduler.yaml path. With
+    ``redis``, the settings give each organisation its Redis user (a demo made before keeps
+    its settings)."""
     directory = directory.resolve()
     config = directory / "scheduler.yaml"
     if config.exists():
@@ -81,5 +139,6 @@ def create_demo(directory: Path) -> Path:
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=peach demo", "-c", "user.email=demo@peach.invalid",
          "commit", "--quiet", "-m", "Demo notebooks and task definitions")
-    config.write_text(SCHEDULER_YAML.format(output=json.dumps(str(output)), port=_web_port()))
+    text = SCHEDULER_YAML.format(output=json.dumps(str(output)), port=_web_port())
+    config.write_text(text + (redis.settings() if redis is not None else ""))
     return config
