@@ -111,7 +111,11 @@ def test_both_forms_side_by_side_build_base_and_ml_with_uv(tmp_path: Path, make:
     scheduler.sync()
     assert scheduler.envs.current("chrts", "ml") == ml and scheduler.envs.current("chrts") == base
 
-    # The API (and so the dashboard and the widget) shows each task's environment.
+    # 'peach-tasks tasks' has the column; the API (and so the dashboard and the widget) the field.
+    shown = CliRunner().invoke(main, ["--config", str(scheduler.settings.base_dir) + "/scheduler.yaml", "tasks"])
+    assert shown.exit_code == 0 and "ENVIRONMENT" in shown.output, shown.output
+    train_line = next(line for line in shown.output.splitlines() if " train " in f" {line} ")
+    assert " ml " in f" {train_line} "
     web = start_server(scheduler.settings, store)
     try:
         body = httpx.get(web.url + "/api/organisations/chrts/tasks", timeout=30).json()

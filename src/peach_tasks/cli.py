@@ -16,7 +16,7 @@ from .cli_words import cut, demo_settings_below, did_you_mean, plural
 from .errors import PeachError
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, Settings, SettingsError, load_settings
 
-TASK_COLUMNS = ["codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
+TASK_COLUMNS = ["codops", "name", "loop", "executor", "environment", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures", "freshness"]
 # "memory" and "cpu" are shown as written by _with_usage, not as the raw peak_memory_bytes/cpu_seconds.
 RUN_COLUMNS = ["id", "version", "started_at", "finished_at", "status", "attempt", "duration_s", "memory", "cpu",
