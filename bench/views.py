@@ -17,7 +17,8 @@ random (organisations, tasks, runs), endpoints interleaved:
   the last run's log            /api/runs/{last}/log                          (target)
   and, for information: an older history page, the dashboard's request for a large
   log (its last 256 KiB), the first 1 MiB of a large log, all logs of a task, the
-  organisations list; and /metrics, the whole text for a token that sees every organisation
+  organisations list, the dashboard's home page (/api/overview: every organisation's counts
+  and the newest 100 failing tasks); and /metrics, the whole text for a token that sees every organisation
   (target p95 <= 100 ms; its series count and size are printed), plus the first scrape after
   the server started, which waits for its first read of the per-task totals.
 
@@ -233,6 +234,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         "large log, first 1 MiB": (lambda: f"/api/runs/{rng.choice(big)}/log", False),
         "all logs of a task (10 runs)": (lambda: "/api/organisations/{0}/tasks/{1}/logs".format(*task_pick()), False),
         "organisations list": (lambda: "/api/organisations", False),
+        "the dashboard's overview (every org)": (lambda: "/api/overview", False),
         "/metrics (whole, every organisation)": (lambda: "/metrics", True),
     }
     times: dict[str, list[float]] = {name: [] for name in endpoints}

@@ -222,7 +222,8 @@ def test_overview_counts_every_organisation_and_lists_the_failing_tasks(filled: 
     newest = filled.store.runs("chrts", "flaky", limit=1)[0]
     assert (failing["codops"], failing["task"], failing["status"], failing["run_id"]) == \
         ("chrts", "flaky", "FAILURE", newest["id"])
-    assert "flaky broke" in failing["error"] and body["problems"] == []
+    assert "flaky broke" in failing["error"] and body["problems"] == [] and body["failing_total"] == 1
+    assert get(server, "/api/overview", limit=1)["failing_total"] == 1
 
 
 def test_overview_judges_a_running_or_abandoned_task_by_its_last_run_that_ended(tmp_path: Path) -> None:
@@ -248,7 +249,7 @@ def test_overview_judges_a_running_or_abandoned_task_by_its_last_run_that_ended(
     assert [(f["task"], f["run_id"], f["running"]) for f in found["failing"]] == [("again", failed, True)]
     # Freshness, when the store knows it (a summary's 'stale'), is counted; a stale task is not healthy.
     row = {"codops": "org", "name": "late", "loop": "org", "state": "FINISHED", "outcome": "SUCCESS",
-           "outcome_run_id": 1, "outcome_started_at": None, "outcome_error": None}
+           "outcome_run_id": 1}
     counted = summarise([dict(row, stale=True), dict(row, name="fresh", stale=False)])["organisations"][0]
     assert (counted["stale"], counted["healthy"]) == (1, 1)
 

@@ -266,16 +266,18 @@ def long_error(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebSe
     store.close()
 
 
-def test_the_table_fits_at_1280_px_with_a_2000_character_error(page: Any, long_error: Any) -> None:
+@pytest.mark.parametrize("width", [1280, 1400, 1920])
+def test_the_table_fits_from_1280_px_with_a_2000_character_error(browser: Any, long_error: Any, width: int) -> None:
     from playwright.sync_api import expect
 
     web, failed, _ = long_error
     assert len(LONG_ERROR) > 2000
+    page = open_page(browser, width=width)
     page.goto(f"{web.url}/#org=default&task=report")
     below = page.locator(f"[data-testid=show-below-{failed}]")
     expect(below).to_be_visible()
     box = below.bounding_box()
-    assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box  # on screen, not scrolled away
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width, box  # on screen, not scrolled away
     assert page.evaluate(NO_H_SCROLL)
     assert page.evaluate("() => { const s = document.querySelector('.runs-scroll'); "
                          "return s.scrollWidth <= s.clientWidth; }")  # the table itself fits too
@@ -290,6 +292,7 @@ def test_the_table_fits_at_1280_px_with_a_2000_character_error(page: Any, long_e
     below.click()
     expect(page.locator("[data-testid=logs-title]")).to_have_text(f"Log of run {failed}")
     assert page.problems == []
+    page.context.close()
 
 
 @pytest.mark.parametrize("view", ["", "#org=default", "#org=default&task=report"],

@@ -479,17 +479,22 @@ class Store:
                     for r in conn.execute(query).all()]
 
     def task_summaries(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Active tasks with their last run and, for a running one, its last finished run:
-        what the overview needs, without counting every run (see views.py)."""
+        """Active tasks with their last outcome (for a running one, its last run that ended)
+        and whether they are stale: what the overview counts, without counting runs (views.py)."""
         with self.engine.connect() as conn:
             rows = views.task_summaries(conn, codops)
         now = utcnow()
         for row in rows:
-            row["last_started_at"], row["outcome_started_at"] = iso(row["last_started_at"]), iso(row["outcome_started_at"])
             # The overview counts a task as stale as 'tasks' and the API say it (freshness.py).
-            state = Freshness(row.pop("freshness_s"), row.pop("last_success_at"), row.pop("first_seen_at"))
-            row["stale"] = state.stale(now)
+            freshness_s, success, seen = row.pop("freshness_s"), row.pop("last_success_at"), row.pop("first_seen_at")
+            row["stale"] = Freshness(freshness_s, success, seen).stale(now) if freshness_s else None
         return rows
+
+    def run_briefs(self, ids: Collection[int]) -> dict[int, tuple[str | None, str | None]]:
+        """Start (UTC ISO) and error of the runs ``ids``: the overview's failing list."""
+        with self.engine.connect() as conn:
+            found = views.run_briefs(conn, ids)
+        return {run_id: (iso(started), error) for run_id, (started, error) in found.items()}
 
     def task_state_counts(self, codops: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Active tasks by (codops, state)."""

@@ -179,33 +179,41 @@ OUTCOMES = ("SUCCESS", *FAILED)  # a run that ended on its own: what says whethe
 def task_summaries(conn: sa.Connection, codops: Collection[str] | None) -> list[dict[str, Any]]:
     """Active tasks with their newest run and their last outcome (the newest run that ended
     on its own), for the overview. A task running now, or whose last run was ABANDONED (a
-    stop), is judged by the run before: one indexed look back each, no count of all runs."""
+    stop), is judged by the run before: one indexed look back each, no count of all runs.
+    Only what the counts need is read here (10,000 tasks: one row each, no text, no times
+    but freshness's); ``run_briefs`` reads the start and error of the few runs listed."""
     last = runs.alias("last")
-    query = (sa.select(tasks.c.codops, tasks.c.name, tasks.c.loop, tasks.c.executor, tasks.c.state,
-                       tasks.c.version, tasks.c.freshness_s, tasks.c.last_success_at, tasks.c.first_seen_at,
-                       last.c.id, last.c.status, last.c.started_at, last.c.error)
+    # Times are read (and parsed: most of the cost on SQLite) only for tasks with a freshness.
+    declared = tasks.c.freshness_s.is_not(None)
+    query = (sa.select(tasks.c.codops, tasks.c.name, tasks.c.loop, tasks.c.state, tasks.c.freshness_s,
+                       sa.case((declared, tasks.c.last_success_at), else_=None).label("last_success_at"),
+                       sa.case((declared, tasks.c.first_seen_at), else_=None).label("first_seen_at"),
+                       last.c.id, last.c.status)
              .outerjoin(last, last.c.id == tasks.c.last_run_id)
              .where(tasks.c.active.is_(True)).order_by(tasks.c.codops, tasks.c.name))
     if codops is not None:
         query = query.where(tasks.c.codops.in_(list(codops)))
     found = []
-    for r in conn.execute(query).all():
-        outcome = (r.id, r.status, r.started_at, r.error) if r.status in OUTCOMES else None
-        if outcome is None and r.id is not None:
+    # Rows unpacked as tuples: attribute access by name costs more than the query at 10,000 tasks.
+    for org, name, loop, state, freshness_s, success, seen, run_id, status in conn.execute(query).all():
+        outcome = (run_id, status) if status in OUTCOMES else None
+        if outcome is None and run_id is not None:
             before = conn.execute(
-                sa.select(runs.c.id, runs.c.status, runs.c.started_at, runs.c.error)
-                .where(runs.c.codops == r.codops, runs.c.task == r.name, runs.c.id < r.id,
-                       runs.c.status.in_(OUTCOMES))
+                sa.select(runs.c.id, runs.c.status)
+                .where(runs.c.codops == org, runs.c.task == name, runs.c.id < run_id, runs.c.status.in_(OUTCOMES))
                 .order_by(runs.c.id.desc()).limit(1)).first()
             outcome = tuple(before) if before is not None else None
-        found.append({"codops": r.codops, "name": r.name, "loop": r.loop, "executor": r.executor,
-                      "state": r.state, "version": r.version, "last_run_id": r.id, "last_status": r.status,
-                      "last_started_at": r.started_at,
+        found.append({"codops": org, "name": name, "loop": loop, "state": state,
                       "outcome_run_id": outcome[0] if outcome else None,
                       "outcome": outcome[1] if outcome else None,
-                      "outcome_started_at": outcome[2] if outcome else None,
-                      "outcome_error": outcome[3] if outcome else None,
                       # what decides staleness (Store turns it into 'stale')
-                      "freshness_s": r.freshness_s, "last_success_at": r.last_success_at,
-                      "first_seen_at": r.first_seen_at})
+                      "freshness_s": freshness_s, "last_success_at": success, "first_seen_at": seen})
     return found
+
+
+def run_briefs(conn: sa.Connection, ids: Collection[int]) -> dict[int, tuple[Any, str | None]]:
+    """(started_at, error) of the runs ``ids``."""
+    if not ids:
+        return {}
+    query = sa.select(runs.c.id, runs.c.started_at, runs.c.error).where(runs.c.id.in_(sorted(ids)))
+    return {r.id: (r.started_at, r.error) for r in conn.execute(query).all()}

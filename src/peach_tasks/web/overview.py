@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from ..store import Store
@@ -47,7 +47,8 @@ class FailingTask(BaseModel):
 
 class Overview(BaseModel):
     organisations: list[OrganisationHealth]
-    failing: list[FailingTask] = Field(description="across organisations, newest failure first")
+    failing: list[FailingTask] = Field(description="across organisations, newest failure first (at most 'limit')")
+    failing_total: int = Field(description="how many tasks fail, also beyond 'limit'")
     problems: list[Problem]
 
 
@@ -80,17 +81,27 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         elif not failed and not stale:
             counts["healthy"] += 1
         if failed:
-            error = t["outcome_error"]
             failing.append({"codops": t["codops"], "task": t["name"], "loop": t["loop"], "status": t["outcome"],
-                            "run_id": t["outcome_run_id"], "started_at": t["outcome_started_at"],
-                            "error": error[:ERROR_SHOWN] if error else None,
-                            "running": t["state"] == "RUNNING", "stale": stale_of(t)})
-    failing.sort(key=lambda f: (f["started_at"] or "", f["run_id"]), reverse=True)
+                            "run_id": t["outcome_run_id"], "running": t["state"] == "RUNNING", "stale": stale_of(t)})
+    failing.sort(key=lambda f: f["run_id"], reverse=True)  # ids rise with time: newest failure first
     return {"organisations": [orgs[c] for c in sorted(orgs)], "failing": failing}
+
+
+def with_briefs(failing: list[dict[str, Any]], briefs: dict[int, tuple[str | None, str | None]]) -> list[dict[str, Any]]:
+    """The listed failing tasks with their failed run's start and the beginning of its error."""
+    listed = []
+    for item in failing:
+        started, error = briefs.get(item["run_id"], (None, None))
+        listed.append(dict(item, started_at=started, error=error[:ERROR_SHOWN] if error else None))
+    return listed
 
 
 @router.get("/overview", response_model=Overview,
             summary="Every organisation's failing, stale, running and healthy tasks, and the failing ones")
-def overview(scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
+def overview(limit: int = Query(100, ge=1, le=10_000, description="failing tasks listed at most"),
+             scope: Scope = Depends(request_scope), store: Store = Depends(get_store)) -> dict[str, Any]:
     found = summarise(store.task_summaries(scope.organisations))
-    return {**found, "problems": scoped_problems(store, scope)}
+    # A platform where hundreds fail still gets a page that loads: the newest failures, and the count.
+    listed = found["failing"][:limit]
+    return {**found, "failing": with_briefs(listed, store.run_briefs([f["run_id"] for f in listed])),
+            "failing_total": len(found["failing"]), "problems": scoped_problems(store, scope)}

@@ -22,9 +22,11 @@ export function renderOverview(data, link) {
     f.error ? el("div", { class: "failing-error", title: f.error, text: f.error }) : null,
     el("a", { class: "button", "data-testid": `failing-log-${f.codops}-${f.task}`,
               href: link({ org: f.codops, task: f.task, run: f.run_id }), text: "Read the log of that run" }))));
-  $("failing-title").textContent = data.failing.length
-    ? `${plural(data.failing.length, "failing task")}` : "No failing task";
-  $("failing-title").classList.toggle("good", data.failing.length === 0);
+  const more = data.failing_total - data.failing.length;
+  $("failing-title").textContent = data.failing_total
+    ? `${plural(data.failing_total, "failing task")}${more > 0 ? ` (the newest ${data.failing.length} below; each organisation lists the others)` : ""}`
+    : "No failing task";
+  $("failing-title").classList.toggle("good", data.failing_total === 0);
 
   $("org-cards").replaceChildren(...orgs.map((o) => {
     const counts = [["failing", o.failing], ["stale", o.stale], ["running", o.running], ["healthy", o.healthy],
