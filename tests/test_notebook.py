@@ -20,6 +20,7 @@ from peach_tasks.notebook import (
     extract_code,
     find_entry_cell,
     neutralise_magics,
+    show_last_expression,
 )
 
 v4 = nbformat.v4
@@ -587,3 +588,30 @@ def test_fifty_cell_notebook_with_magics_in_every_cell(tmp_path: Path) -> None:
     assert run(extracted, "train")[0] > 0
     assert len(extracted.notes) == 50
     assert "    %keep" in extracted.source  # inside a docstring: untouched
+
+
+# --- a cell's result (Out[n]) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("x = 1\nx + 1", "x = 1\n__import__('sys').displayhook(x + 1)"),
+    ("df.groupby('a')\\\n    .sum()  # note", "__import__('sys').displayhook(df.groupby('a')\\\n    .sum())  # note"),
+    ("s = 'é'\n'é' * 2", "s = 'é'\n__import__('sys').displayhook('é' * 2)"),
+    ("await job()", "__import__('sys').displayhook(await job())"),
+    ("x = 1; x", "x = 1; __import__('sys').displayhook(x)"),
+])
+def test_the_last_expression_is_handed_to_the_display_hook(cell: str, shown: str) -> None:
+    assert show_last_expression(cell) == shown
+
+
+@pytest.mark.parametrize("cell", ["x = 1", "x;", "x ;  # quiet", "def f():\n    return 1", "for i in []:\n    i", ""])
+def test_statements_and_a_final_semicolon_show_nothing(cell: str) -> None:
+    assert show_last_expression(cell) == cell
+
+
+def test_only_the_notebook_own_cells_show_their_result(tmp_path: Path) -> None:
+    (tmp_path / "other.ipynb").write_text(nbformat.writes(v4.new_notebook(cells=[code("41")])))
+    path = write_nb(tmp_path, [code("%run other.ipynb\n1 + 1")])
+    extracted = extract_code(path, None, full_notebook=True)
+    assert extracted.program[0].code.endswith("__import__('sys').displayhook(1 + 1)")
+    assert extracted.runs["other.ipynb"]["cells"][0]["code"] == "41"  # %run is silent in IPython

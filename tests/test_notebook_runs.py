@@ -98,6 +98,13 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
         "%%bash\necho from bash > bash_out.txt\nexit 0",
         "def main():\n    return open('bash_out.txt').read()",
     ], full("bash_cell.ipynb", "main")),
+    # a cell's result is an output, as in the notebook papermill leaves; %%capture keeps displays
+    "results": ("results.ipynb", [
+        "class Table:\n    def _repr_html_(self):\n        return '<table><tr><td>1</td></tr></table>'\nTable()",
+        "%%capture shown\ndisplay('inside capture')\n'captured result'",
+        "print('quiet');\nNone",
+        "len(shown.outputs)",
+    ], full("results.ipynb")),
     # 8. an entry function that needs arguments: refused before any run
     "needs_arguments": ("needs_arguments.ipynb", [
         "x = 1", "def entry(date, region):\n    return date",
@@ -267,3 +274,11 @@ def test_other_formats_run_and_refusals_say_what_the_file_is(ran: Any) -> None:
     for file, said in refusals.items():
         assert said in problem(store, file)["message"], file
     assert problem(store, "conflict.ipynb")["line"] == 3
+
+
+def test_a_cells_result_is_an_output_and_capture_keeps_its_displays(ran: Any) -> None:
+    _, store, _ = ran
+    run = outcome(store, "results")
+    assert run["status"] == "SUCCESS", run["error"]
+    shown = [(o["mime_type"], store.run_output(run["id"], o["seq"])[1]) for o in store.run_outputs(run["id"])]
+    assert shown == [("text/html", b"<table><tr><td>1</td></tr></table>"), ("text/plain", b"2")]

@@ -114,6 +114,34 @@ def compile_cell(source: str, filename: str, flags: int) -> int:
     return flags
 
 
+def show_last_expression(code: str, flags: int = 0) -> str:
+    """The cell with its last statement, when it is an expression, handed to
+    ``sys.displayhook``: Jupyter shows that value as the cell's result (``Out[n]``), and the
+    task process's hook shows it as the run's output (``display()``). None shows nothing, and
+    neither does an expression ending with ``;``, as in IPython. Lines keep their numbers."""
+    try:
+        tree = compile(code, "<cell>", "exec", ast.PyCF_ONLY_AST | flags | TOP_LEVEL_AWAIT, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return code
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None:
+        return code
+    lines = code.split("\n")
+    first, end = last.lineno - 1, last.end_lineno - 1
+    start_at = _char_offset(lines[first], last.col_offset)
+    end_at = _char_offset(lines[end], last.end_col_offset)
+    if lines[end][end_at:].split("#", 1)[0].strip().startswith(";"):
+        return code
+    lines[end] = f"{lines[end][:end_at]}){lines[end][end_at:]}"
+    lines[first] = f"{lines[first][:start_at]}__import__('sys').displayhook({lines[first][start_at:]}"
+    return "\n".join(lines)
+
+
+def _char_offset(line: str, byte_offset: int) -> int:
+    """The ast's UTF-8 byte column as a position in ``line``."""
+    return len(line.encode("utf-8")[:byte_offset].decode("utf-8", errors="ignore"))
+
+
 def extract_code(
     path: Path, method: str | None, full_notebook: bool, display_name: str | None = None,
     root: Path | None = None,
@@ -140,7 +168,7 @@ def extract_code(
 
 
 def _extract(path: Path, method: str | None, full_notebook: bool, name: str, root: Path,
-             stack: tuple[Path, ...]) -> ExtractedCode:
+             stack: tuple[Path, ...], show_last: bool = True) -> ExtractedCode:
     read = read_code_cells(path, name)
     indexes = read.indexes
     if not full_notebook and not method:
@@ -175,6 +203,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     flags = 0
     for position in positions:
         flags = _compile(codes[position], name, indexes[position] + 1, flags, read, position)
+        if show_last:
+            codes[position] = show_last_expression(codes[position], flags)
 
     if method:
         entry = positions[0] if not full_notebook else find_entry(codes, method)[0]
@@ -274,7 +304,7 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
                 runs[key] = _python_file(resolved, shown, refuse, line, args)
                 continue
             try:
-                sub = _extract(resolved, None, True, shown, root, stack)
+                sub = _extract(resolved, None, True, shown, root, stack, show_last=False)  # IPython: silent
             except NotebookError as exc:
                 raise refuse(line, f"%run {args}: {exc}") from None
             for sub_key, value in sub.runs.items():

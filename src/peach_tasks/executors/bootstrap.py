@@ -202,6 +202,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     cells.namespace = module.__dict__
     program = request.get("program")
     if program:
+        sys.displayhook = _displayhook  # a cell's last expression (notebook.show_last_expression)
         if program.get("shell"):
             _start_shell(cells, program.get("runs") or {})
         for cell in program["cells"]:
@@ -337,6 +338,21 @@ class _Cells:
                 and exc.filename != self.filename:
             found = f"{exc.filename} line {exc.lineno}"
         return found
+
+
+def _displayhook(value: object) -> None:
+    """A cell's result, as Jupyter shows it (``Out[n]``): kept as an output by ``display()``;
+    ``_`` holds it, as in IPython."""
+    if value is None:
+        return
+    import builtins
+
+    builtins._ = value  # type: ignore[attr-defined]
+    show = getattr(builtins, "display", None)
+    if show is None:
+        sys.__displayhook__(value)
+    else:
+        show(value)
 
 
 def _start_shell(cells: _Cells, runs: dict) -> None:

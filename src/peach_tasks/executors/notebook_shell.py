@@ -16,16 +16,18 @@ of showing it, as IPython's capture does.
 from __future__ import annotations
 
 import builtins
-import importlib
 import os
 import posixpath
-import re
-import shlex
-import string
-import subprocess
+import re  # already loaded by bootstrap (json uses it)
 import sys
 from io import StringIO
-from typing import Any, Callable
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would cost every notebook with a magic
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+# subprocess, shlex and string are imported where used: this file loads for every notebook
+# with a magic, and subprocess alone would cost more than the rest of it.
 
 # Kept in step with peach_tasks.magics.NO_EFFECT_LINE_MAGICS (a test compares them): these
 # change nothing a scheduled run can see, also when called as get_ipython().run_line_magic(...).
@@ -102,6 +104,8 @@ class Shell:
     def system(self, cmd: str) -> None:
         """``!cmd``: run it with /bin/sh; its output goes to the run's log. The exit status is
         ``_exit_code`` in the notebook's namespace; a failure does not raise, as in IPython."""
+        import subprocess
+
         cmd = self.var_expand(cmd)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -116,6 +120,8 @@ class Shell:
 
     def getoutput(self, cmd: str, split: bool = True, depth: int = 0) -> Any:
         """``x = !cmd``: the command's output (stdout and stderr) as a list of lines."""
+        import subprocess
+
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         done = subprocess.run(self.var_expand(cmd), shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -177,6 +183,9 @@ class Shell:
                 self.user_ns[target] = io
 
     def _writefile(self, line: str, body: str) -> None:
+        import importlib
+        import shlex
+
         words = shlex.split(line) if line.strip() else []
         append = any(w in ("-a", "--append") for w in words)
         names = [w for w in words if w not in ("-a", "--append")]
@@ -194,6 +203,8 @@ class Shell:
         importlib.invalidate_caches()  # the next cell may import the module just written
 
     def _script(self, program: str, line: str, body: str) -> None:
+        import subprocess
+
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if body and not body.endswith("\n"):
@@ -267,6 +278,8 @@ class Shell:
     _magic_system = _magic_sx
 
     def _magic_run(self, line: str) -> None:
+        import shlex
+
         words = shlex.split(line)
         options = []
         while words and words[0].startswith("-"):
@@ -352,6 +365,8 @@ def _alias(command: str, line: str) -> str:
 def _expand(text: str, namespace: dict) -> str:
     """IPython's ``var_expand``: ``$name``/``$a.b`` and ``{expression}`` from ``namespace``,
     ``$$`` for a dollar. Raises when a name or expression cannot be evaluated."""
+    import string
+
     result: list[str] = []
     formatter = string.Formatter()
     for literal, field, spec, conversion in formatter.parse(text):
