@@ -206,6 +206,9 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         began = time.monotonic()
         fill(db, args.runs, args.tasks, args.orgs)
         say(f"filled in {time.monotonic() - began:.0f} s ({db.stat().st_size >> 20} MiB)")
+    from peach_tasks.store import Store
+
+    Store.open(f"sqlite:///{db}", migrate=True).close()  # a kept --db made by an older version: upgraded
     config = workdir / "scheduler.yaml"
     config.write_text(f"database: sqlite:///{db}\nstate_dir: {workdir / 'state'}\n")
     con = sqlite3.connect(db)

@@ -40,6 +40,7 @@ from .problem_log import ProblemLog
 from .py_environments import env_label
 from .registry import Snapshot, build_snapshot
 from .replica import TAKEOVER_REASON, LeasedLoops
+from .retention import Pruner
 from .repos import Checkout, Repository
 from .settings import Settings
 from .spark_check import spark_missing, spark_problems, spark_tasks
@@ -106,6 +107,7 @@ class Scheduler:
         self._definitions: dict[str, tuple[str, RepoDefinitions]] = {}
         self._leased: LeasedLoops | None = None
         self._alerts: AlertDispatcher | None = None
+        self._pruner: Pruner | None = None
         self._sync_lock = threading.Lock()
         self._problem_log = ProblemLog()  # serve logs problems as they come and go
 
@@ -394,6 +396,9 @@ class Scheduler:
             if self.settings.alerts.enabled:  # a side job of its own: never in a loop's way
                 self._alerts = AlertDispatcher(self.settings, self.store, lambda: self._snapshot, self.owner)
                 self._alerts.start()
+            if self.settings.retention is not None:  # another side job: old runs and logs go in small batches
+                self._pruner = Pruner(self.settings.retention, self.store, self.owner)
+                self._pruner.start()
             sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
             sync_thread.start()
             self.stop_event.wait(duration)
@@ -427,11 +432,15 @@ class Scheduler:
     def stop(self, timeout: float | None = None) -> None:
         """Stop every loop; running tasks are killed and recorded as ABANDONED."""
         self.stop_event.set()
+        if self._pruner is not None:
+            self._pruner.stop_event.set()  # it ends after its current batch
         # Anything still marked RUNNING by us (a loop that did not finish in time) is ended,
         # then the loops are handed over without waiting for their leases to expire.
         if self._leased is not None:
             self._leased.stop(timeout or self.settings.timeouts.kill_grace + 30)
         self.store.abandon_running(ABANDON_REASON, owner=self.owner)
+        if self._pruner is not None:  # between two batches: at once
+            self._pruner.stop()
         if self._alerts is not None:  # after the runs' ends: their alerts are journalled, sent at the next start
             self._alerts.stop()
         if self._leased is not None:

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from .alert_settings import AlertSettings, Duration
 from .errors import ConfigProblem, PeachError
@@ -264,6 +264,27 @@ class RedisSettings(_Strict):
     max_scan_keys: int = Field(default=100_000, ge=100)
 
 
+def _duration(value: object) -> float:
+    from .durations import parse_duration
+
+    return parse_duration(value)
+
+
+class RetentionSettings(_Strict):
+    """How long runs and their logs are kept (store/retention.py); per task, the newest
+    ``keep_last`` runs and their logs always stay."""
+
+    runs_days: float | None = Field(default=90.0, gt=0)  # null: runs are never removed
+    logs_days: float | None = Field(default=30.0, gt=0)  # null: logs stay as long as their runs
+    keep_last: int = Field(default=100, ge=1)
+    # Pruning works in the background, one short transaction per batch of at most this many runs.
+    batch: int = Field(default=200, ge=1, le=5000)
+    # Between two batches: the loops' writes go first.
+    pause: Annotated[float, BeforeValidator(_duration)] = Field(default=0.05, ge=0, le=60)
+    # Between two rounds over every task.
+    every: Annotated[float, BeforeValidator(_duration)] = Field(default=600.0, ge=1)
+
+
 class Settings(_Strict):
     database: str | None = None
     state_dir: str = "peach-state"
@@ -288,6 +309,8 @@ class Settings(_Strict):
     # What a run shows (display(), matplotlib figures) is kept with it, within these bounds.
     outputs: OutputSettings = Field(default_factory=OutputSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Old runs and logs removed in the background; absent: everything is kept.
+    retention: RetentionSettings | None = None
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
     # Rules that send alerts, where to, and what organisations' own rules may use (alerts.md).
     alerts: AlertSettings = Field(default_factory=AlertSettings)

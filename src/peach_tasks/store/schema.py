@@ -69,6 +69,8 @@ runs = sa.Table(
     # or TIMEOUT) and, for a retry, the id of the first attempt
     sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
     sa.Column("retry_of", sa.Integer),
+    # 0013: when retention removed this run's log and outputs (one line says so instead)
+    sa.Column("log_pruned_at", sa.DateTime(timezone=True)),
     sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("log_dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_task", "codops", "task", "id"),

@@ -31,7 +31,7 @@ from .schema import run_totals, runs, tasks, triggers
 from .totals import add_run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 class StoreError(PeachError):
@@ -523,7 +523,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "owner": r.owner, "log_bytes": r.log_bytes, "log_dropped_bytes": r.log_dropped_bytes,
         "trigger_id": r.trigger_id, "triggered_by": r.triggered_by,
         "payload": json.loads(r.payload) if r.payload else None,
-        "attempt": r.attempt, "retry_of": r.retry_of,
+        "attempt": r.attempt, "retry_of": r.retry_of, "log_pruned_at": iso(r.log_pruned_at),
     }
 
 

@@ -111,6 +111,8 @@ class Run(BaseModel):
     attempt: int = Field(default=1, description="1: the first run of its iteration; 2, 3...: a retry "
                          "of a FAILURE or TIMEOUT (the task's `retries`)")
     retry_of: int | None = Field(default=None, description="for a retry: the id of the first attempt")
+    log_pruned_at: str | None = Field(default=None, description="when retention removed this run's log and "
+                                      "outputs (one line says so instead); null: kept")
 
 
 class RunsPage(BaseModel):

@@ -1,0 +1,198 @@
+"""The pruner: a named side job of ``serve`` that removes old runs and logs in small batches.
+
+It runs a round every ``retention.every`` seconds on a connection pool of its own. A
+round first takes the lease ``~retention`` (store/leases.py), so with several replicas on
+PostgreSQL one of them prunes at a time; the lease is renewed between batches and a round
+whose lease is lost stops at once. Then, task by task, it removes the runs that
+``store/retention.py`` says may go, a batch per transaction (``retention.batch`` runs and
+at most a few MiB of log each), pausing ``retention.pause`` between batches so the loops'
+own writes come first. A stop ends a round between two batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from .durations import format_duration
+from .store import retention as q
+from .store.leases import LeaseStore
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from .settings import RetentionSettings
+    from .store import Store
+
+log = logging.getLogger(__name__)
+
+LEASE = "~retention"  # not a loop name (those are codops or 'metadata'): a side job's lease
+LEASE_SECONDS = 60.0
+
+
+class LeaseLost(Exception):
+    """Another replica prunes now (or the database is out of reach): this round stops."""
+
+
+@dataclass
+class RoundResult:
+    runs: int = 0  # runs removed whole
+    logs: int = 0  # runs whose log was removed
+    batches: int = 0
+    longest_batch_s: float = 0.0  # the longest transaction (what a loop could have waited for)
+    skipped: str | None = None  # why nothing was done, if so
+    batch_seconds: list[float] = field(default_factory=list)
+
+
+def policy_of(settings: "RetentionSettings") -> q.Policy:
+    return q.Policy(settings.runs_days, settings.logs_days, settings.keep_last)
+
+
+class Pruner:
+    def __init__(self, settings: "RetentionSettings", store: "Store", owner: str,
+                 stop: threading.Event | None = None, lease_seconds: float = LEASE_SECONDS,
+                 sleep: Callable[[float], object] | None = None) -> None:
+        self.settings, self.store, self.owner = settings, store, owner
+        self.engine: sa.Engine = store.side_engine()
+        self.leases = LeaseStore(self.engine)
+        self.stop_event = stop or threading.Event()
+        self.lease_seconds = lease_seconds
+        self.sleep = sleep or self.stop_event.wait
+        self._log_cursor: dict[tuple[str, str], int] = {}  # per task: logs handled up to this id
+        self._thread: threading.Thread | None = None
+        self._renewed = 0.0
+
+    # -- the side job ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._forever, name="retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.engine.dispose()
+
+    def _forever(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                done = self.round()
+                if done.runs or done.logs:
+                    log.info("retention: removed %d runs and the logs of %d more in %d batches (longest %.0f ms)",
+                             done.runs, done.logs, done.batches, done.longest_batch_s * 1000)
+            except Exception:  # the database briefly gone: the next round tries again
+                log.exception("retention: a round failed; retrying in %s", format_duration(self.settings.every))
+            self.stop_event.wait(self.settings.every)
+
+    # -- one round --------------------------------------------------------------------
+    def round(self, now: datetime | None = None) -> RoundResult:
+        """Prune every task once (tests and ``peach-tasks prune`` call it directly)."""
+        result = RoundResult()
+        if self.leases.try_acquire(LEASE, self.owner, self.leases.now(), self.lease_seconds) is None:
+            result.skipped = "another replica is pruning"
+            return result
+        self._renewed = time.monotonic()
+        complete = False
+        try:
+            self._round(now or datetime.now(timezone.utc), result)
+            complete = not self.stop_event.is_set()
+        except LeaseLost:
+            log.warning("retention: lost the lease %s; another replica goes on", LEASE)
+            result.skipped = "lease lost"
+            return result
+        finally:
+            if not complete:  # logs handed out but maybe not removed: look at them again next time
+                self._log_cursor.clear()
+            try:
+                self.leases.release(self.owner, [LEASE])
+            except Exception:  # it expires by itself
+                log.debug("retention: could not release the lease", exc_info=True)
+        return result
+
+    def _round(self, now: datetime, result: RoundResult) -> None:
+        policy = policy_of(self.settings)
+        runs_before, logs_before = policy.cutoffs(now)
+        with self.engine.connect() as conn:
+            keys = q.task_keys(conn)
+        note = (f"{now.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} peach-tasks: this run's log and "
+                f"outputs were removed by retention (logs_days: {self.settings.logs_days}); its row stays\n")
+        if runs_before is not None:
+            def old_runs(conn: sa.Connection, key: tuple[str, str], boundary: int, after: int,
+                         limit: int) -> list[tuple[int, int]]:
+                return q.next_runs(conn, *key, boundary, runs_before, limit)  # removed ones are gone: no cursor
+
+            for batch in self._batches(keys, old_runs, None):
+                self._apply(lambda conn, ids=batch.run_ids: q.delete_runs(conn, ids), result)
+                result.runs += len(batch.run_ids)
+        if logs_before is not None:
+            def old_logs(conn: sa.Connection, key: tuple[str, str], boundary: int, after: int,
+                         limit: int) -> list[tuple[int, int]]:
+                return q.next_logs(conn, *key, boundary, logs_before, after, limit)
+
+            for batch in self._batches(keys, old_logs, self._log_cursor):
+                self._apply(lambda conn, ids=batch.run_ids: q.drop_logs(conn, ids, note, now), result)
+                result.logs += len(batch.run_ids)
+
+    def _batches(self, keys: list[tuple[str, str]], find: Callable[..., list[tuple[int, int]]],
+                 cursor: dict[tuple[str, str], int] | None) -> Iterator[q.Batch]:
+        """Batches across tasks: a task with little to remove shares its batch with the next.
+        ``cursor``: per task, the id up to which runs were handed out already (for work that
+        leaves the rows in place); each batch is applied before the next is made."""
+        limit = self.settings.batch
+        batch = q.Batch()
+        for key in keys:
+            while not self.stop_event.is_set():
+                want = limit - len(batch.run_ids)
+                with self.engine.connect() as conn:
+                    boundary = q.keep_boundary(conn, *key, self.settings.keep_last)
+                    after = cursor.get(key, 0) if cursor is not None else 0
+                    rows = find(conn, key, boundary, after, want) if boundary is not None else []
+                if not rows:
+                    break
+                taken = q.fill(batch, rows, limit)
+                if cursor is not None and taken:
+                    cursor[key] = rows[taken - 1][0]
+                if taken < len(rows) or q.full(batch, limit):
+                    yield batch
+                    batch = q.Batch()
+                    continue
+                if len(rows) < want:
+                    break  # this task has no more; the batch may take the next task's
+            if self.stop_event.is_set():
+                return
+        if batch.run_ids:
+            yield batch
+
+    def _apply(self, work: Callable[["sa.Connection"], None], result: RoundResult) -> None:
+        if self.stop_event.is_set():
+            raise LeaseLost("stopping")
+        if time.monotonic() - self._renewed > self.lease_seconds / 3:
+            try:
+                kept = self.leases.renew(self.owner, [LEASE], self.leases.now(), self.lease_seconds)
+            except Exception as exc:
+                raise LeaseLost(str(exc)) from exc
+            if LEASE not in kept:
+                raise LeaseLost("renewal refused")
+            self._renewed = time.monotonic()
+        began = time.perf_counter()
+        with self.engine.begin() as conn:
+            work(conn)
+        took = time.perf_counter() - began
+        result.batches += 1
+        result.batch_seconds.append(took)
+        result.longest_batch_s = max(result.longest_batch_s, took)
+        if self.settings.pause:
+            self.sleep(self.settings.pause)
+
+
+def plan(store: "Store", settings: "RetentionSettings", now: datetime | None = None) -> list[q.TaskPlan]:
+    """What a round would remove now, task by task (only tasks with something to remove)."""
+    policy = policy_of(settings)
+    now = now or datetime.now(timezone.utc)
+    with store.engine.connect() as conn:
+        plans = [q.plan_task(conn, codops, task, policy, now) for codops, task in q.task_keys(conn)]
+    return [p for p in plans if p.runs or p.logs]
