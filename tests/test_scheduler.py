@@ -212,7 +212,8 @@ def test_spark_is_the_default_executor_on_embedded_local_master(repo: Repo, make
 
     require_service(missing_reason())
     repo.notebook("nb.ipynb", "def main():\n    return spark.range(10).count() + sc.parallelize([1, 2]).sum()\n")
-    repo.write("peach.yaml", "codops: default\ntasks:\n  t:\n    notebook: nb.ipynb\n    method: main\n")
+    repo.write("peach.yaml", "codops: default\ntasks:\n  t:\n    notebook: nb.ipynb\n    method: main\n"
+               "    timeout: 600\n")  # a JVM start on a loaded machine can pass 60 s
     repo.commit()
     scheduler, store = make([{"url": str(repo.path)}])
     scheduler.run_once()
