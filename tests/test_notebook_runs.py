@@ -57,7 +57,8 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "timeit_setup": ("timeit_setup.ipynb", [
         "%%timeit numbers = list(range(10))\ntotal = sum(numbers)",
         "base = 2\n%time doubled = base \\\n    * 3",
-        "def main():\n    return [total, doubled]",
+        "%%time\ntimed = 'cell'\n%timeit -n 1 -r 1 line = 'line'",
+        "def main():\n    return [total, doubled, timed, line]",
     ], full("timeit_setup.ipynb", "main")),
     # 7. a runtime error in full-notebook mode names the cell and its line
     "runtime_error": ("runtime_error.ipynb", [
@@ -104,6 +105,7 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
         "%%capture shown\ndisplay('inside capture')\n'captured result'",
         "print('quiet');\nNone",
         "len(shown.outputs)",
+        "%%html\n<b>bold</b>",
     ], full("results.ipynb")),
     # 8. an entry function that needs arguments: refused before any run
     "needs_arguments": ("needs_arguments.ipynb", [
@@ -206,7 +208,7 @@ def test_top_level_await_runs_in_one_event_loop(ran: Any) -> None:
 
 def test_timed_statements_run_with_their_setup_and_continuation(ran: Any) -> None:
     _, store, _ = ran
-    assert succeeded(store, "timeit_setup") == [45, 6]
+    assert succeeded(store, "timeit_setup") == [45, 6, "cell", "line"]
     log = store.log(outcome(store, "timeit_setup")["id"]) or ""
     assert "cell 1 line 1: '%%timeit numbers = list(range(10))': the cell runs once, untimed" in log
 
@@ -281,4 +283,5 @@ def test_a_cells_result_is_an_output_and_capture_keeps_its_displays(ran: Any) ->
     run = outcome(store, "results")
     assert run["status"] == "SUCCESS", run["error"]
     shown = [(o["mime_type"], store.run_output(run["id"], o["seq"])[1]) for o in store.run_outputs(run["id"])]
-    assert shown == [("text/html", b"<table><tr><td>1</td></tr></table>"), ("text/plain", b"2")]
+    assert shown == [("text/html", b"<table><tr><td>1</td></tr></table>"), ("text/plain", b"2"),
+                     ("text/html", b"<b>bold</b>")]
