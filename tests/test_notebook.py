@@ -615,3 +615,29 @@ def test_only_the_notebook_own_cells_show_their_result(tmp_path: Path) -> None:
     extracted = extract_code(path, None, full_notebook=True)
     assert extracted.program[0].code.endswith("__import__('sys').displayhook(1 + 1)")
     assert extracted.runs["other.ipynb"]["cells"][0]["code"] == "41"  # %run is silent in IPython
+
+
+def test_run_cycles_links_out_and_huge_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peach_tasks.notebook as notebook
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "b.ipynb").write_text(nbformat.writes(v4.new_notebook(cells=[code("%run a.ipynb")])))
+    a = write_nb(repo, [code("x = 1"), code("%run b.ipynb")], name="a.ipynb")
+    with pytest.raises(NotebookError, match=r"^a\.ipynb cell 2 line 1: %run b\.ipynb: b\.ipynb cell 1 line 1: "
+                                            r"%run a\.ipynb: a\.ipynb runs itself again \(a cycle of %run\)"):
+        extract_code(a, None, full_notebook=True)
+
+    (tmp_path / "secret.py").write_text("TOKEN = 1\n")
+    (repo / "link.py").symlink_to(tmp_path / "secret.py")
+    linked = write_nb(repo, [code("%run link.py")], name="linked.ipynb")
+    with pytest.raises(NotebookError, match="link.py is not a file inside the repository"):
+        extract_code(linked, None, full_notebook=True)
+
+    for index in range(3):
+        (repo / f"big{index}.py").write_text("x = 1\n" * 100)
+    many = write_nb(repo, [code("%run big0.py\n%run big1.py\n%run big2.py")], name="many.ipynb")
+    assert len(extract_code(many, None, full_notebook=True).runs) == 3
+    monkeypatch.setattr(notebook, "MAX_RUN_TOTAL_BYTES", 1000)
+    with pytest.raises(NotebookError, match="cell 1 line 2: %run big1.py: the files this notebook runs hold more than"):
+        extract_code(many, None, full_notebook=True)

@@ -43,6 +43,7 @@ TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 FUTURE_FLAGS = reduce(lambda a, b: a | b, (getattr(__future__, f).compiler_flag for f in __future__.all_feature_names))
 _MISPLACED_FUTURE = "from __future__ imports must occur at the beginning of the file"
 MAX_RUN_FILE_BYTES = 8 << 20  # a file %run ships with the task's code
+MAX_RUN_TOTAL_BYTES = 16 << 20  # all of them, for one task (they travel in every run's request)
 MAX_RUN_DEPTH = 8  # notebooks that %run notebooks that %run ...
 RUN_OPTIONS = frozenset({"-i", "-n", "-e"})
 
@@ -302,15 +303,18 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
                 raise refuse(line, f"%run {args}: {shown} is larger than {MAX_RUN_FILE_BYTES >> 20} MiB")
             if key.endswith(".py"):
                 runs[key] = _python_file(resolved, shown, refuse, line, args)
-                continue
-            try:
-                sub = _extract(resolved, None, True, shown, root, stack, show_last=False)  # IPython: silent
-            except NotebookError as exc:
-                raise refuse(line, f"%run {args}: {exc}") from None
-            for sub_key, value in sub.runs.items():
-                runs.setdefault(sub_key, value)  # %run paths are relative to the working directory
-            runs[key] = {"filename": shown, "cells": sub.request()["cells"], "plain": False}
-            shell = shell or sub.shell
+            else:
+                try:
+                    sub = _extract(resolved, None, True, shown, root, stack, show_last=False)  # IPython: silent
+                except NotebookError as exc:
+                    raise refuse(line, f"%run {args}: {exc}") from None
+                for sub_key, value in sub.runs.items():
+                    runs.setdefault(sub_key, value)  # %run paths are relative to the working directory
+                runs[key] = {"filename": shown, "cells": sub.request()["cells"], "plain": False}
+                shell = shell or sub.shell
+            if sum(len(cell["code"]) for entry in runs.values() for cell in entry["cells"]) > MAX_RUN_TOTAL_BYTES:
+                raise refuse(line, f"%run {args}: the files this notebook runs hold more than "
+                                   f"{MAX_RUN_TOTAL_BYTES >> 20} MiB of code together; run less, or import modules")
         if result.cd_line is not None and cd_seen is None:
             cd_seen = result.cd_line
         written.update(posixpath.normpath(w) for w in result.writes)
