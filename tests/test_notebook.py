@@ -641,3 +641,21 @@ def test_run_cycles_links_out_and_huge_files_are_refused(tmp_path: Path, monkeyp
     monkeypatch.setattr(notebook, "MAX_RUN_TOTAL_BYTES", 1000)
     with pytest.raises(NotebookError, match="cell 1 line 2: %run big1.py: the files this notebook runs hold more than"):
         extract_code(many, None, full_notebook=True)
+
+
+@pytest.mark.parametrize(("line", "hint"), [
+    ("cd data", "Jupyter runs this line as the magic %cd (automagic); write '%cd data'"),
+    ("pip install requests", "write '%pip install requests'"),
+    ("mkdir out", "write '%mkdir out'"),
+])
+def test_automagic_lines_are_refused_with_the_percent_to_add(tmp_path: Path, line: str, hint: str) -> None:
+    path = write_nb(tmp_path, [code(f"x = 1\n{line}")])
+    with pytest.raises(NotebookError, match="SyntaxError") as info:
+        extract_code(path, None, full_notebook=True)
+    assert str(info.value).startswith("nb.ipynb cell 1 line 2: SyntaxError: ") and str(info.value).endswith(hint)
+
+
+def test_other_syntax_errors_keep_the_plain_advice(tmp_path: Path) -> None:
+    path = write_nb(tmp_path, [code("print 'hello'")])  # Python 2: not an automagic
+    with pytest.raises(NotebookError, match=r"; fix the cell$"):
+        extract_code(path, None, full_notebook=True)

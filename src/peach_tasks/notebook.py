@@ -26,13 +26,14 @@ from __future__ import annotations
 import __future__
 import ast
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from .magics import CellMagics, transform_cell
+from .magics import NO_EFFECT_LINE_MAGICS, PACKAGE_MAGICS, RUNTIME_LINE_MAGICS, CellMagics, transform_cell
 from .notebook_entry import find_entry, find_entry_cell, not_found_message, signature_problem
 from .notebook_files import CodeCells, NotebookError, read_code_cells
 
@@ -236,12 +237,28 @@ def _compile(code: str, name: str, number: int, flags: int, read: CodeCells, pos
         lines = code.count("\n") + 1
         line = max(1, min(exc.lineno or 1, lines))  # an unclosed bracket is the cell's, not past its end
         raise NotebookError(
-            f"{name} cell {number} line {line}: {type(exc).__name__}: {exc.msg}; fix the cell",
+            f"{name} cell {number} line {line}: {type(exc).__name__}: {exc.msg}; "
+            f"{_automagic_hint(code.split(chr(10))[line - 1]) or 'fix the cell'}",
             kind="syntax", cell=number, line=line, file_line=read.file_line(position, line),
         ) from None
     except ValueError as exc:  # e.g. a NUL character in the source
         raise NotebookError(f"{name} cell {number}: the cell cannot be compiled ({exc}); fix the notebook",
                             kind="syntax", cell=number) from None
+
+
+_AUTOMAGIC = re.compile(r"[ \t]*([a-z_]+)[ \t]+[^=(\[.,:]")
+
+
+def _automagic_hint(line: str) -> str | None:
+    """For a line like ``cd data`` or ``pip install x``: Jupyter runs it as a magic (IPython's
+    automagic, on by default); peach-tasks needs the ``%``, which keeps the line plain."""
+    match = _AUTOMAGIC.match(line)
+    if match is None:
+        return None
+    word = match.group(1)
+    if word not in RUNTIME_LINE_MAGICS | NO_EFFECT_LINE_MAGICS | PACKAGE_MAGICS | {"time", "timeit", "load_ext"}:
+        return None
+    return f"Jupyter runs this line as the magic %{word} (automagic); write '%{line.strip()}'"
 
 
 def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCells, name: str, path: Path,
