@@ -45,8 +45,8 @@ def test_organisations_and_their_tasks(filled: Filled, server: WebServer) -> Non
 def test_executions_are_paged_newest_first(filled: Filled, server: WebServer) -> None:
     first = get(server, "/api/organisations/chrts/tasks/flaky/runs", limit=1)
     [newest] = first["runs"]
-    assert (newest["status"], newest["version"], newest["error"]) == ("FAILURE", filled.flaky_versions[1],
-                                                                      "RuntimeError: flaky broke")
+    assert (newest["status"], newest["version"]) == ("FAILURE", filled.flaky_versions[1])
+    assert newest["error"].endswith("RuntimeError: flaky broke")  # after where it was raised, when known
     assert first["next_before"] == newest["id"]
     second = get(server, "/api/organisations/chrts/tasks/flaky/runs", limit=1, before=first["next_before"])
     [older] = second["runs"]
