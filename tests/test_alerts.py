@@ -393,3 +393,72 @@ def test_conditions_change_state_once_on_both_databases(database_url: str) -> No
         assert kinds == ["problem_appeared", "problem_cleared", "problem_appeared", "replica_died"]
     finally:
         store.close()
+
+
+def test_a_claim_that_expires_is_sent_again_with_the_same_key_and_the_late_mark_is_refused(
+        database_url: str) -> None:
+    """At least once: a replica that dies mid-send leaves its row SENDING; once the claim
+    expires another replica takes it, with the same key, and the dead one's late SENT mark
+    (had it only stalled) changes nothing."""
+    from datetime import datetime, timezone
+
+    from peach_tasks.store import Store
+    from peach_tasks.store.alert_outbox import Delivery
+    from peach_tasks.store.schema import alert_events
+
+    store = Store.open(database_url)
+    try:
+        outbox = AlertOutbox(store.engine)
+        with store.engine.begin() as conn:
+            conn.execute(alert_events.insert().values(kind="run_failed", data="{}",
+                                                      created_at=datetime.now(timezone.utc)))
+        outbox.route(lambda e: [Delivery("platform/x", "webhook", {"event": e.kind}, 10, 3600)], 100)
+        [first] = outbox.claim("stalled", claim_seconds=0.3)
+        assert outbox.claim("other", claim_seconds=60) == []  # claimed: nobody else sends it
+        [again] = wait_for(lambda: outbox.claim("other", claim_seconds=60), 10, "the claim to expire")
+        assert (again.id, again.key, again.attempts) == (first.id, first.key, 2)
+        assert outbox.sent(first.id, "stalled") is False  # no longer its claim
+        assert outbox.sent(again.id, "other") is True
+        assert outbox.rows()[0]["state"] == "SENT"
+        # A restarted replica gives its own SENDING rows back at once (its state_dir lock proves
+        # the old process gone), without waiting for the claim to expire.
+        with store.engine.begin() as conn:
+            conn.execute(alert_events.insert().values(kind="run_failed", data="{}",
+                                                      created_at=datetime.now(timezone.utc)))
+        outbox.route(lambda e: [Delivery("platform/x", "webhook", {"event": e.kind}, 10, 3600)], 100)
+        [mine] = outbox.claim("me", claim_seconds=3600)
+        assert outbox.release_own("me") == 1
+        assert [c.key for c in outbox.claim("me", claim_seconds=60)] == [mine.key]
+    finally:
+        store.close()
+
+
+def test_a_receiver_that_never_answers_costs_one_timeout_and_the_alert_waits(tmp_path: Path, open_scheduler) -> None:
+    import socket
+
+    silent = socket.socket()  # accepts connections (the backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        _, config = project(tmp_path, {"destinations": {"hook": {"type": "webhook", "url": url}},
+                                       "rules": [{"name": "ops", "destination": "hook", "events": ["run_failed"]}],
+                                       "delivery": {"timeout_seconds": 0.5, "backoff_seconds": 60}})
+        scheduler, store = open_scheduler(config)
+        scheduler.run_once()
+        [row] = rows(store)
+        assert row.state == "PENDING" and row.attempts == 1 and "timed out" in row.last_error
+    finally:
+        silent.close()
+
+
+def test_a_huge_error_makes_a_bounded_alert(tmp_path: Path, hooks: HookReceiver, open_scheduler) -> None:
+    huge = "def main():\n    raise RuntimeError('x' * 5_000_000)\n"
+    _, config = project(tmp_path, {"destinations": {"hook": {"type": "webhook", "url": hooks.url()}},
+                                   "rules": [{"name": "ops", "destination": "hook", "events": ["run_failed"]}]},
+                        notebook=huge)
+    scheduler, store = open_scheduler(config)
+    scheduler.run_once()
+    [hook] = hooks.received
+    assert len(hook["raw"]) < 8 << 10 and len(hook["body"]["run"]["error"]) <= 2000
+    assert hook["body"]["run"]["error"].endswith("more]")

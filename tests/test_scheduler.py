@@ -212,10 +212,10 @@ def test_spark_is_the_default_executor_on_embedded_local_master(repo: Repo, make
 
     require_service(missing_reason())
     repo.notebook("nb.ipynb", "def main():\n    return spark.range(10).count() + sc.parallelize([1, 2]).sum()\n")
-    repo.write("peach.yaml", "codops: default\ntasks:\n  t:\n    notebook: nb.ipynb\n    method: main\n"
-               "    timeout: 600\n")  # a JVM start on a loaded machine can pass 60 s
+    repo.write("peach.yaml", "codops: default\ntasks:\n  t:\n    notebook: nb.ipynb\n    method: main\n")
     repo.commit()
-    scheduler, store = make([{"url": str(repo.path)}])
+    # A JVM start on a loaded machine can pass the suite's usual 60 s.
+    scheduler, store = make([{"url": str(repo.path)}], timeouts={"task": 600, "metadata": 30, "kill_grace": 1})
     scheduler.run_once()
     run = last_run(store, "default", "t")
     assert run["executor"] == "spark"
