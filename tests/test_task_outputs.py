@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+
+import pytest
 from pathlib import Path
 
 from test_python_executor import Run, make_job
@@ -183,3 +185,34 @@ def test_outputs_of_a_run_cancelled_by_a_stopping_scheduler_are_kept(tmp_path: P
     outcome = PythonExecutor().run(job, sink, cancel)
     assert outcome.status is RunStatus.ABANDONED
     assert [o.data for o in outcome.outputs] == [b"'kept'"]
+
+
+@pytest.mark.slow
+def test_matplotlib_finds_the_font_list_built_with_its_environment(tmp_path: Path) -> None:
+    """A sandboxed run's HOME is new: without the list built ahead, matplotlib would scan the
+    system's fonts in every run. The list names the environment's final paths, not the build's."""
+    from peach_tasks.environments import MATPLOTLIB_SEED, EnvironmentManager
+
+    env, problem = EnvironmentManager(tmp_path / "state").ensure("acme", ("matplotlib",))
+    assert problem is None and env is not None, problem
+    [seeded] = list((env.path / MATPLOTLIB_SEED).glob("fontlist-*.json"))
+    text = seeded.read_text()
+    assert '"fname": ' in text and ".build-" not in text  # no path of the build's folder
+    home = tmp_path / "home"
+    home.mkdir()
+    run = Run(tmp_path, """
+        import os
+        import matplotlib
+        def main():
+            cache = matplotlib.get_cachedir()
+            before = sorted(n for n in os.listdir(cache) if n.startswith("fontlist"))
+            from matplotlib import font_manager
+            fonts = [f.fname for f in font_manager.fontManager.ttflist]
+            return {"cache": cache, "before": before, "fonts": len(fonts),
+                    "missing": [f for f in fonts if not os.path.exists(f)],
+                    "ours": sum(f.startswith(os.path.realpath(os.sys.prefix)) or f.startswith(os.sys.prefix) for f in fonts)}
+    """, interpreter=env.python, env={"PATH": os.environ["PATH"], "HOME": str(home)}, timeout=120.0)
+    assert run.outcome.status is RunStatus.SUCCESS, run.log
+    found = run.outcome.result
+    assert found["cache"].startswith(str(home)) and found["before"] == [seeded.name]  # there before any scan
+    assert found["fonts"] > 0 and found["missing"] == [] and found["ours"] > 0

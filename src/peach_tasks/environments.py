@@ -106,6 +106,11 @@ def subprocess_version(python: str) -> str:
     return _VERSIONS[python]
 
 
+# matplotlib's font list, built with the environment (see EnvironmentManager._seed_matplotlib);
+# the path is known to executors/displays.py, which copies it into a run's matplotlib cache.
+MATPLOTLIB_SEED = Path("share") / "peach-tasks" / "matplotlib"
+
+
 class BuildCancelled(Exception):
     """The build was ended because ``cancel`` was set (the scheduler is stopping)."""
 
@@ -231,6 +236,7 @@ class EnvironmentManager:
                 return Problem("environment", label,
                                f"building the environment '{name}' of '{codops}' ({shown}) failed; {still}. "
                                f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
+        self._seed_matplotlib(tmp, target, env, label)
         meta = {"codops": codops, "name": name, "requirements": list(requirements),
                 "python": subprocess_version(self.python),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -241,6 +247,35 @@ class EnvironmentManager:
         self.progress(f"environment {label}: ready in {meta['build_seconds']:.1f}s")
         record_environment_build(label, meta["build_seconds"], ok=True)
         return None
+
+    def _seed_matplotlib(self, tmp: Path, target: Path, env: dict[str, str], label: str) -> None:
+        """Build matplotlib's font list once, into the environment (``MATPLOTLIB_SEED``).
+
+        A sandboxed run has a new, empty ``HOME``, so matplotlib would scan the system's fonts
+        again in every run (about half a second); the task process copies this list into its
+        cache instead (``executors/displays.py``). Built in ``tmp``, the list names ``tmp``'s
+        paths: they are rewritten to ``target``'s, where the environment is used. Best effort:
+        without it matplotlib builds its own list, as before."""
+        if not any(tmp.glob("lib/python*/site-packages/matplotlib/__init__.py")):
+            return
+        seed = tmp / MATPLOTLIB_SEED
+        seed.mkdir(parents=True, exist_ok=True)
+        try:
+            failed, output = self._run([str(tmp / "bin" / "python"), "-I", "-c", "import matplotlib.font_manager"],
+                                       dict(env, MPLCONFIGDIR=str(seed)))
+        except OSError as exc:
+            failed, output = True, str(exc)
+        lists = list(seed.glob("fontlist-*.json"))
+        if failed or not lists:
+            shutil.rmtree(seed, ignore_errors=True)
+            self.progress(f"environment {label}: matplotlib's font list was not built ahead "
+                          f"(each run builds its own): {output.strip()[-300:]}")
+            return
+        for path in lists:
+            path.write_text(path.read_text(encoding="utf-8").replace(str(tmp), str(target)), encoding="utf-8")
+        for other in seed.iterdir():
+            if other not in lists:  # matplotlib's lock files and the like: only the list is kept
+                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """One uv step: (failed, output). Its own process group, killed with everything in it

@@ -440,11 +440,12 @@ def _finish_outputs() -> None:
 
 
 class _DisplayHooks:
-    """A meta path finder that lets ``displays.py`` act around a few imports: the backend
-    before ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after
-    its module loads (without a kernel it would only print)."""
+    """A meta path finder that lets ``displays.py`` act around a few imports: matplotlib's
+    font list built with the environment after ``matplotlib`` loads, the backend before
+    ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
+    module loads (without a kernel it would only print)."""
 
-    NAMES = frozenset(("matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display"))
+    NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:
@@ -462,7 +463,7 @@ class _DisplayHooks:
         load = getattr(spec.loader, "exec_module", None)
         if load is None:
             return spec
-        after = displays.after_pyplot if name == "matplotlib.pyplot" else displays.after_ipython_display  # type: ignore[attr-defined]
+        after = displays.AFTER_IMPORT[name]  # type: ignore[attr-defined]
 
         def exec_module(module: object) -> None:
             load(module)

@@ -347,12 +347,46 @@ def after_pyplot(pyplot: object) -> None:
     pyplot.show = show  # type: ignore[attr-defined]
 
 
+# Where the scheduler put matplotlib's font list when it built the environment
+# (environments.MATPLOTLIB_SEED, under the environment's prefix).
+FONT_LIST_SEED = os.path.join("share", "peach-tasks", "matplotlib")
+
+
+def after_matplotlib(matplotlib: object) -> None:
+    """Give matplotlib the font list built with the environment, before it looks for one: a
+    sandboxed run's ``HOME`` is new and empty, and scanning the system's fonts again would
+    cost every run about half a second. Only a missing list is copied; ``MPLCONFIGDIR`` set
+    by the task's environment is left alone."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    seed = os.path.join(sys.prefix, FONT_LIST_SEED)
+    try:
+        names = [n for n in os.listdir(seed) if n.startswith("fontlist-") and n.endswith(".json")]
+        if not names:
+            return
+        cache = matplotlib.get_cachedir()  # type: ignore[attr-defined]
+        import shutil
+
+        for name in names:
+            if not os.path.exists(os.path.join(cache, name)):
+                shutil.copyfile(os.path.join(seed, name), os.path.join(cache, name))
+    except Exception:  # no seed, an unwritable cache, another matplotlib: it builds its own list
+        return
+
+
+AFTER_IMPORT = {"matplotlib": after_matplotlib, "matplotlib.pyplot": after_pyplot}
+
+
 def after_ipython_display(module: object) -> None:
     """IPython's ``display`` without a kernel only prints: the task's ``from IPython.display
     import display`` gets this one instead."""
     for name, value in (("display", display), ("update_display", update_display), ("DisplayHandle", DisplayHandle)):
         if hasattr(module, name):
             setattr(module, name, value)
+
+
+AFTER_IMPORT.update({"IPython.core.display_functions": after_ipython_display,
+                     "IPython.core.display": after_ipython_display})
 
 
 def finish() -> None:
