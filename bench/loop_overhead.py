@@ -354,7 +354,7 @@ BREAKDOWN = [
     ("start_run", "cycle", "store.start_run: insert run + mark task RUNNING (1 transaction)"),
     ("log_writer", "cycle", "store.log_writer"),
     ("rmtree", "cycle", "shutil.rmtree in the loop: trigger folder before, work folder after (sandbox)"),
-    ("extract", "cycle", "extract_code: read notebook JSON, find cell, neutralise magics, compile"),
+    ("extract", "cycle", "extract_code: read notebook JSON, find cell, magics, compile"),
     ("env_current", "cycle", "envs.current: resolve env symlink + read peach-env.json"),
     ("task_env", "cycle", "Loop.task_environment"),
     ("sandboxed", "cycle", "Loop._sandboxed: mkdir + chown run folders, the plan (sandbox)"),

@@ -52,7 +52,7 @@ METADATA = [
      "\n"
      "\n"
      "def fetch_metadata():\n"
-     "    !echo 'shell escapes are neutralised outside Jupyter'\n"
+     "    !echo 'shell escapes run as in Jupyter'\n"
      "    # Stands in for an API call: the notebooks of the repository are our 'articles'.\n"
      "    items = sorted((p.name, p.stat().st_size) for p in Path('.').glob('*.ipynb'))\n"
      "    out = Path(os.environ.get('DEMO_OUTPUT', '.')) / 'metadata.json'\n"

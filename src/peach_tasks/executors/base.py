@@ -54,9 +54,9 @@ class CancelEvent(threading.Event):
 class Job:
     """Everything an executor needs to run one task once.
 
-    ``code`` is the already extracted Python source (entry cell or whole notebook,
-    magics neutralised); ``method`` is the entry function to call after executing it
-    (None: executing the code is the whole task). ``interpreter`` is the organisation's
+    ``code`` is the already extracted Python source (entry cell or whole notebook, as
+    one piece; ``program`` holds its cells as they run); ``method`` is the entry function
+    to call after executing it (None: executing the code is the whole task). ``interpreter`` is the organisation's
     environment's python; ``env`` the complete, already filtered environment for the
     task process (no scheduler secrets). ``marker`` is a value unique to this run that
     the process layer puts into the task's environment to find every process it started.
