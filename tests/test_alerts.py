@@ -462,3 +462,36 @@ def test_a_huge_error_makes_a_bounded_alert(tmp_path: Path, hooks: HookReceiver,
     [hook] = hooks.received
     assert len(hook["raw"]) < 8 << 10 and len(hook["body"]["run"]["error"]) <= 2000
     assert hook["body"]["run"]["error"].endswith("more]")
+
+
+def test_the_cli_lists_the_outbox_and_sends_a_test_alert(tmp_path: Path, hooks: HookReceiver,
+                                                         open_scheduler) -> None:
+    import os
+    import subprocess
+    import sys
+
+    secret = hooks.url("/services/T0/B0/TOKEN-IN-PATH")
+    _, config = project(tmp_path, {"destinations": {"hook": {"type": "slack", "url_env": "OPS_SLACK"},
+                                                    "gone": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
+                                   "rules": [{"name": "ops", "destination": "hook", "events": ["run_failed"]},
+                                             {"name": "down", "destination": "gone", "events": ["task_stale"]}]})
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PEACH_TASKS")}, "OPS_SLACK": secret}
+    peach = [sys.executable, "-m", "peach_tasks.cli", "--config", str(config)]
+    scheduler, store = open_scheduler(config)
+    scheduler.run_once()
+    listed = subprocess.run(peach + ["alerts", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    [row] = json.loads(listed.stdout)
+    assert (row["event"], row["rule"], row["state"], row["codops"], row["task"]) == (
+        "run_failed", "platform/ops", "PENDING", "chrts", "report")  # run-once had no OPS_SLACK
+    assert "OPS_SLACK" in row["last_error"] and "TOKEN-IN-PATH" not in listed.stdout
+    table = subprocess.run(peach + ["alerts", "--state", "sent"], capture_output=True, text=True, env=env, timeout=60)
+    assert table.returncode == 0 and table.stdout.strip() == "no alerts"
+
+    sent = subprocess.run(peach + ["alert-test", "ops"], capture_output=True, text=True, env=env, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    [test] = hooks.bodies()
+    assert test["text"].startswith("[peach-tasks] a test of rule ops") and test["blocks"]
+    down = subprocess.run(peach + ["alert-test", "down"], capture_output=True, text=True, env=env, timeout=60)
+    assert down.returncode == 1 and "was not delivered" in down.stderr and "Traceback" not in down.stderr
+    unknown = subprocess.run(peach + ["alert-test", "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert unknown.returncode == 1 and "the rules are: down, ops" in unknown.stderr

@@ -49,4 +49,39 @@ def alerts(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: boo
     click.echo(_table(rows, ALERT_COLUMNS))
 
 
-COMMANDS = (alerts,)
+@click.command("alert-test")
+@click.argument("rule", metavar="RULE")
+@click.pass_context
+def alert_test(ctx: click.Context, rule: str) -> None:
+    """Send a test alert through a rule of scheduler.yaml now, from this machine, and say how it went.
+
+    The alert (event "test") goes straight to the rule's destination with this shell's
+    environment (url_env, secret_env, password_env must be set here as for 'serve');
+    it is not queued in the outbox and not counted by the rule's rate limit.
+    """
+    import uuid
+    from datetime import datetime, timezone
+
+    from .alerts.render import SCHEMA
+    from .alerts.send import DeliveryError, deliver
+    from .cli import _settings
+
+    settings = _settings(ctx)
+    found = {r.name: r for r in settings.alerts.rules}
+    if rule not in found:
+        known = ", ".join(sorted(found)) or "none (see 'alerts' in docs/settings.md)"
+        raise click.ClickException(f"no rule '{rule}' in alerts.rules; the rules are: {known}")
+    destination = settings.alerts.destinations[found[rule].destination]
+    key = uuid.uuid4().hex
+    body = {"schema": SCHEMA, "id": key, "event": "test", "rule": f"platform/{rule}",
+            "summary": f"a test of rule {rule}: alerts reach this destination",
+            "occurred_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "codops": None, "task": None, "url": settings.web.dashboard_url() + "/", "details": {}}
+    try:
+        deliver(destination, body, smtp=settings.alerts.smtp, timeout=settings.alerts.delivery.timeout_seconds)
+    except DeliveryError as exc:
+        raise click.ClickException(f"the test alert of rule {rule} was not delivered: {exc}") from None
+    click.echo(f"sent a test alert through rule {rule} ({destination.type}), id {key}")
+
+
+COMMANDS = (alerts, alert_test)
