@@ -116,7 +116,11 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
     took = False
     if warm is not None:
         if spec.sandbox is not None and spec.stdin_data is not None and warm.matches(spec):
-            how, writer = warm.hand_over(spec.stdin_data, deadline, cancel, on_started)
+            try:
+                how, writer = warm.hand_over(spec.stdin_data, deadline, cancel, on_started)
+            except BaseException:
+                warm.end()  # our own failure (KeyboardInterrupt, say): never leave it running
+                raise
             on_started = None  # it ran, whatever the sandbox did next
             if how == "ended":
                 sink(f"{utc_stamp()} peach-tasks: the sandbox started ahead for this run ended before it took "

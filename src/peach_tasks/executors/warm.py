@@ -154,7 +154,7 @@ class WarmSandbox:
             self.group.set_limits(self.full)
         except OSError as exc:  # its group is gone: it cannot be this run's
             log.warning("sandbox started ahead in %s cannot get its run's limits: %s", self.group.name, exc)
-            self._end()
+            self.end()
             return "ended", None
         assert self.proc.stdin is not None
         rest = _feed_now(self.proc.stdin, request)
@@ -162,10 +162,13 @@ class WarmSandbox:
             writer = threading.Thread(target=_feed, args=(self.proc.stdin, rest), daemon=True)
             writer.start()
         if then is not None:
-            then()
+            try:
+                then()
+            except Exception:  # the next run's business: it starts cold; this one goes on
+                log.exception("starting the next sandbox ahead failed")
         how = self._wait_ack(deadline, cancel)
         if how == "ended":
-            self._end()
+            self.end()
             if writer is not None:
                 writer.join(1.0)
             return how, None
@@ -197,9 +200,10 @@ class WarmSandbox:
     def discard(self) -> None:
         """End it, unless a run took it (then the run ends it); safe to call more than once."""
         if self.state == "waiting":
-            self._end()
+            self.end()
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """Kill it and remove its group, whatever its state."""
         self.state = "ended"
         self.group.kill()
         try:
