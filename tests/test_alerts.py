@@ -112,6 +112,11 @@ def test_one_alert_per_state_change_after_n_failures_and_the_recovery(
     for _ in range(5):
         scheduler.run_once()
     assert [b["details"]["failures_in_row"] for b in hooks.bodies()] == [3]  # not 1, 2, 4, 5
+    from peach_tasks.store.schema import alert_events
+
+    with store.engine.connect() as conn:  # the failures no rule wanted are not kept
+        kept = conn.execute(sa.select(alert_events.c.data)).scalars().all()
+    assert [json.loads(data)["failures_in_row"] for data in kept] == [3]
     assert hooks.bodies()[0]["summary"] == "chrts/report failed (3 failures in a row)"
     assert all(b["rule"] == "platform/third" for b in hooks.bodies())  # no timeout: that rule is silent
     repo.notebook("nb.ipynb", GOOD)

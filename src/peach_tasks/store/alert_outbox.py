@@ -91,10 +91,14 @@ class AlertOutbox:
                                   .where(alert_outbox.c.state.in_(QUEUED))).scalar_one()
             recent: dict[str, int] = {}
             written = []
+            unwanted = []  # events no rule wants: gone at once, so the journal stays small
             for row in rows:
                 event = Event(row.id, row.kind, row.codops, row.task, row.run_id, json.loads(row.data),
                               _utc(row.created_at))
-                for delivery in match(event):
+                deliveries = match(event)
+                if not deliveries:
+                    unwanted.append(event.id)
+                for delivery in deliveries:
                     if delivery.rule not in recent:
                         recent[delivery.rule] = conn.execute(
                             sa.select(sa.func.count()).select_from(alert_outbox).where(
@@ -122,6 +126,8 @@ class AlertOutbox:
                                   .values(routed_at=now)).rowcount
             if marked != len(ids):  # another router got there first: undo ours
                 raise RuntimeError("alert events were routed concurrently; rolled back")
+            if unwanted:
+                conn.execute(alert_events.delete().where(alert_events.c.id.in_(unwanted)))
             return len(written)
 
     # -- delivery -----------------------------------------------------------------
