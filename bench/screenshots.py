@@ -7,6 +7,7 @@ dashboard on a free loopback port, and photographs it with Debian's headless Chr
 (Playwright, ``/usr/bin/chromium`` or ``$PEACH_TASKS_CHROMIUM``):
 
   overview.png         the home page at 1280 px: failing tasks first, one card per organisation
+                       (sesr's metadata task is stale: its hourly freshness is 3 h old)
   failing-task.png     a failing task at 1280 px: details, graph, executions (a 2,000-character
                        error), its failed run's log
   narrow.png           the same task at 420 px (phone width): everything stacked
@@ -28,7 +29,7 @@ from pathlib import Path
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.settings import settings_from_dict
 from peach_tasks.store import Store
-from peach_tasks.store.schema import runs
+from peach_tasks.store.schema import runs, tasks
 from peach_tasks.store.store import TaskRegistration
 from peach_tasks.web.server import WebServer
 
@@ -63,7 +64,8 @@ def fill(store: Store) -> int:
     """Three organisations; returns the failing task's newest failed run."""
     steady, report, train = spec("chrts", "summary"), spec("default", "build_report"), spec("default", "train_model")
     fetch = spec("sesr", "fetch_metadata", loop="metadata")
-    store.register_tasks([TaskRegistration(t, "3f9a1c2") for t in (steady, report, train, fetch)])
+    store.register_tasks([TaskRegistration(t, "3f9a1c2", freshness_s=3600 if t is fetch else None)
+                          for t in (steady, report, train, fetch)])
     for index in range(14):
         add_run(store, steady, "3f9a1c2", RunStatus.SUCCESS, 46 - index * 3.3, 2.0 + (index % 4) * 0.7,
                 [f"summary: {1200 + index} rows written"])
@@ -77,6 +79,9 @@ def fill(store: Store) -> int:
                          12 + index * 3, ["building the report", "reading the warehouse"],
                          error=None if status == RunStatus.SUCCESS else LONG_ERROR)
     add_run(store, steady, "3f9a1c2", RunStatus.RUNNING, 0, 0, ["summary: starting"])
+    with store.engine.begin() as conn:  # the metadata task must succeed hourly; its last success is 3 h old
+        conn.execute(tasks.update().where(tasks.c.name == "fetch_metadata").values(
+            last_success_at=datetime.now(timezone.utc) - timedelta(hours=3)))
     return failed
 
 
