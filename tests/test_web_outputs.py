@@ -3,6 +3,10 @@ headers that keep untrusted content from acting as the server's pages; tokens sc
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import httpx
 import pytest
 from outputs_store import XSS, Shown, shown  # noqa: F401 (fixture)
@@ -69,3 +73,27 @@ def test_a_run_in_a_sandbox_started_ahead_keeps_its_outputs(web: WebServer, show
     listing = get(web, f"/api/runs/{run['id']}/outputs").json()["outputs"]
     assert [(o["seq"], o["mime_type"]) for o in listing] == [(1, "text/html")]
     assert get(web, listing[0]["url"]).text == "<b>all good</b>"
+
+
+def test_the_cli_lists_and_saves_a_runs_outputs(shown: Shown, tmp_path: Path) -> None:  # noqa: F811
+    config = str(Path(shown.settings.base_dir) / "scheduler.yaml")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["peach-tasks", "outputs", *args, "--config", config], capture_output=True, text=True,
+                              timeout=120)
+
+    listed = cli(str(shown.failed), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(o["seq"], o["mime_type"]) for o in json.loads(listed.stdout)] == [
+        (1, "image/png"), (2, "text/html"), (3, "text/html")]
+    table = cli(str(shown.failed))
+    assert "figure" in table.stdout and "image/png" in table.stdout and "Zürich" in table.stdout
+    saved = cli(str(shown.failed), "--save", str(tmp_path / "out"))
+    assert saved.returncode == 0 and "saved 3 file(s)" in saved.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["001-figure.png", "002-display.html",
+                                                                   "003-display.html"]
+    assert (tmp_path / "out" / "001-figure.png").read_bytes().startswith(PNG_MAGIC)
+    quiet = cli(str(shown.quiet))
+    assert quiet.returncode == 0 and "showed nothing" in quiet.stdout
+    missing = cli("999999")
+    assert missing.returncode == 1 and "no run with id 999999" in missing.stderr

@@ -547,9 +547,10 @@ def _write_demo_url(path: Path, url: str) -> bool:
 from .cli_authors import COMMANDS as _AUTHOR_COMMANDS  # noqa: E402 - each gets --config below
 
 from .cli_alerts import COMMANDS as _ALERT_COMMANDS  # noqa: E402
+from .cli_outputs import COMMANDS as _OUTPUT_COMMANDS  # noqa: E402
 from .cli_prune import COMMANDS as _OPERATOR_COMMANDS  # noqa: E402
 
-for _command in (*_AUTHOR_COMMANDS, *_ALERT_COMMANDS, *_OPERATOR_COMMANDS):
+for _command in (*_AUTHOR_COMMANDS, *_ALERT_COMMANDS, *_OPERATOR_COMMANDS, *_OUTPUT_COMMANDS):
     main.add_command(_config_option(_command))  # click adds the option to a built command too
 
 

@@ -107,19 +107,16 @@ def _spark_warnings(report: Any, directory: str, settings: Settings) -> list[str
     return lines
 
 
-_EXTENSIONS = {"text/html": "html", "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif",
-               "image/svg+xml": "svg", "text/markdown": "md", "application/json": "json", "text/latex": "tex"}
-
-
 def _save_outputs(outputs: Any, folder: str | None) -> str:
     """Write a local run's outputs as files in ``folder``; the sentence that says what happened."""
     if folder is None:
         return f"the run showed {len(outputs)} output(s); --outputs DIR saves them"
+    from .cli_outputs import file_name
+
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
     for output in outputs:
-        name = f"{output.seq:03d}-{output.kind}.{_EXTENSIONS.get(output.mime_type, 'txt')}"
-        (target / name).write_bytes(output.data)
+        (target / file_name(output)).write_bytes(output.data)
     return f"the run showed {len(outputs)} output(s), saved in {target}"
 
 
