@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import sqlalchemy as sa
 from web_helpers import CHROMIUM_ARGS, chromium_executable, start_server
 
 from peach_tasks.api_client import ApiClient

@@ -26,6 +26,7 @@ from pydantic import (
 
 from .durations import parse_duration
 
+
 def _positive_duration(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:

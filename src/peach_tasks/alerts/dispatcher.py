@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ..store.alert_outbox import AlertOutbox
 from ..store.alert_journal import mark_stale
+from ..store.alert_outbox import AlertOutbox, Claimed
+from ..store.store import utcnow
 from .rules import RuleSet
 from .send import DeliveryError, deliver
 
@@ -95,7 +96,7 @@ class AlertDispatcher:
         if time.monotonic() - self._stale_checked >= self.alerts.check_seconds:
             self._stale_checked = time.monotonic()
             with self.engine.begin() as conn:
-                done["stale"] = len(mark_stale(conn, _utcnow(), alerting=True))
+                done["stale"] = len(mark_stale(conn, utcnow(), alerting=True))
         rules = self.rules()
         done["routed"] = self.outbox.route(rules.deliveries, self.alerts.delivery.max_pending)
         for _ in range(SENDS_PER_ROUND):
@@ -111,7 +112,7 @@ class AlertDispatcher:
             self.outbox.prune(self.alerts.delivery.keep_days * 86400)
         return done
 
-    def _send(self, row, rules: RuleSet) -> bool:  # noqa: ANN001 - a Claimed row
+    def _send(self, row: Claimed, rules: RuleSet) -> bool:
         delivery = self.alerts.delivery
         destination = rules.destination(row.rule)
         try:
@@ -144,8 +145,3 @@ class AlertDispatcher:
         wait = min(delivery.backoff_seconds * 2 ** max(attempts - 1, 0), delivery.max_backoff_seconds)
         return wait * random.uniform(0.9, 1.0)
 
-
-def _utcnow():  # noqa: ANN202
-    from ..store.store import utcnow
-
-    return utcnow()

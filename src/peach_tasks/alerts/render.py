@@ -7,13 +7,20 @@ text forms cut again, so no alert grows with what a task printed.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 from urllib.parse import quote
 
-from ..alert_settings import (PROBLEM_APPEARED, PROBLEM_CLEARED, REPLICA_DIED, RUN_FAILED, TASK_RECOVERED,
-                              TASK_STALE)
+from ..alert_settings import (
+    PROBLEM_APPEARED,
+    PROBLEM_CLEARED,
+    REPLICA_DIED,
+    RUN_FAILED,
+    TASK_RECOVERED,
+    TASK_STALE,
+)
 from ..durations import format_duration
 from ..store.alert_outbox import Event
 
@@ -117,8 +124,6 @@ def email(body: dict[str, Any], sender: str, to: list[str]) -> EmailMessage:
     domain = sender.rsplit("@", 1)[-1]
     message["Message-ID"] = f"<{body.get('id')}@{domain}>" if body.get("id") else make_msgid(domain=domain)
     message["X-Peach-Alert-Id"] = str(body.get("id"))
-    from datetime import datetime, timezone
-
     message["Date"] = format_datetime(datetime.now(timezone.utc))
     message.set_content(text(body) + f"\n\nrule {body.get('rule')} · alert id {body.get('id')}\n")
     return message

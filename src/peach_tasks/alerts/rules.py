@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..alert_settings import (PROBLEM_APPEARED, PROBLEM_CLEARED, REPLICA_DIED, RUN_FAILED, RUN_TIMED_OUT,
-                              TASK_RECOVERED, TASK_STALE, AlertSettings, Destination, RateLimit, SourcedRule)
+from ..alert_settings import (
+    PROBLEM_APPEARED,
+    PROBLEM_CLEARED,
+    REPLICA_DIED,
+    RUN_FAILED,
+    RUN_TIMED_OUT,
+    TASK_RECOVERED,
+    TASK_STALE,
+    AlertSettings,
+    Destination,
+    RateLimit,
+    SourcedRule,
+)
 from ..store.alert_outbox import Delivery, Event
 from .render import payload
 
