@@ -186,3 +186,11 @@ def test_upgrade_to_0008_fills_last_success_and_streak_from_the_runs(database_ur
         assert (task["failures_in_row"], task["last_success_run_id"], task["stale"]) == (0, run, False)
     finally:
         store.close()
+
+    alembic(database_url, "downgrade", "0007")  # and back: the tasks and runs stay, without the new state
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar() == 6
+        assert "last_success_at" not in {c["name"] for c in sa.inspect(conn).get_columns("tasks")}
+        assert not sa.inspect(conn).has_table("alert_outbox")
+    engine.dispose()
