@@ -420,3 +420,30 @@ def test_scheduler_killed_with_sigkill_leaves_no_sandbox_and_restart_cleans_its_
 def groups_left(scheduler: Any) -> dict[str, Limits]:
     scheduler.start_isolation()
     return groups(scheduler)
+
+
+def test_serve_starts_the_next_iterations_first_task_ahead_and_a_stop_leaves_nothing(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    """A loop of one task under ``serve`` (``run_forever``, no pause between iterations):
+    each run starts the next iteration's sandbox ahead."""
+    project = Project(tmp_path, tasks=1)
+    project.go("t0")  # every run goes at once
+    scheduler, store = open_scheduler(project.config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    loop = scheduler.make_loop("org")
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def finished() -> list[dict[str, Any]]:
+        return [r for r in store.runs("org", "t0", limit=50) if r["status"] == "SUCCESS"]
+
+    try:
+        wait_for(lambda: len(finished()) >= 4, 120, "four runs")
+    finally:
+        scheduler.stop_event.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    oldest_first = finished()[::-1]
+    assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
+    assert_nothing_left(scheduler, project.state)

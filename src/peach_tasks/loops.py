@@ -123,10 +123,15 @@ class Loop:
         self._warm: tuple[WarmSandbox, Slot] | None = None
         self.start_ahead = True  # False: every sandbox starts when its run does (the benchmark's baseline)
         self._upcoming: list[tuple[str, str]] = []
+        self._carry = False  # the iteration's last run starts the next iteration's first task ahead
 
     # -- one iteration ----------------------------------------------------------
-    def tick(self) -> int:
-        """Run every task of the loop once, in order; returns how many ran."""
+    def tick(self, carry: bool = False) -> int:
+        """Run every task of the loop once, in order; returns how many ran.
+
+        ``carry``: the next iteration follows at once (``run_forever``), so the last task's
+        run starts the sandbox of the next iteration's first task ahead, and it is left for
+        the caller to use or end (``drop_warm``). Otherwise none outlives the iteration."""
         keys = [key for key in self.snapshot().loops.get(self.name, ()) if self.keep(key)]
         if self.resume_after is not None:
             resume, self.resume_after = self.resume_after, None
@@ -135,7 +140,7 @@ class Loop:
         self._triggered.clear()
         ran = 0
         try:
-            self._upcoming = list(keys)
+            self._upcoming, self._carry = list(keys), carry
             for index, key in enumerate(keys):
                 if self.stop.is_set() or self.handover.is_set():
                     # This iteration ends here: the tasks it did not reach wait for no one now.
@@ -152,8 +157,9 @@ class Loop:
             self._upcoming = []
             return ran + self.run_triggered()
         finally:
-            self._upcoming = []
-            self.drop_warm()  # a sandbox started ahead never outlives its iteration
+            self._upcoming, self._carry = [], False
+            if not carry or self.stop.is_set() or self.handover.is_set():
+                self.drop_warm()  # a sandbox started ahead never outlives its iteration
 
     def run_triggered(self) -> int:
         """Run, once each, the pending triggers of this loop's tasks; returns how many ran.
@@ -181,17 +187,25 @@ class Loop:
         return ran
 
     def run_forever(self) -> None:
+        try:
+            self._run_forever()
+        finally:
+            self.drop_warm()
+
+    def _run_forever(self) -> None:
         pace = self.settings.loop.min_iteration_seconds
         while not self.stop.is_set() and not self.handover.is_set():
             started = time.monotonic()
             try:
-                ran = self.tick()
+                ran = self.tick(carry=True)
             except Exception:  # the store may be briefly unreachable: report, wait, go on
                 log.exception("loop %s: iteration failed; retrying", self.name)
                 ran = 0
             if ran:
                 record_loop_iteration(self.name, time.monotonic() - started)
             wait = max(pace - (time.monotonic() - started), 0.0 if ran else 1.0)
+            if wait > 0:
+                self.drop_warm()  # nothing waits in a sandbox through the pause
             # Wait in short steps: a trigger should not wait for a slow pace to pass.
             deadline = time.monotonic() + wait
             while not self.stop.wait(min(max(deadline - time.monotonic(), 0.0), 1.0)):
@@ -414,7 +428,10 @@ class Loop:
 
     def _next_task(self) -> RegisteredTask | None:
         snapshot = self.snapshot()
-        for key in self._upcoming:
+        upcoming = self._upcoming
+        if not upcoming and self._carry:  # the last of the iteration: the next one's first
+            upcoming = list(snapshot.loops.get(self.name, ()))
+        for key in upcoming:
             task = snapshot.tasks.get(key)
             if task is not None and task.spec.loop_name == self.name and self.keep(key):
                 return task
