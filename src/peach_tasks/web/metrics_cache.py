@@ -3,8 +3,8 @@
 A scrape reads nothing from the database: it joins text rendered beforehand. A refresher
 thread reads, every ``REFRESH_SECONDS``, the run totals that changed (``store/totals.py``:
 one indexed query returning only the rows of tasks whose runs ended since the last read),
-the task states, the open problems and the freshness of the tasks that declare one (small
-tables, or one row per task), and renders again the lines of the
+the freshness of the tasks that declare one (a row each), and every ``TABLES_SECONDS`` the
+task states, the open problems and the alert counts (small tables), and renders again the lines of the
 organisations whose numbers changed. So a scrape costs the same with a million runs as
 with ten, and the series grow with tasks (a few per task), never with runs.
 
@@ -15,6 +15,7 @@ at most ``REFRESH_SECONDS`` behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
+# The task states, problems and alert counts are read whole, so less often than the totals.
+TABLES_SECONDS = 5.0
 # A scrape whose cache is older than this (the refresher stuck or failing) refreshes itself.
 STALE_SECONDS = 30.0
 
@@ -112,6 +115,7 @@ class MetricsCache:
         self.totals = TotalsCache(store)
         self.refresh_seconds = refresh_seconds
         self.snapshot = Snapshot()
+        self._tables_read = float("-inf")
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
@@ -124,10 +128,18 @@ class MetricsCache:
             lines = dict(old.lines)
             for codops in changed:
                 lines[codops] = render_organisation(codops, self.totals.of(codops))
-            self.snapshot = Snapshot(lines=lines, states=self.store.task_state_counts(None),
-                                     problems=self.store.problems(None), repos=self.store.active_repositories(),
-                                     freshness=self.store.freshness(None),
-                                     alerts=AlertOutbox(self.store.engine).counts())
+            # Freshness rows every time (a task's age is judged against its last success, which
+            # may be seconds old); the states, problems and alert counts less often.
+            freshness = self.store.freshness(None)
+            if time.monotonic() - self._tables_read >= TABLES_SECONDS:
+                self._tables_read = time.monotonic()
+                self.snapshot = Snapshot(lines=lines, states=self.store.task_state_counts(None),
+                                         problems=self.store.problems(None),
+                                         repos=self.store.active_repositories(), freshness=freshness,
+                                         alerts=AlertOutbox(self.store.engine).counts())
+            else:
+                self.snapshot = dataclasses.replace(old, lines=lines, freshness=freshness,
+                                                    everything=old.everything if not changed else None)
 
     def start(self) -> None:
         """Load once (here) and keep refreshing on a daemon thread until the store closes."""
