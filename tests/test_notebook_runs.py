@@ -96,9 +96,11 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
         "def main():\n    return [os.environ['VIA_SHELL'], kernel, pushed, name]",
     ], full("get_ipython.ipynb", "main")),
     "bash_cell": ("bash_cell.ipynb", [
-        "%%bash\necho from bash > bash_out.txt\nexit 0",
+        "%%bash\necho from bash > bash_out.txt\necho to the log\nexit 0",
+        "%%sh --no-raise-error\nexit 4",
         "def main():\n    return open('bash_out.txt').read()",
     ], full("bash_cell.ipynb", "main")),
+    "bash_fails": ("bash_fails.ipynb", ["%%bash\necho partial\nexit 3", "never = 1"], full("bash_fails.ipynb")),
     # a cell's result is an output, as in the notebook papermill leaves; %%capture keeps displays
     "results": ("results.ipynb", [
         "class Table:\n    def _repr_html_(self):\n        return '<table><tr><td>1</td></tr></table>'\nTable()",
@@ -241,6 +243,11 @@ def test_writefile_run_capture_env_cd_and_shell(ran: Any) -> None:
     assert files == ["inside.txt"]
     assert succeeded(store, "get_ipython") == ["1", None, 5, "Shell"]
     assert succeeded(store, "bash_cell") == "from bash\n"
+    assert "Z to the log\n" in (store.log(outcome(store, "bash_cell")["id"]) or "")
+    failed = outcome(store, "bash_fails")
+    assert failed["status"] == "FAILURE"
+    assert failed["error"].startswith("bash_fails.ipynb cell 1 line 1: subprocess.CalledProcessError: Command 'bash' "
+                                      "returned non-zero exit status 3")
 
 
 def test_entry_signature_is_checked_before_any_run(ran: Any) -> None:

@@ -154,7 +154,7 @@ def _cell_magic(lines: list[str], first: int, result: CellMagics) -> bool:
             result.problems.append((where, f"{shown}: peach-tasks runs %%capture [--no-stdout] [--no-stderr] "
                                            "[--no-display] [NAME] only; fix the line"))
         lines[first] = ""
-        result.cell_magic = {"name": "capture", "line": line}
+        result.cell_magic = {"name": "capture", "line": line, "at": where}
         result.shell = True
         return True
     if name in ("writefile", "file"):
@@ -164,15 +164,16 @@ def _cell_magic(lines: list[str], first: int, result: CellMagics) -> bool:
             result.problems.append((where, f"{shown}: give one file name (and -a to append)"))
         else:
             result.writes.append(" ".join(target).strip("'\""))
-        result.cell_magic = {"name": "writefile", "line": line, "body": body}
+        result.cell_magic = {"name": "writefile", "line": line, "body": body, "at": where}
     elif name in SHELL_CELL_MAGICS:
         bad = [w for w in line.split() if w not in ("--no-raise-error", "--raise-error")]
         if bad:
             result.problems.append((where, f"{shown}: peach-tasks runs %%{name} [--no-raise-error] only; "
                                            "fix the line"))
-        result.cell_magic = {"name": "script", "line": line, "program": name, "body": body}
+        result.cell_magic = {"name": "script", "line": line, "program": name, "body": body, "at": where}
     elif name in DISPLAY_CELL_MAGICS:
-        result.cell_magic = {"name": "display", "line": line, "mime": DISPLAY_CELL_MAGICS[name], "body": body}
+        result.cell_magic = {"name": "display", "line": line, "mime": DISPLAY_CELL_MAGICS[name], "body": body,
+                             "at": where}
     else:
         result.problems.append((where, f"cell magic {shown} is not supported by peach-tasks: a run would "
                                        "differ from Jupyter's; do the same in Python"))

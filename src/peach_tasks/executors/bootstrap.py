@@ -253,6 +253,7 @@ class _Cells:
         self.loop = None
         self.shell = None  # notebook_shell.Shell, when the notebook uses magics
         self.flags = [0]  # the notebook's compiler flags (future imports), carried from cell to cell
+        self.failed_in: str | None = None  # where a cell failed outside its own code (a cell magic)
 
     def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
             flags: list | None = None) -> None:
@@ -261,10 +262,15 @@ class _Cells:
         the notebook's); a cell magic is the shell's to apply."""
         number = cell.get("cell")
         name = filename or (self.filename if number is None else f"{self.filename} cell {number}")
-        if cell.get("magic") and self.shell is not None:
-            self.shell.run_cell_magic_of(cell, lambda: self._execute(cell, name, namespace, flags))
-        else:
-            self._execute(cell, name, namespace, flags)
+        try:
+            if cell.get("magic") and self.shell is not None:
+                self.shell.run_cell_magic_of(cell, lambda: self._execute(cell, name, namespace, flags))
+            else:
+                self._execute(cell, name, namespace, flags)
+        except BaseException:
+            if self.failed_in is None and number is not None:  # the innermost cell that failed
+                self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
+            raise
         if namespace is None and number is not None and _displays_module is not None:
             _displays_module.flush_figures()  # as Jupyter's inline backend: a cell's figures at its end
 
@@ -337,7 +343,7 @@ class _Cells:
         if found is None and isinstance(exc, SyntaxError) and exc.filename in self.files \
                 and exc.filename != self.filename:
             found = f"{exc.filename} line {exc.lineno}"
-        return found
+        return found or self.failed_in
 
 
 def _displayhook(value: object) -> None:

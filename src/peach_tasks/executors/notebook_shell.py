@@ -209,11 +209,15 @@ class Shell:
             stream.flush()
         if body and not body.endswith("\n"):
             body += "\n"
-        done = subprocess.run([program], input=body.encode("utf-8"), capture_output=True)
-        sys.stdout.write(done.stdout.decode("utf-8", "replace"))
-        sys.stderr.write(done.stderr.decode("utf-8", "replace"))
-        if done.returncode != 0 and "--no-raise-error" not in line.split():
-            raise subprocess.CalledProcessError(done.returncode, program)
+        if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:  # the live log, line by line
+            status = subprocess.run([program], input=body.encode("utf-8")).returncode
+        else:  # redirected (%%capture around a %run notebook, say): through Python's streams
+            done = subprocess.run([program], input=body.encode("utf-8"), capture_output=True)
+            sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+            sys.stderr.write(done.stderr.decode("utf-8", "replace"))
+            status = done.returncode
+        if status != 0 and "--no-raise-error" not in line.split():
+            raise subprocess.CalledProcessError(status, program)
 
     def _display_body(self, mime: str, body: str) -> None:
         show = getattr(builtins, "display", None)
