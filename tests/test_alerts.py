@@ -500,3 +500,31 @@ def test_the_cli_lists_the_outbox_and_sends_a_test_alert(tmp_path: Path, hooks: 
     assert down.returncode == 1 and "was not delivered" in down.stderr and "Traceback" not in down.stderr
     unknown = subprocess.run(peach + ["alert-test", "nope"], capture_output=True, text=True, env=env, timeout=60)
     assert unknown.returncode == 1 and "the rules are: down, ops" in unknown.stderr
+
+
+def test_validate_applies_the_platform_policy_when_given_its_settings(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("nb.ipynb", GOOD)
+    repo.write("peach.yaml", yaml.safe_dump({
+        "codops": "chrts", "tasks": {"report": py_task("nb.ipynb", "main")},
+        "alerts": [{"name": "ok", "events": ["run_failed"], "webhook": "https://hooks.example.com/x"},
+                   {"name": "far", "events": ["run_failed"], "webhook": "https://elsewhere.example.net/x"}]},
+        sort_keys=False))
+    repo.commit()
+    config = write_settings(tmp_path, [{"url": "algos"}],
+                            alerts={"organisations": {"webhook_hosts": ["*.example.com"]}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEACH_TASKS")}
+    peach = [sys.executable, "-m", "peach_tasks.cli"]
+    alone = subprocess.run(peach + ["validate", str(repo.path)], capture_output=True, text=True, env=env, timeout=120)
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # an author without the platform's file
+    checked = subprocess.run(peach + ["--config", str(config), "validate", str(repo.path)], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert checked.returncode == 1
+    [line] = [line for line in checked.stdout.splitlines() if "far" in line]
+    lines = (repo.path / "peach.yaml").read_text().splitlines()
+    number = int(line.split(":")[1])
+    assert lines[number - 1] == "- name: far" and "'elsewhere.example.net' is not an allowed webhook host" in line

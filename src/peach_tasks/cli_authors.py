@@ -70,9 +70,12 @@ def validate(ctx: click.Context, directory: str, resolve: bool, python_version: 
     from .validate import report_json, report_lines, validate_directory
 
     settings = _optional_settings(ctx)
+    named = bool(ctx.find_root().ensure_object(dict).get("config") or os.environ.get(CONFIG_ENV))
     report = validate_directory(Path(directory), allowed_codops=set(allowed) if allowed else None,
                                 timeouts=(settings.timeouts.task, settings.timeouts.metadata),
-                                resolve=resolve, python_version=python_version)
+                                resolve=resolve, python_version=python_version,
+                                # the platform's policy for alert rules, when its scheduler.yaml is named
+                                alert_policy=settings.alerts.organisations if named else None)
     warnings = _spark_warnings(report, directory, settings)
     if as_json:
         click.echo(json.dumps(dict(json.loads(report_json(report, directory)), warnings=warnings), indent=2))

@@ -33,6 +33,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from .alert_settings import OrganisationPolicy
+from .alerts.policy import allowed_rules
 from .definitions import RepoDefinitions, load_definitions
 from .environments import uv_binary, uv_env
 from .errors import Problem
@@ -68,13 +70,15 @@ def validate_directory(
     timeouts: tuple[float, float] = (3600.0, 300.0),
     resolve: bool = False,
     python_version: str | None = None,
+    alert_policy: OrganisationPolicy | None = None,
 ) -> Report:
     """Check the working copy at ``root``; never raises for anything in it.
 
     ``allowed_codops`` and ``timeouts`` are what ``scheduler.yaml`` would give this
     repository (organisation loop, metadata loop). With ``resolve``, each
     organisation's dependencies are resolved with uv for ``python_version`` (default:
-    this interpreter's) without installing anything.
+    this interpreter's) without installing anything. ``alert_policy``: what scheduler.yaml
+    lets organisations' own alert rules send to (checked only when given).
     """
     started = time.perf_counter()
     root = Path(root)
@@ -87,6 +91,11 @@ def validate_directory(
                                 file="peach.yaml"))
     problems.extend(notebook_problems(root, defs.tasks, lines))
     problems.extend(_untracked(root, defs))
+    if alert_policy is not None:
+        names: dict[str, set[str]] = {}
+        for spec in defs.tasks:
+            names.setdefault(spec.codops, set()).add(spec.name)
+        problems.extend(allowed_rules(defs.alerts, alert_policy, names)[1])
     problems.extend(p for p in (unknown_environment(spec, defs.environments) for spec in defs.tasks) if p)
     sets = environment_sets(defs.environments, defs.tasks)
     problems.extend(sets.problems)
