@@ -240,7 +240,9 @@ class _Cells:
     """Runs a notebook's cells as IPython does: each compiled on its own under the name
     "NOTEBOOK cell N" (tracebacks and the run's error name the cell and its line), a
     ``from __future__`` import valid at the top of any cell and kept for later cells,
-    top-level ``await`` run in one event loop kept for the whole run.
+    top-level ``await`` run in one event loop kept for the whole run. What only some runs
+    need (an event loop, the magics' shell, an error's place) is in ``bootstrap_cells.py``,
+    loaded then: this file is compiled at every task's start.
 
     ``peach_tasks.notebook.compile_cell`` is the scheduler's twin of ``compile``: what
     ``validate`` accepts, this runs. ``files`` are the names code was compiled under.
@@ -250,7 +252,7 @@ class _Cells:
         self.filename = filename
         self.namespace: dict = {}
         self.files: set[str] = set()
-        self.loop = None
+        self.loop = None  # the event loop of top-level await, once one is needed
         self.shell = None  # notebook_shell.Shell, when the notebook uses magics
         self.flags = [0]  # the notebook's compiler flags (future imports), carried from cell to cell
         self.failed_in: str | None = None  # where a cell failed outside its own code (a cell magic)
@@ -282,97 +284,63 @@ class _Cells:
         state = flags if flags is not None else self.flags
         allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
         target = self.namespace if namespace is None else namespace
-        for code in self._codes(source, name, state, allow_await):
+        try:
+            codes = [compile(source, name, "exec", state[0] | allow_await, True)]
+        except SyntaxError as exc:
+            if exc.msg != _MISPLACED_FUTURE:
+                raise
+            codes = _more().statements(source, name, state, allow_await, _FUTURE_FLAGS)  # as IPython
+        for code in codes:
+            state[0] |= code.co_flags & _FUTURE_FLAGS
             if code.co_flags & _CO_COROUTINE:
                 self.wait(eval(code, target))
             else:
                 exec(code, target)
 
-    def _codes(self, source: str, name: str, state: list, allow_await: int):  # type: ignore[no-untyped-def]
-        try:
-            code = compile(source, name, "exec", state[0] | allow_await, True)
-        except SyntaxError as exc:
-            if exc.msg != _MISPLACED_FUTURE:
-                raise
-            import ast  # statement by statement, as IPython compiles a cell
-
-            tree = compile(source, name, "exec", ast.PyCF_ONLY_AST | state[0] | allow_await, True)
-            for node in tree.body:
-                code = compile(ast.Module([node], []), name, "exec", state[0] | allow_await, True)
-                state[0] |= code.co_flags & _FUTURE_FLAGS
-                yield code
-            return
-        state[0] |= code.co_flags & _FUTURE_FLAGS
-        yield code
-
     def wait(self, awaitable: object) -> object:
         """Run ``awaitable`` to its end in the run's event loop (made on first use)."""
-        if self.loop is None:
-            import asyncio
-
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-        return self.loop.run_until_complete(_await(awaitable))  # type: ignore[attr-defined]
+        return _more().wait(self, awaitable)
 
     def close(self) -> None:
-        loop, self.loop = self.loop, None
-        if loop is None:
-            return
-        import asyncio
-
-        try:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+        if self.loop is not None:
+            _more().close(self)
 
     def where(self, exc: BaseException) -> str | None:
         """"NOTEBOOK cell N line L" of the innermost frame of the notebook's code in the traceback."""
-        found = None
-        tb = exc.__traceback__
-        while tb is not None:
-            name = tb.tb_frame.f_code.co_filename
-            if name in self.files and name != self.filename:
-                found = f"{name} line {tb.tb_lineno}"
-            tb = tb.tb_next
-        if found is None and isinstance(exc, SyntaxError) and exc.filename in self.files \
-                and exc.filename != self.filename:
-            found = f"{exc.filename} line {exc.lineno}"
-        return found or self.failed_in
+        try:
+            return _more().where(self, exc)
+        except Exception:  # the task broke what loading it needs: the error is still reported
+            return self.failed_in
+
+
+_MORE_FILE = os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_cells.py")
+_more_module = None
+
+
+def _more() -> object:
+    """``bootstrap_cells.py``, beside this file, loaded on first use."""
+    global _more_module
+    if _more_module is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_peach_tasks_bootstrap_cells", _MORE_FILE)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        _more_module = module
+    return _more_module
 
 
 def _displayhook(value: object) -> None:
     """A cell's result, as Jupyter shows it (``Out[n]``): kept as an output by ``display()``;
     ``_`` holds it, as in IPython."""
-    if value is None:
-        return
-    import builtins
-
-    builtins._ = value  # type: ignore[attr-defined]
-    show = getattr(builtins, "display", None)
-    if show is None:
-        sys.__displayhook__(value)
-    else:
-        show(value)
+    if value is not None:
+        _more().show_result(value)
 
 
 def _start_shell(cells: _Cells, runs: dict) -> None:
-    """Load the small IPython stand-in (``notebook_shell.py``, beside this file) for a
-    notebook that uses magics or ``get_ipython()``; others never pay for it."""
-    import builtins
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(_THIS_FILE), "notebook_shell.py")
-    spec = importlib.util.spec_from_file_location("peach_tasks_notebook_shell", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    cells.shell = module.Shell(cells, runs)
-    builtins.get_ipython = lambda: cells.shell  # a builtin in IPython too
+    """The small IPython stand-in (``notebook_shell.py``) for a notebook that uses magics or
+    ``get_ipython()``; others never pay for it."""
+    _more().start_shell(cells, runs)
 
 
 def _requires_one(func: object) -> bool:
@@ -514,11 +482,6 @@ class _HelperFinder:
 
         for attribute in self.MODULES[module.__name__]:  # type: ignore[attr-defined]
             setattr(module, attribute, getattr(client, attribute))
-
-
-async def _await(awaitable: object) -> object:
-    # asyncio.run takes only coroutines; this also accepts any awaitable.
-    return await awaitable  # type: ignore[misc]
 
 
 def _takes_positional(func: object) -> bool:

@@ -1,0 +1,105 @@
+"""What only some task runs need of ``bootstrap._Cells``, loaded by bootstrap.py on first use
+(standard library only): bootstrap.py itself is compiled at every task's start, this file
+only when a notebook awaits at top level, uses magics, shows a cell's result or fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import Any
+
+
+def statements(source: str, name: str, state: list, allow_await: int, future_flags: int) -> list[CodeType]:
+    """The cell compiled statement by statement, as IPython compiles a cell: a ``from
+    __future__`` import after other statements is then valid and holds for what follows
+    (each statement is compiled with the flags of the imports before it)."""
+    import ast
+
+    tree = compile(source, name, "exec", ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+    codes = []
+    for node in tree.body:
+        code = compile(ast.Module([node], []), name, "exec", state[0] | allow_await, True)
+        state[0] |= code.co_flags & future_flags
+        codes.append(code)
+    return codes
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable  # run_until_complete takes coroutines and futures; this takes any awaitable
+
+
+def wait(cells: Any, awaitable: object) -> object:
+    """Run ``awaitable`` to its end in the run's event loop (made on first use, kept for
+    the run: what a cell starts, a later cell may await, as in a kernel)."""
+    import asyncio
+
+    if cells.loop is None:
+        cells.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(cells.loop)
+    return cells.loop.run_until_complete(_await(awaitable))
+
+
+def close(cells: Any) -> None:
+    """End the run's event loop as ``asyncio.run`` ends its own: tasks still pending are
+    cancelled, async generators closed."""
+    import asyncio
+
+    loop, cells.loop = cells.loop, None
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def where(cells: Any, exc: BaseException) -> str | None:
+    """"NOTEBOOK cell N line L": the innermost frame of the notebook's own code in the
+    traceback (or the cell whose magic failed)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name in cells.files and name != cells.filename:
+            found = f"{name} line {tb.tb_lineno}"
+        tb = tb.tb_next
+    if found is None and isinstance(exc, SyntaxError) and exc.filename in cells.files \
+            and exc.filename != cells.filename:
+        found = f"{exc.filename} line {exc.lineno}"
+    return found or cells.failed_in
+
+
+def show_result(value: object) -> None:
+    """A cell's result (not None), as Jupyter shows it (``Out[n]``): kept as an output by
+    ``display()``; ``_`` holds it, as in IPython."""
+    import builtins
+
+    builtins._ = value  # type: ignore[attr-defined]
+    show = getattr(builtins, "display", None)
+    if show is None:
+        sys.__displayhook__(value)
+    else:
+        show(value)
+
+
+def start_shell(cells: Any, runs: dict) -> None:
+    """Load the small IPython stand-in (``notebook_shell.py``, beside this file) and make
+    ``get_ipython`` a builtin, as it is in IPython."""
+    import builtins
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notebook_shell.py")
+    spec = importlib.util.spec_from_file_location("peach_tasks_notebook_shell", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    cells.shell = module.Shell(cells, runs)
+    builtins.get_ipython = lambda: cells.shell  # type: ignore[attr-defined]
