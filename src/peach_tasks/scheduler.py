@@ -267,9 +267,10 @@ class Scheduler:
                     return self._snapshot
                 env_problems.append(("environment", env_label(codops, env), [problem] if problem else [], codops))
             self.store.set_problems_many(env_problems)
-            if self.redis is not None:  # every organisation's Redis user, rotated with its period
-                self.store.set_problems(REDIS_PROBLEMS, "redis",
-                                        self.redis.sync({codops for codops, _ in snapshot.tasks}))
+            # Every organisation's Redis user, rotated with its period; without redis: no problem
+            # of a Redis configured before stays.
+            self.store.set_problems(REDIS_PROBLEMS, "redis", self.redis.sync({codops for codops, _ in snapshot.tasks})
+                                    if self.redis is not None else [])
             # Problems of repositories no longer configured nor discovered, of GitLab sources
             # removed from the settings and of organisations without tasks go with them.
             names = {repo.name for repo in self.repos}

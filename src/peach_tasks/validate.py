@@ -20,6 +20,7 @@ scheduler only ever sees what is committed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -96,7 +97,12 @@ def validate_directory(
         for spec in defs.tasks:
             names.setdefault(spec.codops, set()).add(spec.name)
         problems.extend(allowed_rules(defs.alerts, alert_policy, names)[1])
-    problems.extend(p for p in (unknown_environment(spec, defs.environments) for spec in defs.tasks) if p)
+    for spec in defs.tasks:
+        unknown = unknown_environment(spec, defs.environments)
+        if unknown is not None:  # the scheduler also sees the organisation's other repositories
+            problems.append(dataclasses.replace(unknown, message=unknown.message + (
+                " (validate sees this repository only: an environment another repository of the organisation "
+                "declares is accepted by the scheduler)")))
     sets = environment_sets(defs.environments, defs.tasks)
     problems.extend(sets.problems)
     resolved: dict[str, tuple[str, ...]] = {}
