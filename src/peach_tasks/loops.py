@@ -8,8 +8,8 @@ anywhere in those steps ends that run as a FAILURE and the loop goes on.
 
 from __future__ import annotations
 
-import itertools
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -262,18 +262,13 @@ class Loop:
             if trigger is not None and retry_of is None:  # no run was recorded: the trigger waits for the next try
                 self.triggers.settle(trigger, None, RunStatus.ABANDONED)
             raise
+        writer = self.store.log_writer(run_id)
         # The folders of the sandbox started ahead (made for it, never used), else the run's own.
         warm, slot = self._warm if self._warm is not None else (None, self._cold_slot(run_id))
         self._warm = None
         started = time.monotonic()
         self.in_use.add(task.checkout.path)
         outcome = Outcome(RunStatus.FAILURE, error="internal scheduler error")
-        try:
-            writer = self.store.log_writer(run_id)
-        except BaseException:
-            if warm is not None:
-                warm.discard()
-            raise
         try:
             if trigger is not None:
                 writer.write(f"{utc_stamp()} peach-tasks: triggered by {trigger.requested_by} "
