@@ -447,3 +447,38 @@ def test_serve_starts_the_next_iterations_first_task_ahead_and_a_stop_leaves_not
     oldest_first = finished()[::-1]
     assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
     assert_nothing_left(scheduler, project.state)
+
+
+def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, open_scheduler: Any) -> None:
+    """Limits are part of the match: a sandbox started under the old settings is ended and the
+    run starts with the new ones (the kernel's, read from its group while it runs)."""
+    project = Project(tmp_path, tasks=2, memory="256M")
+    scheduler, store = open_scheduler(project.config)
+    scheduler.recover("run-once")
+    snapshot = scheduler.sync()
+    loop = scheduler.make_loop("org")
+    loop._upcoming = [("org", "t1")]
+    loop._prepare_next()
+    old = loop._warm[0]
+    import yaml
+
+    from peach_tasks.settings import load_settings
+
+    data = yaml.safe_load(project.config.read_text())
+    data["python"]["memory"] = "300M"
+    project.config.write_text(yaml.safe_dump(data))
+    loop.settings = load_settings(project.config)  # as a scheduler restarted with new settings would have
+    assert loop.settings.limits_for("org").memory_bytes == 300 * MiB
+    loop._upcoming = []
+    project.go("t1")
+    seen: dict[str, Limits] = {}
+    thread = threading.Thread(target=lambda: loop.run_task(snapshot.tasks[("org", "t1")]), daemon=True)
+    thread.start()
+    project.started("t1")
+    seen.update(groups(scheduler))
+    thread.join(60)
+    assert old.state == "ended" and old.proc.returncode is not None
+    assert [limits.memory_bytes for limits in seen.values()] == [300 * MiB], seen
+    run = store.runs("org", "t1", limit=1)[0]
+    assert run["status"] == "SUCCESS" and not ahead(run)
+    assert_nothing_left(scheduler, project.state)
