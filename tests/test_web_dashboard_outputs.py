@@ -77,3 +77,45 @@ def test_figure_and_table_of_a_failed_run_are_shown_and_the_xss_is_not(
     finally:
         context.close()
         web.stop()
+
+
+def test_a_frame_of_the_dashboard_cannot_load_from_another_host(browser: Any, shown: Shown) -> None:  # noqa: F811
+    """The dashboard's own policy is inherited by every srcdoc frame in it, so an output's HTML
+    cannot reach another host even where the frame's own <meta> policy is missing or parsed late."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Tracker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    tracker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tracker)
+    threading.Thread(target=tracker.serve_forever, daemon=True).start()
+    web = start_server(shown.settings, shown.store)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        response = page.goto(web.url + "/")
+        assert "default-src 'self'" in response.headers.get("content-security-policy", "")
+        probe = f"http://127.0.0.1:{tracker.server_address[1]}/probe.png"
+        page.evaluate("""(probe) => {
+            const frame = document.createElement('iframe');
+            frame.setAttribute('sandbox', '');
+            frame.srcdoc = `<img id=probe src="${probe}"><p>no policy of its own</p>`;
+            document.body.append(frame);
+        }""", probe)
+        frame = page.locator("iframe").last.element_handle().content_frame()
+        # Blocked or answered, the image is complete once its load was decided.
+        frame.wait_for_function("() => document.getElementById('probe')?.complete")
+        assert hits == []
+    finally:
+        context.close()
+        web.stop()
+        tracker.shutdown()

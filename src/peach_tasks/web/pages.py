@@ -12,6 +12,11 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
+# The same policy as the dashboard: this page loads only the server's own files.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff"}
+
 NOT_FOUND = """<!doctype html>
 <html lang="en">
 <head>
@@ -43,5 +48,5 @@ def add_not_found_page(app: FastAPI) -> None:
         path = request.url.path
         if exc.status_code == 404 and not path.startswith("/api/") and path != "/openapi.json":
             shown = html.escape(path if len(path) <= 200 else path[:199] + "…")
-            return HTMLResponse(NOT_FOUND.format(path=shown), status_code=404)
+            return HTMLResponse(NOT_FOUND.format(path=shown), status_code=404, headers=PAGE_HEADERS)
         return await http_exception_handler(request, exc)
