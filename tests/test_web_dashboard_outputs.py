@@ -88,7 +88,7 @@ def test_a_frame_of_the_dashboard_cannot_load_from_another_host(browser: Any, sh
     hits: list[str] = []
 
     class Tracker(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        def do_GET(self) -> None:  # the standard library's name for it
             hits.append(self.path)
             self.send_response(204)
             self.end_headers()
