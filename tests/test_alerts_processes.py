@@ -148,6 +148,11 @@ def test_two_replicas_on_postgres_deliver_each_alert_once_and_announce_a_dead_on
 
         wait_for(lambda: sum(r.state == "SENT" for r in outbox(store)) >= 30, 240, "30 alerts sent", detail)
         group.procs["r1"].send_signal(signal.SIGKILL)  # r2 takes its loops over once its leases expire
+        group.procs["r1"].wait()
+        # What r1 was sending when it died may have reached the receiver without being marked SENT:
+        # the one case docs/alerts.md names, where the alert goes again with the same key once the
+        # claim expires (r2's own sends in flight now end normally).
+        in_flight = {r.key for r in outbox(store) if r.state == "SENDING"}
         wait_for(lambda: any(b["event"] == "replica_died" for b in receiver.bodies()), 120,
                  "the replica_died alert", detail)
         wait_for(lambda: sum(r.state == "SENT" for r in outbox(store)) >= 40, 240, "more alerts from r2", detail)
@@ -159,8 +164,12 @@ def test_two_replicas_on_postgres_deliver_each_alert_once_and_announce_a_dead_on
         store.close()
     sent = [r for r in rows if r.state == "SENT"]
     received = Counter(body["id"] for body in receiver.bodies())
-    assert all(n == 1 for n in received.values()), [k for k, n in received.items() if n > 1]
-    assert set(received) == {r.key for r in sent}  # nothing sent without its row, no row sent twice
+    assert len(in_flight) <= 2  # each replica sends one alert at a time
+    twice = {k for k, n in received.items() if n > 1}
+    assert twice <= in_flight, twice  # only an alert the dead replica had in flight came again, same key
+    assert {r.key for r in sent} <= set(received)  # every row marked SENT was received
+    unmarked = set(received) - {r.key for r in sent}
+    assert unmarked <= in_flight, unmarked  # nothing received without its row but what r1 died sending
     died = [b for b in receiver.bodies() if b["event"] == "replica_died"]
     assert len(died) == 1 and died[0]["details"]["replica"] == "r1" and died[0]["details"]["taken_over_by"] == "r2"
     # One alert per change of state: per task, the events alternate failed, recovered, failed...
