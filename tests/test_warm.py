@@ -470,13 +470,14 @@ def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, 
     loop.settings = load_settings(project.config)  # as a scheduler restarted with new settings would have
     assert loop.settings.limits_for("org").memory_bytes == 300 * MiB
     loop._upcoming = []
-    project.go("t1")
-    seen: dict[str, Limits] = {}
     thread = threading.Thread(target=lambda: loop.run_task(snapshot.tasks[("org", "t1")]), daemon=True)
     thread.start()
-    project.started("t1")
-    seen.update(groups(scheduler))
-    thread.join(60)
+    try:
+        project.started("t1")  # it waits for its "go": its group is there to be read
+        seen = groups(scheduler)
+    finally:
+        project.go("t1")
+        thread.join(60)
     assert old.state == "ended" and old.proc.returncode is not None
     assert [limits.memory_bytes for limits in seen.values()] == [300 * MiB], seen
     run = store.runs("org", "t1", limit=1)[0]
