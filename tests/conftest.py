@@ -90,9 +90,13 @@ def host_pid(ns_pid: int, marker: str) -> int | None:
     """
     import psutil
 
+    # A task that ran in a sandbox its loop started ahead keeps, in /proc/PID/environ, the
+    # marker it was started with; its cgroup carries the run's name (``<hash>-<run id>``).
+    group = "/" + marker.replace(":", "-")
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("PEACH_TASKS_RUN") != marker:
+            if proc.environ().get("PEACH_TASKS_RUN") != marker and not any(
+                    line.endswith(group) for line in Path(f"/proc/{proc.pid}/cgroup").read_text().splitlines()):
                 continue
             status = Path(f"/proc/{proc.pid}/status").read_text()
         except (psutil.Error, OSError):

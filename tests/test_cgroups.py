@@ -165,3 +165,26 @@ def test_v1_limits_raised_and_lowered_in_place_as_the_kernel_reads_them(v1: Cgro
     finally:
         group.kill()
         group.remove()
+
+
+def test_v1_group_renamed_keeps_its_processes_in_every_hierarchy(v1: CgroupsV1) -> None:
+    """A sandbox started ahead takes its run's name once it took the request (warm.py)."""
+    group = v1.create(f"warm-{uuid.uuid4().hex[:8]}", Limits(memory_bytes=64 << 20, pids=16))
+    proc = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "t", str(len(group.procs_files())),
+                             *map(str, group.procs_files()), "/bin/sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while proc.pid not in group.pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        new_name = f"run-{uuid.uuid4().hex[:8]}"
+        group.rename(new_name)
+        assert group.name == new_name and all(f.name == new_name for f in group.folders.values())
+        assert group.pids() == {proc.pid}
+        for line in Path(f"/proc/{proc.pid}/cgroup").read_text().splitlines():
+            if any(c in line.split(":")[1].split(",") for c in ("memory", "pids")):
+                assert line.endswith("/" + new_name), line
+        assert group.limits_in_force().memory_bytes == 64 << 20
+    finally:
+        group.kill()
+        proc.wait()
+        group.remove()

@@ -166,13 +166,14 @@ def test_waiting_sandbox_has_small_limits_and_gets_the_runs_when_it_takes_the_re
 
         project.go("t0")
         second = project.started("t1")
-        # t1 runs in the very group that waited, now with the organisation's limits; t0's is
-        # gone, and t2's sandbox waits in a new small one.
+        # t1 runs in the very group that waited, renamed for its run and with the
+        # organisation's limits; t0's is gone, and t2's sandbox waits in a new small one.
         found = wait_for(lambda: len(groups(scheduler)) == 2 and groups(scheduler), 30, "t2's sandbox ahead",
                          lambda: groups(scheduler))
-        (warm_t1,) = ahead_of_t1
-        assert found[warm_t1] == full, found
-        assert [limits for name, limits in found.items() if name != warm_t1] == [waiting], found
+        run_t1 = f"{scheduler.marker_prefix.rstrip(':')}-{second['run']}"
+        assert found[run_t1] == full, found
+        assert [limits for name, limits in found.items() if name != run_t1] == [waiting], found
+        assert not set(ahead_of_t1) & set(found)
         # A fresh sandbox: nothing t0 left in /tmp, HOME or the checkout, no process of t0's.
         assert "left-by-t0" not in second["tmp"] + second["home"] + second["here"]
         assert second["cwd"] == first["cwd"] and second["run"] != first["run"]
@@ -238,7 +239,8 @@ def test_a_sandbox_killed_after_its_request_was_written_but_before_it_took_it_st
     original = WarmSandbox.hand_over
     hit: list[str] = []
 
-    def stop_then_kill(self: WarmSandbox, request: bytes, deadline: float, cancel: Any, then: Any = None) -> Any:
+    def stop_then_kill(self: WarmSandbox, request: bytes, deadline: float, cancel: Any, then: Any = None,
+                       run_group_name: str | None = None) -> Any:
         for pid in self.group.pids():
             os.kill(pid, signal.SIGSTOP)
 
@@ -248,7 +250,7 @@ def test_a_sandbox_killed_after_its_request_was_written_but_before_it_took_it_st
             if then is not None:
                 then()
 
-        return original(self, request, deadline, cancel, kill_first)
+        return original(self, request, deadline, cancel, kill_first, run_group_name)
 
     monkeypatch.setattr(WarmSandbox, "hand_over", stop_then_kill)
     project = Project(tmp_path, tasks=2)
@@ -385,7 +387,8 @@ def test_a_sandbox_started_for_one_organisation_never_serves_another(tmp_path: P
     loop._prepare_next()
     loop._upcoming = []
     outcome = loop.run_task(alpha_a)
-    assert outcome.result == "alpha" and outcome.details.get("sandbox_started_ahead")
+    assert outcome.result == "alpha" and outcome.details.get("sandbox_started_ahead"), \
+        store.log(store.runs("alpha", "a", limit=1)[0]["id"])
     runs = store.runs("alpha", "a", limit=5)
     assert [ahead(r) for r in runs] == [True, False]
     assert_nothing_left(scheduler, tmp_path / "state")

@@ -14,6 +14,7 @@ The launcher (a shell, before it execs the sandbox) writes ``0`` (itself) into
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -82,6 +83,10 @@ class RunGroup(Protocol):
 
     def limits_in_force(self) -> Limits:
         """The limits as the kernel holds them (read back from the group's files)."""
+        ...
+
+    def rename(self, name: str) -> None:
+        """Give the group another name under the same parent; its processes stay in it."""
         ...
 
     def remove(self) -> None:
@@ -324,6 +329,11 @@ class RunGroupV2:
         self.limits = limits
         self.apply()
 
+    def rename(self, name: str) -> None:
+        target = self.folder.with_name(name)
+        os.rename(self.folder, target)
+        self.name, self.folder = name, target
+
     def limits_in_force(self) -> Limits:
         quota = (self.folder / "cpu.max").read_text().split() if (self.folder / "cpu.max").exists() else []
         cpus = int(quota[0]) / int(quota[1]) if len(quota) == 2 and quota[0] != "max" else None
@@ -413,6 +423,20 @@ class RunGroupV1:
     def set_limits(self, limits: Limits) -> None:
         self.limits = limits
         self.apply()
+
+    def rename(self, name: str) -> None:
+        moved: dict[Path, Path] = {}
+        try:
+            for folder in sorted(set(self.folders.values())):
+                moved[folder] = folder.with_name(name)
+                os.rename(folder, moved[folder])
+        except OSError:
+            for old, new in moved.items():  # all hierarchies keep one name
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise
+        self.name = name
+        self.folders = {c: moved[f] for c, f in self.folders.items()}
 
     def limits_in_force(self) -> Limits:
         cpu = self.folders.get("cpu")

@@ -117,7 +117,8 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
     if warm is not None:
         if spec.sandbox is not None and spec.stdin_data is not None and warm.matches(spec):
             try:
-                how, writer = warm.hand_over(spec.stdin_data, deadline, cancel, on_started)
+                how, writer = warm.hand_over(spec.stdin_data, deadline, cancel, on_started,
+                                             spec.plan.group_name if spec.plan is not None else None)
             except BaseException:
                 warm.end()  # our own failure (KeyboardInterrupt, say): never leave it running
                 raise

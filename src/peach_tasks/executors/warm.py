@@ -136,9 +136,11 @@ class WarmSandbox:
         return self.state == "waiting" and spec.plan is not None and key(self.sandbox, spec) == self.key
 
     def hand_over(self, request: bytes, deadline: float, cancel: threading.Event | None,
-                  then: Callable[[], None] | None = None) -> tuple[str, threading.Thread | None]:
+                  then: Callable[[], None] | None = None,
+                  run_group_name: str | None = None) -> tuple[str, threading.Thread | None]:
         """Give the run's limits, then its request; wait until the sandbox says it took it.
 
+        Its cgroup takes the run's name (``run_group_name``), as a cold run's has.
         Returns ``("accepted" | "ended" | "timeout" | "cancelled", stdin writer thread)``.
         "ended": it ended without taking the request (nothing of the task ran); it is
         cleaned up and the run must start cold. Otherwise the sandbox is the run's, whatever
@@ -167,6 +169,14 @@ class WarmSandbox:
             except Exception:  # the next run's business: it starts cold; this one goes on
                 log.exception("starting the next sandbox ahead failed")
         how = self._wait_ack(deadline, cancel)
+        if how == "accepted" and run_group_name:
+            # Named by its run from now on, as a run's own group is. Only now: until its
+            # launcher joined the group (which the acknowledgement implies) it writes to the
+            # group's files by their old path.
+            try:
+                self.group.rename(run_group_name)
+            except OSError as exc:  # a name in use (a group left busy): it keeps its own
+                log.warning("cannot rename cgroup %s to %s: %s", self.group.name, run_group_name, exc)
         if how == "ended":
             self.end()
             if writer is not None:
