@@ -41,8 +41,6 @@ def test_figure_and_table_of_a_failed_run_are_shown_and_the_xss_is_not(
     page.on("pageerror", lambda error: errors.append(str(error)))
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    loads: list[str] = []
-    page.on("request", lambda request: loads.append(request.url))
     try:
         page.goto(f"{web.url}/#org=shop&task=report&run={shown.failed}")
         if token:
@@ -72,7 +70,8 @@ def test_figure_and_table_of_a_failed_run_are_shown_and_the_xss_is_not(
         assert page.title() == "peach-tasks" and hostile_frame.title() != "ran"
         assert page.locator("#hostile").count() == 0  # never in the page itself
         assert dialogs == [] and errors == []
-        assert not [url for url in loads if "tracker.png" in url or url.endswith("/x")]
+        # Loads to other hosts: test_a_frame_of_the_dashboard_cannot_load_from_another_host counts
+        # them at a real server (a "request" event here also fires for a preload the policy blocks).
         page.screenshot(path=str(tmp_path / "outputs.png"), full_page=True)
     finally:
         context.close()
