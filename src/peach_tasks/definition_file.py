@@ -20,7 +20,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -41,6 +41,7 @@ DEFAULT_RETRY_DELAY = 30.0
 
 _ORG_LOOP_LABEL = "the organisation's loop"
 _METADATA_LOOP_LABEL = f"the '{METADATA_LOOP}' loop"
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class _DefinitionFile(BaseModel):
@@ -264,11 +265,8 @@ class _FileParser:
                 self.at(f"environment '{name}' must be a mapping like `{name}: {{dependencies: [pandas]}}`, "
                         f"not {_kind(body)}; fix it", here)
                 continue
-            try:
-                model = _PyEnvironment.model_validate(self.string_keys(body, here))
-            except ValidationError as exc:
-                for problem in validation_problems(exc, self.file, self.lines, here):
-                    self.from_config(problem)
+            model = self.validated(_PyEnvironment, self.string_keys(body, here), here)
+            if model is None:
                 continue
             out[name] = self.requirements(model.dependencies or [], here + ("dependencies",))
         return out
@@ -307,6 +305,16 @@ class _FileParser:
             else:
                 message = f"key '{dotted(path)}' is given twice; the first value is used, remove the other"
             self.problem(message, line)
+
+    def validated(self, model: type[_Model], fields: dict[str, Any], path: Path_) -> _Model | None:
+        """``fields`` as ``model``, or None after reporting one problem per validation error
+        (placed under ``path``)."""
+        try:
+            return model.model_validate(fields)
+        except ValidationError as exc:
+            for problem in validation_problems(exc, self.file, self.lines, path):
+                self.from_config(problem)
+            return None
 
     def string_keys(self, mapping: dict[Any, Any], path: Path_) -> dict[str, Any]:
         """``mapping`` without its non-string keys, each of which is reported."""
@@ -358,11 +366,8 @@ class _FileParser:
                 self.at(f"each entry of `alerts` must be a mapping (name, events, and webhook, slack or email), "
                         f"not {_kind(entry)}", path)
                 continue
-            try:
-                rule = OrganisationRule.model_validate(self.string_keys(entry, path))
-            except ValidationError as exc:
-                for problem in validation_problems(exc, self.file, self.lines, path):
-                    self.from_config(problem)
+            rule = self.validated(OrganisationRule, self.string_keys(entry, path), path)
+            if rule is None:
                 continue
             if any(r.rule.name == rule.name for r in kept):
                 self.at(f"alert rule '{rule.name}' is given twice; rename one", path + ("name",))
@@ -409,11 +414,8 @@ class _FileParser:
         fields = self.string_keys(body, path)
         if len(fields) != len(body):
             ok = False
-        try:
-            model = _TaskDefinition.model_validate(fields)
-        except ValidationError as exc:
-            for problem in validation_problems(exc, self.file, self.lines, path):
-                self.from_config(problem)
+        model = self.validated(_TaskDefinition, fields, path)
+        if model is None:
             return None
 
         notebook = self.notebook(model.notebook, path + ("notebook",))
