@@ -317,16 +317,22 @@ _MORE_FILE = os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_cells.py")
 _more_module = None
 
 
+def _load_beside(name: str, path: str) -> object:
+    """The module in ``path`` (a file beside this one), loaded under the private ``name``:
+    a task's own module of the same file name stays the task's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def _more() -> object:
     """``bootstrap_cells.py``, beside this file, loaded on first use."""
     global _more_module
     if _more_module is None:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_peach_tasks_bootstrap_cells", _MORE_FILE)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        _more_module = module
+        _more_module = _load_beside("_peach_tasks_bootstrap_cells", _MORE_FILE)
     return _more_module
 
 
@@ -387,12 +393,7 @@ def _offer_display(request: dict) -> None:
 def _displays() -> object:
     global _displays_module
     if _displays_module is None:
-        import importlib.util
-
-        # A private name: a task's own "displays" module stays the task's.
-        spec = importlib.util.spec_from_file_location("_peach_tasks_displays", _DISPLAYS_FILE)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        module = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)
         folder = _outputs_request.get("folder")
         if folder:
             module.install(os.path.abspath(folder), _outputs_request["max_count"], _outputs_request["max_bytes"])
