@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Problem
-from .executors.process import MARKER_ENV, _die_with_parent, find_marked
+from .executors.process import MARKER_ENV, _die_with_parent, _signal_group, find_marked
 from .model import BASE_ENV
 from .py_environments import env_label
 from .web.metrics import record_environment_build
@@ -348,13 +348,7 @@ def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
     """SIGTERM to the build's process group, SIGKILL to all of it 2 s later, then to anything
     of the build that left the group (found by its marker). The leader is reaped only at the
     end, so the group's id cannot be taken by another process meanwhile."""
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    signal_group(signal.SIGTERM)
+    _signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         try:
@@ -363,7 +357,7 @@ def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
         except ChildProcessError:
             break
         time.sleep(0.05)
-    signal_group(signal.SIGKILL)
+    _signal_group(proc.pid, signal.SIGKILL)
     for other in find_marked(marker, exact=True) if marker else []:
         try:
             other.kill()
