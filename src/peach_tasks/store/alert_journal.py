@@ -28,16 +28,11 @@ from ..alert_settings import (
 from ..errors import Problem
 from ..freshness import Freshness
 from .schema import alert_conditions, alert_events, replicas, tasks
+from .times import iso
 
 ERROR_CHARS = 2000  # of a run's error, in an alert
 MESSAGES = 5  # problems quoted in one alert, each cut to MESSAGE_CHARS
 MESSAGE_CHARS = 500
-
-
-def _iso(value: datetime | None) -> str | None:
-    from .store import iso
-
-    return iso(value)
 
 
 def add_event(conn: sa.Connection, kind: str, now: datetime, data: dict[str, Any], codops: str | None = None,
@@ -66,15 +61,15 @@ def run_ended(conn: sa.Connection, codops: str, task: str, run_id: int, status: 
         if alerting and (row.failures_in_row or row.stale_since is not None):
             add_event(conn, TASK_RECOVERED, now, {
                 "status": status, "version": version, "failures_before": row.failures_in_row,
-                "was_stale": row.stale_since is not None, "stale_since": _iso(row.stale_since),
-                "previous_success_at": _iso(row.last_success_at)}, codops, task, run_id)
+                "was_stale": row.stale_since is not None, "stale_since": iso(row.stale_since),
+                "previous_success_at": iso(row.last_success_at)}, codops, task, run_id)
     elif status in ("FAILURE", "TIMEOUT"):
         streak = (row.failures_in_row or 0) + 1
         conn.execute(tasks.update().where(where).values(failures_in_row=streak))
         if alerting:
             add_event(conn, RUN_FAILED, now, {
                 "status": status, "version": version, "failures_in_row": streak,
-                "error": _cut(error, ERROR_CHARS), "last_success_at": _iso(row.last_success_at)},
+                "error": _cut(error, ERROR_CHARS), "last_success_at": iso(row.last_success_at)},
                 codops, task, run_id)
 
 
@@ -133,8 +128,8 @@ def mark_stale(conn: sa.Connection, now: datetime, alerting: bool) -> list[tuple
         marked.append((r.codops, r.name))
         if alerting:
             add_event(conn, TASK_STALE, now, {
-                "freshness_s": r.freshness_s, "last_success_at": _iso(r.last_success_at),
-                "first_seen_at": _iso(r.first_seen_at), "stale_since": _iso(state.stale_at())},
+                "freshness_s": r.freshness_s, "last_success_at": iso(r.last_success_at),
+                "first_seen_at": iso(r.first_seen_at), "stale_since": iso(state.stale_at())},
                 r.codops, r.name, r.last_success_run_id)
     return marked
 
@@ -142,11 +137,11 @@ def mark_stale(conn: sa.Connection, now: datetime, alerting: bool) -> list[tuple
 def replica_died(conn: sa.Connection, dead: str, taken_by: str, loops: Iterable[str], now: datetime) -> bool:
     """Journal that ``dead``'s loops were taken over, once per life of that replica."""
     row = conn.execute(sa.select(replicas).where(replicas.c.id == dead)).first()
-    started = _iso(row.started_at) if row is not None else "unknown"
+    started = iso(row.started_at) if row is not None else "unknown"
     if not _insert_once(conn, f"replica/{dead}/{started}", now):
         return False
     add_event(conn, REPLICA_DIED, now, {
         "replica": dead, "host": row.host if row is not None else None, "started_at": started,
-        "last_heartbeat_at": _iso(row.heartbeat_at) if row is not None else None,
+        "last_heartbeat_at": iso(row.heartbeat_at) if row is not None else None,
         "taken_over_by": taken_by, "loops": sorted(loops)})
     return True

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 
 from .schema import alert_conditions, alert_events, alert_outbox
+from .times import as_utc, db_now, iso
 
 PENDING, SENDING, SENT, FAILED, SUPPRESSED, DROPPED = "PENDING", "SENDING", "SENT", "FAILED", "SUPPRESSED", "DROPPED"
 QUEUED = (PENDING, SENDING)
@@ -62,19 +63,10 @@ class Claimed:
     attempts: int
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 class AlertOutbox:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
-
-    def _now(self, conn: sa.Connection) -> datetime:
-        if self.postgres:
-            return _utc(conn.execute(sa.text("select now()")).scalar_one())
-        return datetime.now(timezone.utc)
 
     # -- routing ------------------------------------------------------------------
     def route(self, match: Callable[[Event], list[Delivery]], max_pending: int, batch: int = 200) -> int:
@@ -86,7 +78,7 @@ class AlertOutbox:
                                 .order_by(alert_events.c.id).limit(batch)).all()
             if not rows:
                 return 0
-            now = self._now(conn)
+            now = db_now(conn)
             queued = conn.execute(sa.select(sa.func.count()).select_from(alert_outbox)
                                   .where(alert_outbox.c.state.in_(QUEUED))).scalar_one()
             recent: dict[str, int] = {}
@@ -94,7 +86,7 @@ class AlertOutbox:
             unwanted = []  # events no rule wants: gone at once, so the journal stays small
             for row in rows:
                 event = Event(row.id, row.kind, row.codops, row.task, row.run_id, json.loads(row.data),
-                              _utc(row.created_at))
+                              as_utc(row.created_at))
                 deliveries = match(event)
                 if not deliveries:
                     unwanted.append(event.id)
@@ -144,7 +136,7 @@ class AlertOutbox:
         """Take up to ``limit`` due rows for ``owner``: PENDING ones whose time has come, and
         SENDING ones whose claimer let the claim expire (it died mid-send)."""
         with self.engine.begin() as conn:
-            now = self._now(conn)
+            now = db_now(conn)
             due = sa.or_(sa.and_(alert_outbox.c.state == PENDING, alert_outbox.c.next_attempt_at <= now),
                          sa.and_(alert_outbox.c.state == SENDING, alert_outbox.c.claimed_until < now))
             chosen = sa.select(alert_outbox.c.id).where(due).order_by(alert_outbox.c.id).limit(limit)
@@ -166,13 +158,13 @@ class AlertOutbox:
             return conn.execute(alert_outbox.update().where(alert_outbox.c.id == row_id,
                                                             alert_outbox.c.claimed_by == owner,
                                                             alert_outbox.c.state == SENDING)
-                                .values(state=SENT, sent_at=self._now(conn), claimed_until=None,
+                                .values(state=SENT, sent_at=db_now(conn), claimed_until=None,
                                         last_error=None)).rowcount == 1
 
     def failed(self, row_id: int, owner: str, error: str, retry_in: float | None) -> None:
         """Back to PENDING, due in ``retry_in`` seconds; None: given up (FAILED)."""
         with self.engine.begin() as conn:
-            now = self._now(conn)
+            now = db_now(conn)
             values: dict[str, Any] = dict(last_error=error[:ERROR_CHARS], claimed_until=None)
             if retry_in is None:
                 values.update(state=FAILED)
@@ -185,7 +177,7 @@ class AlertOutbox:
     def prune(self, keep_seconds: float) -> int:
         """Remove finished rows, routed events and replica conditions older than ``keep_seconds``."""
         with self.engine.begin() as conn:
-            cutoff = self._now(conn) - timedelta(seconds=keep_seconds)
+            cutoff = db_now(conn) - timedelta(seconds=keep_seconds)
             removed = conn.execute(alert_outbox.delete().where(alert_outbox.c.state.in_(DONE),
                                                                alert_outbox.c.created_at < cutoff)).rowcount
             removed += conn.execute(alert_events.delete().where(alert_events.c.routed_at < cutoff)).rowcount
@@ -195,8 +187,6 @@ class AlertOutbox:
 
     def rows(self, limit: int = 50, states: Iterable[str] = ()) -> list[dict[str, Any]]:
         """The newest outbox rows (``peach-tasks alerts``)."""
-        from .store import iso
-
         query = sa.select(alert_outbox, alert_events.c.kind, alert_events.c.codops, alert_events.c.task,
                           alert_events.c.run_id).join(alert_events, alert_events.c.id == alert_outbox.c.event_id,
                                                       isouter=True)

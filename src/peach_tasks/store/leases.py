@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .schema import loop_leases, replicas
-from .store import as_utc, iso
+from .times import as_utc, db_now, iso, utcnow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -39,13 +39,8 @@ class LeaseStore:
         """The database's clock where it has one, else this machine's (SQLite: one machine)."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                return self._now(conn)
-        return datetime.now(timezone.utc)
-
-    def _now(self, conn: sa.Connection) -> datetime:
-        if self.engine.dialect.name == "postgresql":
-            return as_utc(conn.execute(sa.text("select now()")).scalar_one())
-        return datetime.now(timezone.utc)
+                return db_now(conn)
+        return utcnow()
 
     # -- replicas ---------------------------------------------------------------
     def heartbeat(self, replica: str, host: str, pid: int, now: datetime) -> None:
@@ -74,7 +69,7 @@ class LeaseStore:
         connection and one commit, because this runs on the thread that must never be late.
         """
         with self.engine.begin() as conn:
-            now = self._now(conn)
+            now = db_now(conn)
             self._heartbeat(conn, replica, host, pid, now)
             kept = self._renew(conn, replica, list(loops), now, lease_seconds)
             live = self._live(conn, now, lease_seconds)

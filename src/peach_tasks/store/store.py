@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
@@ -28,6 +28,7 @@ from . import outputs as outputs_q
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
 from .schema import run_totals, runs, tasks, triggers
+from .times import as_utc, iso, utcnow  # noqa: F401  (re-exported: callers import them from here)
 from .totals import add_run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -36,22 +37,6 @@ HEAD_REVISION = "0013"
 
 class StoreError(PeachError):
     pass
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def as_utc(value: datetime) -> datetime:
-    """``value`` with its time zone: SQLite hands back naive datetimes that are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def iso(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z."""
-    if value is None:
-        return None
-    return as_utc(value).astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

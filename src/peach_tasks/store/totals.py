@@ -24,13 +24,14 @@ import bisect
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .schema import BUCKET_COLUMNS, DURATION_BUCKETS, TOTALS_SEQUENCE, run_totals
+from .times import as_utc
 
 if TYPE_CHECKING:
     from .store import Store
@@ -115,7 +116,7 @@ class TotalsCache:
             changed: set[str] = set()
             for row in rows:
                 total = Total(int(row.runs), int(row.timed), float(row.duration_sum),
-                              tuple(int(row._mapping[c]) for c in BUCKET_COLUMNS), _utc(row.last_finished_at))
+                              tuple(int(row._mapping[c]) for c in BUCKET_COLUMNS), None if row.last_finished_at is None else as_utc(row.last_finished_at))
                 mine = self.rows.setdefault(row.codops, {})
                 if mine.get((row.task, row.status)) != total:
                     mine[(row.task, row.status)] = total
@@ -139,9 +140,3 @@ class TotalsCache:
 
     def organisations(self) -> list[str]:
         return sorted(self.rows)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo:
-        return value
-    return value.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
