@@ -17,6 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationInfo, field_validator, model_validator)
 
 from .alert_settings import AlertSettings, Duration
+from .durations import parse_duration
 from .errors import ConfigProblem, PeachError
 from .model import METADATA_LOOP, TaskSpec
 from .web.hosts import host_setting, origin_setting
@@ -264,12 +265,6 @@ class RedisSettings(_Strict):
     max_scan_keys: int = Field(default=100_000, ge=100)
 
 
-def _duration(value: object) -> float:
-    from .durations import parse_duration
-
-    return parse_duration(value)
-
-
 class RetentionSettings(_Strict):
     """How long runs and their logs are kept (store/retention.py); per task, the newest
     ``keep_last`` runs and their logs always stay."""
@@ -280,9 +275,9 @@ class RetentionSettings(_Strict):
     # Pruning works in the background, one short transaction per batch of at most this many runs.
     batch: int = Field(default=200, ge=1, le=5000)
     # Between two batches: the loops' writes go first.
-    pause: Annotated[float, BeforeValidator(_duration)] = Field(default=0.05, ge=0, le=60)
+    pause: Annotated[float, BeforeValidator(parse_duration)] = Field(default=0.05, ge=0, le=60)
     # Between two rounds over every task.
-    every: Annotated[float, BeforeValidator(_duration)] = Field(default=600.0, ge=1)
+    every: Annotated[float, BeforeValidator(parse_duration)] = Field(default=600.0, ge=1)
 
 
 class Settings(_Strict):
