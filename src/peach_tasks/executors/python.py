@@ -102,16 +102,7 @@ class PythonExecutor:
     def _request(self, job: Job, result_path: Path, outputs_dir: Path, spec: ProcessSpec | None = None) -> bytes:
         return json.dumps(
             {
-                **outputs_request(outputs_dir, self.outputs),
-                "code": job.code,
-                "program": job.program,
-                "method": job.method,
-                "filename": job.filename,
-                "cwd": str(job.cwd),
-                "result_path": str(result_path),
-                "payload": job.payload,
-                "has_payload": job.payload is not None,
-                "max_result_bytes": self.max_result_bytes,
+                **run_request(job, result_path, outputs_dir, self.outputs, self.max_result_bytes),
                 # A sandbox dies with its scheduler by itself; inside one, the parent is its PID 1.
                 "die_with_parent": os.getpid() if job.die_with_scheduler and job.sandbox is None else None,
                 # A sandbox started ahead was started without the run's variables: the whole
@@ -122,9 +113,22 @@ class PythonExecutor:
         ).encode("utf-8")
 
 
-def outputs_request(outputs_dir: Path, bounds: OutputBounds) -> dict[str, Any]:
-    """The request's part that tells ``bootstrap.py`` where the run's outputs go, and their bounds."""
-    return {"outputs_dir": str(outputs_dir), "max_outputs": bounds.max_count, "max_output_bytes": bounds.max_bytes}
+def run_request(job: Job, result_path: Path, outputs_dir: Path, bounds: OutputBounds,
+                max_result_bytes: int) -> dict[str, Any]:
+    """What ``bootstrap.py`` reads to run ``job``, for every executor: the code, where its
+    result and outputs go, and their bounds (each executor adds its own fields)."""
+    return {
+        "outputs_dir": str(outputs_dir), "max_outputs": bounds.max_count, "max_output_bytes": bounds.max_bytes,
+        "code": job.code,
+        "program": job.program,
+        "method": job.method,
+        "filename": job.filename,
+        "cwd": str(job.cwd),
+        "result_path": str(result_path),
+        "payload": job.payload,
+        "has_payload": job.payload is not None,
+        "max_result_bytes": max_result_bytes,
+    }
 
 
 def with_outputs(outcome: Outcome, outputs_dir: Path, bounds: OutputBounds,

@@ -22,7 +22,7 @@ from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .process import ProcessSpec, run_process, utc_stamp
-from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, outputs_request, read_result, with_outputs
+from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result, run_request, with_outputs
 from .run_outputs import OUTPUTS_DIR, OutputBounds
 
 if TYPE_CHECKING:
@@ -139,10 +139,8 @@ class SparkExecutor:
             outputs_dir = work_dir / OUTPUTS_DIR
             shutil.rmtree(outputs_dir, ignore_errors=True)
             request_path.write_text(json.dumps({
-                **outputs_request(outputs_dir, self.outputs),
-                "code": job.code, "program": job.program, "method": job.method, "filename": job.filename, "cwd": str(job.cwd),
-                "result_path": str(result_path), "spark_info_path": str(info_path), "payload": job.payload,
-                "has_payload": job.payload is not None, "max_result_bytes": self.max_result_bytes,
+                **run_request(job, result_path, outputs_dir, self.outputs, self.max_result_bytes),
+                "spark_info_path": str(info_path),
             }, allow_nan=False))
             argv = submit_command(submit=submit, spark=self.spark,
                                   org=self.org_settings.get(job.codops, self._default_org), codops=job.codops,
