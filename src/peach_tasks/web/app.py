@@ -24,17 +24,9 @@ from .access import AccessPolicy, Scope
 from .guard import RequestGuard
 from .metrics import render
 from .metrics_cache import MetricsCache
-from .pages import add_not_found_page
+from .pages import PAGE_HEADERS, add_not_found_page
 
 STATIC = Path(__file__).with_name("static")
-# The dashboard loads nothing but this server's files. A run's HTML output is shown in a
-# sandboxed srcdoc frame with a stricter policy of its own; the frame also inherits this one,
-# so nothing in it can reach another host even before its own <meta> policy is parsed
-# (Chromium's preload scanner may fetch an <img> of a srcdoc that early).
-DASHBOARD_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
-                    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-DASHBOARD_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": DASHBOARD_POLICY,
-                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 DESCRIPTION = """Views of the peach-tasks store: organisations, tasks, executions and logs; and one
 write, a trigger.
@@ -87,7 +79,7 @@ def create_app(store: Store, access: AccessPolicy | None = None, lease_seconds: 
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=DASHBOARD_HEADERS)
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

@@ -12,10 +12,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
-# The same policy as the dashboard: this page loads only the server's own files.
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-                "X-Content-Type-Options": "nosniff"}
+# The dashboard and this page load nothing but this server's files. A run's HTML output is
+# shown in a sandboxed srcdoc frame with a stricter policy of its own; the frame also inherits
+# this one, so nothing in it can reach another host even before its own <meta> policy is parsed
+# (Chromium's preload scanner may fetch an <img> of a srcdoc that early).
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer"}
 
 NOT_FOUND = """<!doctype html>
 <html lang="en">
