@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..store.times import utcnow
 from .access import Scope
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ class FreshnessCollector(Collector):
         self.rows, self.scope = rows, scope
 
     def collect(self) -> Iterator[Metric]:
-        from ..store.store import utcnow
-
         now = utcnow()
         stale = GaugeMetricFamily("peach_tasks_task_stale", "1 when the task's last success is older than its "
                                   "freshness (or it never succeeded since defined that long ago), else 0",
