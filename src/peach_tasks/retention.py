@@ -153,11 +153,15 @@ class Pruner:
         leaves the rows in place); each batch is applied before the next is made."""
         batch = q.Batch()
         for key in keys:
+            # The task's keep boundary, read once per pass: removing runs (or logs) below it
+            # never moves it, and a run started meanwhile only keeps more until the next round.
+            boundary, bounded = None, False
             while not self.stop_event.is_set():
                 limit = self.batch_size  # as the last transactions adapted it
                 want = max(limit - len(batch.run_ids), 1)
                 with self.engine.connect() as conn:
-                    boundary = q.keep_boundary(conn, *key, self.settings.keep_last)
+                    if not bounded:
+                        boundary, bounded = q.keep_boundary(conn, *key, self.settings.keep_last), True
                     after = cursor.get(key, 0) if cursor is not None else 0
                     rows = find(conn, key, boundary, after, want) if boundary is not None else []
                 if not rows:
