@@ -7,7 +7,6 @@ private folder; this module turns exit status and result file into an ``Outcome`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -139,7 +138,7 @@ def with_outputs(outcome: Outcome, outputs_dir: Path, bounds: OutputBounds,
     except OSError as exc:  # the run's outcome counts more than what it showed
         note(f"the run's outputs could not be read: {exc}")
         return outcome
-    return dataclasses.replace(outcome, outputs=outputs) if outputs else outcome
+    return replace(outcome, outputs=outputs) if outputs else outcome
 
 
 MAX_RESULT_FILE_BYTES = 4 << 20  # a result file is the value (bounded) or an error with its traceback
