@@ -137,6 +137,13 @@ def start_loop(open_scheduler: Any, project: Project) -> tuple[Any, Any, Any, th
     return scheduler, store, loop, thread
 
 
+def release(project: Project, thread: threading.Thread) -> None:
+    """Tell every task's run to end, then wait for the loop (a test's ``finally``: nothing left waiting)."""
+    for task in project.tasks:
+        project.go(task)
+    thread.join(60)
+
+
 def outcomes(store: Any, project: Project) -> dict[str, dict[str, Any]]:
     return {t: store.runs("org", t, limit=5)[0] for t in project.tasks if store.runs("org", t, limit=5)}
 
@@ -185,9 +192,7 @@ def test_waiting_sandbox_has_small_limits_and_gets_the_runs_when_it_takes_the_re
         thread.join(60)
         assert not thread.is_alive()
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS", "t2": "SUCCESS"}
     assert [ahead(runs[t]) for t in project.tasks] == [False, True, True]
@@ -221,9 +226,7 @@ def test_a_waiting_sandbox_killed_before_its_request_never_fails_the_run(tmp_pat
         project.go("t1")
         thread.join(60)
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert runs["t1"]["status"] == "SUCCESS" and runs["t1"]["result"] == "t1", runs["t1"]
     assert not ahead(runs["t1"])
@@ -263,9 +266,7 @@ def test_a_sandbox_killed_after_its_request_was_written_but_before_it_took_it_st
         project.go("t1")
         thread.join(60)
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     assert len(hit) == 1
     runs = outcomes(store, project)
     assert runs["t1"]["status"] == "SUCCESS" and not ahead(runs["t1"]), runs["t1"]
@@ -285,9 +286,7 @@ def test_stop_during_a_run_ends_the_sandbox_waiting_for_the_next(tmp_path: Path,
         thread.join(60)
         assert not thread.is_alive()
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert runs["t0"]["status"] == "ABANDONED" and set(runs) == {"t0"}
     assert_nothing_left(scheduler, project.state)
@@ -304,9 +303,7 @@ def test_handover_to_another_replica_ends_the_sandbox_waiting(tmp_path: Path, op
         thread.join(60)
         assert not thread.is_alive()
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert runs["t0"]["status"] == "SUCCESS" and set(runs) == {"t0"}
     assert_nothing_left(scheduler, project.state)
@@ -322,9 +319,7 @@ def test_a_timed_out_run_leaves_the_next_sandbox_to_its_task(tmp_path: Path, ope
         project.go("t1")
         thread.join(60)
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert runs["t0"]["status"] == "TIMEOUT" and runs["t1"]["status"] == "SUCCESS"
     assert ahead(runs["t1"])
@@ -348,9 +343,7 @@ def test_a_changed_definition_discards_the_sandbox_started_ahead(tmp_path: Path,
         project.go("t1")
         thread.join(60)
     finally:
-        for task in project.tasks:
-            project.go(task)
-        thread.join(60)
+        release(project, thread)
     runs = outcomes(store, project)
     assert runs["t1"]["status"] == "SUCCESS" and runs["t1"]["result"] == "t1-new" and not ahead(runs["t1"])
     assert warm.state == "ended" and warm.proc.returncode is not None
