@@ -153,6 +153,17 @@ def require_service(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+def sandbox_missing() -> str | None:
+    """Why the default sandbox (bubblewrap + cgroups) cannot run here, or None when it can."""
+    from peach_tasks.executors.sandbox import SandboxUnavailable, make_sandbox
+
+    try:
+        make_sandbox()
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
+
+
 POSTGRES_ENV = "PEACH_TASKS_TEST_POSTGRES"  # e.g. postgresql+psycopg://user@host:5432/test
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

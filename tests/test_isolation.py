@@ -22,26 +22,16 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings
+from conftest import Repo, py_task, require_service, sandbox_missing, task_yaml, wait_for, write_settings
 
-from peach_tasks.executors.sandbox import SandboxUnavailable, make_sandbox
+from peach_tasks.executors.sandbox import make_sandbox
 from peach_tasks.triggers import TriggerQueue
 
 SECRET = "s3cret-" + uuid.uuid4().hex  # in the scheduler's environment and scheduler.yaml
 
 
-def sandbox_missing() -> str | None:
-    try:
-        make_sandbox()
-    except SandboxUnavailable as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _needs_sandbox() -> None:
-    from conftest import require_service
-
     require_service(sandbox_missing())
 
 

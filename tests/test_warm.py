@@ -18,11 +18,24 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Repo, py_task, shared_folder, task_yaml, wait_for, write_settings
+from conftest import (
+    Repo,
+    py_task,
+    require_service,
+    sandbox_missing,
+    shared_folder,
+    task_yaml,
+    wait_for,
+    write_settings,
+)
 
 from peach_tasks.executors.cgroups import Limits
-from peach_tasks.executors.sandbox import SandboxUnavailable, make_sandbox
-from peach_tasks.executors.warm import WAITING_MEMORY_BYTES, WAITING_PIDS, WarmSandbox, copy_bytes
+from peach_tasks.executors.warm import (
+    WAITING_MEMORY_BYTES,
+    WAITING_PIDS,
+    WarmSandbox,
+    copy_bytes,
+)
 
 MiB = 1 << 20
 
@@ -50,18 +63,8 @@ def main():
 """
 
 
-def sandbox_missing() -> str | None:
-    try:
-        make_sandbox()
-    except SandboxUnavailable as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _needs_sandbox() -> None:
-    from conftest import require_service
-
     require_service(sandbox_missing())
 
 
