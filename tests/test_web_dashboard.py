@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from web_helpers import CHROMIUM_ARGS, Filled, chromium_executable, fill_store, measured_store, start_server
-from web_helpers import filled, server  # noqa: F401 (fixtures)
+from web_helpers import Filled, fill_store, measured_store, start_server
+from web_helpers import browser, filled, server  # noqa: F401 (fixtures)
 
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.web.server import WebServer
@@ -16,19 +16,6 @@ pytestmark = pytest.mark.browser
 
 BLUE, RED = "rgb(31, 119, 180)", "rgb(214, 39, 40)"
 TOKEN = "dashboard-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=20_000)  # waits for what the page shows, on a machine that may be busy
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -5,26 +5,17 @@ neither runs nor loads anything, with or without a token."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from outputs_store import Shown, shown  # noqa: F401 (fixture)
-from web_helpers import CHROMIUM_ARGS, chromium_executable, start_server
+from web_helpers import (
+    browser,  # noqa: F401 (fixture)
+    start_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TOKEN = "shop-dashboard-token-0123456789"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=20_000)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.mark.parametrize("token", [None, TOKEN], ids=["open", "token"])

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
-from web_helpers import CHROMIUM_ARGS, Filled, chromium_executable, start_server
-from web_helpers import filled, server  # noqa: F401 (fixtures)
+from web_helpers import Filled, start_server
+from web_helpers import browser, filled, server  # noqa: F401 (fixtures)
 
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.scheduler import Scheduler
@@ -27,18 +27,6 @@ pytestmark = pytest.mark.browser
 TOKEN = "run-now-token-0123456789abcdef"
 LONG_ERROR = "ValueError: " + " ".join(f"word{i:04d}" for i in range(230))  # 2,000+ characters, no newline
 NO_H_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=20_000)  # waits for what the page shows, on a machine that may be busy
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def open_page(browser: Any, width: int = 1280, height: int = 900, scheme: str = "light") -> Any:

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from conftest import Repo, py_task, task_yaml, write_settings
@@ -147,3 +147,16 @@ def chromium_executable() -> str:
     except ImportError:
         need_service("the playwright package is not installed (pip install -e '.[test]')")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, launched once per test module through Playwright."""
+    executable = chromium_executable()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)  # waits for what the page shows, on a machine that may be busy
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
