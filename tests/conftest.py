@@ -164,6 +164,23 @@ def sandbox_missing() -> str | None:
     return None
 
 
+# Test modules import the session fixtures that call made_once(), which makes pytest hold one
+# fixture per module; this cache makes each store once per session all the same.
+_MADE_ONCE: dict[str, Any] = {}
+
+
+def made_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
+              make: Any) -> Any:
+    """``make(folder)``'s result (which has a ``store``) made once per session, its store closed at the end."""
+    if name not in _MADE_ONCE:
+        if os.environ.get("PEACH_TASKS_DATABASE_URL"):
+            pytest.fail("unset PEACH_TASKS_DATABASE_URL: these tests make their own store")
+        made = make(tmp_path_factory.mktemp(name))
+        _MADE_ONCE[name] = made
+        request.config.add_cleanup(made.store.close)
+    return _MADE_ONCE[name]
+
+
 POSTGRES_ENV = "PEACH_TASKS_TEST_POSTGRES"  # e.g. postgresql+psycopg://user@host:5432/test
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

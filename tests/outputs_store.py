@@ -9,13 +9,12 @@ with matplotlib and pandas, the task in its sandbox), for the API, dashboard and
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Repo, py_task, task_yaml, write_settings
+from conftest import Repo, made_once, py_task, task_yaml, write_settings
 
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.settings import Settings, load_settings
@@ -82,15 +81,6 @@ def show_store(root: Path) -> Shown:
     return Shown(settings, store, failed["id"], quiet["id"], summary)
 
 
-_SHARED: dict[str, Any] = {}
-
-
 @pytest.fixture(scope="session")
 def shown(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Shown:
-    if "shown" not in _SHARED:
-        if os.environ.get("PEACH_TASKS_DATABASE_URL"):
-            pytest.fail("unset PEACH_TASKS_DATABASE_URL: these tests make their own store")
-        made = show_store(tmp_path_factory.mktemp("outputs-store"))
-        _SHARED["shown"] = made
-        request.config.add_cleanup(made.store.close)
-    return _SHARED["shown"]
+    return made_once(request, tmp_path_factory, "outputs-store", show_store)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import Repo, py_task, task_yaml, write_settings
+from conftest import Repo, made_once, py_task, task_yaml, write_settings
 
 from peach_tasks.scheduler import Scheduler
 from peach_tasks.settings import Settings, load_settings, settings_from_dict
@@ -103,19 +103,13 @@ def measured_store(root: Path) -> Measured:
 
 
 # Each test module imports the fixtures below, which makes pytest hold one fixture per
-# module; the store and the server are made once and shared through this cache.
+# module; the server is made once and shared through this cache (the store: made_once).
 _SHARED: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
 def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Filled:
-    if "filled" not in _SHARED:
-        if os.environ.get("PEACH_TASKS_DATABASE_URL"):
-            pytest.fail("unset PEACH_TASKS_DATABASE_URL: these tests make their own store")
-        found = fill_store(tmp_path_factory.mktemp("web-store"))
-        _SHARED["filled"] = found
-        request.config.add_cleanup(found.store.close)
-    return _SHARED["filled"]
+    return made_once(request, tmp_path_factory, "web-store", fill_store)
 
 
 def start_server(settings: Settings, store: Store, **extra: Any) -> WebServer:
