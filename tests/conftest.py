@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,21 @@ def wait_for(predicate: Any, timeout: float, what: str, detail: Any = lambda: ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{detail()}")
         time.sleep(interval)
+
+
+def stop_processes(procs: Collection[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM every process still running, then wait for each; one that outlives ``timeout`` is killed."""
+    import signal
+
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def require_service(reason: str | None) -> None:

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from alert_receivers import HookReceiver
-from conftest import Repo, wait_for
+from conftest import Repo, stop_processes, wait_for
 
 from peach_tasks.store import Store
 from peach_tasks.store.schema import alert_outbox
@@ -65,15 +65,7 @@ class Schedulers:
         return (self.tmp / f"{name}.log").read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values(), timeout=60)
 
 
 @pytest.fixture

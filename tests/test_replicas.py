@@ -15,7 +15,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Repo, host_pid, run_marker, shared_folder, wait_for
+from conftest import Repo, host_pid, run_marker, shared_folder, stop_processes, wait_for
 from spark_cluster import free_port
 from tcp_proxy import TcpProxy
 
@@ -107,14 +107,7 @@ class Cluster:
             return conn.execute(sa.text("select * from runs order by id")).all()
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs.values(), timeout=30)
         self.store.close()
 
 
