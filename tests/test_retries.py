@@ -185,6 +185,16 @@ def test_a_success_is_not_retried(repo: Repo, make: Any) -> None:
     assert [(r["status"], r["attempt"]) for r in store.runs("default", "t")] == [("SUCCESS", 1)]
 
 
+def loop_in_thread(scheduler: Any) -> tuple[Any, threading.Thread]:
+    """Org default's loop ticking in a thread, as ``serve`` starts it (recovered and synced first)."""
+    scheduler.recover()
+    scheduler.sync()
+    loop = scheduler.make_loop("default")
+    thread = threading.Thread(target=loop.tick)
+    thread.start()
+    return loop, thread
+
+
 def test_a_stop_ends_the_wait_between_attempts_at_once(repo: Repo, make: Any) -> None:
     repo.notebook("fail.ipynb", "def main():\n    raise RuntimeError('down')\n")
     repo.notebook("ok.ipynb", "def main():\n    return 1\n")
@@ -194,11 +204,7 @@ def test_a_stop_ends_the_wait_between_attempts_at_once(repo: Repo, make: Any) ->
                                                    "b": py_task("ok.ipynb", "main")}))
     repo.commit()
     scheduler, store = make([{"url": str(repo.path)}])
-    scheduler.recover()
-    scheduler.sync()
-    loop = scheduler.make_loop("default")
-    thread = threading.Thread(target=loop.tick)
-    thread.start()
+    _, thread = loop_in_thread(scheduler)
     # Waiting for its retry: the first attempt ended, and the task is PENDING again.
     wait_for(lambda: store.runs("default", "a") and store.runs("default", "a")[0]["status"] == "FAILURE"
              and {t["name"]: t["state"] for t in store.tasks()}["a"] == "PENDING",
@@ -217,11 +223,7 @@ def test_a_handover_ends_the_wait_too(repo: Repo, make: Any) -> None:
                                                                   retry_delay="50s")}))
     repo.commit()
     scheduler, store = make([{"url": str(repo.path)}])
-    scheduler.recover()
-    scheduler.sync()
-    loop = scheduler.make_loop("default")
-    thread = threading.Thread(target=loop.tick)
-    thread.start()
+    loop, thread = loop_in_thread(scheduler)
     wait_for(lambda: {t["name"]: t["state"] for t in store.tasks()}["a"] == "PENDING"
              and store.runs("default", "a"), 60, "the retry to wait")
     loop.handover.set()  # this replica gives the loop to another one
