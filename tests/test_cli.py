@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings, shared_folder
+from conftest import Repo, py_task, task_yaml, wait_for, write_settings, shared_folder, stop_processes
 from web_helpers import measured_store
 
 TASK_KEYS = {"codops", "name", "loop", "executor", "state", "last_status", "last_started_at",
@@ -416,12 +415,7 @@ def test_second_scheduler_on_the_same_state_dir_is_refused(tmp_path: Path) -> No
         assert [(r["id"], r["status"]) for r in runs] == [(run_id, "RUNNING")], \
             [(r["id"], r["status"], r["error"]) for r in runs]
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        stop_processes([serve], timeout=30)
     assert serve.returncode == 0, (tmp_path / "serve.log").read_text()
 
 

@@ -6,13 +6,12 @@ the widget's extra is named, and a scheduler without Spark says so before any ru
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import py_task, task_yaml, wait_for, write_settings
+from conftest import py_task, stop_processes, task_yaml, wait_for, write_settings
 from test_cli import CLEAN_ENV, PEACH, Peach, cli, no_traceback, two_tasks
 
 from peach_tasks.api_client import ApiClient, demo_url_file
@@ -167,12 +166,7 @@ def test_serve_logs_each_problem_as_it_comes_and_goes_and_alembic_stays_quiet(tm
         assert len(cleared) == 1 and " INFO peach_tasks.problems: cleared: config problem in algos: " in cleared[0]
         assert "broken.yaml" in cleared[0]
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        stop_processes([serve], timeout=60)
     output = text()
     assert [line for line in output.splitlines() if "broken.yaml" in line and "WARNING" in line] == warned
     assert "alembic" not in output, output  # migrations ran (a fresh database), silently
