@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, Collection, Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..alert_settings import (
     PROBLEM_APPEARED,
@@ -27,6 +26,7 @@ from ..alert_settings import (
 )
 from ..errors import Problem
 from ..freshness import Freshness
+from . import dialect
 from .schema import alert_conditions, alert_events, replicas, tasks
 from .times import iso
 
@@ -75,8 +75,7 @@ def run_ended(conn: sa.Connection, codops: str, task: str, run_id: int, status: 
 
 def _insert_once(conn: sa.Connection, key: str, now: datetime) -> bool:
     """Open condition ``key``; True only for the one transaction that opened it."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(alert_conditions).values(key=key, opened_at=now).on_conflict_do_nothing(
+    statement = dialect.insert(conn, alert_conditions).values(key=key, opened_at=now).on_conflict_do_nothing(
         index_elements=["key"]).returning(alert_conditions.c.key)
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT.
     return conn.execute(statement).first() is not None

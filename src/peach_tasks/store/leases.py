@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from . import dialect
 from .schema import loop_leases, replicas
 from .times import as_utc, db_now, iso, utcnow
 
@@ -171,9 +171,7 @@ class LeaseStore:
 
     def _insert_free(self) -> sa.Insert:
         """INSERT that quietly loses to a row another replica inserted first."""
-        if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(loop_leases).on_conflict_do_nothing(index_elements=["loop"])
-        return sqlite.insert(loop_leases).on_conflict_do_nothing(index_elements=["loop"])
+        return dialect.insert(self.engine, loop_leases).on_conflict_do_nothing(index_elements=["loop"])
 
     def renew(self, owner: str, loops: Iterable[str], now: datetime, lease_seconds: float) -> set[str]:
         """Extend our leases; returns the loops still ours (the others were lost)."""

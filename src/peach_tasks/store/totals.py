@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from . import dialect
 from .schema import BUCKET_COLUMNS, DURATION_BUCKETS, TOTALS_SEQUENCE, run_totals
 from .times import as_utc
 
@@ -49,10 +49,9 @@ def add_run(conn: sa.Connection, codops: str, task: str, status: str, duration: 
     timed = 1 if duration is not None else 0
     if conn.dialect.name == "postgresql":
         seq: Any = sa.func.nextval(TOTALS_SEQUENCE)
-        insert: Any = postgresql.insert(run_totals)
     else:  # one writer at a time: the next number is read under the write lock
         seq = sa.select(sa.func.coalesce(sa.func.max(run_totals.c.seq), 0) + 1).scalar_subquery()
-        insert = sqlite.insert(run_totals)
+    insert: Any = dialect.insert(conn, run_totals)
     values = {c: 0 for c in BUCKET_COLUMNS}
     if bucket is not None:
         values[bucket] = 1
