@@ -13,7 +13,9 @@ PLAN_COLUMNS = ["codops", "task", "runs", "runs_log_bytes", "logs", "logs_bytes"
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed now; remove nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the policy, each task's counts, totals).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (the policy, each task's counts, totals): what would go with --dry-run, "
+                   "else what went.")
 @click.pass_context
 def prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Remove old runs and logs as 'retention' in scheduler.yaml says (serve does it in the background).
@@ -33,30 +35,33 @@ def prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
                                    "'retention: {runs_days: 90, logs_days: 30, keep_last: 100}' to scheduler.yaml")
     store = _open_store(settings, migrate=False)
     try:
-        plans = [p.as_dict() for p in plan(store, policy)]
-        totals = {k: sum(p[k] for p in plans) for k in PLAN_COLUMNS[2:]}
         done = None
-        if not dry_run:
+        if dry_run:
+            rows = [p.as_dict() for p in plan(store, policy)]
+        else:
             import os
             import socket
 
             result = Pruner(policy, store, f"{socket.gethostname()}:prune-{os.getpid()}").round()
             if result.skipped:
                 raise click.ClickException(f"nothing removed: {result.skipped}; try again later")
+            # What the round did remove (not the plan: runs may have ended or started since).
+            rows = [result.tasks[key].as_dict() for key in sorted(result.tasks)]
             done = {"runs": result.runs, "logs": result.logs, "batches": result.batches,
                     "longest_batch_ms": round(result.longest_batch_s * 1000, 1)}
     finally:
         store.close()
+    totals = {k: sum(row[k] for row in rows) for k in PLAN_COLUMNS[2:]}
     shown = {"runs_days": policy.runs_days, "logs_days": policy.logs_days, "keep_last": policy.keep_last}
     if as_json:
-        click.echo(json.dumps({"dry_run": dry_run, "policy": shown, "tasks": plans, "total": totals,
+        click.echo(json.dumps({"dry_run": dry_run, "policy": shown, "tasks": rows, "total": totals,
                                "removed": done}, indent=2))
         return
     what = "would remove" if dry_run else "removed"
-    if plans:
-        click.echo(_table(plans, PLAN_COLUMNS))
+    if rows:
+        click.echo(_table(rows, PLAN_COLUMNS))
     click.echo(f"{what}: {totals['runs']} runs ({totals['runs_log_bytes']} bytes of log) and the logs of "
-               f"{totals['logs']} more ({totals['logs_bytes']} bytes), over {len(plans)} tasks; keeping the newest "
+               f"{totals['logs']} more ({totals['logs_bytes']} bytes), over {len(rows)} tasks; keeping the newest "
                f"{policy.keep_last} of each task, runs for {_days(policy.runs_days)}, logs for "
                f"{_days(policy.logs_days)}", err=True)
     if done is not None:

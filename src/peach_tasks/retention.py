@@ -54,6 +54,21 @@ class RoundResult:
     # (start, end) of each batch's transaction, time.perf_counter(): benchmarks line them up
     # with what a loop waited for.
     transactions: list[tuple[float, float]] = field(default_factory=list)
+    # Per task (codops, name): what this round removed of it (runs, logs and their bytes).
+    tasks: dict[tuple[str, str], q.TaskPlan] = field(default_factory=dict)
+
+    def removed(self, batch: q.Batch, whole: bool) -> None:
+        """Count a batch that was applied: its runs went ``whole``, or only their logs."""
+        for key, (count, size) in batch.tasks.items():
+            done = self.tasks.setdefault(key, q.TaskPlan(*key))
+            if whole:
+                done.runs, done.runs_log_bytes = done.runs + count, done.runs_log_bytes + size
+            else:
+                done.logs, done.logs_bytes = done.logs + count, done.logs_bytes + size
+        if whole:
+            self.runs += len(batch.run_ids)
+        else:
+            self.logs += len(batch.run_ids)
 
 
 def policy_of(settings: "RetentionSettings") -> q.Policy:
@@ -136,7 +151,7 @@ class Pruner:
 
             for batch in self._batches(keys, old_runs, None):
                 self._apply(lambda conn, ids=batch.run_ids: q.delete_runs(conn, ids), result)
-                result.runs += len(batch.run_ids)
+                result.removed(batch, whole=True)
         if logs_before is not None:
             def old_logs(conn: sa.Connection, key: tuple[str, str], boundary: int, after: int,
                          limit: int) -> list[tuple[int, int]]:
@@ -144,7 +159,7 @@ class Pruner:
 
             for batch in self._batches(keys, old_logs, self._log_cursor):
                 self._apply(lambda conn, ids=batch.run_ids: q.drop_logs(conn, ids, note, now), result)
-                result.logs += len(batch.run_ids)
+                result.removed(batch, whole=False)
 
     def _batches(self, keys: list[tuple[str, str]], find: Callable[..., list[tuple[int, int]]],
                  cursor: dict[tuple[str, str], int] | None) -> Iterator[q.Batch]:
@@ -166,7 +181,7 @@ class Pruner:
                     rows = find(conn, key, boundary, after, want) if boundary is not None else []
                 if not rows:
                     break
-                taken = q.fill(batch, rows, limit)
+                taken = q.fill(batch, rows, limit, key=key)
                 if cursor is not None and taken:
                     cursor[key] = rows[taken - 1][0]
                 if taken < len(rows) or q.full(batch, limit):

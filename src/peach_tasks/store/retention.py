@@ -63,6 +63,8 @@ class Batch:
 
     run_ids: list[int] = field(default_factory=list)
     log_bytes: int = 0
+    # Per task (codops, name): [runs, log bytes] of this batch, to report what was removed.
+    tasks: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
 
 def task_keys(conn: sa.Connection) -> list[tuple[str, str]]:
@@ -123,14 +125,19 @@ def next_logs(conn: sa.Connection, codops: str, task: str, boundary: int, before
     return [(int(r.id), int(r.log_bytes or 0)) for r in rows]
 
 
-def fill(batch: Batch, found: list[tuple[int, int]], max_runs: int, max_bytes: int = BATCH_BYTES) -> int:
-    """Add runs to ``batch`` while it has room (always one to an empty batch); returns how many."""
+def fill(batch: Batch, found: list[tuple[int, int]], max_runs: int, max_bytes: int = BATCH_BYTES,
+         key: tuple[str, str] = ("", "")) -> int:
+    """Add the runs of task ``key`` to ``batch`` while it has room (always one to an empty
+    batch); returns how many."""
     taken = 0
     for run_id, size in found:
         if batch.run_ids and (len(batch.run_ids) >= max_runs or batch.log_bytes + size > max_bytes):
             break
         batch.run_ids.append(run_id)
         batch.log_bytes += size
+        counts = batch.tasks.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += size
         taken += 1
     return taken
 
