@@ -27,10 +27,13 @@ task runs before that copy ended whole and the process entered the request's ``c
 from __future__ import annotations
 
 import builtins
-import json
-import linecache
 import os
 import sys
+
+# Neither json nor linecache is imported here: each imports re (and linecache tokenize),
+# about a third of a small task's start. JSON goes through CPython's own scanner and
+# encoder (``_loads``, ``_dumps``), cells' lines reach linecache when something loads it
+# (``_remember_lines``). A task that imports them pays for them, as in any process.
 
 _THIS_FILE = os.path.abspath(__file__)
 # This file's frames as a traceback names them (the path it was started with, or the
@@ -60,7 +63,7 @@ def main() -> int:
             return status
         copy = None
     try:
-        request = json.loads(sys.stdin.buffer.read())
+        request = _loads(sys.stdin.buffer.read())
     except ValueError as exc:
         print(f"peach-tasks bootstrap: unusable request on stdin: {exc!r}", file=sys.stderr)
         return 2
@@ -279,7 +282,7 @@ class _Cells:
     def _execute(self, cell: dict, name: str, namespace: dict | None, flags: list | None) -> None:
         source = cell["code"]
         # Tracebacks and inspect.getsource then show the cell's own lines.
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        _remember_lines(name, source)
         self.files.add(name)
         state = flags if flags is not None else self.flags
         allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
@@ -418,16 +421,22 @@ class _DisplayHooks:
     """A meta path finder that lets ``displays.py`` act around a few imports: matplotlib's
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
-    module loads (without a kernel it would only print)."""
+    module loads (without a kernel it would only print). And the cells' lines given to
+    ``linecache`` once it loads (``_remember_lines``)."""
 
-    NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display"))
+    NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
+                       "linecache"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:
             return None
-        displays = _displays()
-        if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
-            displays.before_pyplot(sys.modules["matplotlib"])  # type: ignore[attr-defined]
+        if name == "linecache":
+            after = _after_linecache
+        else:
+            displays = _displays()
+            if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
+                displays.before_pyplot(sys.modules["matplotlib"])  # type: ignore[attr-defined]
+            after = displays.AFTER_IMPORT[name]  # type: ignore[attr-defined]
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
             spec = find(name, path, target) if finder is not self and find is not None else None
@@ -436,9 +445,8 @@ class _DisplayHooks:
         else:
             return None
         load = getattr(spec.loader, "exec_module", None)
-        if load is None:
+        if load is None or isinstance(spec.loader, type):  # a class's method (frozen, builtin): not ours to patch
             return spec
-        after = displays.AFTER_IMPORT[name]  # type: ignore[attr-defined]
 
         def exec_module(module: object) -> None:
             load(module)
@@ -449,6 +457,73 @@ class _DisplayHooks:
         except AttributeError:
             pass
         return spec
+
+
+# -- JSON and linecache without importing json, re or tokenize ----------------------------
+class _ScanContext:
+    """What CPython's JSON scanner reads of a decoder (``json.JSONDecoder``'s defaults)."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")  # the scheduler never writes NaN or Infinity
+
+
+def _loads(data: bytes) -> object:
+    """``json.loads(data)`` by the scanner json.loads itself uses; ``json`` where it is
+    missing (another Python) or the text is not whole JSON (json then says why)."""
+    try:
+        from _json import make_scanner
+
+        text = data.decode("utf-8")
+        value, end = make_scanner(_ScanContext())(text, 0)
+    except (ImportError, ValueError, StopIteration, RecursionError):  # json says why, or no C scanner here
+        end, text = -1, ""
+    if end < 0 or text[end:].strip():
+        import json
+
+        return json.loads(data)
+    return value
+
+
+def _dumps(value: object, default: object = None) -> str:
+    """``json.dumps(value, default=default, allow_nan=False)``, by the encoder json.dumps uses."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+
+        encode = make_encoder({}, default or _not_serialisable, encode_basestring_ascii, None, ": ", ", ",
+                              False, False, False)
+    except (ImportError, TypeError):  # another Python's: json's own way
+        import json
+
+        return json.dumps(value, default=default, allow_nan=False)
+    return "".join(encode(value, 0))
+
+
+def _not_serialisable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_pending_lines: dict = {}  # cell name -> linecache entry, until linecache is loaded
+
+
+def _remember_lines(name: str, source: str) -> None:
+    """Let tracebacks, ``inspect.getsource`` and warnings show a cell's own lines: its entry
+    in linecache, given when linecache is loaded (``_DisplayHooks``)."""
+    entry = (len(source), None, source.splitlines(True), name)  # no mtime: checkcache keeps it
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        linecache.cache[name] = entry
+    else:
+        _pending_lines[name] = entry
+
+
+def _after_linecache(module: object) -> None:
+    module.cache.update(_pending_lines)  # type: ignore[attr-defined]
+    _pending_lines.clear()
 
 
 class _HelperFinder:
@@ -498,7 +573,7 @@ def _takes_positional(func: object) -> bool:
 
 def _result(value: object, max_bytes: int) -> dict:
     try:
-        text = json.dumps(value, allow_nan=False)  # NaN is not JSON for the store
+        text = _dumps(value)  # NaN is not JSON for the store
     except (TypeError, ValueError, RecursionError):
         return {"ok": True, "result": None, "result_note": f"not JSON-serialisable: {type(value).__name__}"}
     size = len(text.encode("utf-8"))
@@ -514,7 +589,11 @@ _MAX_TRACEBACK_CHARS = 64 * 1024
 
 
 def _describe(exc: BaseException, where: str | None = None) -> dict:
+    import linecache  # through _DisplayHooks: the cells' lines are then in it
     import traceback
+
+    if _pending_lines:  # its loader could not be hooked
+        _after_linecache(linecache)
 
     # Drop this file's own frames: the reader should start at the task's code.
     tb = exc.__traceback__
@@ -601,7 +680,7 @@ class _ResultDir:
     def write(self, data: dict) -> None:
         # Write then rename: the scheduler never reads half a file if the task is killed.
         tmp = f"{self.name}.tmp"
-        text = json.dumps(data, default=repr, allow_nan=False)
+        text = _dumps(data, default=repr)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
         with open(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

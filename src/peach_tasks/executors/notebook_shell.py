@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import os
 import posixpath
-import re  # already loaded by bootstrap (json uses it)
 import sys
 from io import StringIO
 
@@ -26,8 +25,9 @@ TYPE_CHECKING = False  # typing is not imported at run time: it would cost every
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-# subprocess, shlex and string are imported where used: this file loads for every notebook
-# with a magic, and subprocess alone would cost more than the rest of it.
+# re, subprocess, shlex and string are imported where used: this file loads for every
+# notebook with a magic, and subprocess alone would cost more than the rest of it (bootstrap.py
+# does not load re either: a task that does not use it never pays for it).
 
 # Kept in step with peach_tasks.magics.NO_EFFECT_LINE_MAGICS (a test compares them): these
 # change nothing a scheduled run can see, also when called as get_ipython().run_line_magic(...).
@@ -42,8 +42,8 @@ ALIASES = {"ls": "ls -F --color", "ll": "ls -F -o --color", "lf": "ls -F -o --co
            "lk": "ls -F -o --color %l | grep ^l", "ldir": "ls -F -o --color %l | grep /$",
            "lx": "ls -F -o --color %l | grep ^-..x", "cat": "cat", "cp": "cp", "mkdir": "mkdir", "mv": "mv",
            "rm": "rm", "rmdir": "rmdir"}
-# '$name' outside single quotes, as IPython's DollarFormatter finds it.
-_DOLLAR = re.compile(r"(.*?)\$(\$?[\w\.]+)(?=([^']*'[^']*')*[^']*$)")
+# '$name' outside single quotes, as IPython's DollarFormatter finds it (compiled by re's cache).
+_DOLLAR = r"(.*?)\$(\$?[\w\.]+)(?=([^']*'[^']*')*[^']*$)"
 
 
 class UsageError(Exception):
@@ -268,7 +268,7 @@ class Shell:
         if not line.strip() or len(bits) < 2:
             raise UsageError("usage is 'set_env var=val'")
         var, value = bits[0].strip(), bits[1].strip()
-        if re.match(r".*\s.*", var):
+        if any(c.isspace() for c in var):  # IPython's re.match(r".*\s.*", var)
             raise UsageError(f"refusing to set env var with whitespace: '{value}'")
         os.environ[var] = value
         print(f"env: {var}={value}")
@@ -369,6 +369,9 @@ def _alias(command: str, line: str) -> str:
 def _expand(text: str, namespace: dict) -> str:
     """IPython's ``var_expand``: ``$name``/``$a.b`` and ``{expression}`` from ``namespace``,
     ``$$`` for a dollar. Raises when a name or expression cannot be evaluated."""
+    if "$" not in text and "{" not in text and "}" not in text:
+        return text  # nothing to expand (most magics' lines): re and string stay unloaded
+    import re
     import string
 
     result: list[str] = []
@@ -376,7 +379,7 @@ def _expand(text: str, namespace: dict) -> str:
     for literal, field, spec, conversion in formatter.parse(text):
         position = 0
         pending = ""
-        for match in _DOLLAR.finditer(literal):
+        for match in re.finditer(_DOLLAR, literal):
             before, name = match.group(1), match.group(2)
             if name.startswith("$"):
                 pending += before + name
@@ -418,6 +421,8 @@ class SList(list):
         return [line for line in self if os.path.exists(line)]
 
     def grep(self, pattern: str, prune: bool = False) -> "SList":
+        import re
+
         found = [line for line in self if re.search(pattern, line)]
         return SList([line for line in self if line not in found] if prune else found)
 
