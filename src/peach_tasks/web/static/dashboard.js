@@ -191,6 +191,22 @@ function errorCell(run) {
   return cell;
 }
 
+// A retry (the task's `retries`) says which attempt it is and links to the first attempt,
+// whose log it shows below like "show below" does.
+function retryOf(run) {
+  if (!run.retry_of) return null;
+  return el("div", { class: "attempt", "data-testid": `attempt-${run.id}` },
+    `attempt ${run.attempt || "?"}, retry of `,
+    el("a", { href: link({ org: state.org, task: state.task, run: run.retry_of }),
+              "data-testid": `retry-of-${run.id}`, title: `show the log of run ${run.retry_of} below`,
+              text: `run #${run.retry_of}`,
+              onclick: (event) => { event.preventDefault(); event.stopPropagation(); showRun(run.retry_of); } }));
+}
+
+function runCell(run) {
+  return el("td", { class: "num", "data-label": "Run" }, String(run.id), retryOf(run));
+}
+
 function renderRuns() {
   renderVersions();
   const filtered = statusFilter().length || $("filter-version").value;
@@ -199,7 +215,7 @@ function renderRuns() {
   $("no-runs").textContent = filtered ? "No execution matches these filters." : "No execution yet.";
   $("runs").tBodies[0].replaceChildren(...state.runs.map((r) => el("tr", {
     "data-run": r.id, class: r.id === state.logRun ? "selected" : "" },
-    el("td", { class: "num", "data-label": "Run", text: String(r.id) }),
+    runCell(r),
     el("td", { "data-label": "Log" }, el("button", { type: "button", "data-testid": `show-below-${r.id}`,
       class: "show-below", text: r.id === state.logRun ? "shown below" : "show below", onclick: () => showRun(r.id) })),
     el("td", { "data-label": "Status" }, badge(r.status)),
@@ -227,7 +243,9 @@ async function loadLogs(reset) {
     state.logComplete = false;
     const piece = await api(`/api/runs/${state.logRun}/log?tail=${RUN_LOG_TAIL}`);
     const note = piece.offset > 0 ? `[the first ${piece.offset} bytes of this log are not shown]\n` : "";
-    $("logs-title").textContent = `Log of run ${state.logRun}`;
+    const shown = state.runs.find((r) => r.id === state.logRun);
+    $("logs-title").textContent = `Log of run ${state.logRun}` + (shown && shown.retry_of
+      ? ` (attempt ${shown.attempt}, retry of run ${shown.retry_of})` : "");
     $("show-all").hidden = false;
     setLog(note + piece.text, true);
     state.logOffset = piece.next_offset;
