@@ -48,10 +48,20 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import (
+    commit_repository,
+    definitions,
+    load_average,
+    notebook,
+    opened_scheduler,
+    say,
+    workspace,
+    write_settings,
+)
 
 ORG = "flood"
 THROUGHPUT_TARGET = 100.0  # MB/s, at least
@@ -103,10 +113,6 @@ DESCRIBED = {
 }
 
 
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
 def written(case: str, size: int) -> int:
     """The bytes the task of ``case`` writes for ``size``."""
     if case == "lines":
@@ -121,33 +127,12 @@ def task_code(case: str, size: int) -> str:
 
 
 # -- the repository -----------------------------------------------------------------
-def git(repo: Path, *args: str) -> None:
-    env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@peach.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@peach.invalid")
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 def build_repository(root: Path, sizes: dict[str, int], timeout: int) -> None:
-    import yaml
-
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    repo.mkdir(parents=True)
-    definitions = {}
-    for case, size in sizes.items():
-        (repo / f"{case}.ipynb").write_text(notebook_json([("code", task_code(case, size))]))
-        definitions[case] = {"executor": "python", "notebook": f"{case}.ipynb", "method": "main"}
-    (repo / "peach.yaml").write_text(yaml.safe_dump({"codops": ORG, "tasks": definitions}, sort_keys=False))
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "flood tasks")
-    (root / "scheduler.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state",
-        "repositories": [{"url": "algos", "branch": "master"}],
-        "timeouts": {"task": timeout},
-        "loop": {"min_iteration_seconds": 0},
-    }, sort_keys=False))
+    files = {f"{case}.ipynb": notebook([task_code(case, size)]) for case, size in sizes.items()}
+    files["peach.yaml"] = definitions(ORG, {case: {"executor": "python", "notebook": f"{case}.ipynb", "method": "main"}
+                                            for case in sizes})
+    commit_repository(root, files, "flood tasks")
+    write_settings(root, timeouts={"task": timeout})
 
 
 # -- one case, in its own process (the scheduler) -------------------------------------
@@ -174,15 +159,8 @@ def reset_peak() -> bool:
 def run_case(root: Path, case: str) -> dict[str, Any]:
     import gc
 
-    from peach_tasks.scheduler import Scheduler
-    from peach_tasks.settings import load_settings
-    from peach_tasks.store import Store
-
-    settings = load_settings(root / "scheduler.yaml")
-    store = Store.open(settings.database_url)
-    scheduler = Scheduler(settings, store)
-    try:
-        scheduler.recover()  # finds this host's sandbox (isolation: sandbox, the default)
+    with opened_scheduler(root / "scheduler.yaml") as scheduler:
+        store = scheduler.store
         synced = time.perf_counter()
         snapshot = scheduler.sync()
         sync_seconds = time.perf_counter() - synced
@@ -220,9 +198,6 @@ def run_case(root: Path, case: str) -> dict[str, Any]:
             "peak_growth_mib": round((after["VmHWM"] - idle) / 1024, 1),
             "kept_mib": round((after["VmRSS"] - idle) / 1024, 1),
         }
-    finally:
-        scheduler.close()
-        store.close()
 
 
 # -- the baseline ---------------------------------------------------------------------
@@ -255,7 +230,7 @@ def pipe_ceiling(python: str, case: str, size: int, cwd: Path) -> float:
 def run(root: Path, sizes: dict[str, int], timeout: int) -> dict[str, Any]:
     say(f"building the repository of {len(sizes)} tasks in {root}")
     build_repository(root, sizes, timeout)
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    load_start = load_average()
     cases: dict[str, Any] = {}
     for case in sizes:
         say(f"case {case}: {sizes[case] / MB:g} MB ({DESCRIBED[case]}), the scheduler in a process of its own")
@@ -282,7 +257,7 @@ def run(root: Path, sizes: dict[str, int], timeout: int) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "cpus": os.cpu_count(),
         "load_average_start": load_start,
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_end": load_average(),
         "sizes_bytes": sizes,
         "cases": cases,
         "targets": {"throughput_mb_s_min": THROUGHPUT_TARGET, "peak_growth_mib_max": GROWTH_TARGET_MIB},
@@ -347,12 +322,7 @@ def main(argv: list[str] | None = None) -> int:
              "one_line": int(args.line_mb * MB)}
     sizes = {case: size for case, size in sizes.items() if size > 0}
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            root = Path(args.keep).resolve()
-            root.mkdir(parents=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peach-flood-")))
+    with workspace(args.keep, "peach-flood-") as root:
         result = run(root, sizes, args.timeout)
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     if args.json:

@@ -46,19 +46,35 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from common import (
+    REPO,
+    Events,
+    commit_repository,
+    definitions,
+    environment,
+    load_average,
+    median,
+    ms,
+    notebook,
+    opened_scheduler,
+    papermill_runs,
+    say,
+    workspace,
+    write_settings,
+)
+from common import mode_loop as common_mode_loop
 
 ORG = "bench"
 FLOOR_TARGET = 1.5  # scheduler / floor must stay at or below this
@@ -85,51 +101,20 @@ FLOOR_SCRIPT = textwrap.dedent('''\
 ''')
 
 
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 # -- the repository ---------------------------------------------------------------
-def git(repo: Path, *args: str) -> None:
-    env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@peach.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@peach.invalid")
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 def build_repository(root: Path, count: int) -> list[tuple[str, Path, str]]:
-    """The git repository of ``count`` tasks; returns (task, notebook path, method) each."""
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    (repo / "notebooks").mkdir(parents=True)
+    """The git repository of ``count`` tasks and scheduler.yaml; returns (task, notebook path, method) each."""
     width = max(3, len(str(count - 1)))
-    tasks, definitions = [], {}
+    tasks, files, tasks_yaml = [], {}, {}
     for i in range(count):
         name = f"t{i:0{width}d}"
         method = f"task_{i}"
-        notebook = repo / "notebooks" / f"{name}.ipynb"
-        notebook.write_text(notebook_json([("code", f"def {method}():\n    return {i}\n")]))
-        definitions[name] = {"executor": "python", "notebook": f"notebooks/{name}.ipynb", "method": method}
-        tasks.append((name, notebook, method))
-    import yaml
-
-    (repo / "peach.yaml").write_text(yaml.safe_dump({"codops": ORG, "tasks": definitions}, sort_keys=False))
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "bench tasks")
-    (root / "scheduler.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state",
-        "repositories": [{"url": "algos", "branch": "master"}],
-        "loop": {"min_iteration_seconds": 0},
-    }, sort_keys=False))
+        files[f"notebooks/{name}.ipynb"] = notebook([f"def {method}():\n    return {i}\n"])
+        tasks_yaml[name] = {"executor": "python", "notebook": f"notebooks/{name}.ipynb", "method": method}
+        tasks.append((name, root / REPO / "notebooks" / f"{name}.ipynb", method))
+    files["peach.yaml"] = definitions(ORG, tasks_yaml)
+    commit_repository(root, files)
+    write_settings(root)
     return tasks
 
 
@@ -212,38 +197,6 @@ class SandboxedBootstrap:
             shutil.rmtree(self.loop.trigger_root / str(run_id), ignore_errors=True)
 
 
-def papermill_runs(notebook: Path, out_dir: Path, runs: int) -> tuple[list[float] | None, str | None]:
-    """Seconds per ``execute_notebook`` (after one untimed warm-up), or why there are none."""
-    try:
-        import papermill
-    except ImportError:
-        return None, "not installed (pip install -e '.[bench]')"
-    import warnings
-
-    times: list[float] = []
-    # The kernel writes warnings to our stderr (fd 2): keep them in a file instead.
-    stderr_log = out_dir / "stderr.txt"
-    saved = os.dup(2)
-    try:
-        with open(stderr_log, "wb") as sink, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nbformat's missing cell id warning, at every run
-            os.dup2(sink.fileno(), 2)
-            for i in range(runs + 1):
-                started = time.perf_counter()
-                try:
-                    papermill.execute_notebook(str(notebook), str(out_dir / f"out-{i}.ipynb"), kernel_name="python3",
-                                               progress_bar=False, log_output=False, cwd=str(notebook.parent))
-                except Exception as exc:  # e.g. no kernel: report it, the rest of the benchmark stands
-                    first = str(exc).splitlines()[0] if str(exc) else ""
-                    return None, f"failed: {type(exc).__name__}: {first} (kernel output: {stderr_log})"
-                if i:  # the first run imports papermill's machinery and warms the kernel's files
-                    times.append(time.perf_counter() - started)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return times, None
-
-
 # -- the scheduler ------------------------------------------------------------------
 # isolation: sandbox (the default: the loop starts each next task's sandbox ahead, warm.py);
 # the same with every sandbox started when its run starts ("cold", as before warm starts:
@@ -252,32 +205,10 @@ MODES = ("sandbox", "cold", "none")
 SANDBOXED = ("sandbox", "cold")
 
 
-class Events:
-    """``on_run`` callback: when (perf_counter) each run of the loop ended, and its id."""
-
-    def __init__(self) -> None:
-        self.ends: list[float] = []
-        self.run_ids: list[int] = []
-
-    def __call__(self, event: Any) -> None:
-        self.ends.append(time.perf_counter())
-        self.run_ids.append(event.run_id)
-
-
 def mode_loop(scheduler: Any, sandbox: Any, keys: list[tuple[str, str]], mode: str = "sandbox") -> Any:
-    """The ``bench`` loop over ``keys`` only, in ``mode`` (``MODES``) with the host's ``sandbox``.
-
-    ``make_loop`` hands the scheduler's sandbox to the loop, so it is set for the call only.
-    """
-    wanted = set(keys)
-    saved = scheduler.sandbox
-    scheduler.sandbox = sandbox if mode in SANDBOXED else None
-    try:
-        loop = scheduler.make_loop(ORG, keep=lambda key: key in wanted)
-    finally:
-        scheduler.sandbox = saved
-    loop.start_ahead = mode != "cold"
-    return loop
+    """The ``bench`` loop over ``keys`` only, in ``mode`` (``MODES``) with the host's ``sandbox``."""
+    return common_mode_loop(scheduler, ORG, sandbox if mode in SANDBOXED else None, keys,
+                            start_ahead=mode != "cold")
 
 
 def timed_tick(loop: Any, events: Events) -> tuple[float, int, list[float], list[int]]:
@@ -541,15 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds = min(args.rounds, args.tasks // 2, baseline_runs)  # at least 2 tasks and 1 baseline run a round
 
     bench_started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            root = Path(args.keep).resolve()
-            root.mkdir(parents=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peach-bench-")))
+    with workspace(args.keep, "peach-bench-") as root:
         result = run(root, args.tasks, rounds, baseline_runs, args.papermill_runs, not args.no_breakdown)
     result["bench_seconds"] = round(time.perf_counter() - bench_started, 1)
-    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["load_average_end"] = load_average()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -565,19 +491,12 @@ def shares(total: int, parts: int) -> list[tuple[int, int]]:
 
 def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count: int,
         breakdown: bool) -> dict[str, Any]:
-    from peach_tasks.scheduler import Scheduler
-    from peach_tasks.settings import load_settings
-    from peach_tasks.store import Store
-
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    load_start = load_average()
     say(f"building a git repository of {count} tasks in {root} (load average {load_start})")
     tasks = build_repository(root, count)
-    settings = load_settings(root / "scheduler.yaml")
-    store = Store.open(settings.database_url)
     events = Events()
-    scheduler = Scheduler(settings, store, progress=say, on_run=events)
-    try:
-        scheduler.recover()  # finds this host's sandbox (isolation: sandbox, the default)
+    with opened_scheduler(root / "scheduler.yaml", progress=say, on_run=events) as scheduler:
+        store = scheduler.store
         sandbox, unsandboxed = scheduler.sandbox, scheduler._unsandboxed
         modes = [m for m in MODES if m not in SANDBOXED or sandbox is not None]
         if sandbox is None:
@@ -590,9 +509,7 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
         if len(keys) != count:
             raise SystemExit(f"expected {count} tasks in loop {ORG!r}, the snapshot has "
                              f"{len(keys)}; problems: {store.problems()}")
-        env = scheduler.envs.current(ORG)
-        if env is None:
-            raise SystemExit(f"no environment for {ORG!r}: {store.problems()}")
+        env = environment(scheduler, ORG)
         python = str(env.python)
         floor = root / "floor.py"
         floor.write_text(FLOOR_SCRIPT)
@@ -665,9 +582,6 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
             pm_dir = root / "papermill"
             pm_dir.mkdir()
             pm_times, pm_note = papermill_runs(tasks[0][1], pm_dir, papermill_count)
-    finally:
-        scheduler.close()
-        store.close()
 
     floor_med, bare_med = median(floor_t), median(bare_t)
     boot_med, boxed_med = median(boot_t), median(boxed_t)
@@ -794,7 +708,7 @@ def print_table(r: dict[str, Any]) -> None:
              "the task process")
     parts = r.get("breakdown")
     if parts:
-        print(f"per-task breakdown, instrumented pass (median ms over the runs but each tick's first)")
+        print("per-task breakdown, instrumented pass (median ms over the runs but each tick's first)")
         print(f"  {''.join(f'{m:>8}  ' for m in modes)}")
 
         def show(key: str, depth: int) -> None:

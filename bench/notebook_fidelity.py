@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -36,8 +35,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop_overhead import Events, git, mode_loop, papermill_runs, say  # noqa: E402
+from common import (
+    Events,
+    commit_repository,
+    definitions,
+    load_average,
+    mode_loop,
+    notebook,
+    opened_scheduler,
+    papermill_runs,
+    say,
+    write_settings,
+)
 
 ORG = "bench"
 TARGET = 20.0  # papermill / scheduler must stay at or above this
@@ -64,27 +73,12 @@ def cpu_seconds() -> float:
 
 def build_repository(root: Path) -> dict[str, Path]:
     """The git repository and scheduler.yaml; returns each task's notebook."""
-    import yaml
-
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    repo.mkdir(parents=True)
-    paths = {}
-    for name, cells in NOTEBOOKS.items():
-        paths[name] = repo / f"{name}.ipynb"
-        paths[name].write_text(notebook_json([("code", cell) for cell in cells]))
-    definitions = {name: {"executor": "python", "notebook": f"{name}.ipynb", "full_notebook": True}
-                   for name in NOTEBOOKS}
-    (repo / "peach.yaml").write_text(yaml.safe_dump(
-        {"codops": ORG, "dependencies": ["matplotlib"], "tasks": definitions}, sort_keys=False))
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "bench notebooks")
-    (root / "scheduler.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state", "repositories": [{"url": "algos", "branch": "master"}],
-        "loop": {"min_iteration_seconds": 0}}, sort_keys=False))
-    return paths
+    files = {f"{name}.ipynb": notebook(cells) for name, cells in NOTEBOOKS.items()}
+    tasks = {name: {"executor": "python", "notebook": f"{name}.ipynb", "full_notebook": True} for name in NOTEBOOKS}
+    files["peach.yaml"] = definitions(ORG, tasks, dependencies=["matplotlib"])
+    repo = commit_repository(root, files, "bench notebooks")
+    write_settings(root)
+    return {name: repo / f"{name}.ipynb" for name in NOTEBOOKS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,21 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
-    from peach_tasks.scheduler import Scheduler
-    from peach_tasks.settings import load_settings
-    from peach_tasks.store import Store
-
     root = Path(tempfile.mkdtemp(prefix="peach-bench-fidelity-"))
     paths = build_repository(root)
-    settings = load_settings(root / "scheduler.yaml")
-    store = Store.open(settings.database_url)
     events = Events()
-    scheduler = Scheduler(settings, store, progress=say, on_run=events)
     seconds: dict[str, dict[str, list[float]]] = {
         name: {"scheduler": [], "papermill": [], "scheduler_cpu": [], "papermill_cpu": []} for name in NOTEBOOKS}
     checks: dict[str, Any] = {}
-    try:
-        scheduler.recover()
+    with opened_scheduler(root / "scheduler.yaml", progress=say, on_run=events) as scheduler:
+        store = scheduler.store
         sandbox = scheduler.sandbox if args.isolation == "sandbox" else None
         if args.isolation == "sandbox" and sandbox is None:
             say(f"no sandbox on this host: {scheduler._unsandboxed}; measuring isolation: none")
@@ -120,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         snapshot = scheduler.sync()
         if len(snapshot.loops.get(ORG, ())) != len(NOTEBOOKS):
             raise SystemExit(f"the tasks did not load: {store.problems()}")
-        loops = {name: mode_loop(scheduler, sandbox, [(ORG, name)]) for name in NOTEBOOKS}
+        loops = {name: mode_loop(scheduler, ORG, sandbox, [(ORG, name)]) for name in NOTEBOOKS}
         for name, loop in loops.items():  # warm-up, untimed: the first start reads every file cold
             loop.tick()
             warm = root / "papermill" / name / "warm-up"
@@ -149,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
                 seconds[name]["papermill_cpu"].append(cpu_seconds() - cpu)
         last = events.run_ids[-2:]
         checks = {store.run(run_id)["task"]: [o["mime_type"] for o in store.run_outputs(run_id)] for run_id in last}
-    finally:
-        scheduler.close()
-        store.close()
 
     figures: dict[str, Any] = {}
     for name, timed in seconds.items():
@@ -164,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                          "meets_target": theirs / ours >= TARGET, "runs": len(timed["scheduler"]),
                          "outputs_of_last_run": checks.get(name)}
     report = {"isolation": "sandbox" if sandbox is not None else "none", "python": platform.python_version(),
-              "load_average": [round(x, 2) for x in os.getloadavg()], "notebooks": figures}
+              "load_average": load_average(), "notebooks": figures}
     if args.json:
         print(json.dumps(report, indent=2))
     else:

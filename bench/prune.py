@@ -34,10 +34,7 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -45,33 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from common import commit_repository, definitions, notebook, running_loop, say
 
 TARGET_MS = 100.0
 STORE_CALLS = ("start_run", "finish_run", "set_states")
 
 
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b.invalid", "GIT_COMMITTER_NAME": "b",
-                        "GIT_COMMITTER_EMAIL": "b@b.invalid", "PATH": "/usr/bin:/bin:/usr/local/bin"})
-
-
 def make_repo(root: Path) -> Path:
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    repo.mkdir(parents=True)
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    (repo / "nb.ipynb").write_text(notebook_json([("code", "def main():\n    return 1\n")]))
-    tasks = "\n".join(f"  t{i}:\n    executor: python\n    notebook: nb.ipynb\n    method: main" for i in range(3))
-    (repo / "peach.yaml").write_text(f"codops: live\ntasks:\n{tasks}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "tasks")
-    return repo
+    tasks = {f"t{i}": {"executor": "python", "notebook": "nb.ipynb", "method": "main"} for i in range(3)}
+    return commit_repository(root, {"nb.ipynb": notebook(["def main():\n    return 1\n"]),
+                                    "peach.yaml": definitions("live", tasks)}, "tasks")
 
 
 def fill(url: str, runs_total: int, tasks: int) -> None:
@@ -229,27 +209,24 @@ def run(args: argparse.Namespace, work: Path, url: str) -> None:
     loop = scheduler.make_loop("live")
     watched = Watched(store)
     loop.on_run = watched.on_run
-    thread = threading.Thread(target=loop.run_forever, name="loop-live")
-    thread.start()
     retention = RetentionSettings(runs_days=90, logs_days=None, keep_last=args.keep, batch=args.batch,
                                   pause=args.pause)
     try:
-        time.sleep(3.0)  # the loop's first runs (interpreter and page caches warm)
-        watched.recording = True
-        say(f"baseline: the loop alone for {args.baseline_seconds:g} s")
-        time.sleep(args.baseline_seconds)
-        base_waits, base_cycles, base_spans = watched.take()
-        say("pruning while the loop runs")
-        pruner = Pruner(retention, store, scheduler.owner)
-        began = time.monotonic()
-        result = pruner.round()
-        prune_seconds = time.monotonic() - began
-        prune_waits, prune_cycles, spans = watched.take()
-        watched.recording = False
-        pruner.stop()
+        with running_loop(scheduler, loop, "loop-live"):  # its stop: the scheduler's stop event, a join
+            time.sleep(3.0)  # the loop's first runs (interpreter and page caches warm)
+            watched.recording = True
+            say(f"baseline: the loop alone for {args.baseline_seconds:g} s")
+            time.sleep(args.baseline_seconds)
+            base_waits, base_cycles, base_spans = watched.take()
+            say("pruning while the loop runs")
+            pruner = Pruner(retention, store, scheduler.owner)
+            began = time.monotonic()
+            result = pruner.round()
+            prune_seconds = time.monotonic() - began
+            prune_waits, prune_cycles, spans = watched.take()
+            watched.recording = False
+            pruner.stop()
     finally:
-        scheduler.stop_event.set()
-        thread.join(timeout=120)
         scheduler.close()
     with store.engine.connect() as conn:
         left = conn.execute(sa.text("SELECT count(*) FROM runs WHERE codops = 'old'")).scalar()

@@ -71,7 +71,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +81,7 @@ from typing import Any, Callable
 import psutil
 import sqlalchemy as sa
 import yaml
+from common import commit_repository, definitions, ms, notebook, say, workspace
 
 POSTGRES_ENV = "PEACH_TASKS_TEST_POSTGRES"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -89,14 +89,6 @@ NOTEBOOK_CODE = "def main():\n    return 1\n"
 VICTIM, SURVIVOR = "r2", "r1"
 # Log warnings that the benchmark itself causes (its stop, the failover's takeover).
 EXPECTED_WARNINGS = ("SIGTERM received", "took over from")
-
-
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
 
 
 def utcnow() -> datetime:
@@ -117,12 +109,6 @@ def wait_for(check: Callable[[], Any], seconds: float, what: str, alive: Callabl
 
 
 # -- the repository and the environments ---------------------------------------------
-def git(repo: Path, *args: str) -> None:
-    env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@peach.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@peach.invalid")
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 def org_names(orgs: int) -> list[str]:
     width = max(3, len(str(orgs - 1)))
     return [f"org{i:0{width}d}" for i in range(orgs)]
@@ -130,19 +116,10 @@ def org_names(orgs: int) -> list[str]:
 
 def build_repository(root: Path, orgs: list[str], per_org: int) -> Path:
     """One git repository: one shared notebook, one yaml per organisation."""
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    (repo / "peach.conf").mkdir(parents=True)
-    (repo / "nb.ipynb").write_text(notebook_json([("code", NOTEBOOK_CODE)]))
     tasks = {f"t{k}": {"executor": "python", "notebook": "nb.ipynb", "method": "main"} for k in range(per_org)}
-    for codops in orgs:
-        (repo / "peach.conf" / f"{codops}.yaml").write_text(
-            yaml.safe_dump({"codops": codops, "tasks": tasks}, sort_keys=False))
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "bench tasks")
-    return repo
+    files = {"nb.ipynb": notebook([NOTEBOOK_CODE])}
+    files.update({f"peach.conf/{codops}.yaml": definitions(codops, tasks) for codops in orgs})
+    return commit_repository(root, files)
 
 
 def build_template_environments(root: Path, orgs: list[str]) -> tuple[Path, float]:
@@ -715,12 +692,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_started = time.perf_counter()
     orgs = org_names(args.orgs)
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            root = Path(args.keep).resolve()
-            root.mkdir(parents=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peach-bench-replicas-")))
+    with workspace(args.keep, "peach-bench-replicas-") as root:
         say(f"building a git repository of {args.orgs} organisations x {args.tasks_per_org} tasks in {root}")
         repo = build_repository(root, orgs, args.tasks_per_org)
         say(f"building {args.orgs} empty uv environments once (setup, not measured)")

@@ -48,16 +48,27 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+
+from common import (
+    commit_repository,
+    definitions,
+    environment,
+    load_average,
+    median,
+    notebook,
+    opened_scheduler,
+    say,
+    workspace,
+    write_settings,
+)
 
 ORG = "spbench"
 TASK = "count"
@@ -103,46 +114,18 @@ MILESTONES = [
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
 
 
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def rnd(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
 # -- set-up ---------------------------------------------------------------------------
-def git(repo: Path, *args: str) -> None:
-    env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@peach.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@peach.invalid")
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 def build_repository(root: Path, cluster: Any) -> None:
-    import yaml
-
-    from peach_tasks.demo import notebook_json
-
-    repo = root / "algos"
-    repo.mkdir(parents=True)
-    (repo / f"{TASK}.ipynb").write_text(notebook_json([("code", CELL)]))
-    (repo / "peach.yaml").write_text(yaml.safe_dump({
-        "codops": ORG, "tasks": {TASK: {"executor": "spark", "notebook": f"{TASK}.ipynb", "method": "main"}},
-    }, sort_keys=False))
-    git(repo, "init", "--quiet", "--initial-branch=master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "-m", "bench task")
-    (root / "scheduler.yaml").write_text(yaml.safe_dump({
-        "state_dir": "state",
-        "repositories": [{"url": "algos", "branch": "master"}],
-        "loop": {"min_iteration_seconds": 0},
-        "timeouts": {"task": 600},
-        "spark": {"master": cluster.master_url, "master_web_url": cluster.web_url, "conf": dict(SPARK_CONF)},
-    }, sort_keys=False))
+    commit_repository(root, {
+        f"{TASK}.ipynb": notebook([CELL]),
+        "peach.yaml": definitions(ORG, {TASK: {"executor": "spark", "notebook": f"{TASK}.ipynb", "method": "main"}}),
+    }, "bench task")
+    write_settings(root, timeouts={"task": 600},
+                   spark={"master": cluster.master_url, "master_web_url": cluster.web_url, "conf": dict(SPARK_CONF)})
 
 
 def wait_idle(web_url: str, limit: float = 120.0) -> float:
@@ -355,12 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # driver and cluster on loopback, both ways
 
     bench_started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if args.keep:
-            root = Path(args.keep).resolve()
-            root.mkdir(parents=True)
-        else:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peach-spark-bench-")))
+    with workspace(args.keep, "peach-spark-bench-") as root, contextlib.ExitStack() as stack:
         say("starting a Spark standalone cluster (Master + Worker, 2 cores, 2g)")
         up = time.perf_counter()
         cluster = start_cluster(root / "cluster")
@@ -377,71 +355,62 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(root: Path, cluster: Any, home: Path, runs: int) -> dict[str, Any]:
     from peach_tasks.executors.spark import find_spark_submit
-    from peach_tasks.scheduler import Scheduler
-    from peach_tasks.settings import load_settings
-    from peach_tasks.store import Store
 
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    load_start = load_average()
     build_repository(root, cluster)
-    settings = load_settings(root / "scheduler.yaml")
-    store = Store.open(settings.database_url)
-    scheduler = Scheduler(settings, store, progress=say)
     timers = Timers()
-    try:
-        scheduler.recover()
-        say("sync: builds the organisation's empty uv environment (not timed)")
-        snapshot = scheduler.sync()
-        if (ORG, TASK) not in snapshot.tasks:
-            raise SystemExit(f"task {ORG}/{TASK} is not in the snapshot; problems: {store.problems()}")
-        env = scheduler.envs.current(ORG)
-        if env is None:
-            raise SystemExit(f"no environment for {ORG!r}: {store.problems()}")
-        packed = time.perf_counter()
-        archive = scheduler.envs.pack(env)  # the scheduled runs find it already there
-        pack_seconds = time.perf_counter() - packed
-        submit = find_spark_submit(settings.spark.submit)
-        app = root / "app.py"
-        app.write_text(APP)
-        hand_argv = [submit, "--master", cluster.master_url, "--deploy-mode", "client",
-                     "--archives", f"{archive}#environment",
-                     "--conf", "spark.pyspark.python=./environment/bin/python",
-                     "--conf", f"spark.pyspark.driver.python={env.python}",
-                     "--conf", "spark.log.level=WARN"]
-        for key, value in SPARK_CONF.items():
-            hand_argv += ["--conf", f"{key}={value}"]
-        hand_argv.append(str(app))
-        logs = root / "by-hand-logs"
-        logs.mkdir()
-        instrument(scheduler, timers)
+    with opened_scheduler(root / "scheduler.yaml", progress=say) as scheduler:
+        store, settings = scheduler.store, scheduler.settings
+        try:
+            say("sync: builds the organisation's empty uv environment (not timed)")
+            snapshot = scheduler.sync()
+            if (ORG, TASK) not in snapshot.tasks:
+                raise SystemExit(f"task {ORG}/{TASK} is not in the snapshot; problems: {store.problems()}")
+            env = environment(scheduler, ORG)
+            packed = time.perf_counter()
+            archive = scheduler.envs.pack(env)  # the scheduled runs find it already there
+            pack_seconds = time.perf_counter() - packed
+            submit = find_spark_submit(settings.spark.submit)
+            app = root / "app.py"
+            app.write_text(APP)
+            hand_argv = [submit, "--master", cluster.master_url, "--deploy-mode", "client",
+                         "--archives", f"{archive}#environment",
+                         "--conf", "spark.pyspark.python=./environment/bin/python",
+                         "--conf", f"spark.pyspark.driver.python={env.python}",
+                         "--conf", "spark.log.level=WARN"]
+            for key, value in SPARK_CONF.items():
+                hand_argv += ["--conf", f"{key}={value}"]
+            hand_argv.append(str(app))
+            logs = root / "by-hand-logs"
+            logs.mkdir()
+            instrument(scheduler, timers)
 
-        hand: list[dict[str, Any]] = []
-        sched: list[dict[str, Any]] = []
-        idle_waits: list[float] = []
+            hand: list[dict[str, Any]] = []
+            sched: list[dict[str, Any]] = []
+            idle_waits: list[float] = []
 
-        def one_hand(label: str) -> dict[str, Any]:
-            idle_waits.append(wait_idle(cluster.web_url))
-            return by_hand(hand_argv, root, logs / f"{label}.txt")
+            def one_hand(label: str) -> dict[str, Any]:
+                idle_waits.append(wait_idle(cluster.web_url))
+                return by_hand(hand_argv, root, logs / f"{label}.txt")
 
-        def one_sched() -> dict[str, Any]:
-            idle_waits.append(wait_idle(cluster.web_url))
-            return scheduled(scheduler, store, timers)
+            def one_sched() -> dict[str, Any]:
+                idle_waits.append(wait_idle(cluster.web_url))
+                return scheduled(scheduler, store, timers)
 
-        say("warm-up: one of each (not timed)")
-        warm_hand = one_hand("warm-up")
-        warm_sched = one_sched()
-        say(f"warm-up: by hand {warm_hand['wall']:.2f} s, scheduled {warm_sched['wall']:.2f} s")
-        for i in range(runs):
-            if i % 2 == 0:
-                hand.append(one_hand(f"run-{i}"))
-                sched.append(one_sched())
-            else:
-                sched.append(one_sched())
-                hand.append(one_hand(f"run-{i}"))
-            say(f"pair {i + 1}/{runs}: by hand {hand[-1]['wall']:.2f} s, scheduled {sched[-1]['wall']:.2f} s")
-    finally:
-        timers.restore()
-        scheduler.close()
-        store.close()
+            say("warm-up: one of each (not timed)")
+            warm_hand = one_hand("warm-up")
+            warm_sched = one_sched()
+            say(f"warm-up: by hand {warm_hand['wall']:.2f} s, scheduled {warm_sched['wall']:.2f} s")
+            for i in range(runs):
+                if i % 2 == 0:
+                    hand.append(one_hand(f"run-{i}"))
+                    sched.append(one_sched())
+                else:
+                    sched.append(one_sched())
+                    hand.append(one_hand(f"run-{i}"))
+                say(f"pair {i + 1}/{runs}: by hand {hand[-1]['wall']:.2f} s, scheduled {sched[-1]['wall']:.2f} s")
+        finally:
+            timers.restore()
 
     hand_walls, sched_walls = [r["wall"] for r in hand], [r["wall"] for r in sched]
     hand_med, sched_med = median(hand_walls), median(sched_walls)
@@ -470,7 +439,7 @@ def run(root: Path, cluster: Any, home: Path, runs: int) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "cpus": os.cpu_count(),
         "load_average_start": load_start,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "load_average": load_average(),
         "pyspark": _pyspark_version(),
         "spark_home": str(home),
         "master": cluster.master_url,

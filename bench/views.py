@@ -48,14 +48,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from common import say
+
 TARGET_MS = 100.0
 BIG_LOGS = 20
 STATUSES = ["SUCCESS"] * 90 + ["FAILURE"] * 8 + ["TIMEOUT"] * 2
 CHUNK = 4096
-
-
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def stamp(seconds: float) -> str:
