@@ -170,7 +170,8 @@ class SandboxedBootstrap:
         import shutil
 
         from peach_tasks.executors.base import Job
-        from peach_tasks.executors.python import BOOTSTRAP, DEFAULT_MAX_RESULT_BYTES
+        from peach_tasks.executors.bytecode import task_argv
+        from peach_tasks.executors.python import DEFAULT_MAX_RESULT_BYTES
 
         self.count += 1
         run_id = 10**9 + os.getpid() * 1000 + self.count
@@ -187,7 +188,7 @@ class SandboxedBootstrap:
         }).encode()
         group = self.sandbox.create_group(plan)
         try:
-            argv = self.sandbox.command(plan, [str(self.env.python), "-I", str(BOOTSTRAP)], self.notebook.parent,
+            argv = self.sandbox.command(plan, task_argv(self.env.python), self.notebook.parent,
                                         group, copy_beside=True)  # as the python executor starts it
             return time_command(argv, self.notebook.parent, request)
         finally:
@@ -514,13 +515,13 @@ def run(root: Path, count: int, rounds: int, baseline_runs: int, papermill_count
         floor = root / "floor.py"
         floor.write_text(FLOOR_SCRIPT)
 
-        from peach_tasks.executors.python import BOOTSTRAP
+        from peach_tasks.executors.bytecode import task_argv
 
         bare = [[python, "-I", "-c", "pass"]] * baseline_runs
         boot_dir = root / "bootstrap-results"
         boot_dir.mkdir()
         requests = bootstrap_requests(tasks, baseline_runs, boot_dir)
-        boot_argv = [python, "-I", str(BOOTSTRAP)]
+        boot_argv = task_argv(python)  # as the python executor starts it (bootstrap.py from its bytecode)
 
         def boot(start: int, stop: int) -> list[float]:
             return [time_command(boot_argv, tasks[i % count][1].parent, requests[i]) for i in range(start, stop)]

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Problem
+from .executors.bytecode import CACHE_DIR as BYTECODE_DIR
+from .executors.bytecode import compile_command
 from .executors.process import MARKER_ENV, _die_with_parent, _signal_group, find_marked
 from .model import BASE_ENV
 from .py_environments import env_label
@@ -237,6 +239,7 @@ class EnvironmentManager:
                                f"building the environment '{name}' of '{codops}' ({shown}) failed; {still}. "
                                f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
         self._seed_matplotlib(tmp, target, env, label)
+        self._compile_task_files(tmp, env, label)
         meta = {"codops": codops, "name": name, "requirements": list(requirements),
                 "python": subprocess_version(self.python),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -276,6 +279,19 @@ class EnvironmentManager:
         for other in seed.iterdir():
             if other not in lists:  # matplotlib's lock files and the like: only the list is kept
                 shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+
+    def _compile_task_files(self, tmp: Path, env: dict[str, str], label: str) -> None:
+        """The task process's own files compiled by this environment's interpreter, so that
+        no run compiles them again (``executors/bytecode.py``). Best effort: without them
+        each run compiles them, as before."""
+        try:
+            failed, output = self._run(compile_command(tmp / "bin" / "python", tmp), env)
+        except OSError as exc:
+            failed, output = True, str(exc)
+        if failed:
+            shutil.rmtree(tmp / BYTECODE_DIR, ignore_errors=True)
+            self.progress(f"environment {label}: the task process's files were not compiled ahead "
+                          f"(each run compiles them): {output.strip()[-300:]}")
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """One uv step: (failed, output). Its own process group, killed with everything in it

@@ -27,6 +27,7 @@ task runs before that copy ended whole and the process entered the request's ``c
 from __future__ import annotations
 
 import builtins
+import marshal
 import os
 import sys
 
@@ -321,14 +322,27 @@ _more_module = None
 
 
 def _load_beside(name: str, path: str) -> object:
-    """The module in ``path`` (a file beside this one), loaded under the private ``name``:
-    a task's own module of the same file name stays the task's."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    """The module in ``path`` (a file beside this one), loaded under the private ``name``
+    (not in ``sys.modules``: a task's own module of the same file name stays the task's),
+    from the bytecode compiled with the environment when it is of this very source
+    (``bytecode.py``), else compiled now."""
+    with open(path, "rb") as handle:
+        source = handle.read()
+    code = None
+    try:
+        with open(os.path.join(sys.prefix, _BYTECODE_DIR, os.path.basename(path) + ".bin"), "rb") as handle:
+            version, where, text, code = marshal.loads(handle.read())
+    except (OSError, ValueError, EOFError, TypeError):  # none, or not a record of ours
+        version = where = text = None
+    if (version, where, text) != (sys.version, path, source):
+        code = compile(source, path, "exec", dont_inherit=True)
+    module = type(sys)(name)
+    module.__file__ = path
+    exec(code, module.__dict__)  # noqa: S102 (our own file)
     return module
+
+
+_BYTECODE_DIR = os.path.join("share", "peach-tasks", "bytecode")  # bytecode.CACHE_DIR
 
 
 def _more() -> object:
@@ -349,7 +363,8 @@ def _displayhook(value: object) -> None:
 def _start_shell(cells: _Cells, runs: dict) -> None:
     """The small IPython stand-in (``notebook_shell.py``) for a notebook that uses magics or
     ``get_ipython()``; others never pay for it."""
-    _more().start_shell(cells, runs)
+    shell = _load_beside("peach_tasks_notebook_shell", os.path.join(os.path.dirname(_THIS_FILE), "notebook_shell.py"))
+    _more().start_shell(cells, runs, shell)
 
 
 def _requires_one(func: object) -> bool:

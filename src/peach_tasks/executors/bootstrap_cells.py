@@ -5,7 +5,6 @@ only when a notebook awaits at top level, uses magics, shows a cell's result or 
 
 from __future__ import annotations
 
-import os
 import sys
 
 TYPE_CHECKING = False  # typing is not imported at run time
@@ -91,15 +90,10 @@ def show_result(value: object) -> None:
         show(value)
 
 
-def start_shell(cells: Any, runs: dict) -> None:
-    """Load the small IPython stand-in (``notebook_shell.py``, beside this file) and make
-    ``get_ipython`` a builtin, as it is in IPython."""
+def start_shell(cells: Any, runs: dict, module: Any) -> None:
+    """Start the small IPython stand-in (``module``: ``notebook_shell.py``, loaded by
+    bootstrap.py) and make ``get_ipython`` a builtin, as it is in IPython."""
     import builtins
-    import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notebook_shell.py")
-    spec = importlib.util.spec_from_file_location("peach_tasks_notebook_shell", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
     cells.shell = module.Shell(cells, runs)
     builtins.get_ipython = lambda: cells.shell  # type: ignore[attr-defined]

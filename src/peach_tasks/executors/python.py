@@ -21,12 +21,11 @@ from ..bounds import bound_outcome
 from ..model import Outcome, RunStatus
 from ..untrusted_files import read_task_file
 from .base import Job, LogSink
+from .bytecode import BOOTSTRAP, task_argv  # noqa: F401 (BOOTSTRAP: where bench and tests find it)
 from .process import ProcessResult, ProcessSpec, child_env, run_process, utc_stamp
 from .run_outputs import OUTPUTS_DIR, OutputBounds, read_outputs
 from .sandbox import inside_env
 from .warm import WarmSandbox
-
-BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 
 RESULT_FILE = "result.json"
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024  # the store keeps results up to this size
@@ -87,7 +86,7 @@ class PythonExecutor:
 
     def _spec(self, job: Job, work_dir: Path) -> ProcessSpec:
         return ProcessSpec(
-            argv=[str(job.interpreter), "-I", str(BOOTSTRAP)],
+            argv=task_argv(job.interpreter),  # bootstrap.py, from its bytecode compiled with the environment
             env=dict(job.env),
             cwd=Path(job.cwd),
             timeout=job.timeout,
