@@ -20,6 +20,13 @@ The figures for each are the median wall seconds per run and the median CPU seco
 papermill's kernel), since on a shared, overloaded machine the wall time mostly measures the
 other sessions. The ratios are papermill / scheduler. Target (issue 12): papermill / scheduler
 >= 20 for both. Nothing is asserted: a benchmark.
+
+To explain the figures, each round also times the **floor**: the notebook's own work in a bare
+interpreter of the same environment (``env_python -I -c CODE``: the cells' code without magics,
+and for the figure the PNG drawn as Jupyter's inline backend draws it; matplotlib's font list
+already built, as a run has it), alternating with the others. No runner that starts a fresh
+interpreter per run can go below it, so papermill / floor is the best ratio any such runner
+could reach ("ceiling"), and scheduler - floor is what the scheduler itself adds.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +48,7 @@ from common import (
     Events,
     commit_repository,
     definitions,
+    environment,
     load_average,
     mode_loop,
     notebook,
@@ -63,6 +73,38 @@ NOTEBOOKS: dict[str, list[str]] = {
         "plt.plot([1, 2, 3, 4], [3, 1, 4, 2])\nplt.title('one figure')\nplt.show()",
     ],
 }
+
+
+# Each notebook's own work in plain Python (the floor): what its magics do, without them;
+# the figure drawn to PNG as the inline backend does at the cell's end.
+FLOORS: dict[str, str] = {
+    "magics": "import os, time\nos.environ['BENCH_FLAG'] = '1'\nvalues = list(range(1000))\n"
+              "total = sum(values)\ndoubled = [v * 2 for v in values]\n"
+              "result = {'total': total, 'n': len(doubled)}\nprint('env: BENCH_FLAG=1')",
+    "figure": "import io\nimport matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n"
+              "plt.plot([1, 2, 3, 4], [3, 1, 4, 2])\nplt.title('one figure')\n"
+              "plt.gcf().savefig(io.BytesIO(), format='png', bbox_inches='tight')\nplt.close('all')",
+}
+
+
+def floor_run(python: Path, code: str, home: Path) -> None:
+    """One floor run: ``python -I -c code`` with ``home`` as HOME (matplotlib's cache in it)."""
+    done = subprocess.run([str(python), "-I", "-c", code], env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"the floor failed: {done.stderr[-2000:]}")
+
+
+def floor_home(root: Path, env_path: Path) -> Path:
+    """A HOME whose matplotlib cache holds the font list built with the environment, as a run's has."""
+    from peach_tasks.environments import MATPLOTLIB_SEED
+
+    home = root / "floor-home"
+    cache = home / ".cache" / "matplotlib"
+    cache.mkdir(parents=True)
+    for seed in (env_path / MATPLOTLIB_SEED).glob("fontlist-*.json"):
+        shutil.copyfile(seed, cache / seed.name)
+    return home
 
 
 def cpu_seconds() -> float:
@@ -96,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = build_repository(root)
     events = Events()
     seconds: dict[str, dict[str, list[float]]] = {
-        name: {"scheduler": [], "papermill": [], "scheduler_cpu": [], "papermill_cpu": []} for name in NOTEBOOKS}
+        name: {"scheduler": [], "papermill": [], "floor": [], "scheduler_cpu": [], "papermill_cpu": [], "floor_cpu": []}
+        for name in NOTEBOOKS}
     checks: dict[str, Any] = {}
     with opened_scheduler(root / "scheduler.yaml", progress=say, on_run=events) as scheduler:
         store = scheduler.store
@@ -108,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(snapshot.loops.get(ORG, ())) != len(NOTEBOOKS):
             raise SystemExit(f"the tasks did not load: {store.problems()}")
         loops = {name: mode_loop(scheduler, ORG, sandbox, [(ORG, name)]) for name in NOTEBOOKS}
+        env = environment(scheduler, ORG)
+        home = floor_home(root, env.path)
         for name, loop in loops.items():  # warm-up, untimed: the first start reads every file cold
             loop.tick()
+            floor_run(env.python, FLOORS[name], home)
             warm = root / "papermill" / name / "warm-up"
             warm.mkdir(parents=True)
             _, why = papermill_runs(paths[name], warm, 0)  # and papermill's machinery is imported
@@ -134,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"papermill {why}")
                 seconds[name]["papermill"].append(time.perf_counter() - started)
                 seconds[name]["papermill_cpu"].append(cpu_seconds() - cpu)
+                started, cpu = time.perf_counter(), cpu_seconds()
+                floor_run(env.python, FLOORS[name], home)
+                seconds[name]["floor"].append(time.perf_counter() - started)
+                seconds[name]["floor_cpu"].append(cpu_seconds() - cpu)
         last = events.run_ids[-2:]
         checks = {store.run(run_id)["task"]: [o["mime_type"] for o in store.run_outputs(run_id)] for run_id in last}
 
@@ -141,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, timed in seconds.items():
         ours, theirs = statistics.median(timed["scheduler"]), statistics.median(timed["papermill"])
         ours_cpu, theirs_cpu = statistics.median(timed["scheduler_cpu"]), statistics.median(timed["papermill_cpu"])
+        floor, floor_cpu = statistics.median(timed["floor"]), statistics.median(timed["floor_cpu"])
         figures[name] = {"scheduler_ms": round(ours * 1000, 1), "papermill_ms": round(theirs * 1000, 1),
                          "papermill_over_scheduler": round(theirs / ours, 1),
                          "scheduler_cpu_ms": round(ours_cpu * 1000, 1), "papermill_cpu_ms": round(theirs_cpu * 1000, 1),
                          "papermill_over_scheduler_cpu": round(theirs_cpu / ours_cpu, 1), "target": TARGET,
                          "meets_target": theirs / ours >= TARGET, "runs": len(timed["scheduler"]),
-                         "outputs_of_last_run": checks.get(name)}
+                         "outputs_of_last_run": checks.get(name),
+                         "floor_ms": round(floor * 1000, 1), "floor_cpu_ms": round(floor_cpu * 1000, 1),
+                         "ceiling": round(theirs / floor, 1), "ceiling_cpu": round(theirs_cpu / floor_cpu, 1),
+                         "scheduler_minus_floor_ms": round((ours - floor) * 1000, 1),
+                         "scheduler_minus_floor_cpu_ms": round((ours_cpu - floor_cpu) * 1000, 1)}
     report = {"isolation": "sandbox" if sandbox is not None else "none", "python": platform.python_version(),
               "load_average": load_average(), "notebooks": figures}
     if args.json:
@@ -161,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['papermill_cpu_ms']:>9.1f} ms{row['papermill_over_scheduler_cpu']:>7.1f}x   "
                   f"{'met' if row['meets_target'] else 'NOT met'}"
                   f"  (outputs kept: {', '.join(row['outputs_of_last_run'] or []) or 'none'})")
+        print("floor: the notebook's own work in a bare interpreter (env_python -I -c CODE); ceiling: papermill / floor, "
+              "the best ratio of any runner starting a fresh interpreter")
+        print(f"{'notebook':<10}{'floor':>12}{'ceiling':>9}{'sched-floor':>14}   {'CPU: floor':>11}{'ceiling':>9}"
+              f"{'sched-floor':>14}")
+        for name, row in figures.items():
+            print(f"{name:<10}{row['floor_ms']:>9.1f} ms{row['ceiling']:>8.1f}x{row['scheduler_minus_floor_ms']:>11.1f} ms"
+                  f"   {row['floor_cpu_ms']:>8.1f} ms{row['ceiling_cpu']:>8.1f}x{row['scheduler_minus_floor_cpu_ms']:>11.1f} ms")
     return 0
 
 
