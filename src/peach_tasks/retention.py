@@ -3,10 +3,12 @@
 It runs a round every ``retention.every`` seconds on a connection pool of its own. A
 round first takes the lease ``~retention`` (store/leases.py), so with several replicas on
 PostgreSQL one of them prunes at a time; the lease is renewed between batches and a round
-whose lease is lost stops at once. Then, task by task, it removes the runs that
-``store/retention.py`` says may go, a batch per transaction (``retention.batch`` runs and
-at most a few MiB of log each), pausing ``retention.pause`` between batches so the loops'
-own writes come first. A stop ends a round between two batches.
+whose lease is lost stops at once. Then, in id order over all tasks (so that a batch's runs
+share their pages), it removes the runs that ``store/retention.py`` says may go, a batch
+per transaction (``retention.batch`` runs and at most a few MiB of log each, fewer while
+transactions take longer than TRANSACTION_TARGET_SECONDS), pausing after each batch
+``retention.pause`` and at least as long as the batch's work took, so the loops' own writes
+come first. A stop ends a round between two batches.
 """
 
 from __future__ import annotations
@@ -85,10 +87,10 @@ class Pruner:
         self.stop_event = stop or threading.Event()
         self.lease_seconds = lease_seconds
         self.sleep = sleep or self.stop_event.wait
-        self._log_cursor: dict[tuple[str, str], int] = {}  # per task: logs handled up to this id
         self.batch_size = max(1, settings.batch // 4)  # adapted to TRANSACTION_TARGET_SECONDS
         self._thread: threading.Thread | None = None
         self._renewed = 0.0
+        self._rested = 0.0  # time.perf_counter() at the end of the last pause
 
     # -- the side job ---------------------------------------------------------------
     def start(self) -> None:
@@ -120,17 +122,13 @@ class Pruner:
             result.skipped = "another replica is pruning"
             return result
         self._renewed = time.monotonic()
-        complete = False
         try:
             self._round(now or datetime.now(timezone.utc), result)
-            complete = not self.stop_event.is_set()
         except LeaseLost:
             log.warning("retention: lost the lease %s; another replica goes on", LEASE)
             result.skipped = "lease lost"
             return result
         finally:
-            if not complete:  # logs handed out but maybe not removed: look at them again next time
-                self._log_cursor.clear()
             try:
                 self.leases.release(self.owner, [LEASE])
             except Exception:  # it expires by itself
@@ -140,59 +138,56 @@ class Pruner:
     def _round(self, now: datetime, result: RoundResult) -> None:
         policy = policy_of(self.settings)
         runs_before, logs_before = policy.cutoffs(now)
+        # Each task's keep boundary, read once per round: removing runs (or logs) below it never
+        # moves it, and a run started meanwhile only keeps more until the next round.
         with self.engine.connect() as conn:
-            keys = q.task_keys(conn)
+            bounds = q.boundaries(conn, self.settings.keep_last)
         note = (f"{now.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} peach-tasks: this run's log and "
                 f"outputs were removed by retention (logs_days: {self.settings.logs_days}); its row stays\n")
+        self._rested = time.perf_counter()
         if runs_before is not None:
-            def old_runs(conn: sa.Connection, key: tuple[str, str], boundary: int, after: int,
-                         limit: int) -> list[tuple[int, int]]:
-                return q.next_runs(conn, *key, boundary, runs_before, limit)  # removed ones are gone: no cursor
+            def old_runs(conn: sa.Connection, after: int, limit: int) -> list[tuple[int, tuple[str, str], int]]:
+                return q.next_old(conn, runs_before, after, limit)
 
-            for batch in self._batches(keys, old_runs, None):
+            for batch in self._batches(old_runs, bounds):
                 self._apply(lambda conn, ids=batch.run_ids: q.delete_runs(conn, ids), result)
                 result.removed(batch, whole=True)
         if logs_before is not None:
-            def old_logs(conn: sa.Connection, key: tuple[str, str], boundary: int, after: int,
-                         limit: int) -> list[tuple[int, int]]:
-                return q.next_logs(conn, *key, boundary, logs_before, after, limit)
+            def old_logs(conn: sa.Connection, after: int, limit: int) -> list[tuple[int, tuple[str, str], int]]:
+                return q.next_old(conn, logs_before, after, limit, logs_only=True)
 
-            for batch in self._batches(keys, old_logs, self._log_cursor):
+            for batch in self._batches(old_logs, bounds):
                 self._apply(lambda conn, ids=batch.run_ids: q.drop_logs(conn, ids, note, now), result)
                 result.removed(batch, whole=False)
 
-    def _batches(self, keys: list[tuple[str, str]], find: Callable[..., list[tuple[int, int]]],
-                 cursor: dict[tuple[str, str], int] | None) -> Iterator[q.Batch]:
-        """Batches across tasks: a task with little to remove shares its batch with the next.
-        ``cursor``: per task, the id up to which runs were handed out already (for work that
-        leaves the rows in place); each batch is applied before the next is made."""
+    def _batches(self, find: Callable[..., list[tuple[int, tuple[str, str], int]]],
+                 bounds: dict[tuple[str, str], int]) -> Iterator[q.Batch]:
+        """The runs that may go, in id order over all tasks, in batches (each applied before
+        the next is made). A run stays when its task has no more than keep_last runs or it is
+        among them (at or above the task's boundary)."""
         batch = q.Batch()
-        for key in keys:
-            # The task's keep boundary, read once per pass: removing runs (or logs) below it
-            # never moves it, and a run started meanwhile only keeps more until the next round.
-            boundary, bounded = None, False
-            while not self.stop_event.is_set():
-                limit = self.batch_size  # as the last transactions adapted it
-                want = max(limit - len(batch.run_ids), 1)
-                with self.engine.connect() as conn:
-                    if not bounded:
-                        boundary, bounded = q.keep_boundary(conn, *key, self.settings.keep_last), True
-                    after = cursor.get(key, 0) if cursor is not None else 0
-                    rows = find(conn, key, boundary, after, want) if boundary is not None else []
-                if not rows:
-                    break
-                taken = q.fill(batch, rows, limit, key=key)
-                if cursor is not None and taken:
-                    cursor[key] = rows[taken - 1][0]
-                if taken < len(rows) or q.full(batch, limit):
-                    yield batch
-                    batch = q.Batch()
-                    continue
-                if len(rows) < want:
-                    break  # this task has no more; the batch may take the next task's
-            if self.stop_event.is_set():
-                return
-        if batch.run_ids:
+        after = 0  # the runs up to this id were looked at
+        while not self.stop_event.is_set():
+            scan = max(4 * self.batch_size, 100)
+            with self.engine.connect() as conn:
+                rows = find(conn, after, scan)
+            for run_id, key, size in rows:
+                boundary = bounds.get(key)
+                if boundary is not None and run_id < boundary:
+                    limit = self.batch_size  # as the last transactions adapted it
+                    if not q.fill(batch, [(run_id, size)], limit, key=key):  # no room (bytes): the next batch
+                        yield batch
+                        batch = q.Batch()
+                        q.fill(batch, [(run_id, size)], limit, key=key)
+                    if q.full(batch, limit):
+                        yield batch
+                        batch = q.Batch()
+                        if self.stop_event.is_set():
+                            return
+                after = run_id
+            if len(rows) < scan:
+                break
+        if batch.run_ids and not self.stop_event.is_set():
             yield batch
 
     def _apply(self, work: Callable[["sa.Connection"], None], result: RoundResult) -> None:
@@ -208,6 +203,11 @@ class Pruner:
             self._renewed = time.monotonic()
         began = time.perf_counter()
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # The pruner's commit need not wait for the WAL to reach the disk (a prune lost
+                # in a crash is redone by the next round), so it does not queue its flush ahead
+                # of the loops' commits.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             work(conn)
         ended = time.perf_counter()
         took = ended - began
@@ -224,8 +224,15 @@ class Pruner:
         result.batches += 1
         result.batch_seconds.append(took)
         result.longest_batch_s = max(result.longest_batch_s, took)
+        # The batch's work (finding its runs, its transaction, the checkpoint) took this long;
+        # the pruner rests at least as long, so it never takes more than half of the store's
+        # (and, in serve's process, the interpreter's) time, however slow a busy machine is.
+        worked = time.perf_counter() - self._rested
         if self.settings.pause:
             self.sleep(self.settings.pause)
+        if worked > self.settings.pause:
+            self.stop_event.wait(worked - self.settings.pause)
+        self._rested = time.perf_counter()
 
 
 def plan(store: "Store", settings: "RetentionSettings", now: datetime | None = None) -> list[q.TaskPlan]:

@@ -7,9 +7,10 @@ replaced by one line saying so (``runs.log_pruned_at`` marks it). A RUNNING run 
 The totals of ``run_totals`` are left alone: /metrics and the task list go on counting
 every run that ended.
 
-Every query walks one task's runs through the (codops, task, id) index, and every batch
-is one short transaction bounded by rows and by log bytes: on SQLite a batch holds the
-write lock for milliseconds, so a loop writing its run waits no longer than that.
+The runs that may go are found in id order over all tasks (each task's keep boundary read
+once per pass through the (codops, task, id) index), and every batch is one short
+transaction bounded by rows and by log bytes: on SQLite a batch holds the write lock for
+milliseconds, so a loop writing its run waits no longer than that.
 """
 
 from __future__ import annotations
@@ -107,22 +108,31 @@ def plan_task(conn: sa.Connection, codops: str, task: str, policy: Policy, now: 
     return plan
 
 
-def next_runs(conn: sa.Connection, codops: str, task: str, boundary: int, before: datetime,
-              limit: int) -> list[tuple[int, int]]:
-    """(id, log_bytes) of the task's oldest runs that go whole, oldest first."""
-    rows = conn.execute(sa.select(runs.c.id, runs.c.log_bytes).where(_old(codops, task, boundary, before))
-                        .order_by(runs.c.id).limit(limit)).all()
-    return [(int(r.id), int(r.log_bytes or 0)) for r in rows]
+def boundaries(conn: sa.Connection, keep_last: int) -> dict[tuple[str, str], int]:
+    """Per task with more than ``keep_last`` runs: its keep boundary (``keep_boundary``)."""
+    found = {}
+    for key in task_keys(conn):
+        boundary = keep_boundary(conn, *key, keep_last)
+        if boundary is not None:
+            found[key] = boundary
+    return found
 
 
-def next_logs(conn: sa.Connection, codops: str, task: str, boundary: int, before: datetime, after_id: int,
-              limit: int) -> list[tuple[int, int]]:
-    """(id, log_bytes) of the task's runs above ``after_id`` whose log goes, oldest first."""
-    rows = conn.execute(sa.select(runs.c.id, runs.c.log_bytes)
-                        .where(_old(codops, task, boundary, before), runs.c.id > after_id,
-                               runs.c.log_pruned_at.is_(None))
-                        .order_by(runs.c.id).limit(limit)).all()
-    return [(int(r.id), int(r.log_bytes or 0)) for r in rows]
+def next_old(conn: sa.Connection, before: datetime, after_id: int, limit: int,
+             logs_only: bool = False) -> list[tuple[int, tuple[str, str], int]]:
+    """(id, (codops, task), log_bytes) of the runs above ``after_id`` that ended before
+    ``before`` (with their log still there: ``logs_only``), in id order, whatever their task.
+
+    Id order is the order runs were written in, so a batch of them sits on a few neighbouring
+    pages of each table: removing it writes (and on SQLite locks, on PostgreSQL logs) far less
+    than the same number of runs picked task by task, one page each. The caller keeps what
+    its task's keep boundary says must stay."""
+    query = sa.select(runs.c.id, runs.c.codops, runs.c.task, runs.c.log_bytes).where(
+        runs.c.id > after_id, runs.c.status != "RUNNING", runs.c.finished_at < before)
+    if logs_only:
+        query = query.where(runs.c.log_pruned_at.is_(None))
+    rows = conn.execute(query.order_by(runs.c.id).limit(limit)).all()
+    return [(int(r.id), (r.codops, r.task), int(r.log_bytes or 0)) for r in rows]
 
 
 def fill(batch: Batch, found: list[tuple[int, int]], max_runs: int, max_bytes: int = BATCH_BYTES,
