@@ -6,16 +6,30 @@ from __future__ import annotations
 
 import marshal
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Repo, py_task, require_service, sandbox_missing, task_yaml, write_settings
+from conftest import (
+    Repo,
+    py_task,
+    require_service,
+    sandbox_missing,
+    task_yaml,
+    write_settings,
+)
 from test_python_executor import Run
 
 from peach_tasks.environments import EnvironmentManager
-from peach_tasks.executors.bytecode import BOOTSTRAP, CACHE_DIR, FILES
+from peach_tasks.executors.bytecode import (
+    BOOTSTRAP,
+    CACHE_DIR,
+    DIGEST_FILE,
+    FILES,
+    sources_digest,
+)
 from peach_tasks.model import RunStatus
 
 TELLS = """
@@ -35,13 +49,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def records(env: Any) -> dict[str, tuple]:
     folder = env.path / CACHE_DIR
-    return {path.name: marshal.loads(path.read_bytes()) for path in folder.iterdir()}
+    return {path.name: marshal.loads(path.read_bytes()) for path in folder.glob("*.bin")}
 
 
 def test_an_environment_holds_the_task_files_compiled_by_its_own_interpreter(env: Any) -> None:
     version = subprocess.run([str(env.python), "-I", "-c", "import sys; print(sys.version, end='')"],
                              capture_output=True, text=True, check=True).stdout
     found = records(env)
+    assert (env.path / DIGEST_FILE).read_text() == sources_digest()
     assert sorted(found) == sorted(f"{path.name}.bin" for path in FILES)
     for path in FILES:
         recorded_version, recorded_path, source, code = found[f"{path.name}.bin"]
@@ -162,3 +177,25 @@ def test_a_sandboxed_run_uses_its_environments_record_and_cannot_change_it(tmp_p
     assert first["peak_memory_bytes"] is not None  # in its sandbox and cgroup
     assert first["result"] == {"readable": True, "writable": False, "from_record": None}
     assert second["result"] == {"readable": True, "writable": False, "from_record": True}
+
+
+def test_an_environment_built_before_gets_records_of_this_schedulers_files(tmp_path: Path) -> None:
+    """Built by an older scheduler (no records), or records of other sources (one upgraded
+    since): the next scheduler process makes them when it first finds the environment current."""
+    env, problem = EnvironmentManager(tmp_path / "state").ensure("acme", ())
+    assert problem is None and env is not None, problem
+    shutil.rmtree(env.path / CACHE_DIR)
+    again, _ = EnvironmentManager(tmp_path / "state").ensure("acme", ())
+    assert again is not None and again.path == env.path  # the same environment, not rebuilt
+    assert (env.path / DIGEST_FILE).read_text() == sources_digest()
+    assert {name: record[2] for name, record in records(env).items()} == {
+        f"{path.name}.bin": path.read_bytes() for path in FILES}
+
+    (env.path / DIGEST_FILE).write_text("records of another scheduler's files")
+    (env.path / CACHE_DIR / "bootstrap.py.bin").write_bytes(marshal.dumps(("other", "x", b"", None)))
+    manager = EnvironmentManager(tmp_path / "state")
+    manager.ensure("acme", ())
+    assert records(env)["bootstrap.py.bin"][1:3] == (str(BOOTSTRAP), BOOTSTRAP.read_bytes())
+    (env.path / CACHE_DIR / "bootstrap.py.bin").unlink()
+    manager.ensure("acme", ())  # once per environment and process: not looked at again
+    assert not (env.path / CACHE_DIR / "bootstrap.py.bin").exists()

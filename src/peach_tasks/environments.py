@@ -33,7 +33,8 @@ from typing import Callable
 
 from .errors import Problem
 from .executors.bytecode import CACHE_DIR as BYTECODE_DIR
-from .executors.bytecode import compile_command
+from .executors.bytecode import DIGEST_FILE as BYTECODE_DIGEST
+from .executors.bytecode import compile_command, sources_digest
 from .executors.process import MARKER_ENV, _die_with_parent, _signal_group, find_marked
 from .model import BASE_ENV
 from .py_environments import env_label
@@ -134,6 +135,7 @@ class EnvironmentManager:
         self.cancel = cancel if cancel is not None else threading.Event()
         self.marker = marker
         self._failed: dict[tuple[str, str], tuple[float, Problem]] = {}
+        self._task_files_checked: set[Path] = set()  # environments whose records were looked at
 
     def remove_leftovers(self) -> int:
         """Remove what builds and switches of a scheduler that was killed left behind
@@ -180,6 +182,7 @@ class EnvironmentManager:
         digest = environment_digest(requirements, self.python)
         current = self.current(codops, name)
         if current and current.digest == digest:
+            self._refresh_task_files(current)
             return current, None
         env_dir = self.root / codops / name
         target = env_dir / digest
@@ -292,6 +295,21 @@ class EnvironmentManager:
             shutil.rmtree(tmp / BYTECODE_DIR, ignore_errors=True)
             self.progress(f"environment {label}: the task process's files were not compiled ahead "
                           f"(each run compiles them): {output.strip()[-300:]}")
+            return
+        (tmp / BYTECODE_DIGEST).write_text(sources_digest())
+
+    def _refresh_task_files(self, env: Environment) -> None:
+        """An environment built before this scheduler (an older one, or one installed
+        elsewhere) gets records of this scheduler's files: once per environment and process."""
+        if env.path in self._task_files_checked:
+            return
+        self._task_files_checked.add(env.path)
+        try:
+            made = (env.path / BYTECODE_DIGEST).read_text() == sources_digest()
+        except OSError:
+            made = False  # none yet
+        if not made:
+            self._compile_task_files(env.path, uv_env(), env_label(env.codops, env.name))
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """One uv step: (failed, output). Its own process group, killed with everything in it

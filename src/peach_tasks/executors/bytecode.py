@@ -18,6 +18,8 @@ and each organisation's environment holds its own.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -47,7 +49,8 @@ del p
 exec(c)
 """
 
-# Run by the environment's interpreter: ``python -I -c COMPILE OUT FILE...``.
+# Run by the environment's interpreter: ``python -I -c COMPILE OUT FILE...``. Each record is
+# written whole, then renamed: a run reading one meanwhile gets the old one or the new one.
 COMPILE = """\
 import marshal, os, sys
 out = sys.argv[1]
@@ -56,9 +59,14 @@ for path in sys.argv[2:]:
     with open(path, "rb") as f:
         source = f.read()
     record = marshal.dumps((sys.version, path, source, compile(source, path, "exec", dont_inherit=True)))
-    with open(os.path.join(out, os.path.basename(path) + ".bin"), "wb") as f:
+    name = os.path.join(out, os.path.basename(path) + ".bin")
+    with open(name + ".tmp", "wb") as f:
         f.write(record)
+    os.replace(name + ".tmp", name)
 """
+# Beside the records: the digest of the sources they were made from (``sources_digest``),
+# which the scheduler compares without reading another Python's bytecode.
+DIGEST_FILE = CACHE_DIR / "sources.sha256"
 
 
 def task_argv(interpreter: Path | str) -> list[str]:
@@ -69,3 +77,12 @@ def task_argv(interpreter: Path | str) -> list[str]:
 def compile_command(interpreter: Path | str, prefix: Path) -> list[str]:
     """The command that fills ``prefix``'s cache (``prefix``: the environment being built)."""
     return [str(interpreter), "-I", "-c", COMPILE, str(prefix / CACHE_DIR), *map(str, FILES)]
+
+
+@functools.lru_cache(maxsize=1)
+def sources_digest() -> str:
+    """What the records of this scheduler's files must have been made from (paths and bytes)."""
+    digest = hashlib.sha256()
+    for path in FILES:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
