@@ -259,3 +259,18 @@ def test_100k_runs_pruned_while_a_loop_runs_real_tasks(database_url: str, tmp_pa
     live = [r for name in ("l0", "l1", "l2") for r in store.runs("live", name, limit=10_000)]
     assert len(live) == left["live"] and {r["status"] for r in live} <= {"SUCCESS", "ABANDONED"}
     assert sum(1 for r in live if r["status"] == "SUCCESS") >= len([e for e in ended if e[1] == RunStatus.SUCCESS])
+
+
+def test_the_side_job_prunes_in_its_own_thread_until_stopped(database_url: str) -> None:
+    store = store_with_runs(database_url, per_task=5)
+    try:
+        age(store, [i for spec in SPECS for i in ids_of(store, spec)], 100)
+        pruner = Pruner(policy(every=3600), store, "me")
+        pruner.start()
+        wait_for(lambda: sum(len(ids_of(store, spec)) for spec in SPECS) == 9, 30, "the background round")
+        assert "retention" in {t.name for t in threading.enumerate()}
+        pruner.stop()
+        assert "retention" not in {t.name for t in threading.enumerate()}  # waited for, not left behind
+        assert pruner.stop_event.is_set()
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .durations import format_duration
+from .side_job import SideJob
 from .store import retention as q
 from .store.leases import LeaseStore
 
@@ -77,32 +78,22 @@ def policy_of(settings: "RetentionSettings") -> q.Policy:
     return q.Policy(settings.runs_days, settings.logs_days, settings.keep_last)
 
 
-class Pruner:
+class Pruner(SideJob):
+    thread_name = "retention"
+
     def __init__(self, settings: "RetentionSettings", store: "Store", owner: str,
                  stop: threading.Event | None = None, lease_seconds: float = LEASE_SECONDS,
                  sleep: Callable[[float], object] | None = None) -> None:
         self.settings, self.store, self.owner = settings, store, owner
-        self.engine: sa.Engine = store.side_engine()
+        super().__init__(store.side_engine(), stop)
         self.leases = LeaseStore(self.engine)
-        self.stop_event = stop or threading.Event()
         self.lease_seconds = lease_seconds
         self.sleep = sleep or self.stop_event.wait
         self.batch_size = max(1, settings.batch // 4)  # adapted to TRANSACTION_TARGET_SECONDS
-        self._thread: threading.Thread | None = None
         self._renewed = 0.0
         self._rested = 0.0  # time.perf_counter() at the end of the last pause
 
     # -- the side job ---------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._forever, name="retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.engine.dispose()
-
     def _forever(self) -> None:
         while not self.stop_event.is_set():
             try:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from ..side_job import SideJob
 from ..store.alert_journal import mark_stale
 from ..store.alert_outbox import AlertOutbox, Claimed
 from ..store.store import utcnow
@@ -44,15 +44,15 @@ PRUNE_SECONDS = 3600.0
 SENDS_PER_ROUND = 50  # then the next round (stale checks and routing) comes first
 
 
-class AlertDispatcher:
+class AlertDispatcher(SideJob):
+    thread_name = "alerts"
+
     def __init__(self, settings: "Settings", store: "Store", snapshot: Callable[[], "Snapshot"], owner: str,
                  environ: Mapping[str, str] | None = None) -> None:
         self.settings, self.alerts = settings, settings.alerts
         self.store, self.snapshot, self.owner, self.environ = store, snapshot, owner, environ
-        self.engine = store.side_engine()
+        super().__init__(store.side_engine())
         self.outbox = AlertOutbox(self.engine)
-        self.stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
         self._stale_checked = float("-inf")
         self._pruned = float("-inf")
         delivery = self.alerts.delivery
@@ -66,14 +66,7 @@ class AlertDispatcher:
         if released:
             log.warning("alerts: %d alerts this replica was sending when it stopped are due again (receivers "
                         "may see them twice and can drop the repeat by its id)", released)
-        self._thread = threading.Thread(target=self._forever, name="alerts", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.engine.dispose()
+        super().start()
 
     def _forever(self) -> None:
         while not self.stop_event.wait(ROUND_SECONDS):
