@@ -90,3 +90,15 @@ def test_json_without_the_json_module_refuses_what_json_refuses() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         bootstrap._dumps({"a": object()})
     assert bootstrap._dumps({"a": {1, 2}.__class__}, default=repr) == json.dumps({"a": set}, default=repr)
+
+
+def test_warnings_and_the_tasks_own_tracebacks_show_the_cells_lines(tmp_path: Path) -> None:
+    """warnings and traceback load linecache only when they need it: the cells' lines are there."""
+    log: list[str] = []
+    outcome = run_cells(tmp_path, "import warnings\nwarnings.warn('careful here')",
+                        "import traceback\ntry:\n    1 / 0\nexcept ZeroDivisionError:\n    traceback.print_exc()",
+                        method=None, log=log)
+    assert outcome.status is RunStatus.SUCCESS, log
+    text = "\n".join(line[25:] for line in log)
+    assert "nb.ipynb cell 1:2: UserWarning: careful here\n  " in text and "warnings.warn('careful here')" in text
+    assert 'File "nb.ipynb cell 2", line 3, in <module>\n    1 / 0\n' in text
