@@ -110,7 +110,7 @@ def write_settings(root: Path, **extra: Any) -> Path:
 def opened_scheduler(settings_path: Path, **options: Any) -> Iterator[Any]:
     """The real ``Scheduler`` on the settings' store, recovered (which finds this host's
     sandbox), closed with its store at the end. ``options`` go to ``Scheduler``."""
-    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.scheduling.scheduler import Scheduler
     from peach_tasks.settings import load_settings
     from peach_tasks.store import Store
 

@@ -135,7 +135,7 @@ def sample(commands: list[list[str]], cwd: Path) -> list[float]:
 def bootstrap_requests(tasks: list[tuple[str, Path, str]], runs: int, work: Path) -> list[bytes]:
     """What the python executor writes to bootstrap.py's stdin, for ``runs`` runs."""
     from peach_tasks.executors.python import DEFAULT_MAX_RESULT_BYTES
-    from peach_tasks.notebook import extract_code
+    from peach_tasks.sources.notebook import extract_code
 
     requests = []
     for i in range(runs):
@@ -158,7 +158,7 @@ class SandboxedBootstrap:
     """
 
     def __init__(self, loop: Any, sandbox: Any, task: Any, env: Any, notebook: Path, method: str) -> None:
-        from peach_tasks.notebook import extract_code
+        from peach_tasks.sources.notebook import extract_code
 
         self.loop, self.sandbox, self.task, self.env = loop, sandbox, task, env
         self.notebook, self.method = notebook, method
@@ -367,7 +367,7 @@ class Instrumented:
         return copy
 
     def __enter__(self) -> "Instrumented":
-        from peach_tasks import loops as loops_mod
+        from peach_tasks.scheduling import loops as loops_mod
         from peach_tasks.executors import cgroups as cgroups_mod
         from peach_tasks.executors import process as process_mod
         from peach_tasks.executors import python as python_mod

@@ -97,7 +97,7 @@ def floor_run(python: Path, code: str, home: Path) -> None:
 
 def floor_home(root: Path, env_path: Path) -> Path:
     """A HOME whose matplotlib cache holds the font list built with the environment, as a run's has."""
-    from peach_tasks.environments import MATPLOTLIB_SEED
+    from peach_tasks.executors.environments import MATPLOTLIB_SEED
 
     home = root / "floor-home"
     cache = home / ".cache" / "matplotlib"

@@ -189,8 +189,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, work: Path, url: str) -> None:
-    from peach_tasks.retention import Pruner
-    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.scheduling.retention import Pruner
+    from peach_tasks.scheduling.scheduler import Scheduler
     from peach_tasks.settings import RetentionSettings, settings_from_dict
     from peach_tasks.store import Store
 

@@ -124,7 +124,7 @@ def build_repository(root: Path, orgs: list[str], per_org: int) -> Path:
 
 def build_template_environments(root: Path, orgs: list[str]) -> tuple[Path, float]:
     """Every organisation's (empty) environment, built once with the real EnvironmentManager."""
-    from peach_tasks.environments import EnvironmentManager
+    from peach_tasks.executors.environments import EnvironmentManager
 
     state = root / "env-template"
     envs = EnvironmentManager(state, progress=lambda text: None)
@@ -487,10 +487,10 @@ def per(values: dict[str, float], count: int) -> dict[str, float | None]:
 
 
 def diagnostics(config: Path, url: str, orgs: list[str], per_org: int, lease: float) -> dict[str, Any]:
-    from peach_tasks.coordinator import Coordinator
     from peach_tasks.executors.python import PythonExecutor
     from peach_tasks.model import Executor, Outcome, RunStatus
-    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.scheduling.coordinator import Coordinator
+    from peach_tasks.scheduling.scheduler import Scheduler
     from peach_tasks.settings import load_settings
     from peach_tasks.store import Store
     from peach_tasks.store.leases import LeaseStore

@@ -233,7 +233,7 @@ class Timers:
 
 
 def instrument(scheduler: Any, timers: Timers) -> None:
-    from peach_tasks import loops as loops_mod
+    from peach_tasks.scheduling import loops as loops_mod
     from peach_tasks.executors import process as process_mod
     from peach_tasks.executors import spark as spark_mod
     from peach_tasks.model import Executor

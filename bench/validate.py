@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
 
-    from peach_tasks.validate import validate_directory
+    from peach_tasks.authors.validate import validate_directory
 
     with tempfile.TemporaryDirectory(prefix="peach-bench-validate-") as tmp:
         root = Path(tmp) / "repo"

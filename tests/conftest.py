@@ -112,7 +112,7 @@ def host_pid(ns_pid: int, marker: str) -> int | None:
 def open_scheduler() -> Any:
     """``open_scheduler(config) -> (Scheduler, Store)`` from a settings file; every one
     opened is closed (state_dir lock released, store disposed) after the test."""
-    from peach_tasks.scheduler import Scheduler
+    from peach_tasks.scheduling.scheduler import Scheduler
     from peach_tasks.settings import load_settings
     from peach_tasks.store import Store
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import Repo, made_once, py_task, task_yaml, write_settings
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import Settings, load_settings
 from peach_tasks.store import Store
 

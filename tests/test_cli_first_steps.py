@@ -14,9 +14,9 @@ import pytest
 from conftest import py_task, stop_processes, task_yaml, wait_for, write_settings
 from test_cli import CLEAN_ENV, PEACH, Peach, cli, no_traceback, two_tasks
 
-from peach_tasks.api_client import ApiClient, demo_url_file
-from peach_tasks.cli_words import ELLIPSIS, closest, cut, plural
+from peach_tasks.commands.words import ELLIPSIS, closest, cut, plural
 from peach_tasks.demo import create_demo
+from peach_tasks.web.api_client import ApiClient, demo_url_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from peach_tasks.definitions import (
+from peach_tasks.errors import Problem
+from peach_tasks.model import Executor, TaskSpec
+from peach_tasks.sources.definitions import (
     RepoDefinitions,
     definition_files,
     load_definitions,
     parse_definition_text,
 )
-from peach_tasks.errors import Problem
-from peach_tasks.model import Executor, TaskSpec
-from peach_tasks.requirements import normalise_requirements, requirement_problem
+from peach_tasks.sources.requirements import normalise_requirements, requirement_problem
 
 REPO = "team/notebooks"
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})

@@ -13,9 +13,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peach_tasks.definitions import load_definitions, parse_definition_text
 from peach_tasks.errors import Problem
 from peach_tasks.model import TaskSpec
+from peach_tasks.sources.definitions import load_definitions, parse_definition_text
 
 REPO = "team/fuzz"
 FILE = "peach.conf/fuzz.yaml"

@@ -10,7 +10,7 @@ import pytest
 from conftest import Repo, py_task, task_yaml, write_settings
 from gitlab_standin import StandInGitLab, publish
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.store import Store
 
 TOKEN = "glpat-standin-0123456789"

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
 from fastapi.testclient import TestClient
 
-from peach_tasks.definitions import load_definitions
-from peach_tasks.freshness import Freshness
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.settings import settings_from_dict
+from peach_tasks.sources.definitions import load_definitions
 from peach_tasks.store import Store
+from peach_tasks.store.freshness import Freshness
 from peach_tasks.store.schema import runs, tasks
 from peach_tasks.store.store import TaskRegistration
 from peach_tasks.web.app import create_app

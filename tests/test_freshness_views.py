@@ -10,12 +10,12 @@ from typing import Any, Iterator
 import pytest
 from web_helpers import CHROMIUM_ARGS, chromium_executable, start_server
 
-from peach_tasks.api_client import ApiClient
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.settings import settings_from_dict
 from peach_tasks.store import Store
 from peach_tasks.store.schema import tasks
 from peach_tasks.store.store import TaskRegistration, utcnow
+from peach_tasks.web.api_client import ApiClient
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def served(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_the_widget_marks_stale_and_fresh_tasks(served: Any) -> None:
-    from peach_tasks.widget import TASK_COLUMNS, TasksInfo
+    from peach_tasks.web.widget import TASK_COLUMNS, TasksInfo
 
     info = TasksInfo(ApiClient(served.url))
     info.organisation.value = "chrts"

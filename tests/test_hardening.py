@@ -185,7 +185,7 @@ def test_discovered_project_named_outside_state_dir_is_refused(project: Project)
 
 def test_repository_refuses_a_folder_outside_its_state_dir(tmp_path: Path) -> None:
     from peach_tasks.errors import PeachError
-    from peach_tasks.repos import Repository
+    from peach_tasks.sources.repos import Repository
 
     for name in ("../escaped", "a/../../escaped", "/tmp/escaped", "..", ".", ""):
         with pytest.raises(PeachError, match="outside|not a usable"):

@@ -22,10 +22,18 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Repo, py_task, require_service, sandbox_missing, task_yaml, wait_for, write_settings
+from conftest import (
+    Repo,
+    py_task,
+    require_service,
+    sandbox_missing,
+    task_yaml,
+    wait_for,
+    write_settings,
+)
 
 from peach_tasks.executors.sandbox import make_sandbox
-from peach_tasks.triggers import TriggerQueue
+from peach_tasks.scheduling.triggers import TriggerQueue
 
 SECRET = "s3cret-" + uuid.uuid4().hex  # in the scheduler's environment and scheduler.yaml
 

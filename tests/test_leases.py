@@ -127,7 +127,7 @@ def test_keep_alive_says_when_a_silent_replicas_first_lease_ends(leases: LeaseSt
 
 
 def test_a_loop_handed_over_is_not_taken_back_before_its_release(leases: LeaseStore) -> None:
-    from peach_tasks.coordinator import Coordinator
+    from peach_tasks.scheduling.coordinator import Coordinator
 
     acquired: list[str] = []
     coordinator = Coordinator(leases, "me", 30, on_acquired=lambda lease, _delay: acquired.append(lease.loop),

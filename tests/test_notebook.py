@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peach_tasks.errors import PeachError
-from peach_tasks.notebook import (
+from peach_tasks.sources.notebook import (
     ExtractedCode,
     NotebookError,
     extract_code,
@@ -618,7 +618,7 @@ def test_only_the_notebook_own_cells_show_their_result(tmp_path: Path) -> None:
 
 
 def test_run_cycles_links_out_and_huge_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import peach_tasks.notebook as notebook
+    import peach_tasks.sources.notebook as notebook
 
     repo = tmp_path / "repo"
     repo.mkdir()

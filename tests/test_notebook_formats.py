@@ -2,8 +2,8 @@
 twins of the scheduler's rules: files built here, then read, compiled and run."""
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import inspect
 import json
@@ -18,12 +18,12 @@ from typing import Any
 import nbformat
 import pytest
 
-from peach_tasks import magics
 from peach_tasks.executors import bootstrap, notebook_shell
 from peach_tasks.executors.base import Job
 from peach_tasks.executors.python import PythonExecutor
 from peach_tasks.model import RunStatus
-from peach_tasks.notebook import NotebookError, compile_cell, extract_code
+from peach_tasks.sources import magics
+from peach_tasks.sources.notebook import NotebookError, compile_cell, extract_code
 
 
 def write(path: Path, text: str) -> Path:
@@ -237,7 +237,7 @@ def test_a_notebook_without_magics_loads_no_shell_no_ipython_no_asyncio(tmp_path
 
 
 def test_validate_points_into_an_nbformat_3_file(tmp_path: Path) -> None:
-    from peach_tasks.notebook_problems import ipynb_line
+    from peach_tasks.sources.notebook_problems import ipynb_line
 
     v3 = {"nbformat": 3, "metadata": {}, "worksheets": [
         {"cells": [{"cell_type": "markdown", "source": ["a"]}]},

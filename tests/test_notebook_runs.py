@@ -16,7 +16,7 @@ import pytest
 from conftest import Repo, py_task, task_yaml, write_settings
 
 from peach_tasks.demo import notebook_json
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.store import Store
 
 

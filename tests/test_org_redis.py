@@ -17,7 +17,7 @@ import pytest
 from conftest import Repo, require_service, shared_folder, write_settings
 from web_helpers import start_server
 
-from peach_tasks.org_redis import OrganisationRedis
+from peach_tasks.executors.org_redis import OrganisationRedis
 from peach_tasks.settings import RedisSettings, load_settings
 
 REDIS = ("127.0.0.1", 6379)
@@ -334,7 +334,7 @@ def test_the_bridge_carries_large_values_and_many_connections_within_its_bound(
 
     import redis
 
-    from peach_tasks import redis_bridge
+    from peach_tasks.executors import redis_bridge
 
     bridge = redis_bridge.RedisBridge(tmp_path / "r.sock", *REDIS).start()
     try:

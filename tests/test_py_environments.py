@@ -14,7 +14,7 @@ from conftest import Repo, write_settings
 from web_helpers import start_server
 
 from peach_tasks.cli import main
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.store import Store
 
 # What a task can import, and which environment it runs in.
@@ -243,7 +243,7 @@ def test_peach_tasks_run_uses_the_tasks_environment(tmp_path: Path) -> None:
 def test_the_layout_before_named_environments_is_cleared_at_start(tmp_path: Path) -> None:
     """envs/<codops>/<hash> + 'current' became envs/<codops>/base/...: a scheduler starting on an
     older state_dir removes the old pieces and leaves every named environment alone."""
-    from peach_tasks.environments import EnvironmentManager
+    from peach_tasks.executors.environments import EnvironmentManager
 
     org = tmp_path / "envs" / "chrts"
     old = org / "0123456789abcdef"

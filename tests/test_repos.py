@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import Repo, git
 
-from peach_tasks.repos import Repository
+from peach_tasks.sources.repos import Repository
 
 
 def test_first_sync_exports_branch_head(repo: Repo, tmp_path: Path) -> None:

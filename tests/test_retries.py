@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import Repo, py_task, shared_folder, task_yaml, wait_for, write_settings
 
 from peach_tasks.cli import main
-from peach_tasks.definitions import load_definitions
 from peach_tasks.durations import parse_duration
-from peach_tasks.loops import retry_waits
 from peach_tasks.model import TaskSpec
+from peach_tasks.scheduling.loops import retry_waits
+from peach_tasks.sources.definitions import load_definitions
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import Repo, py_task, require_service, task_yaml, write_settings
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.store import Store
 
 RETURN_ONE = "def main():\n    print('hello from the task')\n    return 1\n"
@@ -321,7 +321,7 @@ def test_a_run_end_that_cannot_be_stored_at_once_is_retried(repo: Repo, make: An
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # The store out of reach for a moment (a busy connection pool, a database restart)
     # when the task ends: the run must still end with its own outcome and its whole log.
-    from peach_tasks import loops
+    from peach_tasks.scheduling import loops
 
     repo.notebook("nb.ipynb", RETURN_ONE)
     repo.write("peach.yaml", task_yaml("default", {"t": py_task("nb.ipynb", "main")}))

@@ -25,7 +25,7 @@ from peach_tasks.executors.spark_cluster import (
     yarn_list_command,
 )
 from peach_tasks.model import Executor, TaskSpec
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import SparkOrganisationSettings, SparkSettings
 from peach_tasks.store import Store
 

@@ -252,7 +252,7 @@ def test_upgrade_to_0005_keeps_the_runs_of_0004(database_url: str) -> None:
 
 def test_upgrade_to_0006_scopes_trigger_request_ids_to_the_organisation(database_url: str) -> None:
     """0005 kept request_id unique across organisations; 0006 keeps the triggers and scopes the key."""
-    from peach_tasks.triggers import TriggerRefused, request_trigger
+    from peach_tasks.scheduling.triggers import TriggerRefused, request_trigger
 
     alembic(database_url, "upgrade", "0005")
     engine = sa.create_engine(database_url)

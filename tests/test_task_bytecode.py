@@ -22,7 +22,7 @@ from conftest import (
 )
 from test_python_executor import Run
 
-from peach_tasks.environments import EnvironmentManager
+from peach_tasks.executors.environments import EnvironmentManager
 from peach_tasks.executors.bytecode import (
     BOOTSTRAP,
     CACHE_DIR,

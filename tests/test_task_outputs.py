@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-
-import pytest
 from pathlib import Path
 
+import pytest
 from test_python_executor import Run, make_job
 
 from peach_tasks.executors.python import PythonExecutor
@@ -191,7 +190,7 @@ def test_outputs_of_a_run_cancelled_by_a_stopping_scheduler_are_kept(tmp_path: P
 def test_matplotlib_finds_the_font_list_built_with_its_environment(tmp_path: Path) -> None:
     """A sandboxed run's HOME is new: without the list built ahead, matplotlib would scan the
     system's fonts in every run. The list names the environment's final paths, not the build's."""
-    from peach_tasks.environments import MATPLOTLIB_SEED, EnvironmentManager
+    from peach_tasks.executors.environments import MATPLOTLIB_SEED, EnvironmentManager
 
     env, problem = EnvironmentManager(tmp_path / "state").ensure("acme", ("matplotlib",))
     assert problem is None and env is not None, problem

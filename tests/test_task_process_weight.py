@@ -21,7 +21,7 @@ from peach_tasks.executors import bootstrap
 from peach_tasks.executors.base import Job
 from peach_tasks.executors.python import PythonExecutor
 from peach_tasks.model import RunStatus
-from peach_tasks.notebook import extract_code
+from peach_tasks.sources.notebook import extract_code
 
 HEAVY = ("json", "re", "linecache", "tokenize", "string", "IPython")
 LOADED = f"sorted(m for m in sys.modules if m in {HEAVY!r})"

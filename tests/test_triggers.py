@@ -11,9 +11,9 @@ from conftest import Repo, py_task, task_yaml, write_settings
 
 from peach_tasks import TriggerError, trigger_task
 from peach_tasks.cli import main
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
+from peach_tasks.scheduling.triggers import TriggerQueue, request_trigger
 from peach_tasks.store import Store
-from peach_tasks.triggers import TriggerQueue, request_trigger
 
 ECHO = "def main(payload=None):\n    return payload\n"
 
@@ -300,7 +300,7 @@ def test_task_requests_reuse_request_ids_as_the_api_does(tmp_path: Path) -> None
     """The task side (files with an id, read when the run ends) goes through the same scoping."""
     import json
 
-    from peach_tasks.triggers import TriggerRefused, collect_run_requests
+    from peach_tasks.scheduling.triggers import TriggerRefused, collect_run_requests
 
     _, store = registered(tmp_path, [("alpha", "job"), ("alpha", "other"), ("beta", "job")])
     try:
@@ -339,7 +339,7 @@ SELF_TRIGGER = (
 
 
 def test_a_task_triggering_itself_cannot_starve_its_loop(repo: Repo, make: Any) -> None:
-    from peach_tasks.triggers import MAX_PENDING_PER_TASK
+    from peach_tasks.scheduling.triggers import MAX_PENDING_PER_TASK
 
     three_tasks(repo, a_cell=SELF_TRIGGER)
     scheduler, store, _ = make(repo)

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from validate_corpus import CASES, GOOD_YAML, Case, build, expected_line, notebook_text
 
+from peach_tasks.authors.validate import validate_directory
 from peach_tasks.cli import main
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import settings_from_dict
+from peach_tasks.sources.notebook_problems import ipynb_line
 from peach_tasks.store import Store
-from peach_tasks.notebook_problems import ipynb_line
-from peach_tasks.validate import validate_directory
 
 
 def cli(*args: str) -> tuple[int, str, str]:

@@ -13,8 +13,8 @@ from web_helpers import Filled, Measured, filled, measured_store, start_server  
 
 from peach_tasks.cli import main
 from peach_tasks.errors import PeachError
+from peach_tasks.scheduling.triggers import TriggerQueue
 from peach_tasks.settings import SettingsError, load_settings, settings_from_dict
-from peach_tasks.triggers import TriggerQueue
 from peach_tasks.web.server import WebServer
 
 CHRTS_TOKEN = "chrts-token-0123456789abcdef"

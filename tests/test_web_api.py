@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Repo, py_task, task_yaml, write_settings, shared_folder
+from conftest import Repo, py_task, shared_folder, task_yaml, write_settings
 from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 from peach_tasks.web.server import WebServer

@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from web_helpers import Filled, fill_store, measured_store, start_server
-from web_helpers import browser, filled, server  # noqa: F401 (fixtures)
+from web_helpers import (  # noqa: F401 (fixtures)
+    Filled,
+    browser,
+    fill_store,
+    filled,
+    measured_store,
+    server,
+    start_server,
+)
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.web.server import WebServer
 
 pytestmark = pytest.mark.browser

@@ -12,11 +12,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
-from web_helpers import Filled, start_server
-from web_helpers import browser, filled, server  # noqa: F401 (fixtures)
+from web_helpers import Filled, browser, filled, server, start_server  # noqa: F401 (fixtures)
 
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import Settings, load_settings
 from peach_tasks.store import Store
 from peach_tasks.store.store import TaskRegistration
@@ -210,7 +209,7 @@ def test_a_page_of_another_site_cannot_run_a_task(browser: Any, filled: Filled, 
     page = open_page(browser)
     try:
         before = len(filled.store.runs("chrts", "steady", limit=100))
-        from peach_tasks.triggers import TriggerQueue
+        from peach_tasks.scheduling.triggers import TriggerQueue
 
         queued = len(TriggerQueue(filled.store).listing(["chrts"]))
         # A document of that origin without the dashboard's own policy (which would forbid the

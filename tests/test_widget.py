@@ -12,9 +12,9 @@ import pytest
 from nbclient import NotebookClient
 from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
 
-from peach_tasks.api_client import ApiClient
+from peach_tasks.web.api_client import ApiClient
 from peach_tasks.web.server import WebServer
-from peach_tasks.widget import RUN_COLUMNS, TasksInfo
+from peach_tasks.web.widget import RUN_COLUMNS, TasksInfo
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "tasks_info.ipynb"
 
@@ -156,7 +156,7 @@ def test_executions_show_memory_and_cpu(tmp_path: Path) -> None:
 
 
 def test_run_now_queues_a_trigger_through_the_api_with_its_token(tmp_path: Path) -> None:
-    from peach_tasks.triggers import TriggerQueue
+    from peach_tasks.scheduling.triggers import TriggerQueue
 
     own = measured_store(tmp_path)
     web = start_server(own.settings, own.store, tokens=[{"token": "widget-run-now-0123456789", "codops": ["default"]}])

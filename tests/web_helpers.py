@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 from conftest import Repo, made_once, py_task, task_yaml, write_settings
 
-from peach_tasks.scheduler import Scheduler
+from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import Settings, load_settings, settings_from_dict
 from peach_tasks.store import Store
 from peach_tasks.web.server import WebServer

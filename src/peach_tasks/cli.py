@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from .cli_words import cut, demo_settings_below, did_you_mean, plural
+from .commands.words import cut, demo_settings_below, did_you_mean, plural
 from .errors import PeachError
 from .settings import CONFIG_ENV, DEFAULT_CONFIG, Settings, SettingsError, load_settings
 
@@ -210,7 +210,7 @@ def _stop_on_signals(scheduler: Any) -> None:
 
 
 def _serve(settings: Settings, duration: float | None, on_run: Callable | None = None, web: bool = True) -> None:
-    from .scheduler import Scheduler
+    from .scheduling.scheduler import Scheduler
     from .web.server import WebServer
 
     store = _open_store(settings, migrate="fresh")
@@ -267,7 +267,7 @@ def run_once(ctx: click.Context, orgs: tuple[str, ...], loops: tuple[str, ...], 
     Exits 0 even when tasks fail (that is their status); non-zero only if the
     scheduler itself could not work.
     """
-    from .scheduler import Scheduler
+    from .scheduling.scheduler import Scheduler
 
     settings = _settings(ctx)
     _setup_logging(settings, verbose)
@@ -308,7 +308,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...], wai
     checkouts, environments): it asks serve to sync now, waits for that sync and prints its
     problems; --accept-rewrite is handed to that sync.
     """
-    from .scheduler import SERVE_ROLE, Scheduler
+    from .scheduling.scheduler import SERVE_ROLE, Scheduler
 
     settings = _settings(ctx)
     _setup_logging(settings)
@@ -498,8 +498,7 @@ def demo(directory: str, duration: float | None, redis_url: str | None) -> None:
     import os
 
     from .demo import DEMO_PASSWORD_ENV, create_demo, find_redis
-
-    from .api_client import demo_url_file
+    from .web.api_client import demo_url_file
 
     _setup_logging()
     try:
@@ -544,11 +543,10 @@ def _write_demo_url(path: Path, url: str) -> bool:
 
 
 # The notebook authors' commands (validate, run, trigger, triggers) live in their own module.
-from .cli_authors import COMMANDS as _AUTHOR_COMMANDS  # noqa: E402 - each gets --config below
-
-from .cli_alerts import COMMANDS as _ALERT_COMMANDS  # noqa: E402
-from .cli_outputs import COMMANDS as _OUTPUT_COMMANDS  # noqa: E402
-from .cli_prune import COMMANDS as _OPERATOR_COMMANDS  # noqa: E402
+from .authors.commands import COMMANDS as _AUTHOR_COMMANDS  # noqa: E402 - each gets --config below
+from .commands.alerts import COMMANDS as _ALERT_COMMANDS  # noqa: E402
+from .commands.outputs import COMMANDS as _OUTPUT_COMMANDS  # noqa: E402
+from .commands.prune import COMMANDS as _OPERATOR_COMMANDS  # noqa: E402
 
 for _command in (*_AUTHOR_COMMANDS, *_ALERT_COMMANDS, *_OPERATOR_COMMANDS, *_OUTPUT_COMMANDS):
     main.add_command(_config_option(_command))  # click adds the option to a built command too

@@ -13,16 +13,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .alert_settings import AlertSettings, Duration
 from .durations import parse_duration
 from .errors import ConfigProblem, PeachError
+from .hosts import host_setting, origin_setting
 from .model import METADATA_LOOP, TaskSpec
-from .web.hosts import host_setting, origin_setting
-from .repos import name_problem
-from .yamlsource import load_yaml_file, validation_problems
+from .sources.repos import name_problem
+from .sources.yamlsource import load_yaml_file, validation_problems
 
 CONFIG_ENV = "PEACH_TASKS_CONFIG"
 DATABASE_ENV = "PEACH_TASKS_DATABASE_URL"

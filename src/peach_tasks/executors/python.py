@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 from ..bounds import bound_outcome
 from ..model import Outcome, RunStatus
-from ..untrusted_files import read_task_file
 from .base import Job, LogSink
 from .bytecode import BOOTSTRAP, task_argv  # noqa: F401 (BOOTSTRAP: where bench and tests find it)
 from .process import ProcessResult, ProcessSpec, child_env, run_process, utc_stamp
 from .run_outputs import OUTPUTS_DIR, OutputBounds, read_outputs
 from .sandbox import inside_env
+from .untrusted_files import read_task_file
 from .warm import WarmSandbox
 
 RESULT_FILE = "result.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model import RunOutput
-from ..untrusted_files import open_task_folder, read_task_file
+from .untrusted_files import open_task_folder, read_task_file
 
 if TYPE_CHECKING:
     from ..settings import Settings

@@ -17,17 +17,23 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..environments import Environment
 from ..model import Outcome, RunStatus
-from ..untrusted_files import read_task_file
 from .base import Job, LogSink
+from .environments import Environment
 from .process import ProcessSpec, run_process, utc_stamp
-from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result, run_request, with_outputs
+from .python import (
+    DEFAULT_MAX_RESULT_BYTES,
+    outcome_from,
+    read_result,
+    run_request,
+    with_outputs,
+)
 from .run_outputs import OUTPUTS_DIR, OutputBounds
+from .untrusted_files import read_task_file
 
 if TYPE_CHECKING:
-    from ..environments import EnvironmentManager
     from ..settings import SparkOrganisationSettings, SparkSettings
+    from .environments import EnvironmentManager
 
 DRIVER = Path(__file__).with_name("spark_driver.py")
 # What spark-submit and the JVM need from the scheduler's environment; nothing secret.

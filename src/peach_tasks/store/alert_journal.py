@@ -25,8 +25,8 @@ from ..alert_settings import (
     TASK_STALE,
 )
 from ..errors import Problem
-from ..freshness import Freshness
 from . import dialect
+from .freshness import Freshness
 from .schema import alert_conditions, alert_events, replicas, tasks
 from .times import iso
 

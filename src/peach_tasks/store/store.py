@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from ..bounds import bound_outcome
 from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
-from ..freshness import Freshness
 from . import alert_journal, views
 from . import outputs as outputs_q
+from .freshness import Freshness
 from .logs import FLUSH_SECONDS, LogWriter, read_log
 from .schema import problems as problems_t
 from .schema import run_totals, runs, tasks, triggers

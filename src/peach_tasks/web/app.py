@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..org_redis import OrganisationRedis
+from ..executors.org_redis import OrganisationRedis
 from ..store import Store
 from . import api, outputs_api, overview, redis_api, triggers_api
 from .access import AccessPolicy, Scope

@@ -18,7 +18,7 @@ from ..store.times import utcnow
 from .access import Scope
 
 if TYPE_CHECKING:
-    from ..freshness import Freshness
+    from ..store.freshness import Freshness
 
 
 class FreshnessCollector(Collector):

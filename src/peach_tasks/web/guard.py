@@ -28,8 +28,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..hosts import ANY_HOST, origin, split_host
 from .access import is_loopback
-from .hosts import ANY_HOST, origin, split_host
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = "application/json"

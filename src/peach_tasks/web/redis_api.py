@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from ..org_redis import OrganisationRedis
+from ..executors.org_redis import OrganisationRedis
 from ..store import Store
 from .access import Scope
 from .api import get_store, request_scope, require

@@ -15,12 +15,12 @@ import time
 import uvicorn
 
 from ..errors import PeachError
-from ..org_redis import OrganisationRedis
+from ..executors.org_redis import OrganisationRedis
+from ..hosts import served_names
 from ..settings import Settings
 from ..store import Store
 from .access import AccessPolicy, check_exposure
 from .app import create_app
-from .hosts import served_names
 
 log = logging.getLogger(__name__)
 

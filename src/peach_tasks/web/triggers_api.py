@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..scheduling.triggers import TriggerQueue, TriggerRefused, request_trigger
 from ..store import Store
-from ..triggers import TriggerQueue, TriggerRefused, request_trigger
 from .access import Scope
 from .api import get_store, request_scope, require
 

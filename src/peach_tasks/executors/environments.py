@@ -1,0 +1,400 @@
+"""One Python environment per organisation and environment name, built with uv and
+switched atomically.
+
+``state_dir/envs/<codops>/<name>/<hash>/`` is a virtual environment for one exact set of
+requirements and interpreter; ``state_dir/envs/<codops>/<name>/current`` is a symlink to
+the one in use (``name`` is ``base`` unless a task's ``py_env`` names another). A new set is built beside the old one and the link is replaced in one
+``rename``; a failed build leaves the link (and so every task) where it was.
+
+A build runs uv in a process group of its own that dies with the thread that started it
+(``PR_SET_PDEATHSIG``) and carries the scheduler's marker: a stop ends it at once (its
+``cancel`` event), a scheduler killed with SIGKILL takes it along, and the next scheduler
+removes the half-built ``.build-*`` folders it left (``remove_leftovers``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import Problem
+from ..model import BASE_ENV
+from ..sources.py_environments import env_label
+from ..web.metrics import record_environment_build
+from .bytecode import CACHE_DIR as BYTECODE_DIR
+from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
+from .bytecode import compile_command, sources_digest
+from .process import MARKER_ENV, _die_with_parent, _signal_group, find_marked
+
+log = logging.getLogger(__name__)
+
+BUILD_TIMEOUT = 1800.0
+TAIL_LINES = 25
+KEEP_OLD = 1  # previous environments kept besides the current one
+# A requirement set that failed is not rebuilt at every sync (each would hit the
+# package index again); it is retried after this long, or at once when it changes.
+RETRY_FAILED_SECONDS = 600.0
+
+
+def uv_env() -> dict[str, str]:
+    """The environment for running uv: none of the caller's virtualenv/conda/PYTHONPATH
+    (uv would pick them up instead of the target), and no progress bars in captured output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "CONDA_", "PYTHONPATH"))}
+    env["UV_NO_PROGRESS"] = "1"
+    return env
+
+
+def uv_binary() -> str:
+    """The uv shipped with the ``uv`` package (a dependency), else one on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:  # the package's finder raises when its binary is missing
+        found = shutil.which("uv")
+        if not found:
+            raise RuntimeError("uv is not installed; run 'pip install uv'") from None
+        return found
+
+
+@dataclass(frozen=True)
+class Environment:
+    codops: str
+    digest: str
+    path: Path
+    requirements: tuple[str, ...]
+    name: str = BASE_ENV
+
+    @property
+    def label(self) -> str:
+        return env_label(self.codops, self.name)
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def environment_digest(requirements: tuple[str, ...], python: str) -> str:
+    """Hash of the normalised requirement set and the exact interpreter version."""
+    version = subprocess_version(python)
+    text = json.dumps({"python": version, "requirements": list(requirements)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_VERSIONS: dict[str, str] = {}
+
+
+def subprocess_version(python: str) -> str:
+    if python == sys.executable:
+        return f"{platform.python_implementation()}-{platform.python_version()}-{platform.machine()}"
+    if python not in _VERSIONS:
+        out = subprocess.run([python, "-c", "import platform as p;print(f'{p.python_implementation()}-"
+                                            "{p.python_version()}-{p.machine()}')"],
+                             capture_output=True, text=True, timeout=60)
+        _VERSIONS[python] = out.stdout.strip()
+    return _VERSIONS[python]
+
+
+# matplotlib's font list, built with the environment (see EnvironmentManager._seed_matplotlib);
+# the path is known to executors/displays.py, which copies it into a run's matplotlib cache.
+MATPLOTLIB_SEED = Path("share") / "peach-tasks" / "matplotlib"
+
+
+class BuildCancelled(Exception):
+    """The build was ended because ``cancel`` was set (the scheduler is stopping)."""
+
+
+class EnvironmentManager:
+    """Builds and finds organisations' environments. ``ensure`` runs on the sync thread.
+
+    ``cancel`` set (the scheduler's stop) ends a running build at once; ``marker`` is put
+    into uv's environment so that a scheduler starting after a crash finds what a build
+    left running (``MARKER_ENV``, as for tasks).
+    """
+
+    def __init__(self, state_dir: Path, python: str | None = None,
+                 progress: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+                 marker: str | None = None) -> None:
+        self.root = state_dir / "envs"
+        self.python = python or sys.executable
+        self.progress = progress or log.info
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.marker = marker
+        self._failed: dict[tuple[str, str], tuple[float, Problem]] = {}
+        self._task_files_checked: set[Path] = set()  # environments whose records were looked at
+
+    def remove_leftovers(self) -> int:
+        """Remove what builds and switches of a scheduler that was killed left behind
+        (``.build-*`` folders, ``.current-*`` links, half-written archives: every dot entry
+        of an organisation's folder). Only while holding the state_dir lock; returns how many."""
+        removed = 0
+        try:
+            orgs = [p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()]
+        except OSError:
+            return 0
+        for org in orgs:
+            for slot in [org, *[p for p in org.iterdir() if p.is_dir() and not p.is_symlink()]]:
+                if not slot.is_dir():
+                    continue  # an old-layout environment removed just before
+                for entry in list(slot.iterdir()):
+                    # The layout before named environments (envs/<codops>/<hash>, 'current',
+                    # archives) is replaced by envs/<codops>/base/: its pieces go too.
+                    old_layout = slot is org and (entry.is_symlink() or entry.is_file()
+                                                  or (entry / "peach-env.json").exists())
+                    if not entry.name.startswith(".") and not old_layout:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            log.warning("removed %d unfinished environment builds left by a previous scheduler", removed)
+        return removed
+
+    def current(self, codops: str, name: str = BASE_ENV) -> Environment | None:
+        link = self.root / codops / name / "current"
+        try:
+            target = link.resolve(strict=True)
+            meta = json.loads((target / "peach-env.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return Environment(codops, target.name, target, tuple(meta.get("requirements", ())), name)
+
+    def ensure(self, codops: str, requirements: tuple[str, ...],
+               name: str = BASE_ENV) -> tuple[Environment | None, Problem | None]:
+        """Make environment ``name``'s ``current`` match ``requirements``; on failure keep
+        the last good one."""
+        digest = environment_digest(requirements, self.python)
+        current = self.current(codops, name)
+        if current and current.digest == digest:
+            self._refresh_task_files(current)
+            return current, None
+        env_dir = self.root / codops / name
+        target = env_dir / digest
+        if not (target / "peach-env.json").exists():
+            failed = self._failed.get((codops, name, digest))
+            if failed and time.monotonic() - failed[0] < RETRY_FAILED_SECONDS:
+                return current, failed[1]
+            try:
+                problem = self._build(codops, name, requirements, target)
+            except BuildCancelled:
+                return current, None  # stopping: nothing was decided about this set
+            if problem:
+                self._failed[(codops, name, digest)] = (time.monotonic(), problem)
+                return current, problem
+            self._failed.pop((codops, name, digest), None)
+        self._switch(env_dir, digest)
+        self._prune(env_dir, digest)
+        return self.current(codops, name), None
+
+    def _build(self, codops: str, name: str, requirements: tuple[str, ...], target: Path) -> Problem | None:
+        uv = uv_binary()
+        tmp = target.with_name(f".build-{target.name}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shown = ", ".join(requirements) or "no packages"
+        label = env_label(codops, name)
+        self.progress(f"environment {label}: building ({shown})")
+        started = time.monotonic()
+        env = uv_env()
+        if self.marker:
+            env[MARKER_ENV] = f"{self.marker}:{label}"
+        steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
+        if requirements:
+            # Compiled now: in its sandbox a run sees the environment read-only, so without the
+            # bytecode every run would compile every module it imports again (seconds for pandas
+            # or matplotlib, each run).
+            steps.append([uv, "pip", "install", "--compile-bytecode", "--python", str(tmp / "bin" / "python"),
+                          *requirements])
+        for cmd in steps:
+            try:
+                failed, output = self._run(cmd, env)
+            except OSError as exc:
+                failed, output = True, str(exc)
+            except BuildCancelled:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.progress(f"environment {label}: build stopped after {time.monotonic() - started:.1f}s "
+                              "(the scheduler is stopping)")
+                raise
+            if failed:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
+                keep = self.current(codops, name)
+                still = f"its tasks keep using environment {keep.digest}" if keep else "its tasks cannot run until it builds"
+                self.progress(f"environment {label}: FAILED after {time.monotonic() - started:.1f}s")
+                record_environment_build(label, time.monotonic() - started, ok=False)
+                return Problem("environment", label,
+                               f"building the environment '{name}' of '{codops}' ({shown}) failed; {still}. "
+                               f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
+        self._seed_matplotlib(tmp, target, env, label)
+        self._compile_task_files(tmp, env, label)
+        meta = {"codops": codops, "name": name, "requirements": list(requirements),
+                "python": subprocess_version(self.python),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.monotonic() - started, 3)}
+        (tmp / "peach-env.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        self.progress(f"environment {label}: ready in {meta['build_seconds']:.1f}s")
+        record_environment_build(label, meta["build_seconds"], ok=True)
+        return None
+
+    def _seed_matplotlib(self, tmp: Path, target: Path, env: dict[str, str], label: str) -> None:
+        """Build matplotlib's font list once, into the environment (``MATPLOTLIB_SEED``).
+
+        A sandboxed run has a new, empty ``HOME``, so matplotlib would scan the system's fonts
+        again in every run (about half a second); the task process copies this list into its
+        cache instead (``executors/displays.py``). Built in ``tmp``, the list names ``tmp``'s
+        paths: they are rewritten to ``target``'s, where the environment is used. Best effort:
+        without it matplotlib builds its own list, as before."""
+        if not any(tmp.glob("lib/python*/site-packages/matplotlib/__init__.py")):
+            return
+        seed = tmp / MATPLOTLIB_SEED
+        seed.mkdir(parents=True, exist_ok=True)
+        try:
+            failed, output = self._run([str(tmp / "bin" / "python"), "-I", "-c", "import matplotlib.font_manager"],
+                                       dict(env, MPLCONFIGDIR=str(seed)))
+        except OSError as exc:
+            failed, output = True, str(exc)
+        lists = list(seed.glob("fontlist-*.json"))
+        if failed or not lists:
+            shutil.rmtree(seed, ignore_errors=True)
+            self.progress(f"environment {label}: matplotlib's font list was not built ahead "
+                          f"(each run builds its own): {output.strip()[-300:]}")
+            return
+        for path in lists:
+            path.write_text(path.read_text(encoding="utf-8").replace(str(tmp), str(target)), encoding="utf-8")
+        for other in seed.iterdir():
+            if other not in lists:  # matplotlib's lock files and the like: only the list is kept
+                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+
+    def _compile_task_files(self, tmp: Path, env: dict[str, str], label: str) -> None:
+        """The task process's own files compiled by this environment's interpreter, so that
+        no run compiles them again (``executors/bytecode.py``). Best effort: without them
+        each run compiles them, as before."""
+        try:
+            failed, output = self._run(compile_command(tmp / "bin" / "python", tmp), env)
+        except OSError as exc:
+            failed, output = True, str(exc)
+        if failed:
+            shutil.rmtree(tmp / BYTECODE_DIR, ignore_errors=True)
+            self.progress(f"environment {label}: the task process's files were not compiled ahead "
+                          f"(each run compiles them): {output.strip()[-300:]}")
+            return
+        (tmp / BYTECODE_DIGEST).write_text(sources_digest())
+
+    def _refresh_task_files(self, env: Environment) -> None:
+        """An environment built before this scheduler (an older one, or one installed
+        elsewhere) gets records of this scheduler's files: once per environment and process."""
+        if env.path in self._task_files_checked:
+            return
+        self._task_files_checked.add(env.path)
+        try:
+            made = (env.path / BYTECODE_DIGEST).read_text() == sources_digest()
+        except OSError:
+            made = False  # none yet
+        if not made:
+            self._compile_task_files(env.path, uv_env(), env_label(env.codops, env.name))
+
+    def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
+        """One uv step: (failed, output). Its own process group, killed with everything in it
+        on ``cancel`` (raising ``BuildCancelled``), after ``BUILD_TIMEOUT``, or when the
+        caller itself is interrupted; it dies with the thread that started it."""
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+            deadline = time.monotonic() + BUILD_TIMEOUT
+            how = "exited"
+            try:
+                while proc.poll() is None:
+                    if self.cancel.wait(0.2):
+                        how = "cancelled"
+                        break
+                    if time.monotonic() > deadline:
+                        how = "timeout"
+                        break
+            finally:
+                if proc.poll() is None:
+                    _end(proc, env.get(MARKER_ENV))
+            if how == "cancelled":
+                raise BuildCancelled()
+            out.seek(0)
+            output = out.read().decode("utf-8", errors="replace")
+        if how == "timeout":
+            return True, f"{output}\nuv did not finish within {BUILD_TIMEOUT:g} s and was killed"
+        return proc.returncode != 0, output
+
+    _pack_lock = threading.Lock()
+
+    def pack(self, env: Environment) -> Path:
+        """A ``.tar.gz`` of ``env`` for Spark's ``--archives``, made once per environment hash.
+
+        Symlinks are kept as they are: ``bin/python`` points at the base interpreter, which
+        cluster nodes must have at the same path (as with any packed virtualenv).
+        """
+        archive = env.path.with_name(f"{env.digest}.tar.gz")
+        with self._pack_lock:  # two loops of one organisation may ask at once
+            if archive.exists():
+                return archive
+            started = time.monotonic()
+            self.progress(f"environment {env.label}: packing {env.digest} for Spark")
+            tmp = archive.with_name(f".{archive.name}-{os.getpid()}")
+            with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+                for child in sorted(env.path.iterdir()):
+                    tar.add(child, arcname=child.name)
+            os.replace(tmp, archive)
+            self.progress(f"environment {env.label}: packed in {time.monotonic() - started:.1f}s "
+                          f"({archive.stat().st_size >> 20} MiB)")
+            return archive
+
+    def _switch(self, env_dir: Path, digest: str) -> None:
+        link = env_dir / "current"
+        tmp_link = env_dir / f".current-{os.getpid()}"
+        tmp_link.unlink(missing_ok=True)
+        os.symlink(digest, tmp_link)
+        os.replace(tmp_link, link)  # atomic: a reader sees the old or the new, never none
+
+    def _prune(self, env_dir: Path, keep: str) -> None:
+        envs = sorted((p for p in env_dir.iterdir() if p.is_dir() and not p.is_symlink()
+                       and not p.name.startswith(".") and p.name != keep),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in envs[KEEP_OLD:]:
+            shutil.rmtree(old, ignore_errors=True)
+            old.with_name(f"{old.name}.tar.gz").unlink(missing_ok=True)
+
+
+def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
+    """SIGTERM to the build's process group, SIGKILL to all of it 2 s later, then to anything
+    of the build that left the group (found by its marker). The leader is reaped only at the
+    end, so the group's id cannot be taken by another process meanwhile."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                break  # exited; left unreaped
+        except ChildProcessError:
+            break
+        time.sleep(0.05)
+    _signal_group(proc.pid, signal.SIGKILL)
+    for other in find_marked(marker, exact=True) if marker else []:
+        try:
+            other.kill()
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+    proc.wait()
