@@ -11,12 +11,7 @@ import pytest
 
 from peach_tasks.errors import Problem
 from peach_tasks.model import Executor, TaskSpec
-from peach_tasks.sources.definitions import (
-    RepoDefinitions,
-    definition_files,
-    load_definitions,
-    parse_definition_text,
-)
+from peach_tasks.sources.definitions import RepoDefinitions, definition_files, load_definitions, parse_definition_text
 from peach_tasks.sources.requirements import normalise_requirements, requirement_problem
 
 REPO = "team/notebooks"

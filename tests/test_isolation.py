@@ -22,15 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import (
-    Repo,
-    py_task,
-    require_service,
-    sandbox_missing,
-    task_yaml,
-    wait_for,
-    write_settings,
-)
+from conftest import Repo, py_task, require_service, sandbox_missing, task_yaml, wait_for, write_settings
 
 from peach_tasks.executors.sandbox import make_sandbox
 from peach_tasks.scheduling.triggers import TriggerQueue

@@ -18,12 +18,7 @@ from conftest import Repo, py_task, task_yaml, wait_for, write_settings
 from peach_tasks.cli import main
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.scheduling.retention import LEASE, Pruner, plan
-from peach_tasks.settings import (
-    RetentionSettings,
-    SettingsError,
-    load_settings,
-    settings_from_dict,
-)
+from peach_tasks.settings import RetentionSettings, SettingsError, load_settings, settings_from_dict
 from peach_tasks.store import Store
 from peach_tasks.store.leases import LeaseStore
 from peach_tasks.store.schema import log_chunks, runs

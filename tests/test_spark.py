@@ -19,11 +19,7 @@ from conftest import Repo, write_settings
 from spark_cluster import spark_home
 
 from peach_tasks.executors.spark import DRIVER, submit_command, yarn_tags
-from peach_tasks.executors.spark_cluster import (
-    standalone_web_url,
-    yarn_kill_command,
-    yarn_list_command,
-)
+from peach_tasks.executors.spark_cluster import standalone_web_url, yarn_kill_command, yarn_list_command
 from peach_tasks.model import Executor, TaskSpec
 from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import SparkOrganisationSettings, SparkSettings

@@ -21,13 +21,7 @@ from ..model import Outcome, RunStatus
 from .base import Job, LogSink
 from .environments import Environment
 from .process import ProcessSpec, run_process, utc_stamp
-from .python import (
-    DEFAULT_MAX_RESULT_BYTES,
-    outcome_from,
-    read_result,
-    run_request,
-    with_outputs,
-)
+from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result, run_request, with_outputs
 from .run_outputs import OUTPUTS_DIR, OutputBounds
 from .untrusted_files import read_task_file
 

@@ -13,14 +13,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 from urllib.parse import quote
 
-from ..alert_settings import (
-    PROBLEM_APPEARED,
-    PROBLEM_CLEARED,
-    REPLICA_DIED,
-    RUN_FAILED,
-    TASK_RECOVERED,
-    TASK_STALE,
-)
+from ..alert_settings import PROBLEM_APPEARED, PROBLEM_CLEARED, REPLICA_DIED, RUN_FAILED, TASK_RECOVERED, TASK_STALE
 from ..durations import format_duration
 from ..store.alert_outbox import Event
 

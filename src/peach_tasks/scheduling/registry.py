@@ -16,11 +16,7 @@ from ..alert_settings import SourcedRule
 from ..errors import Problem
 from ..model import BASE_ENV, METADATA_LOOP, TaskSpec
 from ..sources.definitions import RepoDefinitions
-from ..sources.py_environments import (
-    environment_sets,
-    merge_declarations,
-    unknown_environment,
-)
+from ..sources.py_environments import environment_sets, merge_declarations, unknown_environment
 from ..sources.repos import Checkout
 
 

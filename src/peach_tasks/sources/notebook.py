@@ -33,19 +33,8 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from .magics import (
-    NO_EFFECT_LINE_MAGICS,
-    PACKAGE_MAGICS,
-    RUNTIME_LINE_MAGICS,
-    CellMagics,
-    transform_cell,
-)
-from .notebook_entry import (
-    find_entry,
-    find_entry_cell,
-    not_found_message,
-    signature_problem,
-)
+from .magics import NO_EFFECT_LINE_MAGICS, PACKAGE_MAGICS, RUNTIME_LINE_MAGICS, CellMagics, transform_cell
+from .notebook_entry import find_entry, find_entry_cell, not_found_message, signature_problem
 from .notebook_files import CodeCells, NotebookError, read_code_cells
 
 __all__ = ["Cell", "ExtractedCode", "NotebookError", "compile_cell", "extract_code", "find_entry_cell",

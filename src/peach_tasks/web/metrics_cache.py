@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.utils import floatToGoString
 
-from ..store.totals import DURATION_BUCKETS, Total, TotalsCache
 from ..store.alert_outbox import AlertOutbox
+from ..store.totals import DURATION_BUCKETS, Total, TotalsCache
 from .access import Scope, visible_problems
 
 if TYPE_CHECKING:
