@@ -1,8 +1,7 @@
 """The notebook authors' commands: ``validate``, ``run``, ``trigger`` and ``triggers``.
 
-Registered on the main ``peach-tasks`` group at the bottom of ``cli.py``, which also
-adds its ``--config`` option to each. This module imports ``cli`` only inside the
-commands: importing it at the top would be circular under ``python -m peach_tasks.cli``.
+``cli.py`` adds them to the ``peach-tasks`` group, with its ``--config`` option on each;
+what every command shares (settings, the store, tables) comes from ``commands/common.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 
 import click
 
+from ..commands.common import as_table, cli_settings, open_store
 from ..commands.words import closest, plural
 from ..executors.base import CancelEvent
 from ..model import RunStatus
@@ -34,10 +34,8 @@ def _optional_settings(ctx: click.Context) -> Settings:
 
     An author's working copy has no scheduler.yaml, and must not need one.
     """
-    from ..cli import _settings
-
     if ctx.find_root().ensure_object(dict).get("config") or os.environ.get(CONFIG_ENV):
-        return _settings(ctx)
+        return cli_settings(ctx)
     return settings_from_dict({})
 
 
@@ -193,14 +191,13 @@ def trigger(ctx: click.Context, target: str, payload: str | None, as_json: bool)
     The request is stored, so it survives a restart of the scheduler; the run
     records that it was triggered, and by whom.
     """
-    from ..cli import _open_store, _settings
     from ..scheduling.triggers import TriggerRefused, request_trigger
 
     codops, sep, name = target.partition("/")
     if not sep or not codops or not name:
         raise click.BadParameter("give the task as CODOPS/TASK, e.g. default/tf_task", param_hint="CODOPS/TASK")
     value = _payload(payload)
-    store = _open_store(_settings(ctx), migrate=False)
+    store = open_store(cli_settings(ctx), migrate=False)
     try:
         queued = request_trigger(store, codops, name, value, requested_by=f"cli {_who()}")
     except TriggerRefused as exc:
@@ -225,10 +222,9 @@ def trigger(ctx: click.Context, target: str, payload: str | None, as_json: bool)
 @click.pass_context
 def triggers(ctx: click.Context, orgs: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Triggers, newest first: pending, running, done or dropped, and the run each started."""
-    from ..cli import _open_store, _settings, _table
     from ..scheduling.triggers import TriggerQueue
 
-    store = _open_store(_settings(ctx), migrate=False)
+    store = open_store(cli_settings(ctx), migrate=False)
     try:
         rows = TriggerQueue(store).listing(orgs or None, limit)
     finally:
@@ -236,7 +232,7 @@ def triggers(ctx: click.Context, orgs: tuple[str, ...], limit: int, as_json: boo
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(_table(rows, TRIGGER_COLUMNS) if rows else "no triggers")
+        click.echo(as_table(rows, TRIGGER_COLUMNS) if rows else "no triggers")
 
 
 def _who() -> str:

@@ -1,7 +1,6 @@
 """``peach-tasks alerts``: the alert outbox (what was sent, what waits, what failed and why).
 
-Like ``cli_authors.py``, this module imports ``cli`` only inside the command (``cli``
-imports this module at its end and adds ``--config``).
+``cli.py`` adds these commands to the ``peach-tasks`` group, with ``--config``.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import json
 import click
 
 from ..store.alert_outbox import DONE, QUEUED
+from .common import as_table, cli_settings, open_store
 
 ALERT_COLUMNS = ["id", "created_at", "event", "codops", "task", "run_id", "rule", "destination", "state",
                  "attempts", "next_attempt_at", "last_error"]
@@ -31,11 +31,10 @@ def alerts(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: boo
     SUPPRESSED was over its rule's rate limit; DROPPED found the outbox full. The URLs and
     passwords of destinations are never stored here.
     """
-    from ..cli import _open_store, _settings, _table
     from ..store.alert_outbox import AlertOutbox
 
-    settings = _settings(ctx)
-    store = _open_store(settings, migrate=False)
+    settings = cli_settings(ctx)
+    store = open_store(settings, migrate=False)
     try:
         rows = AlertOutbox(store.engine).rows(limit, [s.upper() for s in states])
     finally:
@@ -46,7 +45,7 @@ def alerts(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: boo
     if not rows:
         click.echo("no alerts" + ("" if settings.alerts.enabled else " (no rules: see 'alerts' in docs/settings.md)"))
         return
-    click.echo(_table(rows, ALERT_COLUMNS))
+    click.echo(as_table(rows, ALERT_COLUMNS))
 
 
 @click.command("alert-test")
@@ -62,11 +61,10 @@ def alert_test(ctx: click.Context, rule: str) -> None:
     import uuid
     from datetime import datetime, timezone
 
-    from ..cli import _settings
     from ..observability.alert_render import SCHEMA
     from ..observability.alert_send import DeliveryError, deliver
 
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     found = {r.name: r for r in settings.alerts.rules}
     if rule not in found:
         known = ", ".join(sorted(found)) or "none (see 'alerts' in docs/settings.md)"

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from .common import as_table, cli_settings, open_store
+
 COLUMNS = ["seq", "kind", "mime_type", "size_bytes", "text"]
 EXTENSIONS = {"text/html": "html", "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif",
               "image/svg+xml": "svg", "text/markdown": "md", "application/json": "json", "text/latex": "tex",
@@ -29,9 +31,8 @@ def file_name(output: Any) -> str:
 @click.pass_context
 def outputs(ctx: click.Context, run_id: int, folder: str | None, as_json: bool) -> None:
     """What one run showed: display() calls and matplotlib figures, kept with the run (also a failed one)."""
-    from ..cli import _open_store, _settings, _table
 
-    store = _open_store(_settings(ctx), migrate=False)
+    store = open_store(cli_settings(ctx), migrate=False)
     try:
         run = store.run(run_id)
         if run is None:
@@ -55,7 +56,7 @@ def outputs(ctx: click.Context, run_id: int, folder: str | None, as_json: bool) 
         click.echo(json.dumps(listed, indent=2))
     elif listed:
         shown = [dict(o, text=(o["text"] or "").replace("\n", " ")[:60]) for o in listed]
-        click.echo(_table(shown, COLUMNS))
+        click.echo(as_table(shown, COLUMNS))
     else:
         still = " yet (it is still running: they are kept when it ends)" if run["status"] == "RUNNING" else ""
         click.echo(f"run {run_id} ({run['codops']}/{run['task']}, {run['status']}) showed nothing{still}")

@@ -25,15 +25,15 @@ def prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     their log and outputs (one line says so). Without --dry-run the removal runs now, in the
     same small batches as serve's, unless another replica is pruning at this moment.
     """
-    from ..cli import _open_store, _settings, _table
     from ..scheduling.retention import Pruner, plan
+    from .common import as_table, cli_settings, open_store
 
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     policy = settings.retention
     if policy is None:
         raise click.ClickException("no 'retention' in the settings: everything is kept. Add e.g. "
                                    "'retention: {runs_days: 90, logs_days: 30, keep_last: 100}' to scheduler.yaml")
-    store = _open_store(settings, migrate=False)
+    store = open_store(settings, migrate=False)
     try:
         done = None
         if dry_run:
@@ -59,7 +59,7 @@ def prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         return
     what = "would remove" if dry_run else "removed"
     if rows:
-        click.echo(_table(rows, PLAN_COLUMNS))
+        click.echo(as_table(rows, PLAN_COLUMNS))
     click.echo(f"{what}: {totals['runs']} runs ({totals['runs_log_bytes']} bytes of log) and the logs of "
                f"{totals['logs']} more ({totals['logs_bytes']} bytes), over {len(rows)} tasks; keeping the newest "
                f"{policy.keep_last} of each task, runs for {_days(policy.runs_days)}, logs for "
