@@ -5,7 +5,7 @@ being taken over each write one ``alert_events`` row here, inside the transactio
 makes the change, so that no change is lost by a crash and none is announced twice:
 the change itself is the once-only step (a conditional UPDATE, an INSERT that loses to
 a concurrent one, a DELETE that finds the row gone), and only its winner writes the event.
-What happens to an event later (rules, outbox, delivery) is ``alerts/``'s business.
+What happens to an event later (rules, outbox, delivery) is the business of ``observability/alert_*.py``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,7 @@ from typing import Any, Collection, Iterable, Sequence
 
 import sqlalchemy as sa
 
-from ..alert_settings import (
-    PROBLEM_APPEARED,
-    PROBLEM_CLEARED,
-    REPLICA_DIED,
-    RUN_FAILED,
-    TASK_RECOVERED,
-    TASK_STALE,
-)
+from ..alert_settings import PROBLEM_APPEARED, PROBLEM_CLEARED, REPLICA_DIED, RUN_FAILED, TASK_RECOVERED, TASK_STALE
 from ..errors import Problem
 from . import dialect
 from .freshness import Freshness

@@ -9,7 +9,9 @@ the last success with the run's end), so the answer never needs the runs table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+
+from .times import as_utc
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Freshness:
         """Seconds since the last success ended; None: never succeeded."""
         if self.last_success_at is None:
             return None
-        return max((now - _utc(self.last_success_at)).total_seconds(), 0.0)
+        return max((now - as_utc(self.last_success_at)).total_seconds(), 0.0)
 
     def stale(self, now: datetime) -> bool | None:
         """True/False for a task with a freshness, None for one without."""
@@ -31,15 +33,12 @@ class Freshness:
         start = self.last_success_at or self.first_seen_at
         if start is None:
             return False  # not yet registered: nothing to hold against it
-        return (now - _utc(start)).total_seconds() > self.freshness_s
+        return (now - as_utc(start)).total_seconds() > self.freshness_s
 
     def stale_at(self) -> datetime | None:
         """When the task is (or becomes) stale if nothing succeeds before; None: never."""
         start = self.last_success_at or self.first_seen_at
         if not self.freshness_s or start is None:
             return None
-        return _utc(start) + timedelta(seconds=self.freshness_s)
+        return as_utc(start) + timedelta(seconds=self.freshness_s)
 
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

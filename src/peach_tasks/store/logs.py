@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator, Protocol
 
 import sqlalchemy as sa
 
 from .schema import log_chunks, runs
-
-if TYPE_CHECKING:
-    from .store import Store
 
 HEAD_BYTES = 1 << 20
 TAIL_BYTES = 4 << 20
@@ -34,10 +31,20 @@ TRIM_SLACK = 1 << 20  # how far the buffer may outgrow what the store could keep
 ROW_BYTES = 1 << 20  # one log_chunks row holds at most this much: a flush decodes no more at once
 
 
+class WriterOwner(Protocol):
+    """What a ``LogWriter`` needs of its ``Store``: the engine to write with, and to be told
+    when it closes (a Protocol, so that this module does not import ``store.py``, which
+    imports it)."""
+
+    engine: sa.Engine
+
+    def _forget_writer(self, writer: LogWriter) -> None: ...
+
+
 class LogWriter:
     """Collects one run's log lines; ``write`` is the sink given to executors."""
 
-    def __init__(self, store: "Store", run_id: int, head_bytes: int = HEAD_BYTES, tail_bytes: int = TAIL_BYTES) -> None:
+    def __init__(self, store: WriterOwner, run_id: int, head_bytes: int = HEAD_BYTES, tail_bytes: int = TAIL_BYTES) -> None:
         self.store, self.run_id = store, run_id
         self.head_limit, self.tail_limit = head_bytes, tail_bytes
         self._lock = threading.Lock()

@@ -25,16 +25,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from . import dialect
 from .schema import BUCKET_COLUMNS, DURATION_BUCKETS, TOTALS_SEQUENCE, run_totals
 from .times import as_utc
-
-if TYPE_CHECKING:
-    from .store import Store
 
 WINDOW = 5000
 RESYNC_SECONDS = 600.0
@@ -84,6 +81,13 @@ def changed_rows(conn: sa.Connection, after_seq: int) -> list[Any]:
     return conn.execute(sa.select(run_totals).where(run_totals.c.seq > after_seq)).all()
 
 
+class HasEngine(Protocol):
+    """What a ``TotalsCache`` reads through: a ``Store``'s engine (a Protocol, so that this
+    module does not import ``store.py``, which imports it for ``add_run``)."""
+
+    engine: sa.Engine
+
+
 class TotalsCache:
     """A reader's copy of ``run_totals``, brought up to date by ``refresh()``.
 
@@ -91,7 +95,7 @@ class TotalsCache:
     metrics' rendering, the freshness checks) learn which organisations changed.
     """
 
-    def __init__(self, store: "Store", window: int | None = None, resync_seconds: float = RESYNC_SECONDS) -> None:
+    def __init__(self, store: HasEngine, window: int | None = None, resync_seconds: float = RESYNC_SECONDS) -> None:
         self.store = store
         postgres = store.engine.dialect.name == "postgresql"
         self.window = window if window is not None else (WINDOW if postgres else 0)
