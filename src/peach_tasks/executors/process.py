@@ -22,17 +22,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable
+from typing import Callable, Iterable
 
 import psutil
 
 from .base import CancelEvent, LogSink
-from .output import MAX_LINE_BYTES, READ_BYTES, Reader, utc_stamp  # noqa: F401 - re-exported
 from .cgroups import RunGroup, Usage
-from .sandbox import Sandbox, SandboxPlan
+from .output import MAX_LINE_BYTES, READ_BYTES, Reader, utc_stamp  # noqa: F401 - re-exported
+from .spawn import MARKER_ENV, ProcessSpec, _feed, _feed_now, child_env  # noqa: F401 - re-exported
 from .warm import WarmSandbox
-
-MARKER_ENV = "PEACH_TASKS_RUN"
 
 _CANCEL_POLL = 0.05  # how late a plain Event's cancel may be noticed (a CancelEvent: at once)
 _KILL_WAIT = 2.0  # how long a SIGKILLed process may take to disappear
@@ -40,26 +38,6 @@ _MAX_ROUNDS = 20  # a fork loop could refill the marker scan forever
 _PROC = Path("/proc")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One process to run: ``timeout`` and ``grace`` are seconds, ``marker`` is unique
-    to the run and lands in ``MARKER_ENV``; ``stdin_data`` is written then closed."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    timeout: float
-    grace: float
-    marker: str
-    stdin_data: bytes | None = None
-    die_with_parent: bool = False  # SIGKILL the process when the thread that started it dies
-    # Run it inside this sandbox (its own namespaces and cgroup); None: a plain process.
-    sandbox: Sandbox | None = None
-    plan: SandboxPlan | None = None
-    # In a sandbox with a private copy: the program waits for the copy (``Sandbox.command``).
-    copy_beside: bool = False
 
 
 _PR_SET_PDEATHSIG = 1
@@ -90,11 +68,6 @@ class ProcessResult:
     leftovers_killed: int
     usage: Usage | None = None  # what the run's cgroup measured (sandboxed runs)
     warm: bool = False  # it ran in a sandbox started ahead (warm.py)
-
-
-def child_env(marker: str, env: dict[str, str]) -> dict[str, str]:
-    """The environment a task process is started with: ``env``, its run's marker, unbuffered."""
-    return {**env, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
 
 
 def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None = None,
@@ -444,32 +417,6 @@ def _wait_gone(procs: Iterable[psutil.Process], timeout: float) -> None:
         delay = min(delay * 2, 0.05)
         pending = [p for p in pending if _alive(p)]
 
-
-
-def _feed_now(pipe: IO[bytes], data: bytes) -> bytes:
-    """Write what the pipe takes without waiting and return the rest, for ``_feed`` in a
-    thread; all of it written (a request fits the pipe's 64 KiB), the pipe is closed. This
-    spares most runs a thread's start, which the child's own start made cost a millisecond."""
-    fd = pipe.fileno()
-    try:
-        os.set_blocking(fd, False)
-        written = os.write(fd, data)
-    except BlockingIOError:
-        written = 0
-    except OSError:  # the child ended or closed its stdin early: its exit status tells
-        written = len(data)
-    if written < len(data):
-        os.set_blocking(fd, True)
-        return data[written:]
-    with contextlib.suppress(OSError):
-        pipe.close()
-    return b""
-
-
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    # A child that ended or closed its stdin early: its exit status tells what happened.
-    with contextlib.suppress(OSError), pipe:
-        pipe.write(data)
 
 
 def _finish(

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Callable
 from .cgroups import Limits, RunGroup
 
 if TYPE_CHECKING:
-    from .process import ProcessSpec
     from .sandbox import Sandbox
+    from .spawn import ProcessSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class WarmSandbox:
         """Start ``spec`` (its ``PEACH_*`` variables are not used: the run sends its own) in
         a new group ``group_name`` with ``waiting_limits``; None when it cannot wait that way.
         Raises ``OSError`` when the sandbox cannot start."""
-        from .process import child_env
+        from .spawn import child_env
 
         assert spec.plan is not None and spec.copy_beside
         full = spec.plan.limits
@@ -147,7 +147,7 @@ class WarmSandbox:
         else happens: ``then`` runs once the request is written (the loop starts the next
         sandbox there, beside this one reading its request).
         """
-        from .process import _feed, _feed_now
+        from .spawn import _feed, _feed_now
 
         assert self.state == "waiting"
         self.state = "taken"
