@@ -12,16 +12,12 @@ from conftest import Repo, py_task, task_yaml, write_settings
 from prometheus_client.parser import text_string_to_metric_families
 from web_helpers import Filled, filled, server, start_server  # noqa: F401 (fixtures)
 
+from peach_tasks.observability.metrics import DURATION_BUCKETS, PROCESS, record_sync_failure
 from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 from peach_tasks.web.access import Scope
-from peach_tasks.web.metrics import (
-    DURATION_BUCKETS,
-    PROCESS,
-    ScopedCollector,
-    record_sync_failure,
-)
+from peach_tasks.web.metrics import ScopedCollector
 from peach_tasks.web.server import WebServer
 
 

@@ -7,8 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METADATA_LOOP = "metadata"
+
 # The environment every task uses unless its `py_env` names another, and that every other inherits.
 BASE_ENV = "base"
+
+
+def loop_limit(loop: str, task_loops: float, metadata_loop: float) -> float:
+    """The time limit of the runs of ``loop``: the metadata loop's, or the organisation loops'."""
+    return metadata_loop if loop == METADATA_LOOP else task_loops
+
+
+def run_limit(declared: float | None, limit: float) -> float:
+    """A run's time limit: the task's own ``timeout`` may shorten its loop's ``limit``, never
+    lengthen it (the loops apply it; the API shows it)."""
+    return min(declared or limit, limit)
 
 
 class TaskState(str, enum.Enum):

@@ -33,8 +33,8 @@ from typing import Callable
 
 from ..errors import Problem
 from ..model import BASE_ENV
+from ..observability.metrics import record_environment_build
 from ..sources.py_environments import env_label
-from ..web.metrics import record_environment_build
 from .bytecode import CACHE_DIR as BYTECODE_DIR
 from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
 from .bytecode import compile_command, sources_digest

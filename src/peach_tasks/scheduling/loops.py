@@ -26,18 +26,10 @@ from ..executors.cgroups import Limits
 from ..executors.process import utc_stamp
 from ..executors.sandbox import Sandbox, SandboxPlan
 from ..executors.warm import Slot, WarmSandbox
-from ..model import (
-    BASE_ENV,
-    METADATA_LOOP,
-    Executor,
-    Outcome,
-    RunStatus,
-    TaskSpec,
-    TaskState,
-)
+from ..model import BASE_ENV, Executor, Outcome, RunStatus, TaskSpec, TaskState, loop_limit, run_limit
+from ..observability.metrics import record_loop_iteration
 from ..sources.notebook import NotebookError, extract_code
 from ..trigger_client import TRIGGER_DIR_ENV
-from ..web.metrics import record_loop_iteration
 from .registry import RegisteredTask, Snapshot
 from .triggers import Trigger, TriggerQueue, collect_run_requests
 
@@ -111,7 +103,7 @@ class Loop:
         self.settings, self.store, self.envs, self.executors = settings, store, envs, executors
         self.snapshot, self.stop, self.owner = snapshot, stop, owner
         self.marker_prefix, self.keep, self.on_run = marker_prefix, keep, on_run
-        self.limit = settings.timeouts.metadata if name == METADATA_LOOP else settings.timeouts.task
+        self.limit = loop_limit(name, settings.timeouts.task, settings.timeouts.metadata)
         self.in_use: set[Path] = set()  # checkouts a running task uses (not to be pruned)
         # Set when this replica gives the loop to another one: stop after the current task.
         self.handover = threading.Event()
@@ -315,7 +307,7 @@ class Loop:
 
     def timeout_for(self, spec: TaskSpec) -> float:
         """A task's limit: its own ``timeout`` may shorten the loop's, never lengthen it."""
-        return min(spec.timeout or self.limit, self.limit)
+        return run_limit(spec.timeout, self.limit)
 
     def _record_end(self, run_id: int, outcome: Outcome, started: float, writer: "LogWriter",
                     retried: bool = False) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..executors.base import CancelEvent
+from ..observability.metrics import record_replica
 from ..store.leases import Lease, LeaseStore
-from ..web.metrics import record_replica
 from .coordinator import Coordinator
 
 if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store import Store
     from .loops import Loop
-    from .scheduler import Scheduler
+    from .registry import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,25 @@ TAKEOVER_REASON = ("the replica that ran this task stopped or lost its lease; it
                    "the loop went on with the next task on replica {replica}")
 
 
+class LoopMaker(Protocol):
+    """What the leased loops need of their ``Scheduler``: a Protocol, so that this module
+    does not import ``scheduler.py`` (which imports this one to start ``LeasedLoops``)."""
+
+    store: Store
+    settings: Settings
+    owner: str  # this replica's name
+    stop_event: threading.Event
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    def make_loop(self, name: str, *, stop: threading.Event | None = None) -> Loop: ...
+
+    def end_left_runs(self, reason: str, owner: str | None = None, loop: str | None = None) -> list[int]: ...
+
+
 class LeasedLoops:
-    def __init__(self, scheduler: "Scheduler") -> None:
+    def __init__(self, scheduler: LoopMaker) -> None:
         self.scheduler = scheduler
         self.store = scheduler.store
         self.lease_engine = self.store.side_engine()

@@ -32,6 +32,7 @@ from ..executors.spark_check import spark_missing, spark_problems, spark_tasks
 from ..executors.spark_cluster import end_orphans
 from ..model import METADATA_LOOP, Executor
 from ..observability.alert_dispatcher import AlertDispatcher
+from ..observability.metrics import record_sync_failure
 from ..settings import Settings
 from ..sources.definitions import RepoDefinitions, load_definitions
 from ..sources.discovery import Discovery
@@ -41,7 +42,6 @@ from ..sources.repos import Checkout, Repository
 from ..store import Store
 from ..store.leases import LeaseStore
 from ..store.store import TaskRegistration
-from ..web.metrics import record_sync_failure
 from .alert_policy import alert_rules_allowed
 from .loops import Loop, RunEvent, remove_warm_leftovers
 from .problem_log import ProblemLog

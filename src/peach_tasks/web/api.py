@@ -12,21 +12,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..model import METADATA_LOOP
+from ..model import loop_limit, run_limit
 from ..store import Store
 from ..store.views import LogSlice
 from .access import Scope, scoped_problems, visible_problems
-from .models import (
-    Health,
-    LogPiece,
-    Organisation,
-    Problem,
-    RunLog,
-    RunsPage,
-    Task,
-    TaskList,
-    TaskLogs,
-)
+from .models import Health, LogPiece, Organisation, Problem, RunLog, RunsPage, Task, TaskList, TaskLogs
 
 RunStatusName = Literal["RUNNING", "SUCCESS", "FAILURE", "TIMEOUT", "ABANDONED"]
 MAX_LOG_BYTES = 8 << 20
@@ -94,8 +84,7 @@ def effective_timeout(loop: str, declared: float | None, timeouts: tuple[float, 
     (``timeouts``: the organisation loops' and the metadata loop's; None: not known here)."""
     if timeouts is None:
         return declared
-    limit = timeouts[1] if loop == METADATA_LOOP else timeouts[0]
-    return min(declared or limit, limit)
+    return run_limit(declared, loop_limit(loop, *timeouts))
 
 
 @router.get("/organisations/{codops}/tasks/{task}", response_model=Task, summary="One task")
