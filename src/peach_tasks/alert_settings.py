@@ -1,7 +1,7 @@
 """What ``alerts:`` means, in ``scheduler.yaml`` (the platform's rules) and in an
 organisation's ``peach.yaml`` (its own rules, limited by the platform's policy).
 
-Only shapes and names are checked here; ``alerts/`` does the work. Secrets (a webhook
+Only shapes and names are checked here; ``observability/alert_*.py`` do the work. Secrets (a webhook
 URL carrying a token, the SMTP password) are named by environment variable
 (``url_env``, ``password_env``) so that they are written neither in these files, nor in
 the store's outbox, nor shown by the API.
