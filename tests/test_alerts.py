@@ -17,7 +17,7 @@ from alert_receivers import HookReceiver, MailReceiver
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
 
 from peach_tasks.model import Outcome, RunStatus
-from peach_tasks.observability.alert_dispatcher import AlertDispatcher
+from peach_tasks.scheduling.alert_dispatcher import AlertDispatcher
 from peach_tasks.store.alert_outbox import AlertOutbox
 from peach_tasks.store.schema import alert_outbox
 

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..durations import format_duration
-from ..side_job import SideJob
+from .side_job import SideJob
 from ..store import retention as q
 from ..store.leases import LeaseStore
 

@@ -31,7 +31,6 @@ from ..executors.spark import SparkExecutor
 from ..executors.spark_check import spark_missing, spark_problems, spark_tasks
 from ..executors.spark_cluster import end_orphans
 from ..model import METADATA_LOOP, Executor
-from ..observability.alert_dispatcher import AlertDispatcher
 from ..observability.metrics import record_sync_failure
 from ..settings import Settings
 from ..sources.definitions import RepoDefinitions, load_definitions
@@ -42,6 +41,7 @@ from ..sources.repos import Checkout, Repository
 from ..store import Store
 from ..store.leases import LeaseStore
 from ..store.store import TaskRegistration
+from .alert_dispatcher import AlertDispatcher
 from .alert_policy import alert_rules_allowed
 from .loops import Loop, RunEvent, remove_warm_leftovers
 from .problem_log import ProblemLog

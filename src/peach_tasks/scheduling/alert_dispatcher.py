@@ -25,17 +25,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ..side_job import SideJob
+from ..observability.alert_rules import RuleSet
+from ..observability.alert_send import DeliveryError, deliver
 from ..store.alert_journal import mark_stale
 from ..store.alert_outbox import AlertOutbox, Claimed
 from ..store.store import utcnow
-from .alert_rules import RuleSet
-from .alert_send import DeliveryError, deliver
+from .side_job import SideJob
 
 if TYPE_CHECKING:
-    from ..scheduling.registry import Snapshot
     from ..settings import Settings
     from ..store import Store
+    from .registry import Snapshot
 
 log = logging.getLogger(__name__)
 
