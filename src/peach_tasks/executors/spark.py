@@ -23,6 +23,7 @@ from .environments import Environment
 from .process import ProcessSpec, run_process, utc_stamp
 from .python import DEFAULT_MAX_RESULT_BYTES, outcome_from, read_result, run_request, with_outputs
 from .run_outputs import OUTPUTS_DIR, OutputBounds
+from .spark_check import SparkSubmitMissing, spark_submit_path
 from .untrusted_files import read_task_file
 
 if TYPE_CHECKING:
@@ -54,18 +55,11 @@ def yarn_tags(codops: str, task: str, run_id: int) -> str:
 
 
 def find_spark_submit(configured: str | None) -> str:
-    """``spark.submit`` setting, else ``$SPARK_HOME/bin/spark-submit``, else pyspark's own."""
-    if configured:
-        return configured
-    home = os.environ.get("SPARK_HOME")
-    if home and Path(home, "bin", "spark-submit").exists():
-        return str(Path(home, "bin", "spark-submit"))
+    """The ``spark-submit`` to run (spark_check's lookup, which validate and sync use too)."""
     try:
-        import pyspark
-    except ImportError:
-        raise RuntimeError("no spark-submit: install 'peach-tasks[spark]', set SPARK_HOME, "
-                           "or set spark.submit in scheduler.yaml") from None
-    return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+        return spark_submit_path(configured)
+    except SparkSubmitMissing as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def submit_command(*, submit: str, spark: "SparkSettings", org: "SparkOrganisationSettings", codops: str,
@@ -161,7 +155,7 @@ class SparkExecutor:
                 message = f"cannot start {submit}: {exc.strerror or exc}"
                 note(message)
                 return Outcome(RunStatus.FAILURE, error=message)
-            outcome = outcome_from(job, ended, read_result(result_path))
+            outcome = outcome_from(job, ended, read_result(result_path, note))
             info = _read_json(info_path)
             if info:
                 outcome.details.update(spark_application_id=info.get("application_id"), spark_ui=info.get("ui"),

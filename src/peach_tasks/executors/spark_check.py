@@ -19,23 +19,38 @@ from ..errors import Problem
 from ..model import Executor, TaskSpec
 
 
-def spark_missing(submit: str | None) -> str | None:
-    """Why no ``spark-submit`` can be found (as the Spark executor looks for it), or None.
+class SparkSubmitMissing(LookupError):
+    """No ``spark-submit`` can be found; the message says where it was looked for."""
 
-    Looks, without importing pyspark (slow): ``spark.submit`` from scheduler.yaml, else
+
+def spark_submit_path(submit: str | None) -> str:
+    """The ``spark-submit`` that Spark runs use: ``spark.submit`` from scheduler.yaml, else
     ``$SPARK_HOME/bin/spark-submit``, else the pyspark package's own.
+
+    One lookup for the executor and for the checks made before any run, so both agree.
+    It finds pyspark without importing it (slow). Raises SparkSubmitMissing saying why.
     """
     if submit:
         if Path(submit).is_file() or shutil.which(submit):
-            return None
-        return f"spark.submit in scheduler.yaml is {submit!r}, which does not exist"
+            return submit
+        raise SparkSubmitMissing(f"spark.submit in scheduler.yaml is {submit!r}, which does not exist")
     home = os.environ.get("SPARK_HOME")
     if home and Path(home, "bin", "spark-submit").exists():
-        return None
-    if importlib.util.find_spec("pyspark") is not None:
-        return None
-    return ("no spark-submit: neither spark.submit in scheduler.yaml, nor $SPARK_HOME, nor the "
-            "pyspark package ('peach-tasks[spark]')")
+        return str(Path(home, "bin", "spark-submit"))
+    spec = importlib.util.find_spec("pyspark")
+    if spec is not None and spec.submodule_search_locations:
+        return str(Path(next(iter(spec.submodule_search_locations)), "bin", "spark-submit"))
+    raise SparkSubmitMissing("no spark-submit: neither spark.submit in scheduler.yaml, nor $SPARK_HOME, nor the "
+                             "pyspark package ('peach-tasks[spark]')")
+
+
+def spark_missing(submit: str | None) -> str | None:
+    """Why no ``spark-submit`` can be found (as the Spark executor looks for it), or None."""
+    try:
+        spark_submit_path(submit)
+    except SparkSubmitMissing as exc:
+        return str(exc)
+    return None
 
 
 def spark_tasks(specs: Iterable[TaskSpec]) -> list[TaskSpec]:
