@@ -8,11 +8,9 @@ dashboard polling a task's runs) would then serve again and again.
 ``bound_outcome`` cuts an ``Outcome`` to these limits and says what it cut. It also replaces what
 no row can hold or no view can serve: NUL characters (PostgreSQL's text refuses them) and lone
 surrogates (no UTF-8 for them), which would otherwise make the run's end fail to be stored, again
-and again, or its views fail to answer. Executors apply
-it when they build the outcome (``executors/python.py``) and write its notes to the run's
-log; the store applies it again before writing the row (``Store.finish_run``), as the last
-line of defence for every executor and path. An outcome within the limits passes unchanged,
-without notes, so nothing is cut or noted twice. ``bootstrap.py`` (standard library only)
+and again, or its views fail to answer. The store applies it once, before writing the row
+(``Store.finish_run``), for every executor and path, and writes its notes to the run's log. An
+outcome within the limits passes unchanged, without notes. ``bootstrap.py`` (standard library only)
 keeps its own copies of ``MAX_ERROR_CHARS`` and ``MAX_TRACEBACK_CHARS``.
 """
 

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..bounds import bound_outcome
 from ..model import Outcome, RunStatus
 from .base import Job, LogSink
 from .bytecode import BOOTSTRAP, task_argv  # noqa: F401 (BOOTSTRAP: where bench and tests find it)
@@ -67,9 +66,8 @@ class PythonExecutor:
                 sink(f"{utc_stamp()} peach-tasks: {message}")
                 return Outcome(RunStatus.FAILURE, error=message)
             note = lambda text: sink(f"{utc_stamp()} peach-tasks: {text}")  # noqa: E731
-            outcome, notes = bound_outcome(outcome_from(job, ended, read_result(result_path, note)))
-            for text in notes:
-                note(text)
+            # What the task put in its outcome is bounded by the store, once for every executor.
+            outcome = outcome_from(job, ended, read_result(result_path, note))
             return with_outputs(outcome, outputs_dir, self.outputs, note)
         finally:
             if job.warm is not None:
