@@ -242,6 +242,36 @@ def test_passwords_rotate_and_the_previous_one_outlives_a_run(tmp_path: Path, pl
     other.close()
 
 
+def test_credentials_read_at_a_period_boundary_still_work(tmp_path: Path, platform: Platform) -> None:
+    """The clock is read once per hand-out: a boundary crossed between setting the user up and
+    deriving the password must not hand out a password the server does not know yet."""
+    import redis
+
+    now = [3600.0 * 1000 + 3599.999]  # the last moment of a period
+    ticks = iter([0.0, 0.0, 0.002])  # the third reading of the clock is in the next period
+
+    def clock() -> float:
+        now[0] += next(ticks, 0.0)
+        return now[0]
+
+    orgs = OrganisationRedis(RedisSettings(**platform.settings(rotate=3600.0)), tmp_path, clock=clock)
+    creds = orgs.credentials("chrts")
+    client = redis.Redis.from_url(creds.url)
+    try:
+        assert client.set(creds.prefix + "k", "v") is True  # AuthenticationError if the password is unknown
+    finally:
+        client.close()
+        orgs.close()
+
+
+def test_an_unreachable_server_is_one_problem_and_no_user_is_tried(tmp_path: Path, platform: Platform) -> None:
+    """Whether the server can be used is decided by what failed, not by the words of a message."""
+    orgs = OrganisationRedis(RedisSettings(**platform.settings(url="redis://127.0.0.1:1/0")), tmp_path)
+    problems = orgs.sync({"chrts", "sesr"})
+    assert len(problems) == 1 and "cannot use the Redis at 127.0.0.1:1" in problems[0].message
+    orgs.close()
+
+
 def test_the_server_check_names_an_open_default_user_and_a_wrong_password(tmp_path: Path, platform: Platform,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     orgs = OrganisationRedis(RedisSettings(**platform.settings()), tmp_path)

@@ -123,6 +123,7 @@ class OrganisationRedis:
                                    "null for a user without one)")
         parts = urlsplit(settings.url)
         self._scheme, self._where = parts.scheme, parts.netloc
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 6379  # the bridge's far end
         self._db = int(parts.path.strip("/") or 0)
         self._client: Any = None
         self._version: tuple[int, ...] | None = None
@@ -171,21 +172,27 @@ class OrganisationRedis:
     def check_server(self) -> list[Problem]:
         """What the platform team must know about the server: reachable and recent enough, and
         whether its default user lets anyone in (which would bypass the organisations' users)."""
+        return self._server()[1]
+
+    def _server(self) -> tuple[bool, list[Problem]]:
+        """Whether organisations' users can be set up on the server at all, and its problems."""
         try:
             client = self.admin()
             default = client.acl_getuser("default") or {}
         except RedisUnavailable as exc:
-            return [Problem(PROBLEM_KIND, "redis", str(exc))]
+            return False, [Problem(PROBLEM_KIND, "redis", str(exc))]
         except Exception as exc:  # noqa: BLE001 - e.g. the admin user may not read ACLs
-            return [Problem(PROBLEM_KIND, "redis", f"cannot read the Redis ACLs as '{self.settings.admin_user}' "
-                                                   f"({exc}); give that user the ACL commands")]
+            return False, [Problem(PROBLEM_KIND, "redis", f"cannot read the Redis ACLs as "
+                                                          f"'{self.settings.admin_user}' ({exc}); give that user "
+                                                          "the ACL commands")]
         flags = set(default.get("flags") or [])
-        if "on" in flags and "nopass" in flags:
-            return [Problem(PROBLEM_KIND, "redis",
-                            f"the Redis at {self._where} lets anyone in as its 'default' user without a password: "
-                            "a task could use it instead of its organisation's user and reach every namespace. "
-                            "Give it a password (requirepass) or turn it off (ACL SETUSER default off)")]
-        return []
+        if "on" in flags and "nopass" in flags:  # usable, but the platform team must close that door
+            return True, [Problem(PROBLEM_KIND, "redis",
+                                  f"the Redis at {self._where} lets anyone in as its 'default' user without a "
+                                  "password: a task could use it instead of its organisation's user and reach "
+                                  "every namespace. Give it a password (requirepass) or turn it off "
+                                  "(ACL SETUSER default off)")]
+        return True, []
 
     # -- users -------------------------------------------------------------------------------
     def rules(self, codops: str) -> list[str]:
@@ -196,10 +203,12 @@ class OrganisationRedis:
         pubsub = ["+@pubsub"] if channels else ["-@pubsub"]
         return ["on", "resetkeys", f"~{namespace}*", *channels, *DATA_COMMANDS, *pubsub, *DENIED_COMMANDS]
 
-    def ensure_user(self, codops: str) -> None:
-        """Give ``codops``'s user its rules and this period's and the previous period's passwords,
-        and remove this scheduler's older ones. Idempotent; one round trip when nothing changed."""
-        period = self.period()
+    def ensure_user(self, codops: str, period: int | None = None) -> None:
+        """Give ``codops``'s user its rules and ``period``'s (default: this one's) and the previous
+        period's passwords, and remove this scheduler's older ones. Idempotent; one round trip
+        when nothing changed."""
+        if period is None:
+            period = self.period()
         with self._lock:
             client = self.admin()
             user = self.user(codops)
@@ -224,9 +233,12 @@ class OrganisationRedis:
         """A run's credentials: the user (made or rotated now if the period changed since the
         last sync) with this period's password; through ``bridge`` (a unix socket) for a run
         without a network."""
-        if self._ensured.get(codops) != self.period():
-            self.ensure_user(codops)
-        user, password = self.user(codops), self.password(codops, self.period())
+        # One reading of the clock: at a period's boundary, a second one could hand out the next
+        # period's password while the user was set up with this period's only.
+        period = self.period()
+        if self._ensured.get(codops) != period:
+            self.ensure_user(codops, period)
+        user, password = self.user(codops), self.password(codops, period)
         if bridge is not None:
             url = f"unix://{quote(user, safe='')}:{password}@{bridge}?db={self._db}"
         else:
@@ -243,15 +255,13 @@ class OrganisationRedis:
                     raise RedisUnavailable(f"a run without a network reaches Redis through a unix socket bridge, "
                                            f"which carries redis:// only, not {self._scheme}://; give such "
                                            "organisations the network (python.network: true)")
-                parts = urlsplit(self.settings.url)
-                self._bridge = RedisBridge(bridge_socket(self.state_dir), parts.hostname or "127.0.0.1",
-                                           parts.port or 6379).start()
+                self._bridge = RedisBridge(bridge_socket(self.state_dir), self._host, self._port).start()
             return self._bridge.path
 
     def sync(self, organisations: set[str]) -> list[Problem]:
         """Every organisation's user up to date; the problems found (none: all is well)."""
-        problems = self.check_server()
-        if any("cannot" in p.message for p in problems):
+        usable, problems = self._server()
+        if not usable:
             return problems
         for codops in sorted(organisations):
             try:
