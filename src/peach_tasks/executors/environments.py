@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from ..errors import Problem
 from ..model import BASE_ENV
 from ..observability.metrics import record_environment_build
@@ -38,7 +39,7 @@ from ..sources.py_environments import env_label
 from .bytecode import CACHE_DIR as BYTECODE_DIR
 from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
 from .bytecode import compile_command, sources_digest
-from .process import MARKER_ENV, _die_with_parent, _signal_group, find_marked
+from .process import MARKER_ENV, _die_with_parent, _terminate, _wait_for_exit, find_marked
 
 log = logging.getLogger(__name__)
 
@@ -318,16 +319,9 @@ class EnvironmentManager:
         with tempfile.TemporaryFile() as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True, preexec_fn=_die_with_parent)
-            deadline = time.monotonic() + BUILD_TIMEOUT
-            how = "exited"
+            how = "interrupted"  # what the finally sees if the wait itself is interrupted
             try:
-                while proc.poll() is None:
-                    if self.cancel.wait(0.2):
-                        how = "cancelled"
-                        break
-                    if time.monotonic() > deadline:
-                        how = "timeout"
-                        break
+                how = _wait_for_exit(proc, BUILD_TIMEOUT, self.cancel)  # the task runs' wait, as is
             finally:
                 if proc.poll() is None:
                     _end(proc, env.get(MARKER_ENV))
@@ -379,22 +373,10 @@ class EnvironmentManager:
 
 
 def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
-    """SIGTERM to the build's process group, SIGKILL to all of it 2 s later, then to anything
-    of the build that left the group (found by its marker). The leader is reaped only at the
-    end, so the group's id cannot be taken by another process meanwhile."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        try:
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                break  # exited; left unreaped
-        except ChildProcessError:
-            break
-        time.sleep(0.05)
-    _signal_group(proc.pid, signal.SIGKILL)
-    for other in find_marked(marker, exact=True) if marker else []:
-        try:
-            other.kill()
-        except Exception:  # noqa: BLE001 - gone already
-            pass
+    """SIGTERM to the build's process group, SIGKILL to all of it once the leader is gone or
+    2 s later, then to anything of the build that left the group (found by its marker): the
+    process layer's own kill. The leader is reaped only at the end, so the group's id cannot
+    be taken by another process meanwhile."""
+    scan = (lambda: find_marked(marker, exact=True)) if marker else list
+    _terminate(scan, 2.0, extra=[psutil.Process(proc.pid)], pgid=proc.pid)
     proc.wait()
