@@ -175,7 +175,8 @@ class SandboxedBootstrap:
 
         self.count += 1
         run_id = 10**9 + os.getpid() * 1000 + self.count
-        fields = self.loop._sandboxed(self.task, run_id, self.env.path)
+        fields = self.loop._sandboxed(self.task, run_id, self.env.path,
+                                     bridge=self.loop._redis_bridge(self.task.spec.codops))
         job = Job(run_id=run_id, codops=ORG, task=self.task.spec.name, code=self.code, program=self.program, method=self.method,
                   filename=self.task.spec.notebook, interpreter=self.env.python, cwd=self.notebook.parent,
                   timeout=60.0, grace=1.0, marker=f"bench-sandbox-{run_id}", **fields)
@@ -367,6 +368,7 @@ class Instrumented:
         return copy
 
     def __enter__(self) -> "Instrumented":
+        from peach_tasks.scheduling import loop_warm as loop_warm_mod
         from peach_tasks.scheduling import loops as loops_mod
         from peach_tasks.executors import cgroups as cgroups_mod
         from peach_tasks.executors import process as process_mod
@@ -389,6 +391,7 @@ class Instrumented:
         self.wrap(loops_mod.Loop, "_sandboxed", "sandboxed")
         self.wrap(loops_mod.Loop, "_collect_requests", "collect")
         self.wrap(self.shim(loops_mod, "shutil"), "rmtree", "rmtree")
+        self.wrap(self.shim(loop_warm_mod, "shutil"), "rmtree", "rmtree")  # an unused warm sandbox's folders
         self.wrap(scheduler.executors[Executor.PYTHON], "run", "executor")
         self.wrap(Job, "sandbox_plan", "sandbox_plan")
         self.wrap(python_mod, "run_process", "run_process")

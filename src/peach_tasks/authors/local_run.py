@@ -104,8 +104,8 @@ class _LocalLoop(Loop):
     """The scheduler's loop; the task sees ``PEACH_RUN_ID=local`` (no run is recorded)."""
 
     def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask,
-                         triggers: Path | None = None) -> dict[str, str]:
-        env = super().task_environment(env_path, run_id, task, triggers)
+                         triggers: Path | None = None, bridge: Path | None = None) -> dict[str, str]:
+        env = super().task_environment(env_path, run_id, task, triggers, bridge)
         env["PEACH_RUN_ID"] = "local"
         return env
 

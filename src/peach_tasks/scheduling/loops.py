@@ -2,34 +2,33 @@
 
 The steps of one run, in order (each a method below): start the run in the store,
 extract the notebook's code, find the organisation's environment, hand a ``Job`` to the
-executor, and end the run through ``Store.finish_run`` whatever happened. An exception
-anywhere in those steps ends that run as a FAILURE and the loop goes on.
+executor (``loop_jobs.py`` builds it), and end the run through ``Store.finish_run``
+whatever happened. An exception anywhere in those steps ends that run as a FAILURE and
+the loop goes on. ``loop_warm.py`` starts the next task's sandbox ahead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import os
 import shutil
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..durations import format_duration
-from ..executors.base import Job, LogSink, TaskExecutor
-from ..executors.cgroups import Limits
+from ..executors.base import LogSink, TaskExecutor
 from ..executors.process import utc_stamp
-from ..executors.sandbox import Sandbox, SandboxPlan
+from ..executors.sandbox import Sandbox
 from ..executors.warm import Slot, WarmSandbox
 from ..model import BASE_ENV, Executor, Outcome, RunStatus, TaskSpec, TaskState, loop_limit, run_limit
 from ..observability.metrics import record_loop_iteration
 from ..sources.notebook import NotebookError, extract_code
-from ..trigger_client import TRIGGER_DIR_ENV
+from .loop_jobs import RunJobs
+from .loop_warm import RUNS_ROOT, TRIGGER_ROOT, WarmStarts
 from .registry import RegisteredTask, Snapshot
 from .triggers import Trigger, TriggerQueue, collect_run_requests
 
@@ -55,15 +54,6 @@ FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 # the database before every one of them.
 TRIGGER_CHECK_SECONDS = 1.0
 
-# Variables a task process may inherit from the scheduler's own environment. Anything
-# else (database URLs, tokens, cloud credentials) stays with the scheduler.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
-
-# Names of sandboxes started ahead (their cgroups and folders), unique in this process.
-_WARM_IDS = itertools.count(1)
-WARM_PREFIX = "warm-"
-TRIGGER_ROOT, RUNS_ROOT = "trigger-requests", "runs"  # under state_dir: the runs' own folders
-
 
 def retry_wait(spec: TaskSpec, attempt: int) -> float:
     """Seconds to wait after attempt ``attempt`` (1: the first run) failed: ``retry_delay``,
@@ -88,8 +78,12 @@ class RunEvent:
     duration_s: float
 
 
-class Loop:
-    """One organisation's loop, or the shared metadata loop."""
+class Loop(RunJobs, WarmStarts):
+    """One organisation's loop, or the shared metadata loop.
+
+    A run's ``Job`` is built by ``RunJobs`` (loop_jobs.py), the next task's sandbox started
+    ahead by ``WarmStarts`` (loop_warm.py); the iteration, the runs and their retries are here.
+    """
 
     def __init__(self, name: str, *, settings: "Settings", store: "Store", envs: "EnvironmentManager",
                  executors: dict[Executor, TaskExecutor], snapshot: Callable[[], Snapshot],
@@ -380,136 +374,3 @@ class Loop:
         finally:
             if job.work_dir is not None:
                 shutil.rmtree(job.work_dir, ignore_errors=True)
-
-    def _job(self, task: RegisteredTask, run_id: int, env_path: Path, python: Path, slot: Slot, timeout: float,
-             code: str, payload: object, marker: str, program: dict[str, Any] | None = None) -> Job:
-        spec = task.spec
-        return Job(run_id=run_id, codops=spec.codops, task=spec.name, code=code, program=program, method=spec.method,
-                   filename=spec.notebook, interpreter=python, cwd=(task.checkout.path / spec.notebook).parent,
-                   timeout=timeout, grace=self.settings.timeouts.kill_grace, marker=marker,
-                   env=self.task_environment(env_path, run_id, task, slot.triggers), payload=payload,
-                   # With a shared database another replica takes the loop over when this
-                   # one dies: the task must die with it (SQLite: one scheduler, which ends
-                   # its leftovers itself at restart).
-                   die_with_scheduler=self.store.engine.dialect.name != "sqlite",
-                   **self._sandboxed(task, run_id, env_path, slot))
-
-    # -- the next task's sandbox, started ahead (executors/warm.py) ---------------------------
-    def _prepare_next(self) -> None:
-        """Start the sandbox of this iteration's next task, to wait for its request while the
-        current task runs. Never fails the current run: the next one then starts cold."""
-        if (not self.start_ahead or self.sandbox is None or self._warm is not None or self.stop.is_set()
-                or self.handover.is_set()):
-            return
-        slot = None
-        try:
-            task = self._next_task()
-            executor = self.executors.get(task.spec.executor) if task is not None else None
-            env = self.envs.current(task.spec.codops, task.spec.environment) if task is not None else None
-            if task is None or env is None or not hasattr(executor, "prepare"):
-                return
-            name = f"{WARM_PREFIX}{os.getpid()}-{next(_WARM_IDS)}"
-            slot = Slot(self.trigger_root / name, self.runs_root / name)
-            job = self._job(task, 0, env.path, env.python, slot, self.timeout_for(task.spec), "", None,
-                            f"{self.marker_prefix}{name}")
-            warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}")  # type: ignore[union-attr]
-            if warm is not None:
-                self._warm, slot = (warm, slot), None
-        except Exception:
-            log.exception("loop %s: starting the next task's sandbox ahead failed; it starts when it runs", self.name)
-        finally:
-            if slot is not None:
-                _remove(slot)
-
-    def _next_task(self) -> RegisteredTask | None:
-        snapshot = self.snapshot()
-        upcoming = self._upcoming
-        if not upcoming and self._carry:  # the last of the iteration: the next one's first
-            upcoming = list(snapshot.loops.get(self.name, ()))
-        for key in upcoming:
-            task = snapshot.tasks.get(key)
-            if task is not None and task.spec.loop_name == self.name and self.keep(key):
-                return task
-        return None
-
-    def drop_warm(self) -> None:
-        """End the sandbox started ahead, if there is one, with its folders."""
-        if self._warm is not None:
-            (warm, slot), self._warm = self._warm, None
-            try:
-                warm.discard()
-            finally:
-                _remove(slot)
-
-    def _cold_slot(self, run_id: int) -> Slot:
-        return Slot(self.trigger_root / str(run_id), self.runs_root / str(run_id))
-
-    def _sandboxed(self, task: RegisteredTask, run_id: int, env_path: Path,
-                   slot: Slot | None = None) -> dict[str, object]:
-        """The Job fields that put this run into its sandbox (nothing with isolation: none):
-        its organisation's limits, its environment read-only, its checkout in a private
-        copy, its own trigger folder, and a folder for the executor's files."""
-        if self.sandbox is None:
-            return {}
-        codops = task.spec.codops
-        limits = self.settings.limits_for(codops)
-        slot = slot or self._cold_slot(run_id)
-        triggers, work_dir = slot.triggers, slot.work
-        for folder in (triggers, work_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            self.sandbox.give(folder)
-        mounts = {Path(path): mode for path, mode in limits.mounts.items()}
-        for path in [p for p in mounts if not p.exists()]:
-            log.warning("mount %s of %s does not exist on this host; the run goes without it", path, codops)
-            del mounts[path]
-        bridge = self._redis_bridge(codops)
-        plan = SandboxPlan(group_name=f"{self.marker_prefix.rstrip(':')}-{run_id}",
-                           limits=Limits(limits.memory_bytes, limits.cpus, limits.pids), network=limits.network,
-                           read_only=(env_path, *[p for p, mode in mounts.items() if mode == "ro"]),
-                           writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"],
-                                     *([(bridge, bridge)] if bridge is not None else [])),
-                           private_copy=task.checkout.path)
-        return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
-
-    def _redis_bridge(self, codops: str) -> Path | None:
-        """The socket through which a sandboxed run without a network reaches the platform's
-        Redis (redis_bridge.py), or None: no Redis, no sandbox, or the run has the network."""
-        if self.redis is None or self.sandbox is None or self.settings.limits_for(codops).network:
-            return None
-        try:
-            return self.redis.bridge()
-        except Exception as exc:  # e.g. rediss://: the run goes without Redis, as when it is down
-            log.warning("%s: runs without a network cannot reach Redis: %s", codops, exc)
-            return None
-
-    def task_environment(self, env_path: Path, run_id: int, task: RegisteredTask,
-                         triggers: Path | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}
-        env.update(self.settings.task_env)
-        env["PATH"] = f"{env_path / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
-        env["VIRTUAL_ENV"] = str(env_path)
-        env.update(PEACH_CODOPS=task.spec.codops, PEACH_TASK=task.spec.name, PEACH_RUN_ID=str(run_id),
-                   PEACH_VERSION=task.version, PEACH_LOOP=self.name,
-                   PEACH_PY_ENV=task.spec.environment)
-        if self.redis is not None:  # the organisation's own user and namespace, never the admin's
-            try:
-                env.update(self.redis.credentials(task.spec.codops, self._redis_bridge(task.spec.codops)).env())
-            except Exception as exc:  # Redis down: the run goes on without it (its code says what it misses)
-                log.warning("run %s: no Redis credentials for %s (%s)", run_id, task.spec.codops, exc)
-        env[TRIGGER_DIR_ENV] = str(triggers or self.trigger_root / str(run_id))
-        return env
-
-
-def remove_warm_leftovers(state_path: Path) -> int:
-    """Remove the folders of sandboxes started ahead by a scheduler that died (their
-    processes died with it, their cgroups go with the runs'); returns how many."""
-    found = [p for root in (TRIGGER_ROOT, RUNS_ROOT) if (state_path / root).is_dir()
-             for p in (state_path / root).iterdir() if p.name.startswith(WARM_PREFIX)]
-    for path in found:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(found)
-
-
-def _remove(slot: Slot) -> None:
-    for folder in (slot.triggers, slot.work):
-        shutil.rmtree(folder, ignore_errors=True)

@@ -43,7 +43,8 @@ from ..store.leases import LeaseStore
 from ..store.store import TaskRegistration
 from .alert_dispatcher import AlertDispatcher
 from .alert_policy import alert_rules_allowed
-from .loops import Loop, RunEvent, remove_warm_leftovers
+from .loop_warm import remove_warm_leftovers
+from .loops import Loop, RunEvent
 from .problem_log import ProblemLog
 from .registry import Snapshot, build_snapshot
 from .replica import TAKEOVER_REASON, LeasedLoops

@@ -1,0 +1,118 @@
+"""A loop's next task's sandbox, started ahead while the current task runs (executors/warm.py).
+
+Once a run's task has its request, the loop starts the sandbox of the task that runs next;
+the next run takes it over, or it is ended with its folders (``drop_warm``) when nothing
+will: a stop, a handover, a pause, a wait before a retry, the end of an iteration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..executors.base import TaskExecutor
+from ..executors.sandbox import Sandbox
+from ..executors.warm import Slot, WarmSandbox
+from ..model import Executor
+from .registry import RegisteredTask, Snapshot
+
+if TYPE_CHECKING:
+    from ..executors.environments import EnvironmentManager
+
+log = logging.getLogger(__name__)
+
+# Names of sandboxes started ahead (their cgroups and folders), unique in this process.
+_WARM_IDS = itertools.count(1)
+WARM_PREFIX = "warm-"
+TRIGGER_ROOT, RUNS_ROOT = "trigger-requests", "runs"  # under state_dir: the runs' own folders
+
+
+class WarmStarts:
+    """The part of ``Loop`` that starts the next task's sandbox ahead, and ends it unused.
+
+    What it reads is the loop's (set by ``Loop.__init__``); it builds the job with the
+    loop's ``_job`` and ``timeout_for``.
+    """
+
+    name: str
+    sandbox: Sandbox | None
+    executors: dict[Executor, TaskExecutor]
+    envs: EnvironmentManager
+    snapshot: Callable[[], Snapshot]
+    stop: threading.Event
+    handover: threading.Event
+    keep: Callable[[tuple[str, str]], bool]
+    marker_prefix: str
+    trigger_root: Path
+    runs_root: Path
+    start_ahead: bool
+    _warm: tuple[WarmSandbox, Slot] | None
+    _upcoming: list[tuple[str, str]]
+    _carry: bool
+
+    def _prepare_next(self) -> None:
+        """Start the sandbox of this iteration's next task, to wait for its request while the
+        current task runs. Never fails the current run: the next one then starts cold."""
+        if (not self.start_ahead or self.sandbox is None or self._warm is not None or self.stop.is_set()
+                or self.handover.is_set()):
+            return
+        slot = None
+        try:
+            task = self._next_task()
+            executor = self.executors.get(task.spec.executor) if task is not None else None
+            env = self.envs.current(task.spec.codops, task.spec.environment) if task is not None else None
+            if task is None or env is None or not hasattr(executor, "prepare"):
+                return
+            name = f"{WARM_PREFIX}{os.getpid()}-{next(_WARM_IDS)}"
+            slot = Slot(self.trigger_root / name, self.runs_root / name)
+            job = self._job(task, 0, env.path, env.python, slot, self.timeout_for(task.spec), "", None,
+                            f"{self.marker_prefix}{name}")
+            warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}")  # type: ignore[union-attr]
+            if warm is not None:
+                self._warm, slot = (warm, slot), None
+        except Exception:
+            log.exception("loop %s: starting the next task's sandbox ahead failed; it starts when it runs", self.name)
+        finally:
+            if slot is not None:
+                remove_slot(slot)
+
+    def _next_task(self) -> RegisteredTask | None:
+        snapshot = self.snapshot()
+        upcoming = self._upcoming
+        if not upcoming and self._carry:  # the last of the iteration: the next one's first
+            upcoming = list(snapshot.loops.get(self.name, ()))
+        for key in upcoming:
+            task = snapshot.tasks.get(key)
+            if task is not None and task.spec.loop_name == self.name and self.keep(key):
+                return task
+        return None
+
+    def drop_warm(self) -> None:
+        """End the sandbox started ahead, if there is one, with its folders."""
+        if self._warm is not None:
+            (warm, slot), self._warm = self._warm, None
+            try:
+                warm.discard()
+            finally:
+                remove_slot(slot)
+
+
+def remove_warm_leftovers(state_path: Path) -> int:
+    """Remove the folders of sandboxes started ahead by a scheduler that died (their
+    processes died with it, their cgroups go with the runs'); returns how many."""
+    found = [p for root in (TRIGGER_ROOT, RUNS_ROOT) if (state_path / root).is_dir()
+             for p in (state_path / root).iterdir() if p.name.startswith(WARM_PREFIX)]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)
+
+
+def remove_slot(slot: Slot) -> None:
+    for folder in (slot.triggers, slot.work):
+        shutil.rmtree(folder, ignore_errors=True)
