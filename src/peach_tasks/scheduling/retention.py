@@ -40,6 +40,7 @@ LEASE_SECONDS = 60.0
 # grown while they take under half of it), up to ``retention.batch``: a busy machine gets
 # smaller batches instead of longer waits.
 TRANSACTION_TARGET_SECONDS = 0.02
+CHECKPOINT_TRIES = 4  # SQLite: passive checkpoints after a batch until the WAL was copied whole
 
 
 class LeaseLost(Exception):
@@ -208,10 +209,7 @@ class Pruner(SideJob):
         elif took < TRANSACTION_TARGET_SECONDS / 2:
             self.batch_size = min(self.settings.batch, self.batch_size + max(1, self.batch_size // 4))
         if self.engine.dialect.name == "sqlite":
-            # Copy what the batch wrote from the WAL into the database now, outside any
-            # transaction, so no loop's commit is the one to pass the auto-checkpoint mark.
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpoint()
         result.batches += 1
         result.batch_seconds.append(took)
         result.longest_batch_s = max(result.longest_batch_s, took)
@@ -224,6 +222,21 @@ class Pruner(SideJob):
         if worked > self.settings.pause:
             self.stop_event.wait(worked - self.settings.pause)
         self._rested = time.perf_counter()
+
+
+    def _checkpoint(self) -> None:
+        """Copy what the batch wrote from SQLite's WAL into the database now, outside any
+        transaction, so that no loop's commit is the one to pass the auto-checkpoint mark
+        (that commit would copy the WAL and sync the disk itself, holding the write lock).
+
+        The WAL starts over (and so stays short) only once all of it was copied; a loop's
+        commit during the copy leaves frames behind, so the copy is repeated (its work is
+        then only those few frames) until nothing is left, a few times at most."""
+        with self.engine.connect() as conn:
+            for _ in range(CHECKPOINT_TRIES):
+                _busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+                if copied >= frames or self.stop_event.is_set():
+                    break
 
 
 def plan(store: "Store", settings: "RetentionSettings", now: datetime | None = None) -> list[q.TaskPlan]:
