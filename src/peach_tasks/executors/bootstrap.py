@@ -11,17 +11,13 @@ and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
 A ``SystemExit`` from the task ends the process with its code (no result file
 unless the code is 0). ``display()`` is a builtin, as in a Jupyter kernel: what the task shows
-goes to ``outputs_dir`` (``displays.py``, loaded only once the task displays or plots). The result file's folder is opened before the task runs and the
-file is written through that handle, so a task that changes or deletes its working
-directory (its private checkout copy) still gets its result or its own error recorded.
+goes to ``outputs_dir`` (``displays.py``, loaded only once the task displays or plots).
 
-A sandbox started ahead (``warm.py``) runs this with ``--ack FD`` first: it waits for the
-copy, reads the request, writes one byte on FD and closes it before anything of the task
-runs, then takes the request's ``env`` (the whole environment) and enters its ``cwd``.
-
-In a sandbox the checkout's private copy is made while this interpreter starts: then the
-arguments are ``--copy PID DONE`` (see ``sandbox.TASK_STEP_BESIDE``), and nothing of the
-task runs before that copy ended whole and the process entered the request's ``cwd`` in it.
+The files beside this one hold the rest, each loaded under a private name when needed:
+``bootstrap_io.py`` (every start: the request's JSON, the result file, an error's
+description), ``bootstrap_start.py`` (a sandbox's handover: ``--ack FD`` for a sandbox
+started ahead, ``--copy PID DONE`` for the checkout's private copy, and death with the
+scheduler), ``bootstrap_cells.py`` (what only some notebooks need).
 """
 
 from __future__ import annotations
@@ -33,8 +29,8 @@ import sys
 
 # Neither json nor linecache is imported here: each imports re (and linecache tokenize),
 # about a third of a small task's start. JSON goes through CPython's own scanner and
-# encoder (``_loads``, ``_dumps``), cells' lines reach linecache when something loads it
-# (``_remember_lines``). A task that imports them pays for them, as in any process.
+# encoder (``_loads``, ``_dumps``, from bootstrap_io.py), cells' lines reach linecache when
+# something loads it (``_remember_lines``). A task that imports them pays for them.
 
 _THIS_FILE = os.path.abspath(__file__)
 # This file's frames as a traceback names them (the path it was started with, or the
@@ -59,7 +55,7 @@ def main() -> int:
     if ack is not None and copy is not None:
         # Started ahead: the copy must be whole before the request is taken, so that a
         # failed one (the waiting sandbox's small memory limit) lets the run start afresh.
-        status = _wait_for_copy(copy, None)
+        status = _start().wait_for_copy(copy, None)
         if status:
             return status
         copy = None
@@ -72,85 +68,16 @@ def main() -> int:
         print("peach-tasks bootstrap: the request is not a JSON object", file=sys.stderr)
         return 2
     if ack is not None:
-        status = _accept(ack, request)
+        status = _start().accept(ack, request)
         if status:
             return status
     if copy is not None:
-        status = _wait_for_copy(copy, request.get("cwd"))
+        status = _start().wait_for_copy(copy, request.get("cwd"))
         if status:
             return status
     if request.get("die_with_parent"):
-        _die_with(int(request["die_with_parent"]))
+        _start().die_with(int(request["die_with_parent"]))
     return run_request(request)
-
-
-def _accept(fd: str, request: dict) -> int:
-    """A sandbox started ahead takes its request: tell the scheduler on pipe ``fd`` (before
-    anything of the task runs: without this byte the scheduler starts the run afresh), then
-    take on the run's environment and enter its folder. 0, or 125 if that fails."""
-    try:
-        os.write(int(fd), b"1")
-        os.close(int(fd))
-    except (OSError, ValueError) as exc:
-        print(f"peach-tasks bootstrap: cannot acknowledge the request on fd {fd}: {exc}", file=sys.stderr)
-        return 125
-    env = request.get("env")
-    if isinstance(env, dict):
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in env.items()})
-    try:
-        os.chdir(request.get("cwd") or "/")
-    except OSError as exc:
-        print(f"peach-tasks bootstrap: cannot enter {request.get('cwd')}: {exc}", file=sys.stderr)
-        return 125
-    return 0
-
-
-def _wait_for_copy(args: list[str], cwd: str | None) -> int:
-    """Wait for the sandbox's copy of the checkout (``args``: its job's pid, the file it
-    leaves when the copy is whole), then enter ``cwd`` (if given): 0, or 125 (the sandbox's
-    own failure code) when either fails."""
-    try:
-        pid, done = int(args[0]), args[1]
-    except (IndexError, ValueError):
-        print(f"peach-tasks bootstrap: unusable --copy arguments {args!r}", file=sys.stderr)
-        return 125
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # the shell reaped it before it became this interpreter: it has ended
-    try:
-        os.unlink(done)
-    except OSError:
-        print("peach-tasks bootstrap: the private copy of the checkout failed", file=sys.stderr)
-        return 125
-    if cwd is None:
-        return 0
-    try:
-        os.chdir(cwd or "/")
-    except OSError as exc:
-        print(f"peach-tasks bootstrap: cannot enter {cwd}: {exc}", file=sys.stderr)
-        return 125
-    return 0
-
-
-def _die_with(parent_pid: int) -> None:
-    """Be SIGKILLed by the kernel when the scheduler that started us dies.
-
-    With replicas another scheduler may take the loop over, so a task must not outlive
-    its own. Set here rather than in a pre-exec hook: such a hook makes Python fork the
-    whole scheduler while holding its interpreter lock, which with hundreds of loops
-    took about 40% of that lock's time. The parent check closes the gap between the
-    start and this call.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):  # not Linux: the scheduler's marker scan still ends us
-        return
-    if os.getppid() != parent_pid:  # the scheduler died before we got here
-        os._exit(137)
 
 
 def run_request(request: dict, extra_globals: dict | None = None) -> int:
@@ -353,6 +280,19 @@ def _more() -> object:
     return _more_module
 
 
+_start_module = None
+
+
+def _start() -> object:
+    """``bootstrap_start.py``, beside this file, loaded on first use: only a sandboxed or
+    replicated run needs it."""
+    global _start_module
+    if _start_module is None:
+        _start_module = _load_beside("_peach_tasks_bootstrap_start",
+                                     os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_start.py"))
+    return _start_module
+
+
 def _displayhook(value: object) -> None:
     """A cell's result, as Jupyter shows it (``Out[n]``): kept as an output by ``display()``;
     ``_`` holds it, as in IPython."""
@@ -474,54 +414,7 @@ class _DisplayHooks:
         return spec
 
 
-# -- JSON and linecache without importing json, re or tokenize ----------------------------
-class _ScanContext:
-    """What CPython's JSON scanner reads of a decoder (``json.JSONDecoder``'s defaults)."""
-
-    strict = True
-    object_hook = object_pairs_hook = None
-    parse_float, parse_int = float, int
-
-    @staticmethod
-    def parse_constant(name: str) -> object:
-        raise ValueError(f"{name} is not JSON")  # the scheduler never writes NaN or Infinity
-
-
-def _loads(data: bytes) -> object:
-    """``json.loads(data)`` by the scanner json.loads itself uses; ``json`` where it is
-    missing (another Python) or the text is not whole JSON (json then says why)."""
-    try:
-        from _json import make_scanner
-
-        text = data.decode("utf-8")
-        value, end = make_scanner(_ScanContext())(text, 0)
-    except (ImportError, ValueError, StopIteration, RecursionError):  # json says why, or no C scanner here
-        end, text = -1, ""
-    if end < 0 or text[end:].strip():
-        import json
-
-        return json.loads(data)
-    return value
-
-
-def _dumps(value: object, default: object = None) -> str:
-    """``json.dumps(value, default=default, allow_nan=False)``, by the encoder json.dumps uses."""
-    try:
-        from _json import encode_basestring_ascii, make_encoder
-
-        encode = make_encoder({}, default or _not_serialisable, encode_basestring_ascii, None, ": ", ", ",
-                              False, False, False)
-    except (ImportError, TypeError):  # another Python's: json's own way
-        import json
-
-        return json.dumps(value, default=default, allow_nan=False)
-    return "".join(encode(value, 0))
-
-
-def _not_serialisable(value: object) -> object:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
+# -- the cells' lines for linecache, without importing it (nor tokenize and re) -------------
 _pending_lines: dict = {}  # cell name -> linecache entry, until linecache is loaded
 
 
@@ -586,120 +479,19 @@ def _takes_positional(func: object) -> bool:
     return any(p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD, kind.VAR_POSITIONAL) for p in params)
 
 
-def _result(value: object, max_bytes: int) -> dict:
-    try:
-        text = _dumps(value)  # NaN is not JSON for the store
-    except (TypeError, ValueError, RecursionError):
-        return {"ok": True, "result": None, "result_note": f"not JSON-serialisable: {type(value).__name__}"}
-    size = len(text.encode("utf-8"))
-    if max_bytes and size > max_bytes:
-        return {"ok": True, "result": None, "result_note": f"too large: {size} bytes"}
-    return {"ok": True, "result": value}
-
-
-# What a result file holds of an error at most: the scheduler keeps no more (peach_tasks/bounds.py),
-# and a file of a 100 MB message would be refused whole, error and all.
-_MAX_ERROR_CHARS = 4 * 1024
-_MAX_TRACEBACK_CHARS = 64 * 1024
-
-
+# -- the exchange with the scheduler (bootstrap_io.py, loaded at every start) -------------
 def _describe(exc: BaseException, where: str | None = None) -> dict:
+    """The result file's ``error`` for the task's exception (``bootstrap_io.describe``)."""
     import linecache  # through _DisplayHooks: the cells' lines are then in it
-    import traceback
 
     if _pending_lines:  # its loader could not be hooked
         _after_linecache(linecache)
-
-    # Drop this file's own frames: the reader should start at the task's code.
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
-        tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
-    try:
-        sys.stderr.write(text)  # into the log; the task may have closed or replaced stderr
-    except Exception:
-        pass
-    only = traceback.format_exception_only(type(exc), exc)
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and notes and len(only) > len(notes):
-        only = only[: -len(notes)]  # notes come after the "Type: message" line
-    last_line = only[-1].strip() if only else type(exc).__name__
-    if where:  # the run's error says where in the notebook, as a syntax error found before the run does
-        last_line = f"{where}: {last_line}"
-    if len(last_line) > _MAX_ERROR_CHARS or len(text) > _MAX_TRACEBACK_CHARS:
-        _say(f"peach-tasks: the run keeps this error cut to {_MAX_ERROR_CHARS} characters (it has {len(last_line)}) "
-             f"and its traceback to {_MAX_TRACEBACK_CHARS} (it has {len(text)})")
-    return {
-        "type": _cut(type(exc).__name__, 200),
-        "value": _cut(_safe_str(exc), _MAX_ERROR_CHARS),
-        "traceback": _cut(text, _MAX_TRACEBACK_CHARS, keep_end=True),
-        "last_line": _cut(last_line, _MAX_ERROR_CHARS),
-    }
+    return _io.describe(exc, where, _OWN_FILES)  # type: ignore[attr-defined]
 
 
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<unprintable {type(exc).__name__}>"
-
-
-def _cut(text: str, limit: int, keep_end: bool = False) -> str:
-    """As peach_tasks.bounds.cut_text: at most ``limit`` characters, a marker where cut."""
-    if len(text) <= limit:
-        return text
-    room = max(limit - len(_marker(len(text))), 0)
-    marker = _marker(len(text) - room)
-    if keep_end:
-        head = room // 2
-        return text[:head] + marker + text[len(text) - (room - head):]
-    return text[:room] + marker
-
-
-def _marker(cut: int) -> str:
-    return f" [... {cut} characters cut by peach-tasks ...] "
-
-
-def _say(line: str) -> None:
-    try:
-        print(line, file=sys.stderr)  # into the log; the task may have closed or replaced stderr
-    except Exception:
-        pass
-
-
-def _exit_code(exc: SystemExit) -> int:
-    code = exc.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)  # as Python does for sys.exit("message")
-    return 1
-
-
-class _ResultDir:
-    """The result file's folder, held open from before the task runs until the result is
-    written: the path is resolved once, while the working directory still exists, and the
-    file is written relative to the open folder, whatever the task did to its cwd."""
-
-    def __init__(self, path: str) -> None:
-        folder, self.name = os.path.split(os.path.abspath(path))
-        self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def __enter__(self) -> "_ResultDir":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-    def write(self, data: dict) -> None:
-        # Write then rename: the scheduler never reads half a file if the task is killed.
-        tmp = f"{self.name}.tmp"
-        text = _dumps(data, default=repr)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
-        with open(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+_io = _load_beside("_peach_tasks_bootstrap_io", os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_io.py"))
+_loads, _dumps, _result = _io.loads, _io.dumps, _io.result  # type: ignore[attr-defined]
+_ResultDir, _exit_code, _say = _io.ResultDir, _io.exit_code, _io.say  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,182 @@
+"""The task process's exchange with the scheduler, loaded by ``bootstrap.py`` at every start
+(standard library only): the request read as JSON, the result file written, and a failed
+task's error described within the bounds the store keeps.
+
+JSON goes through CPython's own scanner and encoder, the ones ``json`` uses: importing
+``json`` imports ``re``, about a third of a small task's start. The result file's folder is
+opened before the task runs and the file is written through that handle, so a task that
+changes or deletes its working directory still gets its result or its error recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class _ScanContext:
+    """What CPython's JSON scanner reads of a decoder (``json.JSONDecoder``'s defaults)."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")  # the scheduler never writes NaN or Infinity
+
+
+def loads(data: bytes) -> object:
+    """``json.loads(data)`` by the scanner json.loads itself uses; ``json`` where it is
+    missing (another Python) or the text is not whole JSON (json then says why)."""
+    try:
+        from _json import make_scanner
+
+        text = data.decode("utf-8")
+        value, end = make_scanner(_ScanContext())(text, 0)
+    except (ImportError, ValueError, StopIteration, RecursionError):  # json says why, or no C scanner here
+        end, text = -1, ""
+    if end < 0 or text[end:].strip():
+        import json
+
+        return json.loads(data)
+    return value
+
+
+def dumps(value: object, default: object = None) -> str:
+    """``json.dumps(value, default=default, allow_nan=False)``, by the encoder json.dumps uses."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+
+        encode = make_encoder({}, default or _not_serialisable, encode_basestring_ascii, None, ": ", ", ",
+                              False, False, False)
+    except (ImportError, TypeError):  # another Python's: json's own way
+        import json
+
+        return json.dumps(value, default=default, allow_nan=False)
+    return "".join(encode(value, 0))
+
+
+def _not_serialisable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def result(value: object, max_bytes: int) -> dict:
+    """The result file's content for the entry's return value (None and a note when it is
+    not JSON or larger than ``max_bytes``)."""
+    try:
+        text = dumps(value)  # NaN is not JSON for the store
+    except (TypeError, ValueError, RecursionError):
+        return {"ok": True, "result": None, "result_note": f"not JSON-serialisable: {type(value).__name__}"}
+    size = len(text.encode("utf-8"))
+    if max_bytes and size > max_bytes:
+        return {"ok": True, "result": None, "result_note": f"too large: {size} bytes"}
+    return {"ok": True, "result": value}
+
+
+# What a result file holds of an error at most: the scheduler keeps no more (peach_tasks/bounds.py),
+# and a file of a 100 MB message would be refused whole, error and all.
+MAX_ERROR_CHARS = 4 * 1024
+
+
+MAX_TRACEBACK_CHARS = 64 * 1024
+
+
+def describe(exc: BaseException, where: str | None, own_files: frozenset) -> dict:
+    """The result file's ``error``: the exception's type, value, traceback (without the
+    frames of ``own_files`` it starts with) and last line, each cut to what the store keeps;
+    ``where`` (a cell and line) prefixes the last line."""
+    import traceback
+
+    # Drop bootstrap.py's own frames: the reader should start at the task's code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in own_files:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        sys.stderr.write(text)  # into the log; the task may have closed or replaced stderr
+    except Exception:
+        pass
+    only = traceback.format_exception_only(type(exc), exc)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and notes and len(only) > len(notes):
+        only = only[: -len(notes)]  # notes come after the "Type: message" line
+    last_line = only[-1].strip() if only else type(exc).__name__
+    if where:  # the run's error says where in the notebook, as a syntax error found before the run does
+        last_line = f"{where}: {last_line}"
+    if len(last_line) > MAX_ERROR_CHARS or len(text) > MAX_TRACEBACK_CHARS:
+        say(f"peach-tasks: the run keeps this error cut to {MAX_ERROR_CHARS} characters (it has {len(last_line)}) "
+             f"and its traceback to {MAX_TRACEBACK_CHARS} (it has {len(text)})")
+    return {
+        "type": _cut(type(exc).__name__, 200),
+        "value": _cut(_safe_str(exc), MAX_ERROR_CHARS),
+        "traceback": _cut(text, MAX_TRACEBACK_CHARS, keep_end=True),
+        "last_line": _cut(last_line, MAX_ERROR_CHARS),
+    }
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _cut(text: str, limit: int, keep_end: bool = False) -> str:
+    """As peach_tasks.bounds.cut_text: at most ``limit`` characters, a marker where cut."""
+    if len(text) <= limit:
+        return text
+    room = max(limit - len(_marker(len(text))), 0)
+    marker = _marker(len(text) - room)
+    if keep_end:
+        head = room // 2
+        return text[:head] + marker + text[len(text) - (room - head):]
+    return text[:room] + marker
+
+
+def _marker(cut: int) -> str:
+    return f" [... {cut} characters cut by peach-tasks ...] "
+
+
+def say(line: str) -> None:
+    """A line into the run's log."""
+    try:
+        print(line, file=sys.stderr)  # into the log; the task may have closed or replaced stderr
+    except Exception:
+        pass
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The process's exit status for the task's ``SystemExit``, as Python's own."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # as Python does for sys.exit("message")
+    return 1
+
+
+class ResultDir:
+    """The result file's folder, held open from before the task runs until the result is
+    written: the path is resolved once, while the working directory still exists, and the
+    file is written relative to the open folder, whatever the task did to its cwd."""
+
+    def __init__(self, path: str) -> None:
+        folder, self.name = os.path.split(os.path.abspath(path))
+        self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __enter__(self) -> ResultDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def write(self, data: dict) -> None:
+        # Write then rename: the scheduler never reads half a file if the task is killed.
+        tmp = f"{self.name}.tmp"
+        text = dumps(data, default=repr)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=self.fd)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
