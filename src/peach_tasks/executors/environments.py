@@ -59,6 +59,26 @@ def uv_env() -> dict[str, str]:
     return env
 
 
+# What a build (uv, and the new environment's own interpreter) gets of the scheduler's
+# variables: what finding and fetching packages needs, never the rest (database URLs, the
+# Redis admin password, tokens). A requirement's build step or ``.pth`` file runs code
+# with these, so index credentials in UV_*/PIP_* are visible to it (docs/security.md).
+BUILD_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+             *(name for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
+               for name in (base, base.lower())))
+BUILD_ENV_PREFIXES = ("LC_", "UV_", "PIP_")
+UV_CACHE = "uv-cache"  # state_dir/uv-cache/<codops>: one cache per organisation
+
+
+def build_env(home: Path, cache: Path) -> dict[str, str]:
+    """The variables of one build step: ``BUILD_ENV``, a ``HOME`` of the build's own and
+    the organisation's own uv cache (one shared cache would let one organisation's build
+    put packages into another's environments)."""
+    env = {k: v for k, v in os.environ.items() if k in BUILD_ENV or k.startswith(BUILD_ENV_PREFIXES)}
+    env.update(HOME=str(home), UV_CACHE_DIR=str(cache), UV_NO_PROGRESS="1")
+    return env
+
+
 def uv_binary() -> str:
     """The uv shipped with the ``uv`` package (a dependency), else one on PATH."""
     try:
@@ -204,15 +224,31 @@ class EnvironmentManager:
         return self.current(codops, name), None
 
     def _build(self, codops: str, name: str, requirements: tuple[str, ...], target: Path) -> Problem | None:
-        uv = uv_binary()
         tmp = target.with_name(f".build-{target.name}-{os.getpid()}")
+        home = target.with_name(f".home-{target.name}-{os.getpid()}")  # a dot entry: remove_leftovers
+        try:
+            return self._build_in(codops, name, requirements, target, tmp, home)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    def _step_env(self, codops: str, home: Path) -> dict[str, str]:
+        """A fresh, empty ``home`` and the variables of a build step of ``codops``."""
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        cache = self.root.parent / UV_CACHE / codops
+        cache.mkdir(parents=True, exist_ok=True)
+        return build_env(home, cache)
+
+    def _build_in(self, codops: str, name: str, requirements: tuple[str, ...], target: Path, tmp: Path,
+                  home: Path) -> Problem | None:
+        uv = uv_binary()
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(requirements) or "no packages"
         label = env_label(codops, name)
         self.progress(f"environment {label}: building ({shown})")
         started = time.monotonic()
-        env = uv_env()
+        env = self._step_env(codops, home)
         if self.marker:
             env[MARKER_ENV] = f"{self.marker}:{label}"
         steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
@@ -310,7 +346,11 @@ class EnvironmentManager:
         except OSError:
             made = False  # none yet
         if not made:
-            self._compile_task_files(env.path, uv_env(), env_label(env.codops, env.name))
+            home = env.path.with_name(f".home-{env.digest}-{os.getpid()}")
+            try:
+                self._compile_task_files(env.path, self._step_env(env.codops, home), env.label)
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """One uv step: (failed, output). Its own process group, killed with everything in it
