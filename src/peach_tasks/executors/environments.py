@@ -39,7 +39,18 @@ from ..sources.py_environments import env_label
 from .bytecode import CACHE_DIR as BYTECODE_DIR
 from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
 from .bytecode import compile_command, sources_digest
+from .build_sandbox import (
+    build_command,
+    folder_inside,
+    give_tree,
+    read_inside,
+    reclaim,
+    remove_inside,
+    shown_for_build,
+    write_inside,
+)
 from .process import MARKER_ENV, _die_with_parent, _terminate, _wait_for_exit, find_marked
+from .sandbox import PACKAGE_DIR, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +155,14 @@ class EnvironmentManager:
 
     ``cancel`` set (the scheduler's stop) ends a running build at once; ``marker`` is put
     into uv's environment so that a scheduler starting after a crash finds what a build
-    left running (``MARKER_ENV``, as for tasks).
+    left running (``MARKER_ENV``, as for tasks). With ``sandbox`` (the scheduler sets its
+    own) every build step runs in it (``build_sandbox.py``); without, as the scheduler's user.
     """
 
     def __init__(self, state_dir: Path, python: str | None = None,
                  progress: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
-                 marker: str | None = None) -> None:
+                 marker: str | None = None, sandbox: Sandbox | None = None) -> None:
+        self.sandbox = sandbox
         self.root = state_dir / "envs"
         self.python = python or sys.executable
         self.progress = progress or log.info
@@ -241,7 +254,7 @@ class EnvironmentManager:
 
     def _build_in(self, codops: str, name: str, requirements: tuple[str, ...], target: Path, tmp: Path,
                   home: Path) -> Problem | None:
-        uv = uv_binary()
+        uv = os.path.realpath(uv_binary())  # the path the sandbox shows
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(requirements) or "no packages"
@@ -251,7 +264,13 @@ class EnvironmentManager:
         env = self._step_env(codops, home)
         if self.marker:
             env[MARKER_ENV] = f"{self.marker}:{label}"
-        steps = [[uv, "venv", "--quiet", "--relocatable", "--python", self.python, str(tmp)]]
+        tmp.mkdir()
+        if self.sandbox is not None:  # the build's user writes there, and in its cache
+            give_tree(self.sandbox, tmp)
+            give_tree(self.sandbox, Path(env["UV_CACHE_DIR"]))
+        # In the sandbox only the base installation is shown, not a virtualenv's python.
+        python = self.python if self.sandbox is None else os.path.realpath(self.python)
+        steps = [[uv, "venv", "--quiet", "--relocatable", "--python", python, str(tmp)]]
         if requirements:
             # Compiled now: in its sandbox a run sees the environment read-only, so without the
             # bytecode every run would compile every module it imports again (seconds for pandas
@@ -260,7 +279,7 @@ class EnvironmentManager:
                           *requirements])
         for cmd in steps:
             try:
-                failed, output = self._run(cmd, env)
+                failed, output = self._run(self._boxed(cmd, tmp, env), env)
             except OSError as exc:
                 failed, output = True, str(exc)
             except BuildCancelled:
@@ -278,62 +297,111 @@ class EnvironmentManager:
                 return Problem("environment", label,
                                f"building the environment '{name}' of '{codops}' ({shown}) failed; {still}. "
                                f"Fix the dependencies in peach.yaml. Installer output:\n{tail}")
-        self._seed_matplotlib(tmp, target, env, label)
-        self._compile_task_files(tmp, env, label)
+        seeded = self._seed_matplotlib(tmp, env, label)
+        compiled = self._compile_task_files(tmp, tmp, env, label)
+        # Every process of the build is gone (each step's sandbox ends with it): the folder is
+        # taken back before the scheduler writes there, never following what the build left.
+        reclaim(self.sandbox, tmp)
+        if seeded:
+            self._finish_seed(tmp, target, label)
+        else:  # what a failed font list step left
+            remove_inside(tmp, MATPLOTLIB_SEED)
+        if compiled:
+            self._record_task_files(tmp, label)
         meta = {"codops": codops, "name": name, "requirements": list(requirements),
                 "python": subprocess_version(self.python),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(time.monotonic() - started, 3)}
-        (tmp / "peach-env.json").write_text(json.dumps(meta, indent=2))
+        try:
+            write_inside(tmp, "peach-env.json", json.dumps(meta, indent=2))
+        except OSError as exc:  # the build left a folder there
+            shutil.rmtree(tmp, ignore_errors=True)
+            record_environment_build(label, time.monotonic() - started, ok=False)
+            return Problem("environment", label, f"building the environment '{name}' of '{codops}' ({shown}) "
+                                                 f"failed: its record could not be written ({exc})")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         self.progress(f"environment {label}: ready in {meta['build_seconds']:.1f}s")
         record_environment_build(label, meta["build_seconds"], ok=True)
         return None
 
-    def _seed_matplotlib(self, tmp: Path, target: Path, env: dict[str, str], label: str) -> None:
-        """Build matplotlib's font list once, into the environment (``MATPLOTLIB_SEED``).
+    def _boxed(self, cmd: list[str], folder: Path, env: dict[str, str],
+               also: tuple[Path, ...] = ()) -> list[str]:
+        """``cmd`` as a build step runs it: in the sandbox (``folder`` and the organisation's
+        cache writable, ``also`` read-only), or as it is without one."""
+        if self.sandbox is None:
+            return cmd
+        shown = (*shown_for_build(uv_binary(), self.python), PACKAGE_DIR, *also)
+        return build_command(self.sandbox, cmd, folder, Path(env["UV_CACHE_DIR"]), shown)
+
+    def _seed_matplotlib(self, tmp: Path, env: dict[str, str], label: str) -> bool:
+        """Build matplotlib's font list once, into the environment (``MATPLOTLIB_SEED``);
+        True when it ran (``_finish_seed`` then keeps only the list).
 
         A sandboxed run has a new, empty ``HOME``, so matplotlib would scan the system's fonts
         again in every run (about half a second); the task process copies this list into its
-        cache instead (``executors/displays.py``). Built in ``tmp``, the list names ``tmp``'s
-        paths: they are rewritten to ``target``'s, where the environment is used. Best effort:
-        without it matplotlib builds its own list, as before."""
+        cache instead (``executors/displays.py``). Best effort: without it matplotlib builds
+        its own list, as before. matplotlib makes the folder itself (the scheduler makes
+        nothing in a folder the build may still change)."""
         if not any(tmp.glob("lib/python*/site-packages/matplotlib/__init__.py")):
-            return
+            return False
         seed = tmp / MATPLOTLIB_SEED
-        seed.mkdir(parents=True, exist_ok=True)
+        cmd = [str(tmp / "bin" / "python"), "-I", "-c", "import matplotlib.font_manager"]
         try:
-            failed, output = self._run([str(tmp / "bin" / "python"), "-I", "-c", "import matplotlib.font_manager"],
-                                       dict(env, MPLCONFIGDIR=str(seed)))
-        except OSError as exc:
-            failed, output = True, str(exc)
-        lists = list(seed.glob("fontlist-*.json"))
-        if failed or not lists:
-            shutil.rmtree(seed, ignore_errors=True)
-            self.progress(f"environment {label}: matplotlib's font list was not built ahead "
-                          f"(each run builds its own): {output.strip()[-300:]}")
-            return
-        for path in lists:
-            path.write_text(path.read_text(encoding="utf-8").replace(str(tmp), str(target)), encoding="utf-8")
-        for other in seed.iterdir():
-            if other not in lists:  # matplotlib's lock files and the like: only the list is kept
-                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
-
-    def _compile_task_files(self, tmp: Path, env: dict[str, str], label: str) -> None:
-        """The task process's own files compiled by this environment's interpreter, so that
-        no run compiles them again (``executors/bytecode.py``). Best effort: without them
-        each run compiles them, as before."""
-        try:
-            failed, output = self._run(compile_command(tmp / "bin" / "python", tmp), env)
+            failed, output = self._run(self._boxed(cmd, tmp, env), dict(env, MPLCONFIGDIR=str(seed)))
         except OSError as exc:
             failed, output = True, str(exc)
         if failed:
-            shutil.rmtree(tmp / BYTECODE_DIR, ignore_errors=True)
+            self.progress(f"environment {label}: matplotlib's font list was not built ahead "
+                          f"(each run builds its own): {output.strip()[-300:]}")
+        return not failed
+
+    def _finish_seed(self, tmp: Path, target: Path, label: str) -> None:
+        """Keep only the font list (matplotlib's lock files and the like go), its paths
+        rewritten from ``tmp``'s to ``target``'s, where the environment is used. Reads and
+        writes follow no link the build left."""
+        kept = 0
+        try:
+            for entry in os.scandir(folder_inside(tmp, MATPLOTLIB_SEED)):
+                relative = MATPLOTLIB_SEED / entry.name
+                if entry.name.startswith("fontlist-") and entry.name.endswith(".json") \
+                        and entry.is_file(follow_symlinks=False):
+                    write_inside(tmp, relative, read_inside(tmp, relative).replace(str(tmp), str(target)))
+                    kept += 1
+                elif entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            if not kept:
+                raise OSError("matplotlib wrote no font list")
+        except (OSError, UnicodeDecodeError) as exc:
+            remove_inside(tmp, MATPLOTLIB_SEED)
+            self.progress(f"environment {label}: matplotlib's font list was not built ahead "
+                          f"(each run builds its own): {exc}")
+
+    def _compile_task_files(self, prefix: Path, folder: Path, env: dict[str, str], label: str,
+                            also: tuple[Path, ...] = ()) -> bool:
+        """The task process's own files compiled by this environment's interpreter, so that
+        no run compiles them again (``executors/bytecode.py``); ``folder`` is what the step
+        may write. True when it worked (``_record_task_files`` then records it). Best effort:
+        without them each run compiles them, as before."""
+        try:
+            cmd = compile_command(prefix / "bin" / "python", prefix)
+            failed, output = self._run(self._boxed(cmd, folder, env, also), env)
+        except OSError as exc:
+            failed, output = True, str(exc)
+        if failed:
+            remove_inside(prefix, BYTECODE_DIR)
             self.progress(f"environment {label}: the task process's files were not compiled ahead "
                           f"(each run compiles them): {output.strip()[-300:]}")
-            return
-        (tmp / BYTECODE_DIGEST).write_text(sources_digest())
+        return not failed
+
+    def _record_task_files(self, prefix: Path, label: str) -> None:
+        try:
+            write_inside(prefix, BYTECODE_DIGEST, sources_digest())
+        except OSError as exc:
+            remove_inside(prefix, BYTECODE_DIR)
+            self.progress(f"environment {label}: the task process's compiled files were not kept: {exc}")
 
     def _refresh_task_files(self, env: Environment) -> None:
         """An environment built before this scheduler (an older one, or one installed
@@ -348,9 +416,27 @@ class EnvironmentManager:
         if not made:
             home = env.path.with_name(f".home-{env.digest}-{os.getpid()}")
             try:
-                self._compile_task_files(env.path, self._step_env(env.codops, home), env.label)
+                self._refresh_in(env, home)
             finally:
                 shutil.rmtree(home, ignore_errors=True)
+
+    def _refresh_in(self, env: Environment, home: Path) -> None:
+        """In the sandbox only the records' folder is writable; the environment in use is
+        seen read-only and stays the scheduler's."""
+        records = env.path / BYTECODE_DIR
+        try:
+            remove_inside(env.path, BYTECODE_DIR)
+            records.mkdir(parents=True)
+        except OSError as exc:
+            self.progress(f"environment {env.label}: the task process's files were not compiled ahead: {exc}")
+            return
+        step_env = self._step_env(env.codops, home)
+        if self.sandbox is not None:
+            give_tree(self.sandbox, records)
+        compiled = self._compile_task_files(env.path, records, step_env, env.label, also=(env.path,))
+        reclaim(self.sandbox, records)
+        if compiled:
+            self._record_task_files(env.path, env.label)
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """One uv step: (failed, output). Its own process group, killed with everything in it
@@ -420,3 +506,4 @@ def _end(proc: subprocess.Popen[bytes], marker: str | None) -> None:
     scan = (lambda: find_marked(marker, exact=True)) if marker else list
     _terminate(scan, 2.0, extra=[psutil.Process(proc.pid)], pgid=proc.pid)
     proc.wait()
+

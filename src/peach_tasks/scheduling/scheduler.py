@@ -262,6 +262,8 @@ class Scheduler:
             self.store.set_problems_many([("config", name, [*found_here, *spark.get(name, [])], None)
                                           for name, found_here in snapshot.problems.items()])
             env_problems = []
+            # Builds run in the runs' sandbox (none with isolation: none or where there is none).
+            self.envs.sandbox = self.sandbox
             for (codops, env), requirements in sorted(snapshot.environments.items()):
                 _, problem = self.envs.ensure(codops, requirements, env)
                 if self.stop_event.is_set():  # stopping: builds were ended, nothing half-done is published
