@@ -218,6 +218,7 @@ def test_the_scheduler_builds_in_its_sandbox(tmp_path: Path, monkeypatch: pytest
     assert env is not None, store.problems()
     who = json.loads((env.path / "who.json").read_text())
     assert who["env"]["HOME"] == "/tmp/home" and "PEACH_TEST_ADMIN_PASSWORD" not in who["env"]
+    assert who["env"]["UV_LINK_MODE"] == "copy"  # no hardlink across the sandbox's mounts
     if os.geteuid() == 0:
         assert who["uid"] == 65534
         assert env.path.stat().st_uid == 0 and (env.path / "who.json").stat().st_uid == 0

@@ -250,7 +250,12 @@ class EnvironmentManager:
         home.mkdir(parents=True)
         cache = self.root.parent / UV_CACHE / codops
         cache.mkdir(parents=True, exist_ok=True)
-        return build_env(home, cache)
+        env = build_env(home, cache)
+        if self.sandbox is not None:
+            # The cache and the build folder are separate mounts there: uv cannot hardlink
+            # (it would copy anyway, with a warning in every build's output).
+            env["UV_LINK_MODE"] = "copy"
+        return env
 
     def _build_in(self, codops: str, name: str, requirements: tuple[str, ...], target: Path, tmp: Path,
                   home: Path) -> Problem | None:
