@@ -2,7 +2,7 @@
 """How long a running loop waits while retention prunes a large store, against the same loop
 without pruning, measured in the same run.
 
-    python bench/prune.py [--runs 1000000] [--tasks 1000] [--keep 100] [--batch 200] [--pause 0.05]
+    python bench/prune.py [--runs 1000000] [--tasks 1000] [--keep 100] [--batch 200] [--pause 0.25]
                           [--baseline-seconds 20] [--postgres URL] [--json]
 
 Fills a store (SQLite in a temporary folder, or a fresh database on the PostgreSQL server
@@ -43,6 +43,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from common import commit_repository, definitions, notebook, running_loop, say
+
+from peach_tasks.settings import RetentionSettings
 
 TARGET_MS = 100.0
 STORE_CALLS = ("start_run", "finish_run", "set_states")
@@ -161,7 +163,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--keep", type=int, default=100, help="retention.keep_last")
     parser.add_argument("--batch", type=int, default=200, help="retention.batch")
-    parser.add_argument("--pause", type=float, default=0.05, help="retention.pause (seconds)")
+    parser.add_argument("--pause", type=float, default=RetentionSettings().pause,
+                        help="retention.pause (seconds; default: the setting's default)")
     parser.add_argument("--baseline-seconds", type=float, default=20.0)
     parser.add_argument("--postgres", default=None, help="a PostgreSQL server URL: measure there instead")
     parser.add_argument("--json", action="store_true")

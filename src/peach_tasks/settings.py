@@ -283,8 +283,11 @@ class RetentionSettings(_Strict):
     keep_last: int = Field(default=100, ge=1)
     # Pruning works in the background, one short transaction per batch of at most this many runs.
     batch: int = Field(default=200, ge=1, le=5000)
-    # Between two batches: the loops' writes go first.
-    pause: Annotated[float, BeforeValidator(parse_duration)] = Field(default=0.05, ge=0, le=60)
+    # Between two batches: the loops' writes go first. Long enough that the pruner's writes
+    # (and SQLite's checkpoints of them) stay a small share of the disk's time: with 50ms, a
+    # loop's store call waited up to ~180 ms at times while 1,000,000 runs were pruned; with
+    # 250ms it stays within bench/prune.py's target, at ~700 removed runs a second.
+    pause: Annotated[float, BeforeValidator(parse_duration)] = Field(default=0.25, ge=0, le=60)
     # Between two rounds over every task.
     every: Annotated[float, BeforeValidator(parse_duration)] = Field(default=600.0, ge=1)
 
