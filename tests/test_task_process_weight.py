@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import subprocess
+
 import nbformat
 import pytest
 
@@ -27,14 +29,32 @@ HEAVY = ("json", "re", "linecache", "tokenize", "string", "IPython")
 LOADED = f"sorted(m for m in sys.modules if m in {HEAVY!r})"
 
 
+@pytest.fixture(scope="module")
+def task_interpreter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An environment's interpreter, as tasks get one: a venv of this Python without its
+    site-packages. Running the task with this interpreter itself would also measure the .pth files
+    of whatever is installed beside the test tools (a machine's certifi hook imports ``re``)."""
+    folder = tmp_path_factory.mktemp("task-env") / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    return folder / "bin" / "python"
+
+
+@pytest.fixture(autouse=True)
+def _interpreter(task_interpreter: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "TASK_INTERPRETER", task_interpreter)
+
+
+TASK_INTERPRETER = Path(sys.executable)
+
+
 def run_cells(tmp_path: Path, *cells: str, method: str | None = "main", log: list | None = None) -> Any:
-    """The notebook of ``cells`` run by the real python executor (bootstrap.py in this
+    """The notebook of ``cells`` run by the real python executor (bootstrap.py in a venv of this
     interpreter); its log lines go to ``log``."""
     path = tmp_path / "nb.ipynb"
     path.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])))
     extracted = extract_code(path, method, True, display_name=path.name)
     job = Job(run_id=1, codops="c", task="t", code=extracted.source, program=extracted.request(), method=method,
-              filename=path.name, interpreter=Path(sys.executable), cwd=path.parent, timeout=60, grace=1,
+              filename=path.name, interpreter=TASK_INTERPRETER, cwd=path.parent, timeout=60, grace=1,
               marker=f"test-{uuid.uuid4().hex}", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     return PythonExecutor().run(job, (log if log is not None else []).append, threading.Event())
 
