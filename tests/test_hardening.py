@@ -96,6 +96,8 @@ class Project:
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # serve writes every thread's stack to its log
+            time.sleep(2)
             proc.kill()
             proc.wait()
             raise AssertionError(f"the scheduler did not stop within {timeout} s of SIGTERM:\n{self.log()}")

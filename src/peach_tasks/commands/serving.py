@@ -3,6 +3,7 @@ that run the scheduler, its web server, or change the store's schema."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import signal
@@ -43,6 +44,9 @@ def _stop_on_signals(scheduler: Any) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (the log), from C, without the
+    # interpreter's help: what an operator needs when a scheduler does not stop.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _serve(settings: Settings, duration: float | None, on_run: Callable | None = None, web: bool = True) -> None:

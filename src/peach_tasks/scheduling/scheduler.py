@@ -405,7 +405,7 @@ class Scheduler:
                 self._pruner.start()
             sync_thread = threading.Thread(target=self._sync_forever, name="sync", daemon=True)
             sync_thread.start()
-            self.stop_event.wait(duration)
+            _wait_in_main_thread(self.stop_event, duration)
         self.stop()
         if sync_thread is not None:
             sync_thread.join(timeout=30)
@@ -458,3 +458,17 @@ class Scheduler:
         lock = getattr(self, "_lock_file", None)
         if lock is not None and not lock.closed:
             lock.close()
+
+
+def _wait_in_main_thread(event: threading.Event, duration: float | None) -> None:
+    """Wait for ``event`` (set by serve's SIGTERM handler) or ``duration`` seconds, a second at a time.
+
+    Python runs signal handlers in the main thread only. When the kernel delivers SIGTERM to
+    another thread, nothing wakes a main thread blocked in a wait without a timeout, and the
+    handler that would set ``event`` never runs; a wait that returns every second lets it run.
+    """
+    end = None if duration is None else time.monotonic() + duration
+    while not event.is_set():
+        left = 1.0 if end is None else min(1.0, end - time.monotonic())
+        if left <= 0 or event.wait(left):
+            return
