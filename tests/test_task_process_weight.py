@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
-
-import subprocess
 
 import nbformat
 import pytest
@@ -29,22 +28,18 @@ HEAVY = ("json", "re", "linecache", "tokenize", "string", "IPython")
 LOADED = f"sorted(m for m in sys.modules if m in {HEAVY!r})"
 
 
-@pytest.fixture(scope="module")
-def task_interpreter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+TASK_INTERPRETER = Path(sys.executable)  # replaced by an environment's for the module's tests
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _task_interpreter(tmp_path_factory: pytest.TempPathFactory) -> None:
     """An environment's interpreter, as tasks get one: a venv of this Python without its
     site-packages. Running the task with this interpreter itself would also measure the .pth files
     of whatever is installed beside the test tools (a machine's certifi hook imports ``re``)."""
+    global TASK_INTERPRETER
     folder = tmp_path_factory.mktemp("task-env") / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    return folder / "bin" / "python"
-
-
-@pytest.fixture(autouse=True)
-def _interpreter(task_interpreter: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "TASK_INTERPRETER", task_interpreter)
-
-
-TASK_INTERPRETER = Path(sys.executable)
+    TASK_INTERPRETER = folder / "bin" / "python"
 
 
 def run_cells(tmp_path: Path, *cells: str, method: str | None = "main", log: list | None = None) -> Any:

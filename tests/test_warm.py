@@ -482,3 +482,131 @@ def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, 
     run = store.runs("org", "t1", limit=1)[0]
     assert run["status"] == "SUCCESS" and not ahead(run)
     assert_nothing_left(scheduler, project.state)
+
+
+# The task's imports, seen from inside: which were loaded before its own cell ran them.
+IMPORTER = """
+import sys
+BEFORE = sorted(m for m in ("colorsys", "wave", "calendar") if m in sys.modules)
+import colorsys, wave
+import calendar  # the checkout's own calendar.py: first on sys.path, as in Jupyter
+try:
+    import no_such_module_anywhere
+except ImportError:
+    pass
+
+def main():
+    return {"before": BEFORE, "calendar": getattr(calendar, "WHO", "stdlib")}
+"""
+
+
+def test_the_sandbox_started_ahead_imports_the_next_tasks_modules_of_its_environment_only(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    """executors/preload.py: the second run finds its standard-library imports loaded; a name
+    the checkout holds (calendar.py) is left for the run, which gets the checkout's module;
+    a module that is nowhere changes nothing."""
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("imports.ipynb", IMPORTER)
+    repo.write("calendar.py", "WHO = 'checkout'\n")
+    repo.write("peach.yaml", task_yaml("org", {t: py_task("imports.ipynb", "main") for t in ("t0", "t1")}))
+    repo.commit("tasks")
+    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}])
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    scheduler.make_loop("org").tick()
+    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS"}, runs
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
+    assert runs["t0"]["result"] == {"before": [], "calendar": "checkout"}  # started cold: nothing ahead
+    assert runs["t1"]["result"] == {"before": ["colorsys", "wave"], "calendar": "checkout"}, store.log(runs["t1"]["id"])
+    assert_nothing_left(scheduler, tmp_path / "state")
+
+
+def test_preload_imports_false_leaves_every_import_to_the_run(tmp_path: Path, open_scheduler: Any) -> None:
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("imports.ipynb", IMPORTER)
+    repo.write("peach.yaml", task_yaml("org", {t: py_task("imports.ipynb", "main") for t in ("t0", "t1")}))
+    repo.commit("tasks")
+    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], loop={"preload_imports": False})
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    scheduler.make_loop("org").tick()
+    second = store.runs("org", "t1", limit=1)[0]
+    assert second["status"] == "SUCCESS" and ahead(second), second
+    assert second["result"] == {"before": [], "calendar": "stdlib"}
+
+
+def test_a_paced_loop_starts_the_first_tasks_sandbox_in_the_last_seconds_of_its_pause(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    """``loop.min_iteration_seconds`` longer than the pause's lead (loops.PAUSE_LEAD_SECONDS):
+    the sandbox carried from the last run is ended, and the first task's next one is started
+    near the end of the pause, so every run after the first still finds its sandbox ahead."""
+    import yaml
+
+    from peach_tasks.scheduling.loops import PAUSE_LEAD_SECONDS
+
+    project = Project(tmp_path, tasks=1)
+    project.go("t0")
+    data = yaml.safe_load(project.config.read_text())
+    data["loop"] = {"min_iteration_seconds": PAUSE_LEAD_SECONDS + 2}
+    project.config.write_text(yaml.safe_dump(data))
+    scheduler, store = open_scheduler(project.config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    loop = scheduler.make_loop("org")
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def finished() -> list[dict[str, Any]]:
+        return [r for r in store.runs("org", "t0", limit=50) if r["status"] == "SUCCESS"]
+
+    try:
+        wait_for(lambda: len(finished()) >= 3, 120, "three runs")
+    finally:
+        scheduler.stop_event.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    oldest_first = finished()[::-1]
+    assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
+    assert_nothing_left(scheduler, project.state)
+
+
+PLOTTER = """
+import sys
+BEFORE = "matplotlib.pyplot" in sys.modules
+import matplotlib.pyplot as plt
+
+def main():
+    plt.plot([1, 2, 3], [3, 1, 2])
+    plt.show()
+    plt.figure()
+    plt.plot([1, 2], [2, 1])  # left open: kept at the end, as the inline backend does
+    return {"before": BEFORE, "backend": plt.get_backend().lower()}
+"""
+
+
+def test_matplotlib_imported_ahead_still_keeps_the_runs_figures(tmp_path: Path, open_scheduler: Any) -> None:
+    """The sandbox started ahead imports matplotlib.pyplot with the run's display hooks in
+    place (the Agg backend, ``plt.show`` kept as an output): the run that takes it shows its
+    figures as PNG outputs, as the run that started cold does. Real environment with matplotlib."""
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("plot.ipynb", PLOTTER)
+    repo.write("peach.yaml", task_yaml("org", {t: py_task("plot.ipynb", "main") for t in ("t0", "t1")},
+                                       dependencies=["matplotlib"]))
+    repo.commit("tasks")
+    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], timeouts={"task": 300})
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    scheduler.make_loop("org").tick()
+    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS"}, \
+        [store.log(r["id"]) for r in runs.values()]
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
+    assert runs["t0"]["result"] == {"before": False, "backend": "agg"}
+    assert runs["t1"]["result"] == {"before": True, "backend": "agg"}
+    for run in runs.values():
+        assert [o["mime_type"] for o in store.run_outputs(run["id"])] == ["image/png", "image/png"], run
+    assert_nothing_left(scheduler, tmp_path / "state")

@@ -69,6 +69,9 @@ class TimeoutSettings(_Strict):
 class LoopSettings(_Strict):
     min_iteration_seconds: float = Field(default=0.0, ge=0)
     sync_interval_seconds: float = Field(default=30.0, ge=0)
+    # The sandbox started ahead for a loop's next task imports that task's modules of its
+    # environment while it waits (executors/preload.py); false: the run imports them itself.
+    preload_imports: bool = True
 
 
 class WebSettings(_Strict):

@@ -51,6 +51,10 @@ def main() -> int:
     ack = None
     if args[:1] == ["--ack"]:
         ack, args = args[1], args[2:]
+    if args[:1] == ["--preload"]:  # started ahead: the next task's modules, while the copy is made
+        _display_hooks()
+        _start().preload(args[1].split(","))
+        args = args[2:]
     copy = args[1:3] if args[:1] == ["--copy"] else None
     if ack is not None and copy is not None:
         # Started ahead: the copy must be whole before the request is taken, so that a
@@ -343,9 +347,19 @@ def _offer_display(request: dict) -> None:
     ``matplotlib.pyplot`` or IPython's display functions; nothing more is loaded now."""
     _outputs_request.update(folder=request.get("outputs_dir"), max_count=int(request.get("max_outputs") or 100),
                             max_bytes=int(request.get("max_output_bytes") or 10 << 20))
+    _display_hooks()
+    if _displays_module is not None and _outputs_request["folder"]:  # loaded before the request (--preload)
+        _displays_module.install(os.path.abspath(_outputs_request["folder"]),  # type: ignore[attr-defined]
+                                 _outputs_request["max_count"], _outputs_request["max_bytes"])
+
+
+def _display_hooks() -> None:
+    """``display`` as a builtin and the import hooks, once (a sandbox started ahead puts them
+    in place before it imports the next task's modules, the request finds them there)."""
     if not hasattr(builtins, "display"):
         builtins.display = _display  # type: ignore[attr-defined]
-    sys.meta_path.insert(0, _DisplayHooks())
+    if not any(isinstance(finder, _DisplayHooks) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _DisplayHooks())
 
 
 def _displays() -> object:

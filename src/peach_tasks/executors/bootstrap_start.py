@@ -1,6 +1,10 @@
 """What a sandboxed or replicated task process does before its task, loaded by
 ``bootstrap.py`` only when its command line or request asks for it (standard library only).
 
+A sandbox started ahead may also import the next task's modules while it waits
+(``--preload A,B``, chosen by ``preload.py``): only those of its standard library and
+site-packages; one that fails is forgotten, and the run imports it itself.
+
 A sandbox started ahead (``warm.py``) runs bootstrap.py with ``--ack FD``: it takes the
 request, writes one byte on FD and closes it before anything of the task runs, then takes
 the request's ``env`` (the whole environment) and enters its ``cwd``. In a sandbox the
@@ -82,3 +86,42 @@ def die_with(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the scheduler died before we got here
         os._exit(137)
+
+
+def preload(names: list[str]) -> None:
+    """Import ``names`` before the request comes, each one found in the standard library or
+    the environment's site-packages; what an import prints goes to the run's log, as it
+    would when the run imports it. A failed import is forgotten: the run tries again."""
+    import importlib
+    from importlib.machinery import PathFinder
+
+    roots = _library_roots()
+    for name in names:
+        top = name.partition(".")[0]
+        if not all(part.isidentifier() for part in name.split(".")):
+            continue
+        if top not in sys.modules:
+            spec = PathFinder.find_spec(top)
+            where = None
+            if spec is not None:
+                where = spec.origin if spec.origin not in (None, "namespace") else \
+                    next(iter(spec.submodule_search_locations or ()), None)
+            if not where or not os.path.realpath(where).startswith(roots):
+                continue  # not the environment's (bootstrap's own folder, a path of the task's)
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001, S112 - SystemExit too: the run imports it and sees why
+            continue
+
+
+def _library_roots() -> tuple[str, ...]:
+    """The interpreter's standard library and its environment's site-packages."""
+    stdlib = os.path.dirname(os.__file__)
+    roots = [stdlib]
+    site = sys.modules.get("site")
+    if site is not None:
+        try:
+            roots += site.getsitepackages()
+        except AttributeError:
+            pass
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)

@@ -20,6 +20,11 @@ What makes that safe:
   idle interpreter and the private copy need (``waiting_limits``). The organisation's limits
   are put in force by the kernel when it takes its request, which is after the previous
   run's group is gone: an organisation never holds twice its memory limit.
+- **Modules imported ahead, of its own environment only** (``preload.py``): while it waits
+  it imports the next task's own imports that its standard library or site-packages hold
+  (never a name of the run's folder, nor anything when the notebook writes or ``%run``s
+  files), so a notebook's numpy or matplotlib is loaded before its run starts. Importing
+  more than the standard library, it waits in half the run's memory instead of the small share.
 - **It must say it took the request.** ``bootstrap.py`` writes one byte on a pipe of its own
   after it read the request and before any of the task's code runs. A sandbox that ended
   without it (killed, out of memory while waiting, a failed copy) never fails the run: the
@@ -37,6 +42,7 @@ import logging
 import os
 import select
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -58,17 +64,25 @@ WAITING_PIDS = 32  # launcher/bubblewrap x2, init, setpriv->shell->interpreter, 
 REQUEST_ENV_PREFIX = "PEACH_"  # per-run variables (and the run's marker): sent with the request
 
 
-def waiting_limits(full: Limits, copy_bytes: int) -> Limits | None:
+def waiting_limits(full: Limits, copy_bytes: int, preloading: bool = False) -> Limits | None:
     """A waiting sandbox's limits: enough for an idle interpreter and the private copy, and
     at most half the run's memory, so the organisation's run and its next sandbox together
-    hold at most 1.5 times its limit. None: the checkout is too large to start ahead."""
-    memory = None
+    hold at most 1.5 times its limit. None: the checkout is too large to start ahead.
+
+    ``preloading``: it imports the next task's modules of its environment while the run
+    works (``preload.py``): half the run's memory and half its cpus, so that together they
+    still hold at most 1.5 times the organisation's limits."""
+    memory, cpus = None, full.cpus
     if full.memory_bytes is not None:
         memory = WAITING_MEMORY_BYTES + copy_bytes
         if memory > full.memory_bytes // 2:
             return None
+        if preloading:
+            memory = full.memory_bytes // 2
+    if preloading and cpus is not None:
+        cpus = cpus / 2
     pids = WAITING_PIDS if full.pids is None else min(full.pids, WAITING_PIDS)
-    return Limits(memory_bytes=memory, cpus=full.cpus, pids=pids)
+    return Limits(memory_bytes=memory, cpus=cpus, pids=pids)
 
 
 @functools.lru_cache(maxsize=256)
@@ -103,15 +117,19 @@ class WarmSandbox:
         self.state = "waiting"  # -> "taken" (the run owns it) or "ended"
 
     @classmethod
-    def start(cls, sandbox: "Sandbox", spec: "ProcessSpec", group_name: str) -> "WarmSandbox | None":
+    def start(cls, sandbox: "Sandbox", spec: "ProcessSpec", group_name: str,
+              preload: tuple[str, ...] = ()) -> "WarmSandbox | None":
         """Start ``spec`` (its ``PEACH_*`` variables are not used: the run sends its own) in
         a new group ``group_name`` with ``waiting_limits``; None when it cannot wait that way.
+        It imports the modules ``preload`` names while it waits (``preload.py``).
         Raises ``OSError`` when the sandbox cannot start."""
         from .spawn import child_env
 
         assert spec.plan is not None and spec.copy_beside
         full = spec.plan.limits
-        waiting = waiting_limits(full, copy_bytes(spec.plan.private_copy))
+        # The standard library's modules fit in the small limits; an environment's may not.
+        heavy = any(name.partition(".")[0] not in sys.stdlib_module_names for name in preload)
+        waiting = waiting_limits(full, copy_bytes(spec.plan.private_copy), preloading=heavy)
         if waiting is None:
             return None
         group = sandbox.cgroups.create(group_name, waiting)
@@ -119,7 +137,8 @@ class WarmSandbox:
         try:
             base = {k: v for k, v in spec.env.items() if not k.startswith(REQUEST_ENV_PREFIX)}
             env = child_env(spec.marker, base)
-            argv = sandbox.command(spec.plan, [*spec.argv, "--ack", str(ack_write)], spec.cwd, group,
+            ahead = ["--preload", ",".join(preload)] if preload else []
+            argv = sandbox.command(spec.plan, [*spec.argv, "--ack", str(ack_write), *ahead], spec.cwd, group,
                                    copy_beside=True)
             # Started by the loop's thread: bubblewrap's --die-with-parent follows that thread.
             proc = subprocess.Popen(argv, cwd=spec.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

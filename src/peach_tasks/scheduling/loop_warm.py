@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..executors.base import TaskExecutor
+from ..executors.preload import preload_names
 from ..executors.sandbox import Sandbox
 from ..executors.warm import Slot, WarmSandbox
 from ..model import Executor
+from ..sources.notebook import NotebookError, extract_code
 from .registry import RegisteredTask, Snapshot
 
 if TYPE_CHECKING:
     from ..executors.environments import EnvironmentManager
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class WarmStarts:
     """
 
     name: str
+    settings: Settings
     sandbox: Sandbox | None
     executors: dict[Executor, TaskExecutor]
     envs: EnvironmentManager
@@ -73,7 +77,8 @@ class WarmStarts:
             slot = Slot(self.trigger_root / name, self.runs_root / name)
             job = self._job(task, 0, env.path, env.python, slot, self.timeout_for(task.spec), "", None,
                             f"{self.marker_prefix}{name}")
-            warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}")  # type: ignore[union-attr]
+            warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}",  # type: ignore[union-attr]
+                                    preload=self._preload(task, job.cwd))
             if warm is not None:
                 self._warm, slot = (warm, slot), None
         except Exception:
@@ -81,6 +86,18 @@ class WarmStarts:
         finally:
             if slot is not None:
                 remove_slot(slot)
+
+    def _preload(self, task: RegisteredTask, cwd: Path) -> tuple[str, ...]:
+        """What the sandbox started ahead imports while it waits (``executors/preload.py``)."""
+        if not self.settings.loop.preload_imports:
+            return ()
+        spec = task.spec
+        try:
+            code = extract_code(task.checkout.path / spec.notebook, spec.method, spec.full_notebook,
+                                display_name=spec.notebook)
+        except NotebookError:
+            return ()  # its run reports it
+        return preload_names(code.source, code.request(), cwd)
 
     def _next_task(self) -> RegisteredTask | None:
         snapshot = self.snapshot()

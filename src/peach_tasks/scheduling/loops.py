@@ -53,6 +53,9 @@ FINISH_RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 # (or the running task) before it runs, and a loop of very short tasks does not ask
 # the database before every one of them.
 TRIGGER_CHECK_SECONDS = 1.0
+# A loop's pause keeps no sandbox started ahead, but for its last seconds: the next iteration's
+# first task's sandbox starts then, in time to import its modules (executors/preload.py).
+PAUSE_LEAD_SECONDS = 5.0
 
 
 def retry_wait(spec: TaskSpec, attempt: int) -> float:
@@ -198,17 +201,29 @@ class Loop(RunJobs, WarmStarts):
             if ran:
                 record_loop_iteration(self.name, time.monotonic() - started)
             wait = max(pace - (time.monotonic() - started), 0.0 if ran else 1.0)
-            if wait > 0:
-                self.drop_warm()  # nothing waits in a sandbox through the pause
+            if wait > PAUSE_LEAD_SECONDS:
+                self.drop_warm()  # nothing waits in a sandbox through a long pause...
             # Wait in short steps: a trigger should not wait for a slow pace to pass.
-            deadline = time.monotonic() + wait
+            deadline, prepared = time.monotonic() + wait, not ran
             while not self.stop.wait(min(max(deadline - time.monotonic(), 0.0), 1.0)):
                 if time.monotonic() >= deadline or self.handover.is_set():
                     break
+                if not prepared and deadline - time.monotonic() <= PAUSE_LEAD_SECONDS:
+                    prepared = True
+                    self._prepare_first()  # ...but the next iteration's first one starts near its end
                 try:
                     self.run_triggered()
                 except Exception:  # the store may be briefly unreachable; the next step retries
                     log.exception("loop %s: checking triggers failed", self.name)
+
+    def _prepare_first(self) -> None:
+        """In a pause: start the sandbox of the next iteration's first task ahead (once)."""
+        if self._warm is None:
+            self._upcoming, self._carry = [], True
+            try:
+                self._prepare_next()
+            finally:
+                self._carry = False
 
     # -- one run, and its retries --------------------------------------------------
     def run_task(self, task: RegisteredTask, trigger: Trigger | None = None) -> Outcome:

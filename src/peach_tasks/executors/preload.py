@@ -1,0 +1,93 @@
+"""What a sandbox started ahead imports while it waits: the next task's own imports.
+
+A loop starts the next task's sandbox while the current task runs (``warm.py``). Most of
+a small notebook's start is importing what it uses (numpy, pandas, matplotlib: hundreds of
+milliseconds), so the waiting sandbox imports those modules too, and the run finds them in
+``sys.modules`` as a Jupyter kernel that ran the notebook's imports would. The sandbox is
+still fresh and used once: nothing of another run is in it, only modules of the
+organisation's own environment, imported before the run's request came.
+
+Only modules that mean the same before and after the request are imported ahead:
+
+- absolute imports written in the task's cells (``import a.b``, ``from a.b import c``);
+- not a name the run's folder holds (``name.py``, ``name/``, ``name.*.so``): there, the
+  notebook's folder comes first on ``sys.path`` and its own module must win, as in Jupyter;
+- not a name a ``%%writefile`` cell of the notebook could write, and nothing when the
+  notebook uses ``%run`` (files that appear during the run);
+- and, in the sandbox (``bootstrap_start.preload``), only what its interpreter finds in the
+  standard library or the environment's site-packages; an import that fails there is
+  forgotten (the run imports it itself and sees its error in its own log).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+MAX_MODULES = 32  # a notebook importing more gets its first 32 ahead, the rest when it runs
+MAX_NAME = 200  # characters: the names go on the sandbox's command line
+NOT_AHEAD = ("__future__", "peach_tasks")  # no module to load / our helpers, given per run
+
+
+def preload_names(code: str, program: dict[str, Any] | None, cwd: Path) -> tuple[str, ...]:
+    """The modules to import ahead for a task whose code is ``code`` (``program``: its
+    cells, as the run gets them) and whose folder is ``cwd``."""
+    cells = tuple(_cell_code(cell) for cell in (program or {}).get("cells", ())) or (code,)
+    if any(cell is None for cell in cells):
+        return ()  # %%writefile/%%file or %run: files that appear during the run
+    names = _imports(cells)  # type: ignore[arg-type]
+    if not names:
+        return ()
+    local = _folder_names(cwd)
+    return tuple(n for n in names if n.split(".", 1)[0] not in local)[:MAX_MODULES]
+
+
+def _cell_code(cell: Any) -> str | None:
+    """A cell's Python, or None when the cell writes or runs files."""
+    if not isinstance(cell, dict):
+        return ""
+    magic = cell.get("magic")
+    if isinstance(magic, dict) and magic.get("name") in ("writefile", "file"):
+        return None
+    code = cell.get("code")
+    if not isinstance(code, str):
+        return ""
+    if "writefile" in code or "run_line_magic('run'" in code or 'run_line_magic("run"' in code:
+        return None  # a magic turned into a call of the notebook's shell
+    return code
+
+
+@functools.lru_cache(maxsize=512)
+def _imports(cells: tuple[str, ...]) -> tuple[str, ...]:
+    """Every absolute import in ``cells``, in order, once each (cached: a task's cells only
+    change with its commit)."""
+    found: dict[str, None] = {}
+    flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    for code in cells:
+        try:
+            tree = compile(code, "<cell>", "exec", flags, dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue  # the run reports it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if len(name) <= MAX_NAME and not name.startswith(NOT_AHEAD):
+                    found.setdefault(name, None)
+    return tuple(found)
+
+
+def _folder_names(cwd: Path) -> set[str]:
+    """The module names the run's folder would give (it is first on the run's sys.path)."""
+    try:
+        entries = os.listdir(cwd)
+    except OSError:
+        return set()
+    return {entry.split(".", 1)[0] for entry in entries}
