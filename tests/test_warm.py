@@ -610,3 +610,48 @@ def test_matplotlib_imported_ahead_still_keeps_the_runs_figures(tmp_path: Path, 
     for run in runs.values():
         assert [o["mime_type"] for o in store.run_outputs(run["id"])] == ["image/png", "image/png"], run
     assert_nothing_left(scheduler, tmp_path / "state")
+
+
+EXITING = """
+import atexit, colorsys, os, wave
+
+class Node:
+    def __del__(self):
+        print("finalized", self.name, flush=True)
+
+def leave():
+    a, b = Node(), Node()
+    a.name, b.name = "a", "b"
+    a.other, b.other = b, a  # a garbage cycle when the run ends
+
+def main():
+    global kept
+    kept = open(os.path.join({shared!r}, os.environ["PEACH_TASK"] + ".txt"), "w")  # never closed
+    kept.write("kept by a global")
+    atexit.register(lambda: print("atexit ran", flush=True))
+    leave()
+    return "done"
+"""
+
+
+def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path, open_scheduler: Any) -> None:
+    """The sandbox froze what its imports left (bootstrap --preload), so that the run's exit
+    walks only the run's objects: the run's own garbage cycles are still finalized, a file a
+    global holds is still flushed, and atexit handlers still run, as in the run started cold."""
+    shared = tmp_path / "shared"
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("exiting.ipynb", EXITING.format(shared=str(shared)))
+    repo.write("peach.yaml", task_yaml("org", {t: py_task("exiting.ipynb", "main") for t in ("t0", "t1")}))
+    repo.commit("tasks")
+    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], **shared_folder(shared))
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    scheduler.make_loop("org").tick()
+    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
+    for task, run in runs.items():
+        log = store.log(run["id"]) or ""
+        assert run["status"] == "SUCCESS", log
+        assert "finalized a" in log and "finalized b" in log and "atexit ran" in log, log
+        assert (shared / f"{task}.txt").read_text() == "kept by a global"
