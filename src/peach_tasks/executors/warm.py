@@ -24,7 +24,8 @@ What makes that safe:
   it imports the next task's own imports that its standard library or site-packages hold
   (never a name of the run's folder, nor anything when the notebook writes or ``%run``s
   files), so a notebook's numpy or matplotlib is loaded before its run starts. Importing
-  more than the standard library, it waits in half the run's memory instead of the small share.
+  more than the standard library, it waits with half the run's memory and cpus instead of
+  the small share.
 - **It must say it took the request.** ``bootstrap.py`` writes one byte on a pipe of its own
   after it read the request and before any of the task's code runs. A sandbox that ended
   without it (killed, out of memory while waiting, a failed copy) never fails the run: the
