@@ -427,6 +427,14 @@ def test_serve_starts_the_next_iterations_first_task_ahead_and_a_stop_leaves_not
     each run starts the next iteration's sandbox ahead."""
     project = Project(tmp_path, tasks=1)
     project.go("t0")  # every run goes at once
+    scheduler, oldest_first = runs_forever(open_scheduler, project, 4)
+    assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
+    assert_nothing_left(scheduler, project.state)
+
+
+def runs_forever(open_scheduler: Any, project: Project, count: int) -> tuple[Any, list[dict[str, Any]]]:
+    """t0's loop under ``run_forever`` until ``count`` runs succeeded, then stopped; its
+    successful runs, oldest first."""
     scheduler, store = open_scheduler(project.config)
     scheduler.recover("run-once")
     scheduler.sync()
@@ -438,14 +446,12 @@ def test_serve_starts_the_next_iterations_first_task_ahead_and_a_stop_leaves_not
         return [r for r in store.runs("org", "t0", limit=50) if r["status"] == "SUCCESS"]
 
     try:
-        wait_for(lambda: len(finished()) >= 4, 120, "four runs")
+        wait_for(lambda: len(finished()) >= count, 120, f"{count} runs")
     finally:
         scheduler.stop_event.set()
         thread.join(60)
     assert not thread.is_alive()
-    oldest_first = finished()[::-1]
-    assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
-    assert_nothing_left(scheduler, project.state)
+    return scheduler, finished()[::-1]
 
 
 def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, open_scheduler: Any) -> None:
@@ -484,6 +490,26 @@ def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, 
     assert_nothing_left(scheduler, project.state)
 
 
+def two_runs(tmp_path: Path, open_scheduler: Any, cell: str, files: dict[str, str] | None = None,
+             dependencies: list[str] | None = None,
+             **settings: Any) -> tuple[Any, Any, dict[str, dict[str, Any]]]:
+    """Tasks t0 and t1 of organisation ``org``, both the notebook of ``cell`` (beside ``files``),
+    run by one iteration of the loop: t0 starts cold, t1 in the sandbox started during t0."""
+    repo = Repo(tmp_path / "algos")
+    repo.notebook("nb.ipynb", cell)
+    for name, text in (files or {}).items():
+        repo.write(name, text)
+    repo.write("peach.yaml", task_yaml("org", {t: py_task("nb.ipynb", "main") for t in ("t0", "t1")},
+                                       dependencies=dependencies))
+    repo.commit("tasks")
+    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], **settings)
+    scheduler, store = open_scheduler(config)
+    scheduler.recover("run-once")
+    scheduler.sync()
+    scheduler.make_loop("org").tick()
+    return scheduler, store, {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+
+
 # The task's imports, seen from inside: which were loaded before its own cell ran them.
 IMPORTER = """
 import sys
@@ -505,17 +531,7 @@ def test_the_sandbox_started_ahead_imports_the_next_tasks_modules_of_its_environ
     """executors/preload.py: the second run finds its standard-library imports loaded; a name
     the checkout holds (calendar.py) is left for the run, which gets the checkout's module;
     a module that is nowhere changes nothing."""
-    repo = Repo(tmp_path / "algos")
-    repo.notebook("imports.ipynb", IMPORTER)
-    repo.write("calendar.py", "WHO = 'checkout'\n")
-    repo.write("peach.yaml", task_yaml("org", {t: py_task("imports.ipynb", "main") for t in ("t0", "t1")}))
-    repo.commit("tasks")
-    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}])
-    scheduler, store = open_scheduler(config)
-    scheduler.recover("run-once")
-    scheduler.sync()
-    scheduler.make_loop("org").tick()
-    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    scheduler, store, runs = two_runs(tmp_path, open_scheduler, IMPORTER, {"calendar.py": "WHO = 'checkout'\n"})
     assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS"}, runs
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
     assert runs["t0"]["result"] == {"before": [], "calendar": "checkout"}  # started cold: nothing ahead
@@ -524,16 +540,8 @@ def test_the_sandbox_started_ahead_imports_the_next_tasks_modules_of_its_environ
 
 
 def test_preload_imports_false_leaves_every_import_to_the_run(tmp_path: Path, open_scheduler: Any) -> None:
-    repo = Repo(tmp_path / "algos")
-    repo.notebook("imports.ipynb", IMPORTER)
-    repo.write("peach.yaml", task_yaml("org", {t: py_task("imports.ipynb", "main") for t in ("t0", "t1")}))
-    repo.commit("tasks")
-    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], loop={"preload_imports": False})
-    scheduler, store = open_scheduler(config)
-    scheduler.recover("run-once")
-    scheduler.sync()
-    scheduler.make_loop("org").tick()
-    second = store.runs("org", "t1", limit=1)[0]
+    _, _, runs = two_runs(tmp_path, open_scheduler, IMPORTER, loop={"preload_imports": False})
+    second = runs["t1"]
     assert second["status"] == "SUCCESS" and ahead(second), second
     assert second["result"] == {"before": [], "calendar": "stdlib"}
 
@@ -552,23 +560,7 @@ def test_a_paced_loop_starts_the_first_tasks_sandbox_in_the_last_seconds_of_its_
     data = yaml.safe_load(project.config.read_text())
     data["loop"] = {"min_iteration_seconds": PAUSE_LEAD_SECONDS + 2}
     project.config.write_text(yaml.safe_dump(data))
-    scheduler, store = open_scheduler(project.config)
-    scheduler.recover("run-once")
-    scheduler.sync()
-    loop = scheduler.make_loop("org")
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def finished() -> list[dict[str, Any]]:
-        return [r for r in store.runs("org", "t0", limit=50) if r["status"] == "SUCCESS"]
-
-    try:
-        wait_for(lambda: len(finished()) >= 3, 120, "three runs")
-    finally:
-        scheduler.stop_event.set()
-        thread.join(60)
-    assert not thread.is_alive()
-    oldest_first = finished()[::-1]
+    scheduler, oldest_first = runs_forever(open_scheduler, project, 3)
     assert [ahead(r) for r in oldest_first] == [False] + [True] * (len(oldest_first) - 1)
     assert_nothing_left(scheduler, project.state)
 
@@ -591,17 +583,8 @@ def test_matplotlib_imported_ahead_still_keeps_the_runs_figures(tmp_path: Path, 
     """The sandbox started ahead imports matplotlib.pyplot with the run's display hooks in
     place (the Agg backend, ``plt.show`` kept as an output): the run that takes it shows its
     figures as PNG outputs, as the run that started cold does. Real environment with matplotlib."""
-    repo = Repo(tmp_path / "algos")
-    repo.notebook("plot.ipynb", PLOTTER)
-    repo.write("peach.yaml", task_yaml("org", {t: py_task("plot.ipynb", "main") for t in ("t0", "t1")},
-                                       dependencies=["matplotlib"]))
-    repo.commit("tasks")
-    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], timeouts={"task": 300})
-    scheduler, store = open_scheduler(config)
-    scheduler.recover("run-once")
-    scheduler.sync()
-    scheduler.make_loop("org").tick()
-    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    scheduler, store, runs = two_runs(tmp_path, open_scheduler, PLOTTER, dependencies=["matplotlib"],
+                                      timeouts={"task": 300})
     assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS"}, \
         [store.log(r["id"]) for r in runs.values()]
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
@@ -639,16 +622,7 @@ def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path,
     walks only the run's objects: the run's own garbage cycles are still finalized, a file a
     global holds is still flushed, and atexit handlers still run, as in the run started cold."""
     shared = tmp_path / "shared"
-    repo = Repo(tmp_path / "algos")
-    repo.notebook("exiting.ipynb", EXITING.format(shared=str(shared)))
-    repo.write("peach.yaml", task_yaml("org", {t: py_task("exiting.ipynb", "main") for t in ("t0", "t1")}))
-    repo.commit("tasks")
-    config = write_settings(tmp_path, [{"url": str(repo.path), "codops": ["org"]}], **shared_folder(shared))
-    scheduler, store = open_scheduler(config)
-    scheduler.recover("run-once")
-    scheduler.sync()
-    scheduler.make_loop("org").tick()
-    runs = {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
+    _, store, runs = two_runs(tmp_path, open_scheduler, EXITING.format(shared=str(shared)), **shared_folder(shared))
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
     for task, run in runs.items():
         log = store.log(run["id"]) or ""
