@@ -68,8 +68,9 @@ def test_the_interpreter_imports_only_its_environments_modules_and_forgets_failu
         "import sys\n"
         f"sys.path[:0] = [{str(BOOTSTRAP.parent)!r}, {str(elsewhere)!r}]\n"
         "import bootstrap_start\n"
-        "bootstrap_start.preload(['colorsys', 'displays', 'stranger', 'loud', 'fine', 'xml.dom.minidom',"
+        "printed = bootstrap_start.preload(['colorsys', 'displays', 'stranger', 'loud', 'fine', 'xml.dom.minidom',"
         " 'no_such', 'bad name'])\n"
+        "bootstrap_start.replay(printed)\n"
         "print(sorted(m for m in ('colorsys', 'displays', 'stranger', 'loud', 'fine', 'xml.dom.minidom')"
         " if m in sys.modules))\n"
     )
@@ -91,3 +92,46 @@ def test_a_waiting_sandbox_that_imports_ahead_holds_half_the_runs_memory_and_cpu
 def test_a_very_long_name_is_not_put_on_the_command_line(tmp_path: Path) -> None:
     long = "a" * 5000
     assert preload_names(f"import {long}\nimport numpy", None, tmp_path) == ("numpy",)
+
+
+def test_what_imports_ahead_print_never_blocks_the_sandbox_and_reaches_the_log_bounded(tmp_path: Path) -> None:
+    """Nobody reads a waiting sandbox's output before its run takes it. An import that prints
+    more than a pipe holds (here 1.5 MiB, through sys.stdout and straight to fd 2) must not
+    block it: the output waits in a file, and the run's log gets the first MAX_REPLAY bytes
+    and a line saying how much was cut."""
+    import time
+
+    from peach_tasks.executors.bootstrap_start import MAX_REPLAY
+
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next(env.glob("lib/python3*/site-packages"))
+    (site / "chatty.py").write_text("import os, sys\nprint('x' * 1000000)\nos.write(2, b'y' * 500000)\n")
+    done = tmp_path / "imported"
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(BOOTSTRAP.parent)!r}]\n"
+        "import bootstrap_start\n"
+        "printed = bootstrap_start.preload(['chatty'])\n"
+        f"open({str(done)!r}, 'w').close()\n"
+        "sys.stdin.read()\n"  # the request, which comes after the imports
+        "bootstrap_start.replay(printed)\n"
+        "print('chatty' in sys.modules)\n"
+    )
+    proc = subprocess.Popen([str(env / "bin" / "python"), "-I", "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert done.exists(), "the imports ahead blocked on their own output"
+        out, _ = proc.communicate(b"{}", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode()
+    assert text.endswith("True\n")
+    replayed, _, rest = text.partition("\npeach-tasks: ")
+    assert len(replayed) == MAX_REPLAY and set(replayed) <= {"x", "y", "\n"}
+    assert rest.startswith(f"{1_500_001 - MAX_REPLAY} more bytes")
+    assert "more bytes printed by the imports ahead were cut\nTrue\n" in text

@@ -48,21 +48,13 @@ def main() -> int:
         except (AttributeError, ValueError):
             pass
     args = sys.argv[1:]
-    ack = None
+    ack = printed = None
     if args[:1] == ["--ack"]:
         ack, args = args[1], args[2:]
     if args[:1] == ["--preload"]:  # started ahead: the next task's modules, while the copy is made
         _display_hooks()
-        _start().preload(args[1].split(","))
+        printed = _start().preload(args[1].split(","))
         args = args[2:]
-        # What the imports left goes out of the cyclic collector's sight (as in a process
-        # forked after its imports): the run's collections, and the interpreter's at its exit
-        # (about 50 ms with matplotlib loaded), walk only what the run made. Their garbage
-        # first; the run's own objects are collected and finalized as usual.
-        import gc
-
-        gc.collect()
-        gc.freeze()
     copy = args[1:3] if args[:1] == ["--copy"] else None
     if ack is not None and copy is not None:
         # Started ahead: the copy must be whole before the request is taken, so that a
@@ -83,6 +75,8 @@ def main() -> int:
         status = _start().accept(ack, request)
         if status:
             return status
+    if printed is not None:  # what the imports ahead printed: the run's log, as if it imported them
+        _start().replay(printed)
     if copy is not None:
         status = _start().wait_for_copy(copy, request.get("cwd"))
         if status:

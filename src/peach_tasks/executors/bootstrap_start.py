@@ -3,7 +3,8 @@
 
 A sandbox started ahead may also import the next task's modules while it waits
 (``--preload A,B``, chosen by ``preload.py``): only those of its standard library and
-site-packages; one that fails is forgotten, and the run imports it itself.
+site-packages; one that fails is forgotten, and the run imports it itself. What they print
+is kept aside and replayed into the run's log once the run took its request.
 
 A sandbox started ahead (``warm.py``) runs bootstrap.py with ``--ack FD``: it takes the
 request, writes one byte on FD and closes it before anything of the task runs, then takes
@@ -88,30 +89,97 @@ def die_with(parent_pid: int) -> None:
         os._exit(137)
 
 
-def preload(names: list[str]) -> None:
+# What imports ahead may print before the run's request is kept in a file of the sandbox's
+# private /tmp (charged to its memory limit) and replayed into the run's log up to this much:
+# nobody reads the sandbox's output before the run takes it, so writing to it then could fill
+# the pipe and block the sandbox for good.
+MAX_REPLAY = 1 << 20
+
+
+def preload(names: list[str]) -> int | None:
     """Import ``names`` before the request comes, each one found in the standard library or
-    the environment's site-packages; what an import prints goes to the run's log, as it
-    would when the run imports it. A failed import is forgotten: the run tries again."""
+    the environment's site-packages. A failed import is forgotten: the run tries again.
+
+    What the imports print (Python's streams and file descriptors 1 and 2 alike) goes to a
+    file; the returned descriptor is for ``replay`` once the run took the request. None:
+    no such file could be made, and nothing was imported."""
     import importlib
     from importlib.machinery import PathFinder
 
-    roots = _library_roots()
-    for name in names:
-        top = name.partition(".")[0]
-        if not all(part.isidentifier() for part in name.split(".")):
-            continue
-        if top not in sys.modules:
-            spec = PathFinder.find_spec(top)
-            where = None
-            if spec is not None:
-                where = spec.origin if spec.origin not in (None, "namespace") else \
-                    next(iter(spec.submodule_search_locations or ()), None)
-            if not where or not os.path.realpath(where).startswith(roots):
-                continue  # not the environment's (bootstrap's own folder, a path of the task's)
-        try:
-            importlib.import_module(name)
-        except BaseException:  # noqa: BLE001, S112 - SystemExit too: the run imports it and sees why
-            continue
+    try:
+        path = f"/tmp/.peach-preload-{os.getpid()}"
+        printed = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.unlink(path)
+    except OSError:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(printed, 1)
+    os.dup2(printed, 2)
+    try:
+        roots = _library_roots()
+        for name in names:
+            top = name.partition(".")[0]
+            if not all(part.isidentifier() for part in name.split(".")):
+                continue
+            if top not in sys.modules:
+                spec = PathFinder.find_spec(top)
+                where = None
+                if spec is not None:
+                    where = spec.origin if spec.origin not in (None, "namespace") else \
+                        next(iter(spec.submodule_search_locations or ()), None)
+                if not where or not os.path.realpath(where).startswith(roots):
+                    continue  # not the environment's (bootstrap's own folder, a path of the task's)
+            try:
+                importlib.import_module(name)
+            except BaseException:  # noqa: BLE001, S112 - SystemExit too: the run imports it and sees why
+                continue
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    # What the imports left goes out of the cyclic collector's sight (as in a process forked
+    # after its imports): the run's collections, and the interpreter's at its exit (about 50 ms
+    # with matplotlib loaded), walk only what the run made. Their garbage first; the run's own
+    # objects are collected and finalized as usual.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return printed
+
+
+def replay(printed: int) -> None:
+    """Write what the imports ahead printed to the run's output (at most ``MAX_REPLAY`` bytes)."""
+    try:
+        size = os.lseek(printed, 0, os.SEEK_END)
+        os.lseek(printed, 0, os.SEEK_SET)
+        left = min(size, MAX_REPLAY)
+        while left > 0:
+            chunk = os.read(printed, min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
+            _write_all(chunk)
+        if size > MAX_REPLAY:
+            _write_all(f"\npeach-tasks: {size - MAX_REPLAY} more bytes printed by the imports ahead were cut\n"
+                       .encode())
+    except OSError:
+        pass
+    finally:
+        os.close(printed)
+
+
+def _write_all(data: bytes) -> None:
+    while data:
+        data = data[os.write(1, data):]
 
 
 def _library_roots() -> tuple[str, ...]:
