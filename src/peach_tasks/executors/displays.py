@@ -348,7 +348,7 @@ def after_pyplot(pyplot: object) -> None:
 
 
 # Where the scheduler put matplotlib's font list when it built the environment
-# (environments.MATPLOTLIB_SEED, under the environment's prefix).
+# (environment_files.MATPLOTLIB_SEED, under the environment's prefix).
 FONT_LIST_SEED = os.path.join("share", "peach-tasks", "matplotlib")
 
 
