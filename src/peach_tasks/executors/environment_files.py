@@ -15,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .build_sandbox import folder_inside, give_tree, read_inside, reclaim, remove_inside, write_inside
 from .bytecode import CACHE_DIR as BYTECODE_DIR
@@ -23,12 +23,27 @@ from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
 from .bytecode import compile_command, sources_digest
 
 if TYPE_CHECKING:
-    from .environments import Environment
     from .sandbox import Sandbox
 
 # matplotlib's font list, built with the environment (``_seed_matplotlib``); the path is
 # known to executors/displays.py, which copies it into a run's matplotlib cache.
 MATPLOTLIB_SEED = Path("share") / "peach-tasks" / "matplotlib"
+
+
+class Environment(Protocol):
+    """What these steps read of an ``environments.Environment`` (that module imports this one)."""
+
+    @property
+    def codops(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
 
 
 class EnvironmentFiles:
