@@ -193,7 +193,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, work: Path, url: str) -> None:
     from peach_tasks.scheduling.retention import Pruner
-    from peach_tasks.scheduling.scheduler import Scheduler
+    from peach_tasks.scheduling.scheduler import Scheduler, settle_heap
     from peach_tasks.settings import RetentionSettings, settings_from_dict
     from peach_tasks.store import Store
 
@@ -208,6 +208,7 @@ def run(args: argparse.Namespace, work: Path, url: str) -> None:
     store = Store.open(url)
     scheduler = Scheduler(settings, store)
     scheduler.recover()
+    settle_heap()  # as serve does once it started
     scheduler.sync()
     loop = scheduler.make_loop("live")
     watched = Watched(store)
