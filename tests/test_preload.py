@@ -22,10 +22,27 @@ def cells(*codes: str, magic: dict | None = None) -> dict:
 def test_absolute_imports_of_every_cell_in_order_once(tmp_path: Path) -> None:
     program = cells("import numpy as np, os.path\nfrom pandas.io import sql",
                     "from __future__ import annotations\nfrom . import sibling\nimport numpy\n"
-                    "def f():\n    import matplotlib.pyplot as plt\n",
+                    "def main():\n    import matplotlib.pyplot as plt\n",
                     "await something()\nimport json",  # top-level await, as a cell may have
                     "this is not python (import yaml)")
-    assert preload_names("", program, tmp_path) == ("numpy", "os.path", "pandas.io", "matplotlib.pyplot", "json")
+    assert preload_names("", program, tmp_path, "main") == ("numpy", "os.path", "pandas.io", "matplotlib.pyplot",
+                                                             "json")
+
+
+def test_only_imports_the_run_executes(tmp_path: Path) -> None:
+    """Blocks of the cells' statements count; other functions' bodies, classes and
+    ``if TYPE_CHECKING:`` do not (they may never run); the entry function's body does."""
+    program = cells("try:\n    import ujson as fastjson\nexcept ImportError:\n    import json as fastjson\n"
+                    "with open('x') as f:\n    import csv\n"
+                    "for _ in range(1):\n    import decimal\n"
+                    "if TYPE_CHECKING:\n    import pandas\nelse:\n    import fractions\n"
+                    "if typing.TYPE_CHECKING:\n    import polars\n"
+                    "def helper():\n    import torch\n"
+                    "class Model:\n    import sklearn\n"
+                    "async def main():\n    import asyncio\n    if True:\n        import numpy\n")
+    assert preload_names("", program, tmp_path, "main") == ("ujson", "json", "csv", "decimal", "fractions",
+                                                             "asyncio", "numpy")
+    assert preload_names("", program, tmp_path, None)[-1] == "fractions"  # no entry function: the cells only
 
 
 def test_names_the_runs_folder_holds_are_left_to_the_run(tmp_path: Path) -> None:

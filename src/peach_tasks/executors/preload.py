@@ -9,7 +9,9 @@ organisation's own environment, imported before the run's request came.
 
 Only modules that mean the same before and after the request are imported ahead:
 
-- absolute imports written in the task's cells (``import a.b``, ``from a.b import c``);
+- absolute imports the run executes: the cells' own statements (in ``if``, ``try``, ``with``
+  and loops too) and the entry function's body; not other functions' or classes', which may
+  never run, nor ``if TYPE_CHECKING:`` ones;
 - not a name the run's folder holds (``name.py``, ``name/``, ``name.*.so``): there, the
   notebook's folder comes first on ``sys.path`` and its own module must win, as in Jupyter;
 - not a name a ``%%writefile`` cell of the notebook could write, and nothing when the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +35,15 @@ MAX_NAME = 200  # characters: the names go on the sandbox's command line
 NOT_AHEAD = ("__future__", "peach_tasks")  # no module to load / our helpers, given per run
 
 
-def preload_names(code: str, program: dict[str, Any] | None, cwd: Path) -> tuple[str, ...]:
+def preload_names(code: str, program: dict[str, Any] | None, cwd: Path,
+                  method: str | None = None) -> tuple[str, ...]:
     """The modules to import ahead for a task whose code is ``code`` (``program``: its
-    cells, as the run gets them) and whose folder is ``cwd``."""
+    cells, as the run gets them), whose entry function is ``method`` and whose folder is
+    ``cwd``."""
     cells = tuple(_cell_code(cell) for cell in (program or {}).get("cells", ())) or (code,)
     if any(cell is None for cell in cells):
         return ()  # %%writefile/%%file or %run: files that appear during the run
-    names = _imports(cells)  # type: ignore[arg-type]
+    names = _imports(cells, method)  # type: ignore[arg-type]
     if not names:
         return ()
     local = _folder_names(cwd)
@@ -61,9 +66,12 @@ def _cell_code(cell: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=512)
-def _imports(cells: tuple[str, ...]) -> tuple[str, ...]:
-    """Every absolute import in ``cells``, in order, once each (cached: a task's cells only
-    change with its commit)."""
+def _imports(cells: tuple[str, ...], method: str | None) -> tuple[str, ...]:
+    """The absolute imports the run will execute for sure or nearly: those of the cells' own
+    statements (inside ``if``, ``try``, ``with``, loops) and of the entry function ``method``,
+    not those of other functions and classes, which may never be called, nor ``if
+    TYPE_CHECKING:`` ones. In order, once each (cached: a task's cells only change with its
+    commit)."""
     found: dict[str, None] = {}
     flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     for code in cells:
@@ -71,17 +79,43 @@ def _imports(cells: tuple[str, ...]) -> tuple[str, ...]:
             tree = compile(code, "<cell>", "exec", flags, dont_inherit=True)
         except (SyntaxError, ValueError):
             continue  # the run reports it
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                if len(name) <= MAX_NAME and not name.startswith(NOT_AHEAD):
-                    found.setdefault(name, None)
+        for name in _run_imports(tree.body, method):
+            if len(name) <= MAX_NAME and not name.startswith(NOT_AHEAD):
+                found.setdefault(name, None)
     return tuple(found)
+
+
+def _run_imports(statements: list[ast.stmt], method: str | None) -> Iterator[str]:
+    for node in statements:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name == method:
+                yield from _run_imports(node.body, None)
+        elif isinstance(node, ast.ClassDef):
+            continue
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _run_imports(node.orelse, method)
+        else:  # a compound statement's blocks: if/else, try/except/finally, with, for, while, match
+            for block in _blocks(node):
+                yield from _run_imports(block, method)
+
+
+def _blocks(node: ast.stmt) -> Iterator[list[ast.stmt]]:
+    for field in ("body", "orelse", "finalbody"):
+        block = getattr(node, field, None)
+        if isinstance(block, list):
+            yield block
+    for part in getattr(node, "handlers", None) or getattr(node, "cases", None) or ():
+        yield part.body
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _folder_names(cwd: Path) -> set[str]:

@@ -97,7 +97,7 @@ class WarmStarts:
                                 display_name=spec.notebook)
         except NotebookError:
             return ()  # its run reports it
-        return preload_names(code.source, code.request(), cwd)
+        return preload_names(code.source, code.request(), cwd, spec.method)
 
     def _next_task(self) -> RegisteredTask | None:
         snapshot = self.snapshot()
