@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -52,7 +51,6 @@ class EnvironmentFiles:
 
     sandbox: Sandbox | None
     progress: Callable[[str], None]
-    cancel: threading.Event
     _task_files_checked: set[Path]
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
