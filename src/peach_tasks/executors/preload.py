@@ -14,8 +14,8 @@ Only modules that mean the same before and after the request are imported ahead:
   never run, nor ``if TYPE_CHECKING:`` ones;
 - not a name the run's folder holds (``name.py``, ``name/``, ``name.*.so``): there, the
   notebook's folder comes first on ``sys.path`` and its own module must win, as in Jupyter;
-- not a name a ``%%writefile`` cell of the notebook could write, and nothing when the
-  notebook uses ``%run`` (files that appear during the run);
+- nothing at all when the notebook writes files (``%%writefile``/``%%file``) or ``%run``s
+  them: those files appear during the run;
 - and, in the sandbox (``bootstrap_start.preload``), only what its interpreter finds in the
   standard library or the environment's site-packages; an import that fails there is
   forgotten (the run imports it itself and sees its error in its own log).

@@ -7,6 +7,7 @@ will: a stop, a handover, a pause, a wait before a retry, the end of an iteratio
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -92,12 +93,7 @@ class WarmStarts:
         if not self.settings.loop.preload_imports:
             return ()
         spec = task.spec
-        try:
-            code = extract_code(task.checkout.path / spec.notebook, spec.method, spec.full_notebook,
-                                display_name=spec.notebook)
-        except NotebookError:
-            return ()  # its run reports it
-        return preload_names(code.source, code.request(), cwd, spec.method)
+        return _imports_ahead(task.checkout.path / spec.notebook, spec.notebook, spec.method, spec.full_notebook, cwd)
 
     def _next_task(self) -> RegisteredTask | None:
         snapshot = self.snapshot()
@@ -118,6 +114,17 @@ class WarmStarts:
                 warm.discard()
             finally:
                 remove_slot(slot)
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports_ahead(notebook: Path, name: str, method: str | None, full_notebook: bool, cwd: Path) -> tuple[str, ...]:
+    """A task's modules to import ahead, read once per checkout: a checkout never changes (one
+    per commit), so the notebook is not extracted again for every run the loop starts ahead."""
+    try:
+        code = extract_code(notebook, method, full_notebook, display_name=name)
+    except NotebookError:
+        return ()  # its run reports it
+    return preload_names(code.source, code.request(), cwd, method)
 
 
 def remove_warm_leftovers(state_path: Path) -> int:
