@@ -44,8 +44,6 @@ from typing import Any
 import sqlalchemy as sa
 from common import commit_repository, definitions, notebook, running_loop, say
 
-from peach_tasks.settings import RetentionSettings
-
 TARGET_MS = 100.0
 STORE_CALLS = ("start_run", "finish_run", "set_states")
 
@@ -163,7 +161,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--keep", type=int, default=100, help="retention.keep_last")
     parser.add_argument("--batch", type=int, default=200, help="retention.batch")
-    parser.add_argument("--pause", type=float, default=RetentionSettings().pause,
+    parser.add_argument("--pause", type=float, default=None,
                         help="retention.pause (seconds; default: the setting's default)")
     parser.add_argument("--baseline-seconds", type=float, default=20.0)
     parser.add_argument("--postgres", default=None, help="a PostgreSQL server URL: measure there instead")
@@ -213,6 +211,8 @@ def run(args: argparse.Namespace, work: Path, url: str) -> None:
     loop = scheduler.make_loop("live")
     watched = Watched(store)
     loop.on_run = watched.on_run
+    if args.pause is None:
+        args.pause = RetentionSettings().pause
     retention = RetentionSettings(runs_days=90, logs_days=None, keep_last=args.keep, batch=args.batch,
                                   pause=args.pause)
     try:
