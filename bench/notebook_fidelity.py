@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                          "scheduler_cpu_ms": round(ours_cpu * 1000, 1), "papermill_cpu_ms": round(theirs_cpu * 1000, 1),
                          "papermill_over_scheduler_cpu": round(theirs_cpu / ours_cpu, 1), "target": TARGET,
                          "meets_target": theirs / ours >= TARGET, "runs": len(timed["scheduler"]),
-                         "outputs_of_last_two_runs": checks.get(name),  # the last two runs'
+                         "outputs_of_last_two_runs": checks.get(name),
                          "floor_ms": round(floor * 1000, 1), "floor_cpu_ms": round(floor_cpu * 1000, 1),
                          "ceiling": round(theirs / floor, 1), "ceiling_cpu": round(theirs_cpu / floor_cpu, 1),
                          "scheduler_minus_floor_ms": round((ours - floor) * 1000, 1),
