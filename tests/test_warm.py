@@ -592,6 +592,9 @@ def test_matplotlib_imported_ahead_still_keeps_the_runs_figures(tmp_path: Path, 
     assert runs["t1"]["result"] == {"before": True, "backend": "agg"}
     for run in runs.values():
         assert [o["mime_type"] for o in store.run_outputs(run["id"])] == ["image/png", "image/png"], run
+    # The same PNGs, byte for byte, from the run whose pyplot was imported ahead.
+    pngs = {t: [store.run_output(r["id"], o["seq"])[1] for o in store.run_outputs(r["id"])] for t, r in runs.items()}
+    assert pngs["t0"] == pngs["t1"] and pngs["t0"][0] != pngs["t0"][1]
     assert_nothing_left(scheduler, tmp_path / "state")
 
 
