@@ -373,7 +373,7 @@ def test_unsupported_cell_magics_are_a_problem_at_their_line(tmp_path: Path, mag
     ("%%capture --bogus out", "peach-tasks runs %%capture"),
     ("%run -m module", "option -m is not supported"),
     ("%run missing.py", "missing.py is not in the repository next to the notebook"),
-    ("%run data.csv", "runs .py and .ipynb files only"),
+    ("%run data", "neither data nor data.py is in the repository next to the notebook"),
     ("%run ../outside.py", "is not a file inside the repository"),
     ("%cd sub\n%run helper.py", "comes after %cd"),
 ])
@@ -594,14 +594,34 @@ def test_fifty_cell_notebook_with_magics_in_every_cell(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("cell", "shown"), [
-    ("x = 1\nx + 1", "x = 1\n__import__('sys').displayhook(x + 1)"),
-    ("df.groupby('a')\\\n    .sum()  # note", "__import__('sys').displayhook(df.groupby('a')\\\n    .sum())  # note"),
-    ("s = 'é'\n'é' * 2", "s = 'é'\n__import__('sys').displayhook('é' * 2)"),
-    ("await job()", "__import__('sys').displayhook(await job())"),
-    ("x = 1; x", "x = 1; __import__('sys').displayhook(x)"),
+    ("x = 1\nx + 1", "x = 1\n__import__('sys').displayhook((x + 1))"),
+    ("df.groupby('a')\\\n    .sum()  # note", "__import__('sys').displayhook((df.groupby('a')\\\n    .sum()))  # note"),
+    ("s = 'é'\n'é' * 2", "s = 'é'\n__import__('sys').displayhook(('é' * 2))"),
+    ("await job()", "__import__('sys').displayhook((await job()))"),
+    ("x = 1; x", "x = 1; __import__('sys').displayhook((x))"),
+    ("X.shape, y.shape", "__import__('sys').displayhook((X.shape, y.shape))"),
 ])
 def test_the_last_expression_is_handed_to_the_display_hook(cell: str, shown: str) -> None:
     assert show_last_expression(cell) == shown
+
+
+@pytest.mark.parametrize(("cell", "value"), [
+    ("x = 3\nx, x + 1", (3, 4)),  # a bare tuple is one value, as in IPython
+    ("rest = [1, 2]\n*rest, 3", (1, 2, 3)),
+    ("x = 3\nx, \\\n  x * 2  # end", (3, 6)),
+    ("(lambda: 5)()", 5),
+    ("x = 2\nx if x else 0", 2),
+])
+def test_the_value_shown_is_the_one_jupyter_shows(cell: str, value: object) -> None:
+    import sys
+
+    shown: list[object] = []
+    hook, sys.displayhook = sys.displayhook, shown.append
+    try:
+        exec(compile(show_last_expression(cell), "<cell>", "exec"), {})
+    finally:
+        sys.displayhook = hook
+    assert shown == [value]
 
 
 @pytest.mark.parametrize("cell", ["x = 1", "x;", "x ;  # quiet", "def f():\n    return 1", "for i in []:\n    i", ""])
@@ -613,7 +633,7 @@ def test_only_the_notebook_own_cells_show_their_result(tmp_path: Path) -> None:
     (tmp_path / "other.ipynb").write_text(nbformat.writes(v4.new_notebook(cells=[code("41")])))
     path = write_nb(tmp_path, [code("%run other.ipynb\n1 + 1")])
     extracted = extract_code(path, None, full_notebook=True)
-    assert extracted.program[0].code.endswith("__import__('sys').displayhook(1 + 1)")
+    assert extracted.program[0].code.endswith("__import__('sys').displayhook((1 + 1))")
     assert extracted.runs["other.ipynb"]["cells"][0]["code"] == "41"  # %run is silent in IPython
 
 

@@ -392,11 +392,12 @@ class _DisplayHooks:
     """A meta path finder that lets ``displays.py`` act around a few imports: matplotlib's
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
-    module loads (without a kernel it would only print). And the cells' lines given to
+    module loads (without a kernel it would only print), and its ``get_ipython`` (None
+    without a kernel). And the cells' lines given to
     ``linecache`` once it loads (``_remember_lines``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
-                       "linecache"))
+                       "IPython.core.getipython", "linecache"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:

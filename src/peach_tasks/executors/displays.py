@@ -385,8 +385,22 @@ def after_ipython_display(module: object) -> None:
             setattr(module, name, value)
 
 
+def after_getipython(module: object) -> None:
+    """Outside a kernel IPython's ``get_ipython()`` returns None: a task's ``from IPython
+    import get_ipython`` (which shadows the builtin) gets the run's shell instead, as the
+    notebook did in Jupyter; None still where the run has no shell (no magic uses it)."""
+    if hasattr(module, "get_ipython"):
+        module.get_ipython = _get_ipython  # type: ignore[attr-defined]
+
+
+def _get_ipython() -> object:
+    shell = getattr(builtins, "get_ipython", None)
+    return shell() if callable(shell) else None
+
+
 AFTER_IMPORT.update({"IPython.core.display_functions": after_ipython_display,
-                     "IPython.core.display": after_ipython_display})
+                     "IPython.core.display": after_ipython_display,
+                     "IPython.core.getipython": after_getipython})
 
 
 def finish() -> None:

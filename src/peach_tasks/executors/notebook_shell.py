@@ -292,6 +292,8 @@ class Shell:
             raise UsageError("%run: no file given")
         target, args = words[0], words[1:]
         key = posixpath.normpath(target)
+        if key not in self.runs and not key.endswith((".py", ".ipynb")) and not os.path.isfile(target):
+            target, key = target + ".py", key + ".py"  # IPython: the name as given if a file, else with .py
         entry = self.runs.get(key)
         if entry is None:  # a .py file %%writefile made during this run
             with open(target, encoding="utf-8-sig") as handle:
@@ -351,7 +353,8 @@ class Shell:
 
 _MISSING = object()
 _DISPLAY = {"html": "text/html", "markdown": "text/markdown", "latex": "text/latex",
-            "javascript": "application/javascript", "js": "application/javascript", "svg": "image/svg+xml"}
+            "javascript": "application/javascript", "js": "application/javascript", "svg": "image/svg+xml",
+            "HTML": "text/html", "SVG": "image/svg+xml"}  # IPython's own aliases
 
 
 def _restore(namespace: dict, key: str, value: object) -> None:

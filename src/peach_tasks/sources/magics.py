@@ -55,7 +55,8 @@ NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyte
 # Cell magics whose body is shown in Jupyter: the task process displays it (display()).
 DISPLAY_CELL_MAGICS = {"html": "text/html", "markdown": "text/markdown", "latex": "text/latex",
                        "javascript": "application/javascript", "js": "application/javascript",
-                       "svg": "image/svg+xml"}
+                       "svg": "image/svg+xml",
+                       "HTML": "text/html", "SVG": "image/svg+xml"}  # IPython's own aliases
 SHELL_CELL_MAGICS = frozenset({"bash", "sh"})
 
 
@@ -68,7 +69,8 @@ class CellMagics:
     Jupyter does; ``cell_magic`` is what the task process does with the whole cell
     (``{"name", "line"[, "body"]}``); ``shell`` says the code calls ``get_ipython()``;
     ``runs`` are (line, argument) of each ``%run``; ``cd_line`` is the first ``%cd``;
-    ``writes`` the file names given to ``%%writefile``.
+    ``writes`` the file names given to ``%%writefile``; ``quiet`` the lines whose value
+    Jupyter does not show as the cell's result even when last (``%timeit EXPR``).
     """
 
     code: str
@@ -78,6 +80,7 @@ class CellMagics:
     shell: bool = False
     runs: list[tuple[int, str]] = field(default_factory=list)
     cd_line: int | None = None
+    quiet: set[int] = field(default_factory=set)
     writes: list[str] = field(default_factory=list)
 
 
@@ -218,6 +221,8 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
                 # The statement stays Python: a backslash continuation goes on as Python does.
                 lines[i] = indent + (f"{target} = " if target else "") + statement
                 scan_line(lines[i], scan)
+                if name == "timeit":
+                    result.quiet.add(where)  # %timeit shows its timing, never the value
             result.notes.append(f"line {where}: {shown}: the statement runs once, untimed")
             return i + 1
 

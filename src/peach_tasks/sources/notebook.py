@@ -28,6 +28,7 @@ import ast
 import posixpath
 import re
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -116,17 +117,19 @@ def compile_cell(source: str, filename: str, flags: int) -> int:
     return flags
 
 
-def show_last_expression(code: str, flags: int = 0) -> str:
+def show_last_expression(code: str, flags: int = 0, quiet: Collection[int] = ()) -> str:
     """The cell with its last statement, when it is an expression, handed to
     ``sys.displayhook``: Jupyter shows that value as the cell's result (``Out[n]``), and the
     task process's hook shows it as the run's output (``display()``). None shows nothing, and
-    neither does an expression ending with ``;``, as in IPython. Lines keep their numbers."""
+    neither does an expression ending with ``;``, as in IPython, nor one that starts on a
+    ``quiet`` line (1-based: a magic's statement, ``%timeit EXPR``). Lines keep their numbers."""
     try:
         tree = compile(code, "<cell>", "exec", ast.PyCF_ONLY_AST | flags | TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, ValueError):
         return code
     last = tree.body[-1] if tree.body else None
-    if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None:
+    if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None \
+            or last.lineno in quiet:
         return code
     lines = code.split("\n")
     first, end = last.lineno - 1, last.end_lineno - 1
@@ -134,8 +137,9 @@ def show_last_expression(code: str, flags: int = 0) -> str:
     end_at = _char_offset(lines[end], last.end_col_offset)
     if lines[end][end_at:].split("#", 1)[0].strip().startswith(";"):
         return code
-    lines[end] = f"{lines[end][:end_at]}){lines[end][end_at:]}"
-    lines[first] = f"{lines[first][:start_at]}__import__('sys').displayhook({lines[first][start_at:]}"
+    # Twice bracketed: a bare tuple (``x, y``, ``*rest, 3``) is one value, as in IPython.
+    lines[end] = f"{lines[end][:end_at]})){lines[end][end_at:]}"
+    lines[first] = f"{lines[first][:start_at]}__import__('sys').displayhook(({lines[first][start_at:]}"
     return "\n".join(lines)
 
 
@@ -206,7 +210,7 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     for position in positions:
         flags = _compile(codes[position], name, indexes[position] + 1, flags, read, position)
         if show_last:
-            codes[position] = show_last_expression(codes[position], flags)
+            codes[position] = show_last_expression(codes[position], flags, results[position].quiet)
 
     if method:
         entry = positions[0] if not full_notebook else find_entry(codes, method)[0]
@@ -296,18 +300,19 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
             target = words[0]
             if "$" in target or "{" in target or posixpath.isabs(target) or target.startswith("~"):
                 raise refuse(line, f"%run {args}: give the file as a plain path relative to the notebook")
-            if not target.endswith((".py", ".ipynb")):
-                raise refuse(line, f"%run {args}: peach-tasks runs .py and .ipynb files only")
-            key = posixpath.normpath(target)
+            key = given = posixpath.normpath(target)
+            if not key.endswith((".py", ".ipynb")) and key not in written and not (folder / key).is_file():
+                key += ".py"  # IPython's %run: the name as given when it is a file, else with .py added
             if key in runs:
                 continue
-            if key in written and key.endswith(".py"):
+            if key in written and not key.endswith(".ipynb"):
                 continue  # written by %%writefile earlier in the notebook: read when it runs
             file = folder / key
             try:
                 resolved = file.resolve(strict=True)
             except (OSError, RuntimeError):
-                raise refuse(line, f"%run {args}: {key} is not in the repository next to the notebook; "
+                missing = f"{key} is not" if key == given else f"neither {given} nor {key} is"
+                raise refuse(line, f"%run {args}: {missing} in the repository next to the notebook; "
                                    "commit it, or fix the path") from None
             if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
                 raise refuse(line, f"%run {args}: {key} is not a file inside the repository")
@@ -318,7 +323,7 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
                 raise refuse(line, f"%run {args}: more than {MAX_RUN_DEPTH} notebooks deep; flatten the %run chain")
             if resolved.stat().st_size > MAX_RUN_FILE_BYTES:
                 raise refuse(line, f"%run {args}: {shown} is larger than {MAX_RUN_FILE_BYTES >> 20} MiB")
-            if key.endswith(".py"):
+            if not key.endswith(".ipynb"):  # Python, whatever its name, as IPython runs it
                 runs[key] = _python_file(resolved, shown, refuse, line, args)
             else:
                 try:

@@ -1,0 +1,67 @@
+"""Patterns found by running real public notebooks (IPython's examples, course notebooks)
+through papermill and peach-tasks side by side, where peach-tasks differed. Each is rebuilt
+here in a notebook of our own (none is copied) and run by the real python executor in this
+interpreter, which has IPython, as papermill's kernel would run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import v4
+from test_notebook_formats import run_extracted
+
+from peach_tasks.model import RunStatus
+
+
+def notebook(tmp_path: Path, *cells: str, files: dict[str, str] | None = None) -> Path:
+    for name, text in (files or {}).items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "nb.ipynb"
+    path.write_text(nbformat.writes(v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells])))
+    return path
+
+
+def shown(tmp_path: Path, *cells: str, **kwargs: Any) -> list[tuple[str, str]]:
+    """The run's outputs as (mime type, text), after checking that it succeeded."""
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, *cells, **kwargs), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    return [(o.mime_type, o.data.decode()) for o in outcome.outputs]
+
+
+def test_a_bare_tuple_as_a_cells_last_line_is_one_result(tmp_path: Path) -> None:
+    """``X.shape, y.shape`` at the end of a cell: Jupyter shows the tuple."""
+    assert shown(tmp_path, "x = 3\nx, x + 1", "rest = [1]\n*rest, 2") == [("text/plain", "(3, 4)"),
+                                                                          ("text/plain", "(1, 2)")]
+
+
+def test_timeit_shows_no_value_where_time_does(tmp_path: Path) -> None:
+    """``%timeit EXPR`` as the last line shows its timing in Jupyter, never EXPR's value
+    (a huge list was kept as an output); ``%time EXPR`` shows the value, as in Jupyter."""
+    assert shown(tmp_path, "%timeit [1, 2]", "%timeit -n 1 -r 1 list(range(3))", "%time [3, 4]") == [
+        ("text/plain", "[3, 4]")]
+
+
+def test_ipythons_uppercase_cell_magics_are_its_display_magics(tmp_path: Path) -> None:
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>'
+    assert shown(tmp_path, "%%HTML\n<i>upper</i>", f"%%SVG\n{svg}") == [("text/html", "<i>upper</i>"),
+                                                                       ("image/svg+xml", svg)]
+
+
+def test_run_without_py_finds_the_file_as_ipython_does(tmp_path: Path) -> None:
+    """``%run foo`` runs foo.py when there is no file named foo: one %%writefile wrote,
+    one of the repository; a file named exactly as given runs as Python whatever its name."""
+    assert shown(tmp_path, "%%writefile written.py\nWRITTEN = 7", "%run written\n%run helper\n%run script",
+                 "WRITTEN, HELPER, SCRIPT",
+                 files={"helper.py": "HELPER = 'repo'\n", "script": "SCRIPT = 'no suffix'\n"})[-1] == (
+        "text/plain", "(7, 'repo', 'no suffix')")
+
+
+def test_get_ipython_imported_from_ipython_is_the_runs_shell(tmp_path: Path) -> None:
+    """``from IPython import get_ipython`` shadows the builtin; outside a kernel IPython's
+    returns None, and every later magic (turned into ``get_ipython().…``) failed."""
+    assert shown(tmp_path, "from IPython import get_ipython\nip = get_ipython()\nip.run_line_magic('env', 'SEEN=1')",
+                 "from IPython.core.getipython import get_ipython as again\nlisting = !echo hi\n%env OTHER=2",
+                 "import os\n(type(ip).__name__, again() is ip, list(listing), os.environ['SEEN'], "
+                 "os.environ['OTHER'])") == [("text/plain", "('Shell', True, ['hi'], '1', '2')")]
