@@ -122,3 +122,19 @@ def test_ipynb_line_for_a_source_written_as_one_string(tmp_path: Path) -> None:
     line = ipynb_line(path, 1, 2)
     assert line is not None and '"source": "a = 1\\nb = (\\n"' in path.read_text().splitlines()[line - 1]
     assert ipynb_line(path, 7, 1) is None  # no such cell
+
+
+def test_every_refused_cell_of_a_notebook_is_reported(tmp_path: Path) -> None:
+    """Not only the first: a notebook with a refused magic in one cell, an automagic line
+    (a syntax error) in another and a good cell between gets one problem per bad cell,
+    each at its own line; the run's error is the first."""
+    root = tmp_path / "repo"
+    yaml = GOOD_YAML.replace("    method: main\n", "    full_notebook: true\n")
+    build(root, Case("many", {"peach.yaml": yaml, "nb.ipynb": notebook_text(
+        "%prun x = 1", "y = 2", "ls data", "%%cpp\nint main() {}")}, "nb.ipynb", None, ()))
+    code, out, _ = cli("validate", "--json", str(root))
+    problems = json.loads(out)["problems"]
+    assert code == 1 and [p["file"] for p in problems] == ["nb.ipynb"] * 3, problems
+    assert [p["line"] for p in problems] == [ipynb_line(root / "nb.ipynb", cell, 1) for cell in (1, 3, 4)]
+    assert "%prun" in problems[0]["message"] and "automagic" in problems[1]["message"] \
+        and "%%cpp" in problems[2]["message"]

@@ -194,7 +194,11 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
             raise NotebookError(not_found_message(name, method, [indexes[i] for i in broken]), kind="method")
         positions = [entry]
 
+    # Every cell's problems (a refused magic, else a syntax error), in the notebook's order:
+    # the first is the run's error, the others go with it for validate (NotebookError.also).
     notes: list[str] = []
+    found: list[NotebookError] = []
+    flags = 0
     for position in positions:
         result = results[position]
         where = f"{name} cell {indexes[position] + 1}"
@@ -203,14 +207,19 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
             line, message = result.problems[0]
             more = len(result.problems) - 1
             also = f" (and {more} more such line{'s' if more > 1 else ''} in this cell)" if more else ""
-            raise NotebookError(f"{where} line {line}: {message}{also}", kind="magic",
-                                cell=indexes[position] + 1, line=line, file_line=read.file_line(position, line))
-
-    flags = 0
-    for position in positions:
-        flags = _compile(codes[position], name, indexes[position] + 1, flags, read, position)
+            found.append(NotebookError(f"{where} line {line}: {message}{also}", kind="magic",
+                                       cell=indexes[position] + 1, line=line, file_line=read.file_line(position, line)))
+            continue
+        try:
+            flags = _compile(codes[position], name, indexes[position] + 1, flags, read, position)
+        except NotebookError as exc:
+            found.append(exc)
+            continue
         if show_last:
             codes[position] = show_last_expression(codes[position], flags, results[position].quiet)
+    if found:
+        found[0].also = found[1:]
+        raise found[0]
 
     if method:
         entry = positions[0] if not full_notebook else find_entry(codes, method)[0]

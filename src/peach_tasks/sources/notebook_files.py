@@ -40,13 +40,15 @@ class NotebookError(PeachError):
     that cannot be called without arguments). ``cell`` (1-based, every cell counted) and
     ``line`` (1-based in that cell) say where, when known; ``file_line`` is the line of
     the notebook file itself (broken JSON, a ``.py`` notebook), so that
-    ``peach-tasks validate`` can point an editor at it.
+    ``peach-tasks validate`` can point an editor at it. ``also`` holds the notebook's
+    further problems of the same pass (other cells' magics and syntax), for ``validate``.
     """
 
     def __init__(self, message: str, *, kind: str = "read", cell: int | None = None,
                  line: int | None = None, file_line: int | None = None) -> None:
         super().__init__(message)
         self.kind, self.cell, self.line, self.file_line = kind, cell, line, file_line
+        self.also: list[NotebookError] = []
 
 
 @dataclass(frozen=True)

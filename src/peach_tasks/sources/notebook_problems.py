@@ -33,7 +33,8 @@ def notebook_problems(root: Path, tasks: tuple[TaskSpec, ...], lines: "Definitio
                 seen[key] = exc
         error = seen[key]
         if error is not None:
-            yield _locate(root, spec, error, lines)
+            for each in (error, *error.also):
+                yield _locate(root, spec, each, lines)
 
 
 def _locate(root: Path, spec: TaskSpec, error: NotebookError, lines: "DefinitionLines") -> Problem:
