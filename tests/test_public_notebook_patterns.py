@@ -65,3 +65,18 @@ def test_get_ipython_imported_from_ipython_is_the_runs_shell(tmp_path: Path) -> 
                  "from IPython.core.getipython import get_ipython as again\nlisting = !echo hi\n%env OTHER=2",
                  "import os\n(type(ip).__name__, again() is ip, list(listing), os.environ['SEEN'], "
                  "os.environ['OTHER'])") == [("text/plain", "('Shell', True, ['hi'], '1', '2')")]
+
+
+def test_a_display_of_a_type_not_kept_says_so_in_the_log(tmp_path: Path) -> None:
+    """``display_javascript(JS, raw=True)`` and ``%%javascript``: Jupyter's page runs the script;
+    a run keeps no script (the dashboard runs none). The raw display was dropped silently: its
+    log now says so; ``%%javascript`` keeps the text saying what it was, as before."""
+    path = notebook(tmp_path, "from IPython.display import display_javascript\n"
+                              "display_javascript('console.log(1)', raw=True)",
+                    "%%javascript\nconsole.log(2)", "display('kept')")
+    outcome, log = run_extracted(tmp_path, path, None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"<application/javascript output>"),
+                                                                ("text/plain", b"'kept'")]
+    said = [line for line in log if "not kept as an output" in line]
+    assert len(said) == 1 and "display of application/javascript not kept" in said[0], log

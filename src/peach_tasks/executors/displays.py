@@ -163,12 +163,26 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
             continue
         output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
         if output is None:
+            _not_kept(bundle)
             continue
         if update and key is not None:
             _outputs.update(output, key)
         else:
             _outputs.add(output, key)
     return DisplayHandle(key) if key is not None and not update else None
+
+
+_unkept: set[str] = set()  # the types already said not to be kept in this run
+
+
+def _not_kept(bundle: object) -> None:
+    """Say once per type that a display of no kept type (``application/javascript``: the
+    dashboard runs no task's script) is not an output, rather than drop it silently."""
+    types = sorted(str(k) for k in bundle if str(k) not in _unkept) if isinstance(bundle, dict) else []
+    if types:
+        _unkept.update(types)
+        _say(f"peach-tasks: display of {', '.join(types[:5])} not kept as an output (a run keeps "
+             f"{', '.join(PREFERRED)})")
 
 
 def _capturing() -> list | None:
