@@ -80,3 +80,10 @@ def test_a_display_of_a_type_not_kept_says_so_in_the_log(tmp_path: Path) -> None
                                                                 ("text/plain", b"'kept'")]
     said = [line for line in log if "not kept as an output" in line]
     assert len(said) == 1 and "display of application/javascript not kept" in said[0], log
+
+
+def test_a_display_hook_a_library_set_does_not_take_the_next_cells_results(tmp_path: Path) -> None:
+    """sympy's ``init_printing()`` outside IPython sets ``sys.displayhook``; in Jupyter the
+    next cells' results are still shown as results (IPython sets its hook for each cell)."""
+    assert shown(tmp_path, "import sys\nsys.displayhook = lambda value: print('library hook', value)",
+                 "41 + 1") == [("text/plain", "42")]

@@ -139,10 +139,13 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     cells.namespace = module.__dict__
     program = request.get("program")
     if program:
-        sys.displayhook = _displayhook  # a cell's last expression (notebook.show_last_expression)
         if program.get("shell"):
             _start_shell(cells, program.get("runs") or {})
         for cell in program["cells"]:
+            # A cell's last expression (notebook.show_last_expression), for every cell, as
+            # IPython's display trap does: a library that set its own hook (sympy's
+            # init_printing outside IPython) does not take the next cells' results.
+            sys.displayhook = _displayhook
             cells.run(cell)
     else:  # one piece of code (tests, older callers): the notebook's name is its file name
         cells.run({"code": code})
