@@ -37,10 +37,11 @@ def test_a_bare_tuple_as_a_cells_last_line_is_one_result(tmp_path: Path) -> None
 
 
 def test_timeit_shows_no_value_where_time_does(tmp_path: Path) -> None:
-    """``%timeit EXPR`` as the last line shows its timing in Jupyter, never EXPR's value
-    (a huge list was kept as an output); ``%time EXPR`` shows the value, as in Jupyter."""
-    assert shown(tmp_path, "%timeit [1, 2]", "%timeit -n 1 -r 1 list(range(3))", "%time [3, 4]") == [
-        ("text/plain", "[3, 4]")]
+    """``%timeit EXPR`` as the last line, or a ``%%timeit`` cell ending with an expression,
+    shows its timing in Jupyter, never a value (a huge list was kept as an output);
+    ``%time EXPR`` and a ``%%time`` cell show the value, as in Jupyter."""
+    assert shown(tmp_path, "%timeit [1, 2]", "%timeit -n 1 -r 1 list(range(3))", "%%timeit x = [1]\nx * 2",
+                 "%time [3, 4]", "%%time\n[5]") == [("text/plain", "[3, 4]"), ("text/plain", "[5]")]
 
 
 def test_ipythons_uppercase_cell_magics_are_its_display_magics(tmp_path: Path) -> None:

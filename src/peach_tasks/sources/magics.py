@@ -146,6 +146,7 @@ def _cell_magic(lines: list[str], first: int, result: CellMagics) -> bool:
     if name == "timeit":
         setup = line[_TIMEIT_OPTIONS.match(line).end():].strip()  # type: ignore[union-attr]  # always matches
         lines[first] = setup
+        result.quiet.update(range(first + 1, len(lines) + 1))  # %%timeit shows its timing, never a value
         result.notes.append(f"line {where}: {shown}: the cell runs once, untimed"
                             + (", after its setup statement" if setup else ""))
         return True
