@@ -69,16 +69,17 @@ def test_get_ipython_imported_from_ipython_is_the_runs_shell(tmp_path: Path) -> 
 
 
 def test_a_display_of_a_type_not_kept_says_so_in_the_log(tmp_path: Path) -> None:
-    """``display_javascript(JS, raw=True)`` and ``%%javascript``: Jupyter's page runs the script;
-    a run keeps no script (the dashboard runs none). The raw display was dropped silently: its
-    log now says so; ``%%javascript`` keeps the text saying what it was, as before."""
-    path = notebook(tmp_path, "from IPython.display import display_javascript\n"
+    """``display_javascript(JS, raw=True)``, ``%%javascript`` and ``display(Javascript(...))``
+    (a progress bar's hundred updates): Jupyter's page runs the script and shows nothing. A
+    run keeps no script (the dashboard runs none): not a placeholder text each, which ate
+    the outputs' bound, nor silently: its log says so once."""
+    path = notebook(tmp_path, "from IPython.display import Javascript, display_javascript\n"
                               "display_javascript('console.log(1)', raw=True)",
-                    "%%javascript\nconsole.log(2)", "display('kept')")
+                    "%%javascript\nconsole.log(2)", "for i in range(150):\n    display(Javascript(f'bar({i})'))",
+                    "display('kept')")
     outcome, log = run_extracted(tmp_path, path, None)
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
-    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"<application/javascript output>"),
-                                                                ("text/plain", b"'kept'")]
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"'kept'")]
     said = [line for line in log if "not kept as an output" in line]
     assert len(said) == 1 and "display of application/javascript not kept" in said[0], log
 
@@ -88,3 +89,11 @@ def test_a_display_hook_a_library_set_does_not_take_the_next_cells_results(tmp_p
     next cells' results are still shown as results (IPython sets its hook for each cell)."""
     assert shown(tmp_path, "import sys\nsys.displayhook = lambda value: print('library hook', value)",
                  "41 + 1") == [("text/plain", "42")]
+
+
+def test_pasted_prompts_and_help_on_a_magic_as_ipython_takes_them(tmp_path: Path) -> None:
+    """A cell pasted from a Python session (``>>>``, ``...``) or from IPython (``In [1]:``,
+    ``...:``) runs without its prompts; ``%load?`` only shows help, as ``x?`` does."""
+    assert shown(tmp_path, ">>> flat = 1\n>>> if flat:\n...     flat += 1\n>>> flat",
+                 "In [3]: total = flat\n   ...: total * 10", "%load?\n%%timeit??") == [
+        ("text/plain", "2"), ("text/plain", "20")]

@@ -34,7 +34,7 @@ PREFERRED = ("text/html", "image/png", "image/jpeg", "image/gif", "image/svg+xml
 BINARY = frozenset(("image/png", "image/jpeg", "image/gif"))
 _METHODS = {"text/html": "_repr_html_", "text/markdown": "_repr_markdown_", "image/svg+xml": "_repr_svg_",
             "image/png": "_repr_png_", "image/jpeg": "_repr_jpeg_", "application/json": "_repr_json_",
-            "text/latex": "_repr_latex_"}
+            "text/latex": "_repr_latex_", "application/javascript": "_repr_javascript_"}
 MAX_TEXT_CHARS = 2000  # the text/plain kept beside a rich output
 DROPPED_FILE = "dropped.json"
 
@@ -161,7 +161,8 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
         if _outputs is None:  # no outputs folder (not a scheduled run): as IPython without a kernel
             print(bundle.get("text/plain", ""))
             continue
-        output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
+        output = None if _script_only(bundle) else \
+            _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
         if output is None:
             _not_kept(bundle)
             continue
@@ -175,9 +176,18 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
 _unkept: set[str] = set()  # the types already said not to be kept in this run
 
 
+def _script_only(bundle: dict) -> bool:
+    """A script and its placeholder text (``Javascript(...)``, ``%%javascript``, a progress
+    bar's updates): nothing a run keeps (the dashboard runs no task's script), where
+    Jupyter's page runs it and shows nothing; not a text output each, eating the bound."""
+    return "application/javascript" in bundle and not any(m in bundle for m in PREFERRED if m != "text/plain")
+
+
 def _not_kept(bundle: object) -> None:
     """Say once per type that a display of no kept type (``application/javascript``: the
     dashboard runs no task's script) is not an output, rather than drop it silently."""
+    if isinstance(bundle, dict) and _script_only(bundle):
+        bundle = {"application/javascript": None}
     types = sorted(str(k) for k in bundle if str(k) not in _unkept) if isinstance(bundle, dict) else []
     if types:
         _unkept.update(types)

@@ -84,9 +84,33 @@ class CellMagics:
     writes: list[str] = field(default_factory=list)
 
 
+# Prompts pasted from a Python or IPython session, which IPython strips from a cell whose
+# first line (or the next) carries one (its classic_prompt and ipython_prompt transforms).
+_CLASSIC_PROMPT = re.compile(r"^(>>>|\.\.\.)( |$)")
+_CLASSIC_FIRST = re.compile(r"^>>>( |$)")
+_IPYTHON_PROMPT = re.compile(r"^(((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)")
+
+
+_MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
+
+
+def strip_prompts(source: str) -> str:
+    """``>>> x = 1`` / ``... `` and ``In [3]: `` / ``...: `` taken off every line, as IPython
+    does when the cell's first non-blank line (or the one after it) starts with one. Lines
+    keep their numbers."""
+    lines = source.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        return source
+    for prompt, initial in ((_CLASSIC_PROMPT, _CLASSIC_FIRST), (_IPYTHON_PROMPT, _IPYTHON_PROMPT)):
+        if initial.match(lines[first]) or (first + 1 < len(lines) and prompt.match(lines[first + 1])):
+            lines = [prompt.sub("", line, count=1) for line in lines]
+    return "\n".join(lines)
+
+
 def transform_cell(source: str) -> CellMagics:
     """The cell's Python, with each magic replaced as the module docstring says."""
-    source = source.replace("\r\n", "\n").replace("\r", "\n")
+    source = strip_prompts(source.replace("\r\n", "\n").replace("\r", "\n"))
     candidates = candidate_lines(source)
     if not candidates:
         return CellMagics(source, shell="get_ipython" in source)
@@ -94,7 +118,7 @@ def transform_cell(source: str) -> CellMagics:
     result = CellMagics("")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     start = 0
-    if first is not None and lines[first].lstrip().startswith("%%"):
+    if first is not None and lines[first].lstrip().startswith("%%") and not _MAGIC_HELP.fullmatch(lines[first].strip()):
         if not _cell_magic(lines, first, result):
             result.code = "\n".join(lines)
             return result
@@ -201,7 +225,8 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
     shown = _quote(line.strip())
     head = stripped[0]
 
-    if head == "?" or (head != "!" and not target and stripped.endswith("?") and not stripped.startswith("%")):
+    if head == "?" or (head != "!" and not target and stripped.endswith("?")
+                       and (not stripped.startswith("%") or _MAGIC_HELP.fullmatch(stripped))):
         result.notes.append(f"line {where}: IPython help {shown} skipped (it only shows help)")
         lines[i] = _pass_line(line)
         return i + 1
