@@ -97,3 +97,11 @@ def test_pasted_prompts_and_help_on_a_magic_as_ipython_takes_them(tmp_path: Path
     assert shown(tmp_path, ">>> flat = 1\n>>> if flat:\n...     flat += 1\n>>> flat",
                  "In [3]: total = flat\n   ...: total * 10", "%load?\n%%timeit??") == [
         ("text/plain", "2"), ("text/plain", "20")]
+
+
+def test_ipythons_history_of_results(tmp_path: Path) -> None:
+    """``_``, ``__``, ``___``, ``_N`` and ``Out[N]`` (N the cell's execution count, as
+    Jupyter numbers it) hold earlier cells' results, as in IPython: a tutorial's
+    ``_10 == Out[10]`` failed with NameError."""
+    assert shown(tmp_path, "1 + 1", "x = 3", "x * 2", "[_, __, ___, _1, _3, Out[3], sorted(Out), _ == Out[3]]") == [
+        ("text/plain", "2"), ("text/plain", "6"), ("text/plain", "[6, 2, '', 2, 6, 6, [1, 3], True]")]

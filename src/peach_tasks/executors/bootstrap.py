@@ -108,7 +108,8 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     _offer_helpers()
     _offer_display(request)
 
-    cells = _Cells(filename)
+    global _showing
+    cells = _showing = _Cells(filename)
     with result_dir:
         try:
             try:
@@ -141,11 +142,14 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     if program:
         if program.get("shell"):
             _start_shell(cells, program.get("runs") or {})
-        for cell in program["cells"]:
+        # IPython's history of results: Out (and _oh), _, __, ___ ('' at first), _N.
+        module.__dict__.update(Out=cells.out, _oh=cells.out, _="", __="", ___="")
+        for count, cell in enumerate(program["cells"], start=1):
             # A cell's last expression (notebook.show_last_expression), for every cell, as
             # IPython's display trap does: a library that set its own hook (sympy's
             # init_printing outside IPython) does not take the next cells' results.
             sys.displayhook = _displayhook
+            cells.count = count  # the cell's execution count in Jupyter: the code cells run so far
             cells.run(cell)
     else:  # one piece of code (tests, older callers): the notebook's name is its file name
         cells.run({"code": code})
@@ -196,6 +200,8 @@ class _Cells:
         self.shell = None  # notebook_shell.Shell, when the notebook uses magics
         self.flags = [0]  # the notebook's compiler flags (future imports), carried from cell to cell
         self.failed_in: str | None = None  # where a cell failed outside its own code (a cell magic)
+        self.count = 0  # the running cell's execution count (Jupyter's In [N])
+        self.out: dict = {}  # IPython's Out: execution count -> the cell's result
 
     def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
             flags: list | None = None) -> None:
@@ -255,6 +261,7 @@ class _Cells:
 
 _MORE_FILE = os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_cells.py")
 _more_module = None
+_showing: "_Cells | None" = None  # the cells whose results the display hook keeps (_run)
 
 
 def _load_beside(name: str, path: str) -> object:
@@ -304,9 +311,9 @@ def _start() -> object:
 
 def _displayhook(value: object) -> None:
     """A cell's result, as Jupyter shows it (``Out[n]``): kept as an output by ``display()``;
-    ``_`` holds it, as in IPython."""
+    ``_``, ``__``, ``___``, ``_N`` and ``Out[N]`` hold it, as in IPython."""
     if value is not None:
-        _more().show_result(value)
+        _more().show_result(value, _showing)
 
 
 def _start_shell(cells: _Cells, runs: dict) -> None:

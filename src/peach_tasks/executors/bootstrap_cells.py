@@ -77,12 +77,19 @@ def where(cells: Any, exc: BaseException) -> str | None:
     return found or cells.failed_in
 
 
-def show_result(value: object) -> None:
+def show_result(value: object, cells: Any = None) -> None:
     """A cell's result (not None), as Jupyter shows it (``Out[n]``): kept as an output by
-    ``display()``; ``_`` holds it, as in IPython."""
+    ``display()``; in the notebook's namespace, as IPython's display hook keeps them,
+    ``_`` holds it (``__`` and ``___`` the two before), so do ``_N`` and ``Out[N]``, N the
+    cell's execution count."""
     import builtins
 
-    builtins._ = value  # type: ignore[attr-defined]
+    namespace = getattr(cells, "namespace", None)
+    if isinstance(namespace, dict) and cells.count:
+        namespace["___"], namespace["__"], namespace["_"] = namespace.get("__", ""), namespace.get("_", ""), value
+        namespace[f"_{cells.count}"] = cells.out[cells.count] = value
+    else:  # code run as one piece (no cells): as before
+        builtins._ = value  # type: ignore[attr-defined]
     show = getattr(builtins, "display", None)
     if show is None:
         sys.__displayhook__(value)
