@@ -105,3 +105,18 @@ def test_ipythons_history_of_results(tmp_path: Path) -> None:
     ``_10 == Out[10]`` failed with NameError."""
     assert shown(tmp_path, "1 + 1", "x = 3", "x * 2", "[_, __, ___, _1, _3, Out[3], sorted(Out), _ == Out[3]]") == [
         ("text/plain", "2"), ("text/plain", "6"), ("text/plain", "[6, 2, '', 2, 6, 6, [1, 3], True]")]
+
+
+def test_clear_output_keeps_what_the_notebook_shows_at_the_end(tmp_path: Path) -> None:
+    """A loop that redraws (``clear_output(wait=True)`` then ``display``) keeps its last
+    output, as the notebook does, not one per pass; ``clear_output()`` clears the running
+    cell's outputs at once, a wait with nothing after it clears nothing; earlier cells keep
+    theirs. IPython's own would only print escape codes to the log."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "display('first cell')",
+        "from IPython.display import clear_output\nfor i in range(5):\n    clear_output(wait=True)\n    display(i)",
+        "display('kept')\nclear_output(wait=True)", "display('gone')\nclear_output()", "display('last')"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.seq, o.data) for o in outcome.outputs] == [(1, b"'first cell'"), (2, b"4"), (3, b"'kept'"),
+                                                          (4, b"'last'")]
+    assert not any("\x1b" in line for line in log), log

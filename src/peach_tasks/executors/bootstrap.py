@@ -150,6 +150,8 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
             # init_printing outside IPython) does not take the next cells' results.
             sys.displayhook = _displayhook
             cells.count = count  # the cell's execution count in Jupyter: the code cells run so far
+            if _displays_module is not None:
+                _displays_module.cell_started()  # type: ignore[attr-defined]  # what clear_output() clears
             cells.run(cell)
     else:  # one piece of code (tests, older callers): the notebook's name is its file name
         cells.run({"code": code})

@@ -52,12 +52,36 @@ class Outputs:
         self.dropped = 0
         self.dropped_bytes = 0
         self.ready = False
+        self.cell_first = 1  # the first output of the running cell: what clear_output() removes
+        self.clear_pending = False  # clear_output(wait=True): at the cell's next output
 
     def room(self) -> int:
         return self.max_bytes - self.used
 
+    def cell_started(self) -> None:
+        with self.lock:
+            self.cell_first, self.clear_pending = self.count + 1, False
+
+    def clear(self, wait: bool) -> None:
+        """IPython's ``clear_output``: the running cell's outputs go, now or (``wait``) when
+        its next output comes; a wait with no output after it clears nothing, as in Jupyter."""
+        with self.lock:
+            if wait:
+                self.clear_pending = True
+                return
+            for seq in range(self.cell_first, self.count + 1):
+                try:
+                    os.remove(os.path.join(self.folder, f"{seq:06d}.json"))
+                except OSError:
+                    pass
+                self.used -= self.sizes.pop(seq, 0)
+            self.count, self.clear_pending = self.cell_first - 1, False
+            self.by_id = {key: [seq for seq in seqs if seq < self.cell_first] for key, seqs in self.by_id.items()}
+
     def add(self, output: dict, display_id: str | None = None) -> None:
         with self.lock:
+            if self.clear_pending:
+                self.clear(wait=False)
             size = output["size"]
             if self.count >= self.max_count or output["data"] is None or self.used + size > self.max_bytes:
                 self._drop(size, "count" if self.count >= self.max_count else "bytes")
@@ -401,10 +425,24 @@ def after_matplotlib(matplotlib: object) -> None:
 AFTER_IMPORT = {"matplotlib": after_matplotlib, "matplotlib.pyplot": after_pyplot}
 
 
+def clear_output(wait: bool = False) -> None:
+    """IPython's: the running cell's outputs are cleared (``wait``: when its next output
+    comes), so a loop that redraws a figure keeps its last one, as the notebook does."""
+    if _outputs is not None:
+        _outputs.clear(bool(wait))
+
+
+def cell_started() -> None:
+    """A notebook cell begins (bootstrap): what ``clear_output`` may clear starts here."""
+    if _outputs is not None:
+        _outputs.cell_started()
+
+
 def after_ipython_display(module: object) -> None:
-    """IPython's ``display`` without a kernel only prints: the task's ``from IPython.display
-    import display`` gets this one instead."""
-    for name, value in (("display", display), ("update_display", update_display), ("DisplayHandle", DisplayHandle)):
+    """IPython's ``display`` without a kernel only prints (``clear_output`` prints escape
+    codes): the task's ``from IPython.display import display`` gets this one instead."""
+    for name, value in (("display", display), ("update_display", update_display), ("DisplayHandle", DisplayHandle),
+                        ("clear_output", clear_output)):
         if hasattr(module, name):
             setattr(module, name, value)
 
