@@ -679,3 +679,16 @@ def test_other_syntax_errors_keep_the_plain_advice(tmp_path: Path) -> None:
     path = write_nb(tmp_path, [code("print 'hello'")])  # Python 2: not an automagic
     with pytest.raises(NotebookError, match=r"; fix the cell$"):
         extract_code(path, None, full_notebook=True)
+
+
+@pytest.mark.parametrize(("line", "note"), [
+    ("%config InlineBackend.figure_format = 'svg'", "not followed: a run keeps its figures as PNG"),
+    ("%config InlineBackend.figure_formats = {'retina'}", "not followed: a run keeps its figures as PNG"),
+    ("%config InlineBackend.figure_format = 'png'", "skipped (no effect in a scheduled run)"),
+    ("%config Completer.use_jedi = False", "skipped (no effect in a scheduled run)"),
+])
+def test_config_of_the_figures_format_is_not_said_to_have_no_effect(line: str, note: str) -> None:
+    """Jupyter shows the figures as SVG after ``%config InlineBackend.figure_format = 'svg'``;
+    a run keeps PNG, and its log says so rather than 'no effect'."""
+    _, notes = neutralise_magics(line)
+    assert len(notes) == 1 and notes[0].endswith(note), notes

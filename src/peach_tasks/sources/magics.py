@@ -91,6 +91,8 @@ _CLASSIC_FIRST = re.compile(r"^>>>( |$)")
 _IPYTHON_PROMPT = re.compile(r"^(((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)")
 
 
+_FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
+_PNG_FORMAT = re.compile(r"=\s*[\[{(]?\s*['\"]png['\"]\s*[\]})]?\s*$")
 _MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
 
 
@@ -297,7 +299,11 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
     if (name in NO_EFFECT_LINE_MAGICS or (name in ("load_ext", "reload_ext") and extension in NO_EFFECT_EXTENSIONS)) \
             and not target:
         lines[i] = _pass_line(line)
-        result.notes.append(f"line {where}: {shown} skipped (no effect in a scheduled run)")
+        if name == "config" and _FIGURE_FORMAT.match(args) and not _PNG_FORMAT.search(args):
+            # Not without effect: Jupyter would show the figures in that format.
+            result.notes.append(f"line {where}: {shown} not followed: a run keeps its figures as PNG")
+        else:
+            result.notes.append(f"line {where}: {shown} skipped (no effect in a scheduled run)")
         return end + 1
     if name in ("load_ext", "reload_ext"):
         why = f"the IPython extension {extension!r} is not loaded by peach-tasks"
