@@ -84,16 +84,14 @@ class CellMagics:
     writes: list[str] = field(default_factory=list)
 
 
+_FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
+_PNG_FORMAT = re.compile(r"=\s*[\[{(]?\s*['\"]png['\"]\s*[\]})]?\s*$")
+_MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
 # Prompts pasted from a Python or IPython session, which IPython strips from a cell whose
 # first line (or the next) carries one (its classic_prompt and ipython_prompt transforms).
 _CLASSIC_PROMPT = re.compile(r"^(>>>|\.\.\.)( |$)")
 _CLASSIC_FIRST = re.compile(r"^>>>( |$)")
 _IPYTHON_PROMPT = re.compile(r"^(((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)")
-
-
-_FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
-_PNG_FORMAT = re.compile(r"=\s*[\[{(]?\s*['\"]png['\"]\s*[\]})]?\s*$")
-_MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
 
 
 def strip_prompts(source: str) -> str:
