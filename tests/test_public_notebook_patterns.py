@@ -120,3 +120,13 @@ def test_clear_output_keeps_what_the_notebook_shows_at_the_end(tmp_path: Path) -
     assert [(o.seq, o.data) for o in outcome.outputs] == [(1, b"'first cell'"), (2, b"4"), (3, b"'kept'"),
                                                           (4, b"'last'")]
     assert not any("\x1b" in line for line in log), log
+
+
+def test_a_class_as_a_result_reads_as_ipython_shows_it(tmp_path: Path) -> None:
+    """``type(my_string)`` shows ``str`` in Jupyter (IPython's pretty printer), not
+    ``<class 'str'>``; a notebook's class ``__main__.Foo``; a metaclass's own repr is kept."""
+    assert shown(tmp_path, "type('text')", "class Foo:\n    class Inner:\n        pass\nFoo.Inner",
+                 "class Meta(type):\n    def __repr__(cls):\n        return 'meta!'\nclass Bar(metaclass=Meta):\n"
+                 "    pass\nBar", "import collections\ncollections.OrderedDict") == [
+        ("text/plain", "str"), ("text/plain", "__main__.Foo.Inner"), ("text/plain", "meta!"),
+        ("text/plain", "collections.OrderedDict")]

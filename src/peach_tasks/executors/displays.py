@@ -259,10 +259,21 @@ def mime_bundle(obj: object, include: object = None, exclude: object = None) -> 
                 bundle[mime] = value
     if "text/plain" not in bundle:
         try:
-            bundle["text/plain"] = repr(obj)
+            bundle["text/plain"] = _type_text(obj) if isinstance(obj, type) else repr(obj)
         except Exception as exc:  # a broken __repr__ must not fail the task's display()
             bundle["text/plain"] = f"<{type(obj).__name__}: repr failed: {exc!r}>"
     return bundle
+
+
+def _type_text(cls: type) -> str:
+    """A class as IPython's pretty printer shows it: ``str``, ``__main__.Foo`` (not
+    ``<class 'str'>``), unless its metaclass has a ``__repr__`` of its own."""
+    if next((m for m in type(cls).__mro__ if "__repr__" in vars(m)), type) is not type:
+        return repr(cls)
+    module, name = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+    if not isinstance(name, str):
+        name = cls.__name__
+    return name if module in (None, "builtins") or not isinstance(module, str) else f"{module}.{name}"
 
 
 def _pick(bundle: dict, kind: str, room: int) -> dict | None:
