@@ -126,6 +126,10 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
             return 1
         finally:
             cells.close()
+            # This module's globals outlive the run (frozen with the imports ahead, never
+            # collected): they must not keep the notebook's namespace, whose objects the
+            # interpreter's exit finalizes (a file a global holds is flushed then).
+            _showing = None
         result_dir.write(_result(value, int(request.get("max_result_bytes") or 0)))
         return 0
 
