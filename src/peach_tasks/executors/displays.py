@@ -185,10 +185,12 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
         if _outputs is None:  # no outputs folder (not a scheduled run): as IPython without a kernel
             print(bundle.get("text/plain", ""))
             continue
-        output = None if _script_only(bundle) else \
-            _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
+        if _script_only(bundle):
+            _not_kept(["application/javascript"])
+            continue
+        output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
         if output is None:
-            _not_kept(bundle)
+            _not_kept([str(mime) for mime in bundle])
             continue
         if update and key is not None:
             _outputs.update(output, key)
@@ -207,12 +209,10 @@ def _script_only(bundle: dict) -> bool:
     return "application/javascript" in bundle and not any(m in bundle for m in PREFERRED if m != "text/plain")
 
 
-def _not_kept(bundle: object) -> None:
+def _not_kept(types: list[str]) -> None:
     """Say once per type that a display of no kept type (``application/javascript``: the
     dashboard runs no task's script) is not an output, rather than drop it silently."""
-    if isinstance(bundle, dict) and _script_only(bundle):
-        bundle = {"application/javascript": None}
-    types = sorted(str(k) for k in bundle if str(k) not in _unkept) if isinstance(bundle, dict) else []
+    types = sorted(set(types) - _unkept)
     if types:
         _unkept.update(types)
         _say(f"peach-tasks: display of {', '.join(types[:5])} not kept as an output (a run keeps "
