@@ -98,6 +98,8 @@ def strip_prompts(source: str) -> str:
     """``>>> x = 1`` / ``... `` and ``In [3]: `` / ``...: `` taken off every line, as IPython
     does when the cell's first non-blank line (or the one after it) starts with one. Lines
     keep their numbers."""
+    if ">>>" not in source and "..." not in source and "In [" not in source:
+        return source  # every prompt holds one of these: most cells are not looked at line by line
     lines = source.split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
