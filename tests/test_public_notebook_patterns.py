@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nbformat
-from nbformat import v4
+from test_notebook import code, write_nb
 from test_notebook_formats import run_extracted
 
 from peach_tasks.model import RunStatus
@@ -18,9 +17,7 @@ from peach_tasks.model import RunStatus
 def notebook(tmp_path: Path, *cells: str, files: dict[str, str] | None = None) -> Path:
     for name, text in (files or {}).items():
         (tmp_path / name).write_text(text)
-    path = tmp_path / "nb.ipynb"
-    path.write_text(nbformat.writes(v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells])))
-    return path
+    return write_nb(tmp_path, [code(c) for c in cells])
 
 
 def shown(tmp_path: Path, *cells: str, **kwargs: Any) -> list[tuple[str, str]]:
