@@ -20,7 +20,7 @@ from peach_tasks.sources.notebook import (
     extract_code,
     find_entry_cell,
     neutralise_magics,
-    show_last_expression,
+    shows_last_expression,
 )
 
 v4 = nbformat.v4
@@ -593,16 +593,34 @@ def test_fifty_cell_notebook_with_magics_in_every_cell(tmp_path: Path) -> None:
 # --- a cell's result (Out[n]) ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cell", "shown"), [
-    ("x = 1\nx + 1", "x = 1\n__import__('sys').displayhook((x + 1))"),
-    ("df.groupby('a')\\\n    .sum()  # note", "__import__('sys').displayhook((df.groupby('a')\\\n    .sum()))  # note"),
-    ("s = 'é'\n'é' * 2", "s = 'é'\n__import__('sys').displayhook(('é' * 2))"),
-    ("await job()", "__import__('sys').displayhook((await job()))"),
-    ("x = 1; x", "x = 1; __import__('sys').displayhook((x))"),
-    ("X.shape, y.shape", "__import__('sys').displayhook((X.shape, y.shape))"),
+@pytest.mark.parametrize("cell", [
+    "x = 1\nx + 1",
+    "df.groupby('a')\\\n    .sum()  # note",
+    "s = 'é'\n'é' * 2",
+    "await job()",
+    "x = 1; x",
+    "X.shape, y.shape",
 ])
-def test_the_last_expression_is_handed_to_the_display_hook(cell: str, shown: str) -> None:
-    assert show_last_expression(cell) == shown
+def test_a_cell_ending_with_an_expression_shows_its_value(cell: str) -> None:
+    assert shows_last_expression(cell)
+
+
+def shown_values(cell: str) -> list[object]:
+    """What the task process hands to ``sys.displayhook`` running ``cell`` as a cell whose
+    result is shown (bootstrap_cells.shown), in a fresh namespace."""
+    import sys
+
+    from peach_tasks.executors.bootstrap_cells import shown
+
+    values: list[object] = []
+    namespace: dict[str, object] = {}
+    hook, sys.displayhook = sys.displayhook, values.append
+    try:
+        for compiled in shown(cell, "<cell>", [0], 0, 0):
+            exec(compiled, namespace)
+    finally:
+        sys.displayhook = hook
+    return values
 
 
 @pytest.mark.parametrize(("cell", "value"), [
@@ -611,30 +629,26 @@ def test_the_last_expression_is_handed_to_the_display_hook(cell: str, shown: str
     ("x = 3\nx, \\\n  x * 2  # end", (3, 6)),
     ("(lambda: 5)()", 5),
     ("x = 2\nx if x else 0", 2),
+    ("x = 1; x + 1", 2),
 ])
 def test_the_value_shown_is_the_one_jupyter_shows(cell: str, value: object) -> None:
-    import sys
-
-    shown: list[object] = []
-    hook, sys.displayhook = sys.displayhook, shown.append
-    try:
-        exec(compile(show_last_expression(cell), "<cell>", "exec"), {})
-    finally:
-        sys.displayhook = hook
-    assert shown == [value]
+    assert shows_last_expression(cell)
+    assert shown_values(cell) == [value]
 
 
 @pytest.mark.parametrize("cell", ["x = 1", "x;", "x ;  # quiet", "def f():\n    return 1", "for i in []:\n    i", ""])
 def test_statements_and_a_final_semicolon_show_nothing(cell: str) -> None:
-    assert show_last_expression(cell) == cell
+    assert not shows_last_expression(cell)
 
 
 def test_only_the_notebook_own_cells_show_their_result(tmp_path: Path) -> None:
     (tmp_path / "other.ipynb").write_text(nbformat.writes(v4.new_notebook(cells=[code("41")])))
     path = write_nb(tmp_path, [code("%run other.ipynb\n1 + 1")])
     extracted = extract_code(path, None, full_notebook=True)
-    assert extracted.program[0].code.endswith("__import__('sys').displayhook((1 + 1))")
-    assert extracted.runs["other.ipynb"]["cells"][0]["code"] == "41"  # %run is silent in IPython
+    assert extracted.program[0].show and extracted.request()["cells"][0]["show"] is True
+    assert extracted.program[0].code.endswith("\n1 + 1")  # the cell as written: the task process shows it
+    other = extracted.runs["other.ipynb"]["cells"][0]
+    assert other["code"] == "41" and "show" not in other  # %run is silent in IPython
 
 
 def test_run_cycles_links_out_and_huge_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,6 +64,12 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "runtime_error": ("runtime_error.ipynb", [
         "a = 1", "# markdown-free comment cell", "def helper():\n    return missing_name", "value = helper()",
     ], full("runtime_error.ipynb")),
+    # ...also when it is the cell's last expression, whose value Jupyter would show: the
+    # traceback has the line as written, Python's carets under it
+    "last_line_error": ("last_line_error.ipynb", [
+        "data = {'a': 1}\ndata['a'] + data['b']",
+    ], full("last_line_error.ipynb")),
+    "form_feed": ("form_feed.ipynb", ["a = 1\n\x0c\nb = a / 0"], full("form_feed.ipynb")),  # a page break
     "entry_error": ("entry_error.ipynb", [
         "x = 1", "def main():\n    y = 2\n    return 1 / 0",
     ], py_task("entry_error.ipynb", "main")),
@@ -108,6 +114,8 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
         "print('quiet');\nNone",
         "len(shown.outputs)",
         "%%html\n<b>bold</b>",
+        "import asyncio\nawait asyncio.sleep(0, result='awaited')",
+        "%matplotlib inline\nfrom __future__ import division\n7 / 2",
     ], full("results.ipynb")),
     # 8. an entry function that needs arguments: refused before any run
     "needs_arguments": ("needs_arguments.ipynb", [
@@ -223,6 +231,18 @@ def test_runtime_errors_name_the_cell_and_its_line(ran: Any) -> None:
     log = store.log(run["id"]) or ""
     assert 'File "runtime_error.ipynb cell 4", line 1, in <module>' in log
     assert 'File "runtime_error.ipynb cell 3", line 2, in helper' in log
+    last = outcome(store, "last_line_error")
+    assert last["error"] == "last_line_error.ipynb cell 1 line 2: KeyError: 'b'"
+    lines = [line.split(" ", 1)[-1] for line in (store.log(last["id"]) or "").splitlines()]  # no time stamps
+    at = lines.index('  File "last_line_error.ipynb cell 1", line 2, in <module>')
+    assert lines[at + 1:at + 3] == ["    data['a'] + data['b']",  # as written, not wrapped
+                                    "                ~~~~^^^^^"], lines  # Python's carets under data['b']
+    assert not any("displayhook" in line for line in lines)
+    feed = outcome(store, "form_feed")
+    assert feed["error"] == "form_feed.ipynb cell 1 line 3: ZeroDivisionError: division by zero"
+    lines = [line.split(" ", 1)[-1] for line in (store.log(feed["id"]) or "").splitlines()]
+    at = lines.index('  File "form_feed.ipynb cell 1", line 3, in <module>')
+    assert lines[at + 1:at + 3] == ["    b = a / 0", "        ~~^~~"], lines
     entry = outcome(store, "entry_error")
     assert entry["error"] == "entry_error.ipynb cell 2 line 3: ZeroDivisionError: division by zero"
 
@@ -291,4 +311,4 @@ def test_a_cells_result_is_an_output_and_capture_keeps_its_displays(ran: Any) ->
     assert run["status"] == "SUCCESS", run["error"]
     shown = [(o["mime_type"], store.run_output(run["id"], o["seq"])[1]) for o in store.run_outputs(run["id"])]
     assert shown == [("text/html", b"<table><tr><td>1</td></tr></table>"), ("text/plain", b"2"),
-                     ("text/html", b"<b>bold</b>")]
+                     ("text/html", b"<b>bold</b>"), ("text/plain", b"'awaited'"), ("text/plain", b"3.5")]

@@ -149,7 +149,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
         # IPython's history of results: Out (and _oh), _, __, ___ ('' at first), _N.
         module.__dict__.update(Out=cells.out, _oh=cells.out, _="", __="", ___="")
         for count, cell in enumerate(program["cells"], start=1):
-            # A cell's last expression (notebook.show_last_expression), for every cell, as
+            # A cell's last expression (notebook.shows_last_expression), for every cell, as
             # IPython's display trap does: a library that set its own hook (sympy's
             # init_printing outside IPython) does not take the next cells' results.
             sys.displayhook = _displayhook
@@ -236,12 +236,15 @@ class _Cells:
         state = flags if flags is not None else self.flags
         allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
         target = self.namespace if namespace is None else namespace
-        try:
-            codes = [compile(source, name, "exec", state[0] | allow_await, True)]
-        except SyntaxError as exc:
-            if exc.msg != _MISPLACED_FUTURE:
-                raise
-            codes = _more().statements(source, name, state, allow_await, _FUTURE_FLAGS)  # as IPython
+        if cell.get("show"):  # its last expression's value is the cell's result, as in IPython
+            codes = _more().shown(source, name, state, allow_await, _FUTURE_FLAGS)
+        else:
+            try:
+                codes = [compile(source, name, "exec", state[0] | allow_await, True)]
+            except SyntaxError as exc:
+                if exc.msg != _MISPLACED_FUTURE:
+                    raise
+                codes = _more().statements(source, name, state, allow_await, _FUTURE_FLAGS)  # as IPython
         for code in codes:
             state[0] |= code.co_flags & _FUTURE_FLAGS
             if code.co_flags & _CO_COROUTINE:
@@ -454,7 +457,12 @@ _pending_lines: dict = {}  # cell name -> linecache entry, until linecache is lo
 def _remember_lines(name: str, source: str) -> None:
     """Let tracebacks, ``inspect.getsource`` and warnings show a cell's own lines: its entry
     in linecache, given when linecache is loaded (``_DisplayHooks``)."""
-    entry = (len(source), None, source.splitlines(True), name)  # no mtime: checkcache keeps it
+    # Lines as the compiler counts them (str.splitlines would also split at a form feed), each
+    # ending with a newline, as traceback's carets expect (one column off without it).
+    lines = [line + "\n" for line in source.split("\n")]
+    if source.endswith("\n"):
+        lines.pop()
+    entry = (len(source), None, lines, name)  # no mtime: checkcache keeps it
     linecache = sys.modules.get("linecache")
     if linecache is not None:
         linecache.cache[name] = entry

@@ -17,14 +17,45 @@ def statements(source: str, name: str, state: list, allow_await: int, future_fla
     """The cell compiled statement by statement, as IPython compiles a cell: a ``from
     __future__`` import after other statements is then valid and holds for what follows
     (each statement is compiled with the flags of the imports before it)."""
-    import ast
+    import _ast  # the compiler's own node types: the ast module would import more
 
-    tree = compile(source, name, "exec", ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+    tree = compile(source, name, "exec", _ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+    return _each(tree.body, name, state, allow_await, future_flags)
+
+
+def _each(nodes: list, name: str, state: list, allow_await: int, future_flags: int) -> list[CodeType]:
+    import _ast
+
     codes = []
-    for node in tree.body:
-        code = compile(ast.Module([node], []), name, "exec", state[0] | allow_await, True)
+    for node in nodes:
+        code = compile(_ast.Module([node], []), name, "exec", state[0] | allow_await, True)
         state[0] |= code.co_flags & future_flags
         codes.append(code)
+    return codes
+
+
+def shown(source: str, name: str, state: list, allow_await: int, future_flags: int) -> list[CodeType]:
+    """The cell compiled as IPython runs a cell whose result it shows: its statements but
+    the last as usual, the last (an expression) in "single" mode, which hands its value to
+    ``sys.displayhook``. Compiled from the cell's own syntax tree, so a traceback shows its
+    lines as written, with Python's carets under the right columns.
+    ``notebook.shows_last_expression`` chose the cell; one that does not end with an
+    expression any more (cannot happen) is compiled as usual."""
+    import _ast
+
+    tree = compile(source, name, "exec", _ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+    last = tree.body.pop() if tree.body else None
+    codes: list[CodeType] = []
+    if tree.body:
+        try:
+            codes.append(compile(tree, name, "exec", state[0] | allow_await, True))
+            state[0] |= codes[0].co_flags & future_flags
+        except SyntaxError:  # a future import after other statements (else the same error again)
+            codes = _each(tree.body, name, state, allow_await, future_flags)
+    if isinstance(last, _ast.Expr):
+        codes.append(compile(_ast.Interactive([last]), name, "single", state[0] | allow_await, True))
+    elif last is not None:
+        codes.extend(_each([last], name, state, allow_await, future_flags))
     return codes
 
 

@@ -53,11 +53,14 @@ RUN_OPTIONS = frozenset({"-i", "-n", "-e"})
 @dataclass(frozen=True)
 class Cell:
     """One code cell as the task process runs it: its number (1-based among all cells),
-    its Python, and the cell magic the process applies to it (``%%capture`` ...), if any."""
+    its Python, the cell magic the process applies to it (``%%capture`` ...), if any, and
+    whether its last statement's value is shown as Jupyter shows a cell's result
+    (``shows_last_expression``)."""
 
     number: int
     code: str
     magic: dict | None = None
+    show: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def _cell_json(cell: Cell) -> dict[str, Any]:
     data: dict[str, Any] = {"cell": cell.number, "code": cell.code}
     if cell.magic is not None:
         data["magic"] = cell.magic
+    if cell.show:
+        data["show"] = True
     return data
 
 
@@ -117,30 +122,24 @@ def compile_cell(source: str, filename: str, flags: int) -> int:
     return flags
 
 
-def show_last_expression(code: str, flags: int = 0, quiet: Collection[int] = ()) -> str:
-    """The cell with its last statement, when it is an expression, handed to
-    ``sys.displayhook``: Jupyter shows that value as the cell's result (``Out[n]``), and the
-    task process's hook shows it as the run's output (``display()``). None shows nothing, and
-    neither does an expression ending with ``;``, as in IPython, nor one that starts on a
-    ``quiet`` line (1-based: a magic's statement, ``%timeit EXPR``). Lines keep their numbers."""
+def shows_last_expression(code: str, flags: int = 0, quiet: Collection[int] = ()) -> bool:
+    """Whether the cell's last statement is an expression whose value Jupyter shows as the
+    cell's result (``Out[n]``). The task process then compiles that statement as IPython
+    does, in "single" mode, which hands the value to ``sys.displayhook``; the process's hook
+    shows it as the run's output (``display()``), None showing nothing. Not shown, as in
+    IPython: an expression ending with ``;``, and one that starts on a ``quiet`` line
+    (1-based: a magic's statement, ``%timeit EXPR``)."""
     try:
         tree = compile(code, "<cell>", "exec", ast.PyCF_ONLY_AST | flags | TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, ValueError):
-        return code
+        return False
     last = tree.body[-1] if tree.body else None
     if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None \
             or last.lineno in quiet:
-        return code
-    lines = code.split("\n")
-    first, end = last.lineno - 1, last.end_lineno - 1
-    start_at = _char_offset(lines[first], last.col_offset)
-    end_at = _char_offset(lines[end], last.end_col_offset)
-    if lines[end][end_at:].split("#", 1)[0].strip().startswith(";"):
-        return code
-    # Twice bracketed: a bare tuple (``x, y``, ``*rest, 3``) is one value, as in IPython.
-    lines[end] = f"{lines[end][:end_at]})){lines[end][end_at:]}"
-    lines[first] = f"{lines[first][:start_at]}__import__('sys').displayhook(({lines[first][start_at:]}"
-    return "\n".join(lines)
+        return False
+    end_line = code.split("\n")[last.end_lineno - 1]
+    after = end_line[_char_offset(end_line, last.end_col_offset):]
+    return not after.split("#", 1)[0].strip().startswith(";")
 
 
 def _char_offset(line: str, byte_offset: int) -> int:
@@ -198,6 +197,7 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     # the first is the run's error, the others go with it for validate (NotebookError.also).
     notes: list[str] = []
     found: list[NotebookError] = []
+    showing: set[int] = set()  # the cells whose last expression's value is shown
     flags = 0
     for position in positions:
         result = results[position]
@@ -215,8 +215,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
         except NotebookError as exc:
             found.append(exc)
             continue
-        if show_last:
-            codes[position] = show_last_expression(codes[position], flags, results[position].quiet)
+        if show_last and shows_last_expression(codes[position], flags, results[position].quiet):
+            showing.add(position)
     if found:
         found[0].also = found[1:]
         raise found[0]
@@ -236,7 +236,7 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     shell = any(results[p].shell for p in positions)
     if any(results[p].runs for p in positions):
         shell = _resolve_runs(results, positions, read, name, path, root, (*stack, path.resolve()), runs) or shell
-    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic) for p in positions)
+    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing) for p in positions)
     source = "\n\n".join(codes[p].rstrip("\n") for p in positions)
     return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes[p] for p in positions),
                          program=program, runs=runs, shell=shell)
