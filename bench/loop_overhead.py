@@ -368,8 +368,6 @@ class Instrumented:
         return copy
 
     def __enter__(self) -> "Instrumented":
-        from peach_tasks.scheduling import loop_warm as loop_warm_mod
-        from peach_tasks.scheduling import loops as loops_mod
         from peach_tasks.executors import cgroups as cgroups_mod
         from peach_tasks.executors import process as process_mod
         from peach_tasks.executors import python as python_mod
@@ -377,6 +375,8 @@ class Instrumented:
         from peach_tasks.executors.sandbox import Sandbox
         from peach_tasks.executors.warm import WarmSandbox
         from peach_tasks.model import Executor
+        from peach_tasks.scheduling import loop_warm as loop_warm_mod
+        from peach_tasks.scheduling import loops as loops_mod
         from peach_tasks.store.logs import LogWriter
 
         scheduler = self.scheduler

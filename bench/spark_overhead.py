@@ -233,10 +233,10 @@ class Timers:
 
 
 def instrument(scheduler: Any, timers: Timers) -> None:
-    from peach_tasks.scheduling import loops as loops_mod
     from peach_tasks.executors import process as process_mod
     from peach_tasks.executors import spark as spark_mod
     from peach_tasks.model import Executor
+    from peach_tasks.scheduling import loops as loops_mod
     from peach_tasks.store.logs import LogWriter
 
     store, envs = scheduler.store, scheduler.envs

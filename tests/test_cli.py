@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Repo, py_task, task_yaml, wait_for, write_settings, shared_folder, stop_processes
+from conftest import Repo, py_task, shared_folder, stop_processes, task_yaml, wait_for, write_settings
 from web_helpers import measured_store
 
 TASK_KEYS = {"codops", "name", "loop", "executor", "state", "last_status", "last_started_at",

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from conftest import write_settings
 from test_retention import SPECS, age, ids_of, store_with_runs
 
-from peach_tasks.scheduling import retention
 from peach_tasks.cli import main
+from peach_tasks.scheduling import retention
 from peach_tasks.settings import load_settings
 from peach_tasks.store import Store
 from peach_tasks.store.schema import runs

@@ -22,7 +22,6 @@ from conftest import (
 )
 from test_python_executor import Run
 
-from peach_tasks.executors.environments import EnvironmentManager
 from peach_tasks.executors.bytecode import (
     BOOTSTRAP,
     CACHE_DIR,
@@ -30,6 +29,7 @@ from peach_tasks.executors.bytecode import (
     FILES,
     sources_digest,
 )
+from peach_tasks.executors.environments import EnvironmentManager
 from peach_tasks.model import RunStatus
 
 TELLS = """

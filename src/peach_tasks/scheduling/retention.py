@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..durations import format_duration
-from .side_job import SideJob
 from ..store import retention as q
 from ..store.leases import LeaseStore
+from .side_job import SideJob
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
