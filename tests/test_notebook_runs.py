@@ -117,6 +117,15 @@ CASES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
         "import asyncio\nawait asyncio.sleep(0, result='awaited')",
         "%matplotlib inline\nfrom __future__ import division\n7 / 2",
     ], full("results.ipynb")),
+    # as deep as in a kernel: Jupyter's recursion limit (3000, set by jedi, which IPython imports),
+    # for the task's own recursion and for compiling a long last expression, shown as its result
+    "deep": ("deep.ipynb", [
+        "import sys\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)",
+        "+".join(["1"] * 1500),
+        "def main():\n    return [sys.getrecursionlimit(), depth(2500)]",
+    ], full("deep.ipynb", "main")),
+    # deeper than Python compiles: a problem before any run, never a crash of the scheduler
+    "too_deep": ("too_deep.ipynb", ["x = 1", "+".join(["1"] * 30000)], full("too_deep.ipynb")),
     # 8. an entry function that needs arguments: refused before any run
     "needs_arguments": ("needs_arguments.ipynb", [
         "x = 1", "def entry(date, region):\n    return date",
@@ -268,6 +277,18 @@ def test_writefile_run_capture_env_cd_and_shell(ran: Any) -> None:
     assert failed["status"] == "FAILURE"
     assert failed["error"].startswith("bash_fails.ipynb cell 1 line 1: subprocess.CalledProcessError: Command 'bash' "
                                       "returned non-zero exit status 3")
+
+
+def test_recursion_goes_as_deep_as_in_a_kernel_and_deeper_code_is_a_problem(ran: Any) -> None:
+    _, store, _ = ran
+    assert succeeded(store, "deep") == [3000, 2500]
+    run = outcome(store, "deep")
+    assert [(o["mime_type"], store.run_output(run["id"], o["seq"])[1]) for o in store.run_outputs(run["id"])] == [
+        ("text/plain", b"1500")]
+    said = "cell 2: the cell is nested too deeply for Python to compile (RecursionError: "
+    assert problem(store, "too_deep.ipynb")["message"].startswith(said)
+    failed = outcome(store, "too_deep")
+    assert failed["status"] == "FAILURE" and failed["error"].startswith(f"too_deep.ipynb {said}"), failed["error"]
 
 
 def test_entry_signature_is_checked_before_any_run(ran: Any) -> None:

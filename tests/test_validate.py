@@ -138,3 +138,40 @@ def test_every_refused_cell_of_a_notebook_is_reported(tmp_path: Path) -> None:
     assert [p["line"] for p in problems] == [ipynb_line(root / "nb.ipynb", cell, 1) for cell in (1, 3, 4)]
     assert "%prun" in problems[0]["message"] and "automagic" in problems[1]["message"] \
         and "%%cpp" in problems[2]["message"]
+
+
+def test_a_failure_of_ours_on_one_notebook_is_its_tasks_problem_not_the_repositorys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A safety net, so the failure is injected: reading one notebook raises something no
+    notebook should make us raise (a too deeply nested cell did, RecursionError, and the whole
+    repository's sync failed). The sync goes on: the other notebook's task loads, and the odd
+    one gets a problem saying what happened, at its file."""
+    import peach_tasks.sources.notebook_problems as notebook_problems
+
+    root = tmp_path / "repo"
+    yaml = GOOD_YAML + "  odd:\n    executor: python\n    notebook: odd.ipynb\n    method: main\n"
+    build(root, Case("odd", {"peach.yaml": yaml, "odd.ipynb": notebook_text("def main():\n    return 1")}, "", None, ()))
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm",
+                    "x"], check=True)
+    real = notebook_problems.extract_code
+
+    def extract(path: Path, *args: object, **kwargs: object) -> object:
+        if path.name == "odd.ipynb":
+            raise RuntimeError("injected")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(notebook_problems, "extract_code", extract)
+    settings = settings_from_dict({"state_dir": "state", "repositories": [{"url": str(root), "name": "repo"}]},
+                                  tmp_path)
+    store = Store.open(settings.database_url)
+    try:
+        scheduler = Scheduler(settings, store, executors={})
+        snapshot = scheduler.sync()
+        problems = store.problems()
+        scheduler.close()
+    finally:
+        store.close()
+    assert ("default", "good") in snapshot.tasks
+    assert not [p for p in problems if p["kind"] == "sync"], problems
+    odd = [p for p in problems if p["file"] == "odd.ipynb"]
+    assert len(odd) == 1 and "peach-tasks failed to read this notebook (RuntimeError: injected)" in odd[0]["message"]

@@ -102,8 +102,10 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
         print(f"peach-tasks bootstrap: cannot open the folder of {result_path}: {exc}", file=sys.stderr)
         return 2
 
-    # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0].
+    # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0], and
+    # recursion goes as deep as in a kernel (IPython imports jedi, which sets the limit).
     sys.path.insert(0, request.get("cwd") or os.getcwd())
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), _JUPYTER_RECURSION_LIMIT))
     sys.argv = [filename]
     _offer_helpers()
     _offer_display(request)
@@ -184,6 +186,7 @@ _TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT (Python 3.8+)
 _CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE: a cell with top-level await compiles to a coroutine
 _FUTURE_FLAGS = 0x1FE0010  # every __future__ feature's compiler_flag, OR-ed (checked by the tests)
 _MISPLACED_FUTURE = "from __future__ imports must occur at the beginning of the file"
+_JUPYTER_RECURSION_LIMIT = 3000  # sys.getrecursionlimit() in a Jupyter kernel (jedi's, set on import)
 
 
 class _Cells:

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..sources.notebook_entry import UNCOMPILABLE
+
 MAX_MODULES = 32  # a notebook importing more gets its first 32 ahead, the rest when it runs
 MAX_NAME = 200  # characters: the names go on the sandbox's command line
 NOT_AHEAD = ("__future__", "peach_tasks")  # no module to load / our helpers, given per run
@@ -77,7 +79,7 @@ def _imports(cells: tuple[str, ...], method: str | None) -> tuple[str, ...]:
     for code in cells:
         try:
             tree = compile(code, "<cell>", "exec", flags, dont_inherit=True)
-        except (SyntaxError, ValueError):
+        except UNCOMPILABLE:
             continue  # the run reports it
         for name in _run_imports(tree.body, method):
             if len(name) <= MAX_NAME and not name.startswith(NOT_AHEAD):

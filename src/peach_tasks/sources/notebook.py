@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .magics import NO_EFFECT_LINE_MAGICS, PACKAGE_MAGICS, RUNTIME_LINE_MAGICS, CellMagics, transform_cell
-from .notebook_entry import find_entry, find_entry_cell, not_found_message, signature_problem
+from .notebook_entry import UNCOMPILABLE, find_entry, find_entry_cell, not_found_message, signature_problem
 from .notebook_files import CodeCells, NotebookError, read_code_cells
 
 __all__ = ["Cell", "ExtractedCode", "NotebookError", "compile_cell", "extract_code", "find_entry_cell",
@@ -131,7 +131,7 @@ def shows_last_expression(code: str, flags: int = 0, quiet: Collection[int] = ()
     (1-based: a magic's statement, ``%timeit EXPR``)."""
     try:
         tree = compile(code, "<cell>", "exec", ast.PyCF_ONLY_AST | flags | TOP_LEVEL_AWAIT, dont_inherit=True)
-    except (SyntaxError, ValueError):
+    except UNCOMPILABLE:
         return False
     last = tree.body[-1] if tree.body else None
     if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None \
@@ -257,6 +257,10 @@ def _compile(code: str, name: str, number: int, flags: int, read: CodeCells, pos
     except ValueError as exc:  # e.g. a NUL character in the source
         raise NotebookError(f"{name} cell {number}: the cell cannot be compiled ({exc}); fix the notebook",
                             kind="syntax", cell=number) from None
+    except (RecursionError, MemoryError) as exc:
+        raise NotebookError(f"{name} cell {number}: the cell is nested too deeply for Python to compile "
+                            f"({type(exc).__name__}: {exc}); split its longest expression or statement",
+                            kind="syntax", cell=number) from None
 
 
 _AUTOMAGIC = re.compile(r"[ \t]*([a-z_]+)[ \t]+[^=(\[.,:]")
@@ -372,7 +376,7 @@ def _python_file(path: Path, shown: str, refuse: _Refuse, line: int, args: str) 
         raise refuse(line, f"%run {args}: {shown} cannot be read as UTF-8 text ({exc})") from None
     try:
         compile(text, shown, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
+    except UNCOMPILABLE as exc:
         where = f" line {exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else ""
         raise refuse(line, f"%run {args}: {shown}{where}: {type(exc).__name__}: "
                            f"{getattr(exc, 'msg', exc)}; fix the file") from None

@@ -8,6 +8,10 @@ import re
 
 from .magics import transform_cell
 
+# What compile() and ast.parse raise for code they cannot compile: a syntax error, a NUL
+# character, and code nested too deeply for the compiler (a sum of thousands of terms).
+UNCOMPILABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
 
 def find_entry_cell(cells_sources: list[str], method: str) -> int | None:
     """Index, in ``cells_sources``, of the cell whose top level defines ``method``.
@@ -36,7 +40,7 @@ def find_entry(sources: list[str], method: str) -> tuple[int | None, list[int]]:
             continue
         try:
             tree = ast.parse(text)
-        except (SyntaxError, ValueError):
+        except UNCOMPILABLE:
             broken.append(index)
             if _defines_textually(text, method):
                 return index, broken

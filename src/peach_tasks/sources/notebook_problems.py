@@ -7,6 +7,7 @@ what one reports, the other reports too.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..errors import ConfigProblem, Problem
 from ..model import TaskSpec
 from .notebook import NotebookError, extract_code
 from .yamlsource import LineMap, load_yaml_file
+
+log = logging.getLogger(__name__)
 
 
 def notebook_problems(root: Path, tasks: tuple[TaskSpec, ...], lines: "DefinitionLines | None" = None) -> Iterator[Problem]:
@@ -31,6 +34,11 @@ def notebook_problems(root: Path, tasks: tuple[TaskSpec, ...], lines: "Definitio
                 seen[key] = None
             except NotebookError as exc:
                 seen[key] = exc
+            except Exception as exc:  # our own failure on an odd notebook: its tasks' problem, not the repository's
+                log.exception("reading %s failed", spec.notebook)
+                seen[key] = NotebookError(f"{spec.notebook}: peach-tasks failed to read this notebook "
+                                          f"({type(exc).__name__}: {exc}); its tasks cannot run until this is "
+                                          "fixed: please report it with the notebook")
         error = seen[key]
         if error is not None:
             for each in (error, *error.also):
