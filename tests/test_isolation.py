@@ -242,6 +242,41 @@ def test_own_checkout_is_writable_but_private_to_the_run(tmp_path: Path, open_sc
     assert json.loads((checkout / "attack.ipynb").read_text())["cells"]  # the committed notebook
 
 
+def test_multiprocessing_works_and_dev_shm_is_the_runs_own(tmp_path: Path, open_scheduler: Any) -> None:
+    """Python's multiprocessing (a Pool, a Queue, a ProcessPoolExecutor; joblib and
+    scikit-learn's n_jobs use the same locks) needs a writable /dev/shm for its semaphores.
+    Each run has its own, empty, as its /tmp: nothing of it reaches the host or the next run."""
+    orgs = Orgs(tmp_path)
+    orgs.attack("""
+        import multiprocessing, os
+        from concurrent.futures import ProcessPoolExecutor
+
+        def square(x):
+            return x * x
+
+        def main():
+            seen = sorted(os.listdir("/dev/shm"))
+            with open("/dev/shm/left-by-" + os.environ["PEACH_RUN_ID"], "w") as f:
+                f.write("x")
+            with multiprocessing.Pool(2) as pool:
+                pooled = pool.map(square, range(5))
+            queue = multiprocessing.Queue()
+            queue.put("queued")
+            with ProcessPoolExecutor(2) as executor:
+                executed = list(executor.map(square, range(3)))
+            return {"seen": seen, "pooled": pooled, "queued": queue.get(timeout=30), "executed": executed}
+    """)
+    scheduler, store = open_scheduler(orgs.config)
+    scheduler.run_once(orgs=["alpha"])
+    scheduler.run_once(orgs=["alpha"])
+    attack_result(store)  # the last run succeeded, in the sandbox the test asked for
+    results = [r["result"] for r in runs(store, "alpha", "attack")]
+    assert [r["seen"] for r in results] == [[], []], results  # neither saw the other's file
+    assert all(r["pooled"] == [0, 1, 4, 9, 16] and r["queued"] == "queued" and r["executed"] == [0, 1, 4]
+               for r in results), results
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith("left-by-")]
+
+
 def test_task_code_starts_in_a_whole_copy_and_a_failed_copy_fails_the_run(tmp_path: Path,
                                                                             open_scheduler: Any) -> None:
     """The copy is made while the interpreter starts (bootstrap.py waits for it): the task's

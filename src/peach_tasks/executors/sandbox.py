@@ -135,8 +135,10 @@ class Sandbox:
         if not plan.network:
             args.append("--unshare-net")
         args += _system_view()
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
-                 "--perms", "0777", "--dir", TASK_HOME]
+        # /dev/shm: POSIX semaphores and shared memory (multiprocessing's locks and queues,
+        # joblib), the run's own like /tmp; what it holds counts against the run's memory.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/dev/shm",
+                 "--perms", "01777", "--tmpfs", "/tmp", "--perms", "0777", "--dir", TASK_HOME]
         copy = plan.private_copy
         if copy is not None:
             for parent in _parents([copy, Path(PRISTINE)]):
