@@ -127,3 +127,29 @@ def test_a_class_as_a_result_reads_as_ipython_shows_it(tmp_path: Path) -> None:
                  "    pass\nBar", "import collections\ncollections.OrderedDict") == [
         ("text/plain", "str"), ("text/plain", "__main__.Foo.Inner"), ("text/plain", "meta!"),
         ("text/plain", "collections.OrderedDict")]
+
+
+def test_an_error_an_ipywidgets_output_catches_is_shown_and_the_run_goes_on(tmp_path: Path) -> None:
+    """ipywidgets' ``Output`` swallows an exception raised inside it and shows its traceback
+    through the shell's ``showtraceback``, which the run's shell lacked (AttributeError). The
+    notebook uses a magic, so the run has a shell for IPython's ``get_ipython()`` to return."""
+    path = notebook(tmp_path, "%env WIDGETS=1\nimport ipywidgets as widgets\nout = widgets.Output()\n"
+                              "with out:\n    raise ValueError('shown, not raised')",
+                    "print('next cell runs')")
+    outcome, log = run_extracted(tmp_path, path, None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    text = "\n".join(log)
+    assert "ValueError: shown, not raised" in text and "Traceback (most recent call last)" in text, log
+    assert "next cell runs" in text
+
+
+def test_shell_commands_run_in_the_users_shell_as_in_ipython(tmp_path: Path) -> None:
+    """IPython runs ``!cmd`` and ``x = !cmd`` with ``$SHELL`` (bash on most hosts), not
+    /bin/sh: ``[[ ]]`` failed with "[[: not found" in a run, which still succeeded."""
+    path = notebook(tmp_path, "%env SHELL=/bin/bash",
+                    "!if [[ -d . ]]; then echo bang-in-bash; fi",
+                    "found = !if [[ -d . ]]; then echo bash; fi\nlist(found)")
+    outcome, log = run_extracted(tmp_path, path, None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"['bash']")]
+    assert any(line.endswith("bang-in-bash") for line in log) and not any("not found" in line for line in log), log

@@ -102,17 +102,20 @@ class Shell:
         return self.run_line_magic(name, rest)
 
     def system(self, cmd: str) -> None:
-        """``!cmd``: run it with /bin/sh; its output goes to the run's log. The exit status is
-        ``_exit_code`` in the notebook's namespace; a failure does not raise, as in IPython."""
+        """``!cmd``: run it with the user's shell, as IPython does (``$SHELL``, else sh); its
+        output goes to the run's log. The exit status is ``_exit_code`` in the notebook's
+        namespace; a failure does not raise, as in IPython. Unlike IPython's, the command has
+        no terminal (IPython runs it in a pseudo-terminal): ``ls`` lists one name per line."""
         import subprocess
 
         cmd = self.var_expand(cmd)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
-            status = subprocess.call(cmd, shell=True)  # the process's own stdout/stderr: the live log
+            # The process's own stdout/stderr: the live log.
+            status = subprocess.call(cmd, shell=True, executable=_user_shell())
         else:  # redirected (%%capture, contextlib.redirect_stdout): through Python's streams
-            done = subprocess.run(cmd, shell=True, capture_output=True)
+            done = subprocess.run(cmd, shell=True, executable=_user_shell(), capture_output=True)
             sys.stdout.write(done.stdout.decode("utf-8", "replace"))
             sys.stderr.write(done.stderr.decode("utf-8", "replace"))
             status = done.returncode
@@ -124,9 +127,27 @@ class Shell:
 
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        done = subprocess.run(self.var_expand(cmd), shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        done = subprocess.run(self.var_expand(cmd), shell=True, executable=_user_shell(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
         text = done.stdout.decode("utf-8", "replace")
         return SList(text.splitlines()) if split else text
+
+    def showtraceback(self, exc_tuple: Any = None, filename: str | None = None, tb_offset: int | None = None,
+                      exception_only: bool = False, running_compiled_code: bool = False) -> None:
+        """The exception being handled (or ``exc_tuple``) to the run's log, as IPython shows one
+        in the cell's output: an ipywidgets ``Output`` that catches a cell's error calls this."""
+        import traceback
+
+        kind, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
+        if kind is None:
+            print("No traceback available to show.", file=sys.stderr)
+            return
+        lines = traceback.format_exception_only(kind, value) if exception_only else \
+            traceback.format_exception(kind, value, tb)
+        sys.stderr.write("".join(lines))
+
+    def showsyntaxerror(self, filename: str | None = None, running_compiled_code: bool = False) -> None:
+        self.showtraceback(exception_only=True)
 
     def ev(self, expr: str) -> Any:
         return eval(expr, self.user_ns)
@@ -355,6 +376,13 @@ _MISSING = object()
 _DISPLAY = {"html": "text/html", "markdown": "text/markdown", "latex": "text/latex",
             "javascript": "application/javascript", "js": "application/javascript", "svg": "image/svg+xml",
             "HTML": "text/html", "SVG": "image/svg+xml"}  # IPython's own aliases
+
+
+def _user_shell() -> str | None:
+    """The shell ``!cmd`` runs in: ``$SHELL`` when it names a program, as IPython's
+    (bash on most hosts: ``[[``, ``echo -e``, bash's ``time``); None is /bin/sh."""
+    shell = os.environ.get("SHELL")
+    return shell if shell and os.path.isabs(shell) and os.access(shell, os.X_OK) else None
 
 
 def _restore(namespace: dict, key: str, value: object) -> None:
