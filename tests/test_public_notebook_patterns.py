@@ -131,16 +131,55 @@ def test_a_class_as_a_result_reads_as_ipython_shows_it(tmp_path: Path) -> None:
 
 def test_an_error_an_ipywidgets_output_catches_is_shown_and_the_run_goes_on(tmp_path: Path) -> None:
     """ipywidgets' ``Output`` swallows an exception raised inside it and shows its traceback
-    through the shell's ``showtraceback``, which the run's shell lacked (AttributeError). The
-    notebook uses a magic, so the run has a shell for IPython's ``get_ipython()`` to return."""
-    path = notebook(tmp_path, "%env WIDGETS=1\nimport ipywidgets as widgets\nout = widgets.Output()\n"
-                              "with out:\n    raise ValueError('shown, not raised')",
-                    "print('next cell runs')")
-    outcome, log = run_extracted(tmp_path, path, None)
+    through the shell's ``showtraceback``, which the run's shell lacked (AttributeError) and
+    which IPython's ``get_ipython()`` returned only to a notebook using magics (None here, and
+    the error failed the run): as in a kernel, a library that asks IPython gets the shell."""
+    for name, first in (("plain", ""), ("magic", "%env WIDGETS=1\n")):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = notebook(folder, f"{first}import ipywidgets as widgets\nout = widgets.Output()\n"
+                                "with out:\n    raise ValueError('shown, not raised')",
+                        "print('next cell runs')")
+        outcome, log = run_extracted(folder, path, None)
+        assert outcome.status is RunStatus.SUCCESS, (name, outcome.error, log)
+        text = "\n".join(log)
+        assert "ValueError: shown, not raised" in text and "Traceback (most recent call last)" in text, log
+        assert "next cell runs" in text
+
+
+def test_pyplot_beside_ipython_and_a_magic_and_ipythons_cell_events(tmp_path: Path) -> None:
+    """Once IPython is imported (``from IPython.display import ...``), pyplot registers a
+    callback on the shell's ``events``, which the run's shell lacked: every figure of a
+    notebook with a magic failed with AttributeError. Callbacks run around each cell, as in
+    a kernel, and one that fails is reported without failing the cell."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "%env A=1\nfrom IPython.display import display",
+        "ip = get_ipython()\nip.events.register('pre_run_cell', lambda info: print('before', info.raw_cell[:5]))\n"
+        "ip.events.register('post_run_cell', lambda result: print('after', result.execution_count, result.success))\n"
+        "ip.events.register('post_execute', lambda: 1 / 0)",
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"), None)
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
-    text = "\n".join(log)
-    assert "ValueError: shown, not raised" in text and "Traceback (most recent call last)" in text, log
-    assert "next cell runs" in text
+    assert [o.mime_type for o in outcome.outputs] == ["image/png"]
+    text = [line.split(" ", 1)[-1] for line in log]
+    assert "before impor" in text and "after 3 True" in text, text
+    assert any(line.startswith("Error in callback") for line in text) and "ZeroDivisionError: division by zero" in text
+
+
+def test_html_of_scripts_only_is_not_kept(tmp_path: Path) -> None:
+    """plotly's notebook renderer first shows its set-up, 4.8 MB of plotly.js in HTML that
+    holds nothing but scripts: like a script display, not kept (it ate half the outputs'
+    bound each time), and said once; HTML with something besides its scripts is kept."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "from IPython.display import HTML, display\n"
+                  "display(HTML('<script src=\"x.js\"></script>\\n<SCRIPT>var a = 1;</SCRIPT>  '))\n"
+                  "display(HTML('<div id=\"plot\"></div><script>draw()</script>'))\n"
+                  "display(HTML('<script>unterminated'))"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [
+        ("text/html", b'<div id="plot"></div><script>draw()</script>')]
+    said = [line for line in log if "not kept as an output" in line]
+    assert len(said) == 1 and "text/html of scripts only not kept as an output (the dashboard runs no task's " \
+        "script)" in said[0], log
 
 
 def test_shell_commands_run_in_the_users_shell_as_in_ipython(tmp_path: Path) -> None:

@@ -491,10 +491,11 @@ def test_changed_limits_make_the_sandbox_started_ahead_unusable(tmp_path: Path, 
 
 
 def two_runs(tmp_path: Path, open_scheduler: Any, cell: str, files: dict[str, str] | None = None,
-             dependencies: list[str] | None = None,
+             dependencies: list[str] | None = None, site_packages: dict[str, str] | None = None,
              **settings: Any) -> tuple[Any, Any, dict[str, dict[str, Any]]]:
     """Tasks t0 and t1 of organisation ``org``, both the notebook of ``cell`` (beside ``files``),
-    run by one iteration of the loop: t0 starts cold, t1 in the sandbox started during t0."""
+    run by one iteration of the loop: t0 starts cold, t1 in the sandbox started during t0.
+    ``site_packages``: files written into the organisation's environment once it is built."""
     repo = Repo(tmp_path / "algos")
     repo.notebook("nb.ipynb", cell)
     for name, text in (files or {}).items():
@@ -506,6 +507,11 @@ def two_runs(tmp_path: Path, open_scheduler: Any, cell: str, files: dict[str, st
     scheduler, store = open_scheduler(config)
     scheduler.recover("run-once")
     scheduler.sync()
+    if site_packages:
+        site = next(scheduler.envs.current("org").path.glob("lib/python3*/site-packages"))
+        for name, text in site_packages.items():
+            (site / name).parent.mkdir(parents=True, exist_ok=True)
+            (site / name).write_text(text)
     scheduler.make_loop("org").tick()
     return scheduler, store, {t: store.runs("org", t, limit=1)[0] for t in ("t0", "t1")}
 
@@ -595,6 +601,43 @@ def test_matplotlib_imported_ahead_still_keeps_the_runs_figures(tmp_path: Path, 
     # The same PNGs, byte for byte, from the run whose pyplot was imported ahead.
     pngs = {t: [store.run_output(r["id"], o["seq"])[1] for o in store.run_outputs(r["id"])] for t, r in runs.items()}
     assert pngs["t0"] == pngs["t1"] and pngs["t0"][0] != pngs["t0"][1]
+    assert_nothing_left(scheduler, tmp_path / "state")
+
+
+# IPython's get_ipython() as IPython defines it outside a kernel (it returns None), in a stand-in
+# package: the organisation's environment is built without IPython, which takes long to install.
+FAKE_IPYTHON = {
+    "IPython/__init__.py": "from .core.getipython import get_ipython\n",
+    "IPython/core/__init__.py": "",
+    "IPython/core/getipython.py": "def get_ipython():\n    return None\n",
+    # A library that decides at import whether it runs under IPython (plotly chooses its renderer so).
+    "asks_ipython.py": "import os, IPython\nSHELL = IPython.get_ipython()\nAT_IMPORT = type(SHELL).__name__\n"
+                       "REQUEST_AT_IMPORT = 'PEACH_RUN_ID' in os.environ  # False: imported ahead\n",
+}
+ASKER = """
+import os, sys
+import asks_ipython
+%cd sub
+import inside  # sub/inside.py: %cd moved the notebook's folder on sys.path, as in Jupyter
+
+def main():
+    return [asks_ipython.AT_IMPORT, asks_ipython.SHELL is get_ipython(), asks_ipython.SHELL.user_ns is globals(),
+            asks_ipython.REQUEST_AT_IMPORT, inside.WHERE, sys.path[0] == os.getcwd()]
+"""
+
+
+def test_a_library_imported_ahead_finds_the_runs_shell_as_one_imported_by_the_run(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    """A module that asks IPython for the shell on import gets the run's shell whether it was
+    imported ahead (before the request) or by the run itself, and the run adopts that shell:
+    the builtin get_ipython() is the same object, its namespace the notebook's, and ``%cd``
+    moves the notebook's folder on sys.path (not the folder first on it before the request)."""
+    scheduler, store, runs = two_runs(tmp_path, open_scheduler, ASKER, {"sub/inside.py": "WHERE = 'sub'\n"},
+                                      site_packages=FAKE_IPYTHON)
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
+    for task, run in runs.items():
+        assert run["status"] == "SUCCESS", store.log(run["id"])
+        assert run["result"] == ["Shell", True, True, task == "t0", "sub", True], store.log(run["id"])
     assert_nothing_left(scheduler, tmp_path / "state")
 
 

@@ -111,7 +111,13 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     _offer_display(request)
 
     global _showing
-    cells = _showing = _Cells(filename)
+    if _showing is None:
+        _showing = _Cells(filename)
+    else:  # made before the request: a module imported ahead asked for the shell (_shell_on_demand)
+        _showing.filename = filename
+        if _showing.shell is not None:
+            _showing.shell.adopt({})  # type: ignore[attr-defined]
+    cells = _showing
     with result_dir:
         try:
             try:
@@ -158,7 +164,10 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
             cells.count = count  # the cell's execution count in Jupyter: the code cells run so far
             if _displays_module is not None:
                 _displays_module.cell_started()  # type: ignore[attr-defined]  # what clear_output() clears
-            cells.run(cell)
+            if cells.shell is not None:  # IPython's events around it (matplotlib registers one)
+                cells.shell.run_cell_events(cell, lambda: cells.run(cell))  # type: ignore[attr-defined]
+            else:
+                cells.run(cell)
     else:  # one piece of code (tests, older callers): the notebook's name is its file name
         cells.run({"code": code})
 
@@ -330,9 +339,26 @@ def _displayhook(value: object) -> None:
 
 def _start_shell(cells: _Cells, runs: dict) -> None:
     """The small IPython stand-in (``notebook_shell.py``) for a notebook that uses magics or
-    ``get_ipython()``; others never pay for it."""
+    ``get_ipython()``, or whose libraries ask IPython for it; others never pay for it."""
+    if cells.shell is not None:  # a library asked for it first (_shell_on_demand)
+        cells.shell.adopt(runs)  # type: ignore[attr-defined]
+        return
     shell = _load_beside("peach_tasks_notebook_shell", os.path.join(os.path.dirname(_THIS_FILE), "notebook_shell.py"))
     _more().start_shell(cells, runs, shell)
+
+
+def _shell_on_demand() -> object:
+    """IPython's ``get_ipython()`` called by a library (plotly choosing its renderer, an
+    ipywidgets ``Output`` showing an error it caught): the run's shell, as in a kernel, started
+    now if the notebook's own code did not. Also before the request, for a module imported
+    ahead: what it decides on import is then what it decides in a run started cold, and the
+    run adopts these cells and their shell."""
+    global _showing
+    if _showing is None:
+        _showing = _Cells("")
+    if _showing.shell is None:
+        _start_shell(_showing, {})
+    return _showing.shell
 
 
 def _requires_one(func: object) -> bool:
@@ -390,6 +416,7 @@ def _displays() -> object:
     global _displays_module
     if _displays_module is None:
         module = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)
+        module.shell_on_demand = _shell_on_demand  # type: ignore[attr-defined]
         folder = _outputs_request.get("folder")
         if folder:
             module.install(os.path.abspath(folder), _outputs_request["max_count"], _outputs_request["max_bytes"])

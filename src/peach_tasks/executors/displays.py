@@ -186,7 +186,8 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
             print(bundle.get("text/plain", ""))
             continue
         if _script_only(bundle):
-            _not_kept(["application/javascript"])
+            _not_kept(["application/javascript" if "application/javascript" in bundle else "text/html of scripts only"],
+                      "the dashboard runs no task's script")
             continue
         output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
         if output is None:
@@ -204,19 +205,38 @@ _unkept: set[str] = set()  # the types already said not to be kept in this run
 
 def _script_only(bundle: dict) -> bool:
     """A script and its placeholder text (``Javascript(...)``, ``%%javascript``, a progress
-    bar's updates): nothing a run keeps (the dashboard runs no task's script), where
-    Jupyter's page runs it and shows nothing; not a text output each, eating the bound."""
-    return "application/javascript" in bundle and not any(m in bundle for m in PREFERRED if m != "text/plain")
+    bar's updates), or HTML that is nothing but scripts (plotly's set-up of its notebook
+    renderer: 4.8 MB of plotly.js): nothing a run keeps (the dashboard runs no task's
+    script), where Jupyter's page runs it and shows nothing; not an output each, eating the bound."""
+    others = [m for m in PREFERRED if m in bundle and m not in ("text/plain", "text/html")]
+    if others:
+        return False
+    html = bundle.get("text/html")
+    if isinstance(html, str) and _scripts_only(html):
+        return True
+    return "application/javascript" in bundle and html is None
 
 
-def _not_kept(types: list[str]) -> None:
+def _scripts_only(html: str) -> bool:
+    """Whether ``html`` holds ``<script>`` elements and nothing else but blanks."""
+    lower, at, rest = html.lower(), 0, []
+    while (start := lower.find("<script", at)) >= 0:
+        rest.append(lower[at:start])
+        end = lower.find("</script>", start)
+        if end < 0:
+            return not "".join(rest).strip()  # an unterminated script runs to the end
+        at = end + len("</script>")
+    return at > 0 and not ("".join(rest) + lower[at:]).strip()
+
+
+def _not_kept(types: list[str], why: str | None = None) -> None:
     """Say once per type that a display of no kept type (``application/javascript``: the
     dashboard runs no task's script) is not an output, rather than drop it silently."""
     types = sorted(set(types) - _unkept)
     if types:
         _unkept.update(types)
-        _say(f"peach-tasks: display of {', '.join(types[:5])} not kept as an output (a run keeps "
-             f"{', '.join(PREFERRED)})")
+        _say(f"peach-tasks: display of {', '.join(types[:5])} not kept as an output "
+             f"({why or 'a run keeps ' + ', '.join(PREFERRED)})")
 
 
 def _capturing() -> list | None:
@@ -460,15 +480,21 @@ def after_ipython_display(module: object) -> None:
 
 def after_getipython(module: object) -> None:
     """Outside a kernel IPython's ``get_ipython()`` returns None: a task's ``from IPython
-    import get_ipython`` (which shadows the builtin) gets the run's shell instead, as the
-    notebook did in Jupyter; None still where the run has no shell (no magic uses it)."""
+    import get_ipython`` (which shadows the builtin), and every library that asks IPython,
+    gets the run's shell instead, as the notebook did in Jupyter (started for them if the
+    notebook's own code did not need one: ``shell_on_demand``, set by bootstrap.py)."""
     if hasattr(module, "get_ipython"):
         module.get_ipython = _get_ipython  # type: ignore[attr-defined]
 
 
+shell_on_demand = None  # bootstrap.py's: () -> the run's shell, started if need be
+
+
 def _get_ipython() -> object:
     shell = getattr(builtins, "get_ipython", None)
-    return shell() if callable(shell) else None
+    if callable(shell):
+        return shell()
+    return shell_on_demand() if callable(shell_on_demand) else None
 
 
 AFTER_IMPORT.update({"IPython.core.display_functions": after_ipython_display,

@@ -50,6 +50,47 @@ class UsageError(Exception):
     """A magic used wrongly (IPython's ``UsageError``)."""
 
 
+class _Record:
+    """IPython's ``ExecutionInfo`` and ``ExecutionResult``: what the cell events receive."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class Events:
+    """IPython's ``shell.events``: callbacks registered by name, called in order; a callback
+    that fails is reported in the log and the others still run, as in IPython."""
+
+    NAMES = ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell", "shell_initialized")
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list] = {name: [] for name in self.NAMES}
+
+    def register(self, event: str, function: Callable[..., Any]) -> None:
+        if event not in self.callbacks:
+            raise KeyError(f"unknown event {event}")
+        if not callable(function):
+            raise TypeError(f"need a callable, got {function!r}")
+        if function not in self.callbacks[event]:
+            self.callbacks[event].append(function)
+
+    def unregister(self, event: str, function: Callable[..., Any]) -> None:
+        try:
+            self.callbacks[event].remove(function)
+        except (KeyError, ValueError):
+            raise ValueError(f"function {function!r} is not registered as a {event} callback") from None
+
+    def trigger(self, event: str, *args: Any, **kwargs: Any) -> None:
+        for function in list(self.callbacks.get(event, ())):
+            try:
+                function(*args, **kwargs)
+            except Exception:
+                import traceback
+
+                print(f"Error in callback {function} (for {event}):", file=sys.stderr)
+                traceback.print_exc()
+
+
 class Shell:
     """``get_ipython()`` in a task: the magics' meaning, and the common calls."""
 
@@ -60,8 +101,49 @@ class Shell:
         self.runs = runs  # %run's files, read by the scheduler, by normalised path
         self.display_sinks: list[list] = []
         self.config: dict = {}
+        self.events = Events()
         self._previous_dir: str | None = None
         self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the class lacks: a library that found a shell through IPython's
+        # get_ipython() and wants more of IPython than a run has reads what is missing.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"'Shell' object has no attribute '{name}' (peach-tasks' stand-in for IPython's "
+                             "shell has the magics' meaning and the common calls, not all of IPython)")
+
+    def adopt(self, runs: dict) -> None:
+        """The run takes over a shell started before its request (a library imported ahead
+        asked for it): its %run files, and the notebook's folder, now first on sys.path."""
+        self.runs.update(runs)
+        self._path_entry = sys.path[0] if sys.path else None
+
+    def run_cell_events(self, cell: dict, execute: Callable[[], None]) -> None:
+        """Run one cell between IPython's events, as a kernel does: ``pre_execute`` and
+        ``pre_run_cell`` before it, ``post_execute`` and ``post_run_cell`` after it, also
+        when it fails (matplotlib registers ``post_execute`` when IPython is loaded)."""
+        info = _Record(raw_cell=cell.get("code", ""), store_history=True, silent=False, shell_futures=True,
+                       cell_id=None)
+        self.events.trigger("pre_execute")
+        self.events.trigger("pre_run_cell", info)
+        result = _Record(execution_count=getattr(self.cells, "count", None), error_before_exec=None,
+                         error_in_exec=None, info=info, result=None, success=True)
+        try:
+            execute()
+        except BaseException as exc:
+            result.error_in_exec, result.success = exc, False
+            raise
+        finally:
+            self.events.trigger("post_execute")
+            self.events.trigger("post_run_cell", result)
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        """No event loop to integrate with: a run has no screen."""
+
+    def enable_matplotlib(self, gui: str | None = None) -> tuple:
+        """``%matplotlib``: figures are kept as PNG outputs whatever is asked (displays.py)."""
+        return gui, "inline"
 
     @property
     def user_ns(self) -> dict:
