@@ -192,3 +192,32 @@ def test_shell_commands_run_in_the_users_shell_as_in_ipython(tmp_path: Path) -> 
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
     assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"['bash']")]
     assert any(line.endswith("bang-in-bash") for line in log) and not any("not found" in line for line in log), log
+
+
+def test_sys_exit_names_its_cell_and_input_says_nobody_answers(tmp_path: Path) -> None:
+    """``sys.exit(0)`` (or ``exit()``) ends the run as a success, now said in the log with its
+    cell and line (the cells after it were skipped in silence); another status fails the run
+    at its cell and line (it read "process exited with code 3"); ``input()`` fails with a
+    sentence saying why (papermill's kernel raises StdinNotImplementedError), not a bare EOFError."""
+    cases = {
+        "zero": ("print('before')\nimport sys\nsys.exit(0)", "print('after')"),
+        "three": ("import sys", "sys.exit(3)"),
+        "input": ("name = input('Your name: ')",),
+    }
+    ran = {}
+    for name, cells in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        ran[name] = run_extracted(folder, notebook(folder, *cells), None)
+    outcome, log = ran["zero"]
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert any(line.endswith("peach-tasks: the task ended the run at nb.ipynb cell 1 line 3 (SystemExit, status 0): "
+                             "a success; what came after it did not run") for line in log), log
+    assert not any(line.endswith("after") for line in log)
+    outcome, log = ran["three"]
+    assert outcome.status is RunStatus.FAILURE and outcome.exit_code == 3, (outcome, log)
+    assert outcome.error == "nb.ipynb cell 2 line 1: SystemExit: 3"
+    outcome, log = ran["input"]
+    assert outcome.status is RunStatus.FAILURE
+    assert outcome.error.startswith("nb.ipynb cell 1 line 1: EOFError: input() was called, but a scheduled run has "
+                                    "no one to answer it"), outcome.error

@@ -128,9 +128,14 @@ def test_missing_method_is_a_failure(tmp_path: Path) -> None:
 def test_system_exit_codes(tmp_path: Path) -> None:
     three = Run(tmp_path, "import sys\ndef main():\n    sys.exit(3)\n")
     assert three.outcome.status is RunStatus.FAILURE
-    assert (three.outcome.exit_code, three.outcome.error) == (3, "process exited with code 3")
+    # The run's error is the exception's, with its traceback in the log (a notebook's names the
+    # cell and line: tests/test_public_notebook_patterns.py); the exit status is the task's.
+    assert (three.outcome.exit_code, three.outcome.error) == (3, "SystemExit: 3")
+    assert "    sys.exit(3)" in three.log
     zero = Run(tmp_path, "import sys\ndef main():\n    sys.exit(0)\n")
     assert zero.outcome.status is RunStatus.SUCCESS and zero.outcome.exit_code == 0
+    assert "peach-tasks: the task ended the run (SystemExit, status 0): a success; what came after it did not run" \
+        in zero.log
 
 
 def test_killed_by_signal(tmp_path: Path) -> None:

@@ -107,6 +107,7 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     sys.path.insert(0, request.get("cwd") or os.getcwd())
     sys.setrecursionlimit(max(sys.getrecursionlimit(), _JUPYTER_RECURSION_LIMIT))
     sys.argv = [filename]
+    builtins.input = _io.no_input  # type: ignore[attr-defined]  # nobody answers: a clear EOFError
     _offer_helpers()
     _offer_display(request)
 
@@ -124,11 +125,8 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
                 value = _run(code, filename, request, extra_globals or {}, cells)
             finally:
                 _finish_outputs()
-        except SystemExit as exc:
-            status = _exit_code(exc)
-            if status == 0:  # sys.exit() / sys.exit(0) is a successful end without a value
-                result_dir.write({"ok": True, "result": None})
-            return status
+        except SystemExit as exc:  # status 0 (sys.exit(), exit()) is a successful end without a value
+            return _io.exited(exc, cells.where(exc), result_dir, _OWN_FILES)  # type: ignore[attr-defined]
         except BaseException as exc:  # the task's failure, whatever it is, is reported
             result_dir.write({"ok": False, "error": _describe(exc, cells.where(exc))})
             return 1
@@ -562,7 +560,7 @@ def _describe(exc: BaseException, where: str | None = None) -> dict:
 
 _io = _load_beside("_peach_tasks_bootstrap_io", os.path.join(os.path.dirname(_THIS_FILE), "bootstrap_io.py"))
 _loads, _dumps, _result = _io.loads, _io.dumps, _io.result  # type: ignore[attr-defined]
-_ResultDir, _exit_code, _say = _io.ResultDir, _io.exit_code, _io.say  # type: ignore[attr-defined]
+_ResultDir, _say = _io.ResultDir, _io.say  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -146,6 +146,29 @@ def say(line: str) -> None:
         pass
 
 
+def exited(exc: SystemExit, where: str | None, result_dir: "ResultDir", own_files: frozenset) -> int:
+    """The task's ``SystemExit`` (``sys.exit()``, ``exit()``): the process's exit status, as
+    Python's own. Status 0 ends the run as a success without a value, and the log says where
+    (the cells after it do not run); another status fails the run at that cell and line."""
+    status = exit_code(exc)
+    if status == 0:
+        say(f"peach-tasks: the task ended the run{' at ' + where if where else ''} (SystemExit, status 0): "
+            "a success; what came after it did not run")
+        result_dir.write({"ok": True, "result": None})
+    else:
+        result_dir.write({"ok": False, "error": describe(exc, where, own_files)})
+    return status
+
+
+def no_input(prompt: object = "") -> str:
+    """``input()`` in a run: nobody is there to answer (Jupyter under papermill raises
+    StdinNotImplementedError). An EOFError, as for a closed stdin, that says so."""
+    if prompt:
+        print(prompt, end="", flush=True)
+    raise EOFError("input() was called, but a scheduled run has no one to answer it: put the value in the "
+                   "notebook, in the task's task_env, or in the payload of a triggered run")
+
+
 def exit_code(exc: SystemExit) -> int:
     """The process's exit status for the task's ``SystemExit``, as Python's own."""
     code = exc.code
