@@ -221,3 +221,12 @@ def test_sys_exit_names_its_cell_and_input_says_nobody_answers(tmp_path: Path) -
     assert outcome.status is RunStatus.FAILURE
     assert outcome.error.startswith("nb.ipynb cell 1 line 1: EOFError: input() was called, but a scheduled run has "
                                     "no one to answer it"), outcome.error
+
+
+def test_a_task_scheduled_without_await_runs_when_a_later_cell_awaits(tmp_path: Path) -> None:
+    """``asyncio.ensure_future(work())`` in a cell without ``await`` puts the task on the
+    thread's event loop; a later cell's ``await`` ran another loop, and the task never ran
+    ("Task was destroyed but it is pending!"). In a kernel one loop runs them all."""
+    assert shown(tmp_path, "import asyncio\nran = []\nasync def work():\n    ran.append('work')\n"
+                           "task = asyncio.ensure_future(work())",
+                 "await asyncio.sleep(0.05)\nran, task.done()") == [("text/plain", "(['work'], True)")]

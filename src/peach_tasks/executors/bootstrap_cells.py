@@ -69,9 +69,26 @@ def wait(cells: Any, awaitable: object) -> object:
     import asyncio
 
     if cells.loop is None:
-        cells.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(cells.loop)
+        cells.loop = _current_loop(asyncio)
     return cells.loop.run_until_complete(_await(awaitable))
+
+
+def _current_loop(asyncio: Any) -> Any:
+    """The thread's event loop if the notebook already made one (``asyncio.ensure_future``
+    in a cell without ``await`` schedules its task on it, to run when a later cell awaits,
+    as the kernel's one loop would), else a new one, made the thread's."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "there is no current event loop"
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:  # not the main thread: no loop is made implicitly
+            loop = None
+    if loop is None or loop.is_closed() or loop.is_running():
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
 
 
 def close(cells: Any) -> None:
