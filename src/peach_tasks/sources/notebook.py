@@ -296,9 +296,11 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
 
         for line, args in result.runs:
             if cd_seen is not None or (result.cd_line is not None and result.cd_line < line):
-                raise refuse(line, f"%run {args} comes after %cd: peach-tasks reads %run's file from the "
-                                   "repository before the run, relative to the notebook's folder; "
-                                   "use a path relative to the notebook, or %run before %cd")
+                raise refuse(line, f"%run {args} comes after %cd: peach-tasks finds %run's file before the run, "
+                                   "relative to the notebook's folder (in the repository, or written by the "
+                                   "notebook's %%writefile), and after %cd, even one back, the folder it would "
+                                   "be read from is known only as the notebook runs; %run before the %cd, or "
+                                   "drop the %cd")
             try:
                 words = shlex.split(args)
             except ValueError as exc:
