@@ -230,3 +230,17 @@ def test_a_task_scheduled_without_await_runs_when_a_later_cell_awaits(tmp_path: 
     assert shown(tmp_path, "import asyncio\nran = []\nasync def work():\n    ran.append('work')\n"
                            "task = asyncio.ensure_future(work())",
                  "await asyncio.sleep(0.05)\nran, task.done()") == [("text/plain", "(['work'], True)")]
+
+
+def test_precision_sets_how_floats_read_and_numpys_print_precision(tmp_path: Path) -> None:
+    """``%precision 3`` was skipped as having no effect; in IPython a float result then reads
+    0.333 and numpy prints arrays with 3 decimals; ``%precision`` alone restores both."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import numpy as np\n%precision 3", "1 / 3",
+        "print(np.array([1 / 3, 2 / 3]))\n%precision %.1e\n2 / 3", "%precision\n1 / 4\n",
+        "print(np.array([1 / 3]))"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [
+        ("text/plain", "'%.3f'"), ("text/plain", "0.333"), ("text/plain", "6.7e-01"), ("text/plain", "0.25")]
+    printed = [line.split(" ", 1)[-1] for line in log]
+    assert "[0.333 0.667]" in printed and "[0.33333333]" in printed, printed

@@ -138,11 +138,23 @@ def show_result(value: object, cells: Any = None) -> None:
         namespace[f"_{cells.count}"] = cells.out[cells.count] = value
     else:  # code run as one piece (no cells): as before
         builtins._ = value  # type: ignore[attr-defined]
+    float_format = getattr(getattr(cells, "shell", None), "float_format", "%r")
+    shown = value if type(value) is not float or float_format == "%r" else _Text(float_format % value)  # %precision
     show = getattr(builtins, "display", None)
     if show is None:
-        sys.__displayhook__(value)
+        sys.__displayhook__(shown)
     else:
-        show(value)
+        show(shown)
+
+
+class _Text:
+    """A result's text as ``%precision`` formats a float."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def start_shell(cells: Any, runs: dict, module: Any) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # Kept in step with peach_tasks.magics.NO_EFFECT_LINE_MAGICS (a test compares them): these
 # change nothing a scheduled run can see, also when called as get_ipython().run_line_magic(...).
 NO_EFFECT_LINE_MAGICS = frozenset({
-    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb", "precision", "who", "whos",
+    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb", "who", "whos",
     "lsmagic", "history", "hist", "magic", "quickref", "colors", "automagic", "pinfo", "pinfo2",
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
@@ -102,6 +102,7 @@ class Shell:
         self.display_sinks: list[list] = []
         self.config: dict = {}
         self.events = Events()
+        self.float_format = "%r"  # %precision: how a float result reads (IPython's PlainTextFormatter)
         self._previous_dir: str | None = None
         self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
 
@@ -375,6 +376,31 @@ class Shell:
             raise UsageError(f"refusing to set env var with whitespace: '{value}'")
         os.environ[var] = value
         print(f"env: {var}={value}")
+
+    def _magic_precision(self, line: str) -> str:
+        """``%precision [N | FORMAT]``, as IPython's: how a float result reads, and numpy's
+        print precision (when numpy is loaded); no argument restores both."""
+        text = line.strip()
+        digits: int | None = 8
+        if not text:
+            fmt = "%r"
+        elif "%" in text:
+            fmt, digits = text, None
+            try:
+                fmt % 3.14159
+            except Exception:
+                raise ValueError(f"precision must be an integer or format string, not {text!r}") from None
+        else:
+            try:
+                digits = int(text)
+            except ValueError:
+                raise ValueError(f"precision must be an integer or format string, not {text!r}") from None
+            fmt = f"%.{digits}f"
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and digits is not None:
+            numpy.set_printoptions(precision=digits)
+        self.float_format = fmt
+        return fmt
 
     def _magic_pwd(self, line: str) -> str:
         return os.getcwd()
