@@ -244,3 +244,13 @@ def test_precision_sets_how_floats_read_and_numpys_print_precision(tmp_path: Pat
         ("text/plain", "'%.3f'"), ("text/plain", "0.333"), ("text/plain", "6.7e-01"), ("text/plain", "0.25")]
     printed = [line.split(" ", 1)[-1] for line in log]
     assert "[0.333 0.667]" in printed and "[0.33333333]" in printed, printed
+
+
+def test_capture_keeps_displays_as_ipythons_rich_outputs(tmp_path: Path) -> None:
+    """``%%capture cap`` keeps each display as IPython's ``RichOutput``: ``.data`` maps mime
+    types to content (it was the displayed object itself, and ``.data`` its HTML string);
+    ``cap.show()`` and ``output.display()`` show them again as they were."""
+    out = shown(tmp_path, "%%capture cap\nfrom IPython.display import HTML\ndisplay(HTML('<b>hi</b>'))",
+                "first = cap.outputs[0]\nsorted(first.data), first.data['text/html']", "cap.show()\nfirst.display()")
+    assert out == [("text/plain", "(['text/html', 'text/plain'], '<b>hi</b>')"), ("text/html", "<b>hi</b>"),
+                   ("text/html", "<b>hi</b>")], out

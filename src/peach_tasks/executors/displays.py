@@ -178,7 +178,8 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
     key = None if display_id is None else str(display_id)
     capture = _capturing()
     if capture is not None:  # inside %%capture: kept in its .outputs, shown by its .show() (IPython)
-        capture.extend(objs)
+        capture.extend(RichOutput(obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude))
+                       for obj in objs)
         return DisplayHandle(key) if key is not None and not update else None
     for obj in objs:
         bundle = obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude)
@@ -237,6 +238,20 @@ def _not_kept(types: list[str], why: str | None = None) -> None:
         _unkept.update(types)
         _say(f"peach-tasks: display of {', '.join(types[:5])} not kept as an output "
              f"({why or 'a run keeps ' + ', '.join(PREFERRED)})")
+
+
+class RichOutput:
+    """A display ``%%capture`` kept, as IPython's: ``data`` maps each mime type to its
+    content; ``display()`` (or the capture's ``show()``) shows it again."""
+
+    def __init__(self, data: dict, metadata: dict | None = None) -> None:
+        self.data, self.metadata = data, metadata or {}
+
+    def display(self) -> None:
+        display(self)
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict:
+        return self.data
 
 
 def _capturing() -> list | None:
