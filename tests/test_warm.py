@@ -663,12 +663,20 @@ def main():
 """
 
 
-def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path, open_scheduler: Any) -> None:
+@pytest.mark.parametrize("shell_ahead", [False, True], ids=["plain", "shell-made-ahead"])
+def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path, open_scheduler: Any,
+                                                                 shell_ahead: bool) -> None:
     """The sandbox froze what its imports left (bootstrap --preload), so that the run's exit
     walks only the run's objects: the run's own garbage cycles are still finalized, a file a
-    global holds is still flushed, and atexit handlers still run, as in the run started cold."""
+    global holds is still flushed, and atexit handlers still run, as in the run started cold.
+    Also when a module imported ahead asked IPython for the shell, which was then made (and
+    frozen) before the request: it must not keep the notebook's namespace at the exit."""
     shared = tmp_path / "shared"
-    _, store, runs = two_runs(tmp_path, open_scheduler, EXITING.format(shared=str(shared)), **shared_folder(shared))
+    cell = EXITING.format(shared=str(shared))
+    if shell_ahead:
+        cell = "import asks_ipython\n" + cell
+    _, store, runs = two_runs(tmp_path, open_scheduler, cell, site_packages=FAKE_IPYTHON if shell_ahead else None,
+                              **shared_folder(shared))
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
     for task, run in runs.items():
         log = store.log(run["id"]) or ""

@@ -131,10 +131,11 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
             result_dir.write({"ok": False, "error": _describe(exc, cells.where(exc))})
             return 1
         finally:
-            cells.close()
             # This module's globals outlive the run (frozen with the imports ahead, never
-            # collected): they must not keep the notebook's namespace, whose objects the
-            # interpreter's exit finalizes (a file a global holds is flushed then).
+            # collected), and so do cells and a shell made before the request: none may keep
+            # the notebook's namespace, whose objects the interpreter's exit finalizes (a
+            # file a global holds is flushed then).
+            cells.close()
             _showing = None
         result_dir.write(_result(value, int(request.get("max_result_bytes") or 0)))
         return 0
@@ -267,8 +268,12 @@ class _Cells:
         return _more().wait(self, awaitable)
 
     def close(self) -> None:
+        """The run has ended: its event loop closed, and what it made let go (run_request)."""
         if self.loop is not None:
             _more().close(self)
+        self.namespace, self.out = {}, {}
+        if self.shell is not None:
+            self.shell.release()  # type: ignore[attr-defined]
 
     def where(self, exc: BaseException) -> str | None:
         """"NOTEBOOK cell N line L" of the innermost frame of the notebook's code in the traceback."""

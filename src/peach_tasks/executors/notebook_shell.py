@@ -120,6 +120,11 @@ class Shell:
         self.runs.update(runs)
         self._path_entry = sys.path[0] if sys.path else None
 
+    def release(self) -> None:
+        """The run has ended: let go of the callbacks and captures it registered here (a
+        shell made before the request is frozen with the imports ahead, never collected)."""
+        self.events, self.display_sinks = Events(), []
+
     def run_cell_events(self, cell: dict, execute: Callable[[], None]) -> None:
         """Run one cell between IPython's events, as a kernel does: ``pre_execute`` and
         ``pre_run_cell`` before it, ``post_execute`` and ``post_run_cell`` after it, also
