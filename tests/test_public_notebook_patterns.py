@@ -254,3 +254,20 @@ def test_capture_keeps_displays_as_ipythons_rich_outputs(tmp_path: Path) -> None
                 "first = cap.outputs[0]\nsorted(first.data), first.data['text/html']", "cap.show()\nfirst.display()")
     assert out == [("text/plain", "(['text/html', 'text/plain'], '<b>hi</b>')"), ("text/html", "<b>hi</b>"),
                    ("text/html", "<b>hi</b>")], out
+
+
+def test_a_cell_tagged_raises_exception_shows_its_error_and_the_run_goes_on(tmp_path: Path) -> None:
+    """nbclient (nbconvert --execute, papermill's engine) runs past a cell tagged
+    ``raises-exception``, the error shown in its output: a teaching notebook's deliberate
+    error failed the run. An error in an untagged cell still fails it, at its cell and line."""
+    cells = [code("x = 1"), code("x = 2\n1 / 0\nx = 3"), code("x"), code("undefined_name")]
+    cells[1].metadata["tags"] = ["raises-exception"]
+    outcome, log = run_extracted(tmp_path, write_nb(tmp_path, cells), None)
+    assert outcome.status is RunStatus.FAILURE, (outcome, log)
+    assert outcome.error == "nb.ipynb cell 4 line 1: NameError: name 'undefined_name' is not defined"
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"2")]  # x = 3 never ran
+    text = [line.split(" ", 1)[-1] for line in log]
+    at = text.index('  File "nb.ipynb cell 2", line 2, in <module>')
+    assert text[at - 1] == "Traceback (most recent call last):" and "ZeroDivisionError: division by zero" in text
+    assert "peach-tasks: nb.ipynb cell 2 line 2: ZeroDivisionError in a cell tagged raises-exception: shown, " \
+        "and the run goes on" in text, text

@@ -163,10 +163,13 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
             cells.count = count  # the cell's execution count in Jupyter: the code cells run so far
             if _displays_module is not None:
                 _displays_module.cell_started()  # type: ignore[attr-defined]  # what clear_output() clears
+            execute = lambda cell=cell: cells.run(cell)  # noqa: E731
+            if cell.get("allow_error"):  # tagged raises-exception: its error is shown, the run goes on
+                execute = _more().past_its_error(cells, execute)
             if cells.shell is not None:  # IPython's events around it (matplotlib registers one)
-                cells.shell.run_cell_events(cell, lambda: cells.run(cell))  # type: ignore[attr-defined]
+                cells.shell.run_cell_events(cell, execute)  # type: ignore[attr-defined]
             else:
-                cells.run(cell)
+                execute()
     else:  # one piece of code (tests, older callers): the notebook's name is its file name
         cells.run({"code": code})
 

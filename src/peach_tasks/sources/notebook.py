@@ -61,6 +61,7 @@ class Cell:
     code: str
     magic: dict | None = None
     show: bool = False
+    allow_error: bool = False  # tagged raises-exception: its error is shown and the run goes on (nbclient)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def _cell_json(cell: Cell) -> dict[str, Any]:
         data["magic"] = cell.magic
     if cell.show:
         data["show"] = True
+    if cell.allow_error:
+        data["allow_error"] = True
     return data
 
 
@@ -236,7 +239,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     shell = any(results[p].shell for p in positions)
     if any(results[p].runs for p in positions):
         shell = _resolve_runs(results, positions, read, name, path, root, (*stack, path.resolve()), runs) or shell
-    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing) for p in positions)
+    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing, p in read.raising)
+                    for p in positions)
     source = "\n\n".join(codes[p].rstrip("\n") for p in positions)
     return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes[p] for p in positions),
                          program=program, runs=runs, shell=shell)

@@ -54,11 +54,13 @@ class NotebookError(PeachError):
 @dataclass(frozen=True)
 class CodeCells:
     """The code cells of a notebook: 0-based indexes among all its cells, their sources,
-    and (``.py`` notebooks) the file line where each source starts."""
+    (``.py`` notebooks) the file line where each source starts, and the positions (in these
+    lists) of the cells tagged ``raises-exception``, whose error nbclient shows and runs past."""
 
     indexes: list[int]
     sources: list[str]
     file_lines: list[int] | None = None
+    raising: frozenset[int] = frozenset()
 
     def file_line(self, position: int, line: int) -> int | None:
         """The file line of line ``line`` (1-based) of the ``position``-th code cell, if known."""
@@ -118,6 +120,7 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
         )
     indexes: list[int] = []
     sources: list[str] = []
+    raising: set[int] = set()
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise NotebookError(f"{name} cell {index + 1} is not a JSON object; re-save the notebook from Jupyter",
@@ -134,9 +137,12 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
                 "re-save the notebook from Jupyter",
                 cell=index + 1,
             )
+        tags = cell.get("metadata", {}).get("tags") if isinstance(cell.get("metadata"), dict) else None
+        if isinstance(tags, list) and "raises-exception" in tags:
+            raising.add(len(sources))
         indexes.append(index)
         sources.append(text)
-    return CodeCells(indexes, sources)
+    return CodeCells(indexes, sources, raising=frozenset(raising))
 
 
 def _check_language(data: dict, name: str) -> None:
