@@ -349,7 +349,10 @@ def _start_shell(cells: _Cells, runs: dict) -> None:
     if cells.shell is not None:  # a library asked for it first (_shell_on_demand)
         cells.shell.adopt(runs)  # type: ignore[attr-defined]
         return
-    shell = _load_beside("peach_tasks_notebook_shell", os.path.join(os.path.dirname(_THIS_FILE), "notebook_shell.py"))
+    folder = os.path.dirname(_THIS_FILE)
+    shell = _load_beside("peach_tasks_notebook_shell", os.path.join(folder, "notebook_shell.py"))
+    shell.values = _load_beside("peach_tasks_notebook_shell_values",  # type: ignore[attr-defined]
+                                os.path.join(folder, "notebook_shell_values.py"))
     _more().start_shell(cells, runs, shell)
 
 

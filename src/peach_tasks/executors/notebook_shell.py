@@ -25,6 +25,14 @@ TYPE_CHECKING = False  # typing is not imported at run time: it would cost every
 if TYPE_CHECKING:
     from typing import Any, Callable
 
+# What the magics hand to the notebook (x = !cmd's list, %%capture's object...) and IPython's
+# events: notebook_shell_values.py, imported with the package, set by bootstrap.py when it
+# loads this file on its own (a relative import has no package then).
+try:
+    from . import notebook_shell_values as values
+except ImportError:
+    values = None  # type: ignore[assignment]
+
 # re, subprocess, shlex and string are imported where used: this file loads for every
 # notebook with a magic, and subprocess alone would cost more than the rest of it (bootstrap.py
 # does not load re either: a task that does not use it never pays for it).
@@ -50,47 +58,6 @@ class UsageError(Exception):
     """A magic used wrongly (IPython's ``UsageError``)."""
 
 
-class _Record:
-    """IPython's ``ExecutionInfo`` and ``ExecutionResult``: what the cell events receive."""
-
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
-
-
-class Events:
-    """IPython's ``shell.events``: callbacks registered by name, called in order; a callback
-    that fails is reported in the log and the others still run, as in IPython."""
-
-    NAMES = ("pre_execute", "pre_run_cell", "post_execute", "post_run_cell", "shell_initialized")
-
-    def __init__(self) -> None:
-        self.callbacks: dict[str, list] = {name: [] for name in self.NAMES}
-
-    def register(self, event: str, function: Callable[..., Any]) -> None:
-        if event not in self.callbacks:
-            raise KeyError(f"unknown event {event}")
-        if not callable(function):
-            raise TypeError(f"need a callable, got {function!r}")
-        if function not in self.callbacks[event]:
-            self.callbacks[event].append(function)
-
-    def unregister(self, event: str, function: Callable[..., Any]) -> None:
-        try:
-            self.callbacks[event].remove(function)
-        except (KeyError, ValueError):
-            raise ValueError(f"function {function!r} is not registered as a {event} callback") from None
-
-    def trigger(self, event: str, *args: Any, **kwargs: Any) -> None:
-        for function in list(self.callbacks.get(event, ())):
-            try:
-                function(*args, **kwargs)
-            except Exception:
-                import traceback
-
-                print(f"Error in callback {function} (for {event}):", file=sys.stderr)
-                traceback.print_exc()
-
-
 class Shell:
     """``get_ipython()`` in a task: the magics' meaning, and the common calls."""
 
@@ -101,7 +68,7 @@ class Shell:
         self.runs = runs  # %run's files, read by the scheduler, by normalised path
         self.display_sinks: list[list] = []
         self.config: dict = {}
-        self.events = Events()
+        self.events = values.Events()
         self.float_format = "%r"  # %precision: how a float result reads (IPython's PlainTextFormatter)
         self._previous_dir: str | None = None
         self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
@@ -123,17 +90,17 @@ class Shell:
     def release(self) -> None:
         """The run has ended: let go of the callbacks and captures it registered here (a
         shell made before the request is frozen with the imports ahead, never collected)."""
-        self.events, self.display_sinks = Events(), []
+        self.events, self.display_sinks = values.Events(), []
 
     def run_cell_events(self, cell: dict, execute: Callable[[], None]) -> None:
         """Run one cell between IPython's events, as a kernel does: ``pre_execute`` and
         ``pre_run_cell`` before it, ``post_execute`` and ``post_run_cell`` after it, also
         when it fails (matplotlib registers ``post_execute`` when IPython is loaded)."""
-        info = _Record(raw_cell=cell.get("code", ""), store_history=True, silent=False, shell_futures=True,
+        info = values.Record(raw_cell=cell.get("code", ""), store_history=True, silent=False, shell_futures=True,
                        cell_id=None)
         self.events.trigger("pre_execute")
         self.events.trigger("pre_run_cell", info)
-        result = _Record(execution_count=getattr(self.cells, "count", None), error_before_exec=None,
+        result = values.Record(execution_count=getattr(self.cells, "count", None), error_before_exec=None,
                          error_in_exec=None, info=info, result=None, success=True)
         try:
             execute()
@@ -218,7 +185,7 @@ class Shell:
         done = subprocess.run(self.var_expand(cmd), shell=True, executable=_user_shell(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
         text = done.stdout.decode("utf-8", "replace")
-        return SList(text.splitlines()) if split else text
+        return values.SList(text.splitlines()) if split else text
 
     def showtraceback(self, exc_tuple: Any = None, filename: str | None = None, tb_offset: int | None = None,
                       exception_only: bool = False, running_compiled_code: bool = False) -> None:
@@ -273,8 +240,8 @@ class Shell:
     def _capture(self, line: str, execute: Callable[[], None]) -> None:
         words = line.split()
         target = next((w for w in words if not w.startswith("-")), None)
-        io = CapturedIO(StringIO() if "--no-stdout" not in words else None,
-                        StringIO() if "--no-stderr" not in words else None)
+        io = values.CapturedIO(StringIO() if "--no-stdout" not in words else None,
+                               StringIO() if "--no-stderr" not in words else None)
         saved = sys.stdout, sys.stderr
         if io._stdout is not None:
             sys.stdout = io._stdout
@@ -331,7 +298,7 @@ class Shell:
     def _display_body(self, mime: str, body: str) -> None:
         show = getattr(builtins, "display", None)
         if show is not None:  # display() (the run's outputs) keeps it, as Jupyter shows it
-            show(RawOutput(mime, body))
+            show(values.RawOutput(mime, body))
 
     # -- line magics ---------------------------------------------------------------------------
 
@@ -539,76 +506,3 @@ def _expand(text: str, namespace: dict) -> str:
             value = formatter.convert_field(value, conversion) if conversion else value
             result.append(format(value, ""))
     return "".join(result)
-
-
-class SList(list):
-    """What ``x = !cmd`` gives in IPython: the lines, with ``.s``, ``.n``, ``.l``, ``.p``."""
-
-    @property
-    def l(self) -> list:  # noqa: E743 - IPython's name
-        return list(self)
-
-    @property
-    def s(self) -> str:
-        return " ".join(self)
-
-    spstr = s
-
-    @property
-    def n(self) -> str:
-        return "\n".join(self)
-
-    nlstr = n
-
-    @property
-    def p(self) -> list:
-        return [line for line in self if os.path.exists(line)]
-
-    def grep(self, pattern: str, prune: bool = False) -> "SList":
-        import re
-
-        found = [line for line in self if re.search(pattern, line)]
-        return SList([line for line in self if line not in found] if prune else found)
-
-
-class CapturedIO:
-    """What ``%%capture NAME`` leaves in ``NAME``: the cell's stdout, stderr and displays."""
-
-    def __init__(self, stdout: StringIO | None, stderr: StringIO | None) -> None:
-        self._stdout, self._stderr = stdout, stderr
-        self.outputs: list = []
-
-    @property
-    def stdout(self) -> str:
-        return self._stdout.getvalue() if self._stdout is not None else ""
-
-    @property
-    def stderr(self) -> str:
-        return self._stderr.getvalue() if self._stderr is not None else ""
-
-    def __str__(self) -> str:
-        return self.stdout
-
-    def show(self) -> None:
-        """Write what was captured, as if it had not been."""
-        sys.stdout.write(self.stdout)
-        sys.stderr.write(self.stderr)
-        show = getattr(builtins, "display", None)
-        for output in self.outputs:
-            if show is not None:
-                show(output)
-
-    __call__ = show
-
-
-class RawOutput:
-    """A ``%%html``/``%%markdown``/... cell's body, for display() to keep as that type."""
-
-    def __init__(self, mime: str, body: str) -> None:
-        self.mime, self.body = mime, body
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        return {self.mime: self.body, "text/plain": f"<{self.mime} output>"}
-
-    def __repr__(self) -> str:
-        return f"<{self.mime} output>"
