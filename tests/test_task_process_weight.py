@@ -81,7 +81,8 @@ def test_getsource_finds_a_cells_function(tmp_path: Path, first: str) -> None:
     outcome = run_cells(tmp_path, first, "def helper():\n    return 42",
                         "import inspect\n\ndef main():\n    return inspect.getsource(helper)")
     assert outcome.status is RunStatus.SUCCESS, outcome.error
-    assert outcome.result == "def helper():\n    return 42"
+    # Each line ends with a newline, the cell's last one too, as IPython's linecache entries.
+    assert outcome.result == "def helper():\n    return 42\n"
 
 
 VALUES = [None, True, 0, -7, 2**70, 1.5, 1e300, "", "é\n\"\\\u2028😀", [], {}, [1, [2, [3]]],
