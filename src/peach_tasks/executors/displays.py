@@ -187,8 +187,8 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
             print(bundle.get("text/plain", ""))
             continue
         if _script_only(bundle):
-            _not_kept(["application/javascript" if "application/javascript" in bundle else "text/html of scripts only"],
-                      "the dashboard runs no task's script")
+            _not_kept(["application/javascript" if "application/javascript" in bundle else
+                       "text/html that shows nothing without its scripts"], "the dashboard runs no task's script")
             continue
         output = _pick(bundle, "figure" if _is_figure(obj) else "display", _outputs.room())
         if output is None:
@@ -206,28 +206,37 @@ _unkept: set[str] = set()  # the types already said not to be kept in this run
 
 def _script_only(bundle: dict) -> bool:
     """A script and its placeholder text (``Javascript(...)``, ``%%javascript``, a progress
-    bar's updates), or HTML that is nothing but scripts (plotly's set-up of its notebook
-    renderer: 4.8 MB of plotly.js): nothing a run keeps (the dashboard runs no task's
-    script), where Jupyter's page runs it and shows nothing; not an output each, eating the bound."""
+    bar's updates), or HTML that shows nothing until its scripts run (plotly's figure, an
+    empty ``div`` its script fills, and its set-up, 4.8 MB of plotly.js): nothing a run keeps
+    (the dashboard runs no task's script), where Jupyter's page runs it; not an output
+    each, showing nothing and eating the bound."""
     others = [m for m in PREFERRED if m in bundle and m not in ("text/plain", "text/html")]
     if others:
         return False
     html = bundle.get("text/html")
-    if isinstance(html, str) and _scripts_only(html):
+    if isinstance(html, str) and _shows_nothing(html):
         return True
     return "application/javascript" in bundle and html is None
 
 
-def _scripts_only(html: str) -> bool:
-    """Whether ``html`` holds ``<script>`` elements and nothing else but blanks."""
-    lower, at, rest = html.lower(), 0, []
-    while (start := lower.find("<script", at)) >= 0:
-        rest.append(lower[at:start])
-        end = lower.find("</script>", start)
-        if end < 0:
-            return not "".join(rest).strip()  # an unterminated script runs to the end
-        at = end + len("</script>")
-    return at > 0 and not ("".join(rest) + lower[at:]).strip()
+# What shows something without a script: text, and these elements.
+_MEDIA = ("<img", "<svg", "<video", "<audio", "<iframe", "<object", "<embed", "<picture", "<input", "<button",
+          "<select", "<textarea", "<math")
+
+
+def _shows_nothing(html: str) -> bool:
+    """Whether ``html`` has scripts and, besides them (and styles and comments), only tags
+    without text or media."""
+    lower = html.lower()
+    if "<script" not in lower:
+        return False
+    import re  # only for HTML with a script: a task that displays none never loads re for this
+
+    rest = re.sub(r"<script\b.*?(?:</script\s*>|\Z)|<style\b.*?(?:</style\s*>|\Z)|<!--.*?(?:-->|\Z)", "",
+                  lower, flags=re.S)
+    if any(tag in rest for tag in _MEDIA):
+        return False
+    return not re.sub(r"<[^>]*>", "", rest).replace("&nbsp;", "").strip()
 
 
 def _not_kept(types: list[str], why: str | None = None) -> None:
