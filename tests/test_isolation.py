@@ -242,6 +242,22 @@ def test_own_checkout_is_writable_but_private_to_the_run(tmp_path: Path, open_sc
     assert json.loads((checkout / "attack.ipynb").read_text())["cells"]  # the committed notebook
 
 
+def test_the_sandboxs_own_host_name_resolves(tmp_path: Path, open_scheduler: Any) -> None:
+    """The sandbox has a host name of its own (its UTS namespace, the host's is not shown);
+    like a host's, it resolves: PySpark's Java gateway (InetAddress.getLocalHost) failed to
+    start without it ("UnknownHostException: peach"), as did gethostbyname(gethostname())."""
+    orgs = Orgs(tmp_path)
+    orgs.attack("""
+        import socket
+        def main():
+            name = socket.gethostname()
+            return [name, socket.gethostbyname(name), socket.gethostbyname("localhost")]
+    """)
+    scheduler, store = open_scheduler(orgs.config)
+    scheduler.run_once(orgs=["alpha"])
+    assert attack_result(store) == ["peach", "127.0.0.1", "127.0.0.1"]
+
+
 def test_multiprocessing_works_and_dev_shm_is_the_runs_own(tmp_path: Path, open_scheduler: Any) -> None:
     """Python's multiprocessing (a Pool, a Queue, a ProcessPoolExecutor; joblib and
     scikit-learn's n_jobs use the same locks) needs a writable /dev/shm for its semaphores.

@@ -122,6 +122,11 @@ class Shell:
     def user_ns(self) -> dict:
         return self.cells.namespace
 
+    @property
+    def execution_count(self) -> int:
+        """The running cell's execution count (PySpark names a call site's cell by it)."""
+        return getattr(self.cells, "count", 0) or 0
+
     # -- what generated code and notebooks call ------------------------------------------
 
     def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:

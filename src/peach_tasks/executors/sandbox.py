@@ -19,6 +19,7 @@ every process of the sandbox is born there.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -33,6 +34,7 @@ from .cgroups import CgroupError, Cgroups, Limits, RunGroup, detect
 
 log = logging.getLogger(__name__)
 
+HOSTNAME = "peach"  # the sandbox's own host name (its UTS namespace): the host's is not shown
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: the task's user when the scheduler is root
 CGROUP_BASE = "peach-tasks"
 SYSTEM_READ_ONLY = (Path("/usr"), Path("/etc"), Path("/opt"))
@@ -125,7 +127,7 @@ class Sandbox:
         that child, fail the run unless the file DONE is there (remove it), and enter ``cwd``.
         """
         args = [self.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "peach"]
+                "--unshare-uts", "--unshare-cgroup-try", "--hostname", HOSTNAME]
         if self.run_as is None:
             # An ordinary user: bubblewrap needs a user namespace; none may be nested inside.
             args += ["--unshare-user", "--disable-userns"]
@@ -135,6 +137,9 @@ class Sandbox:
         if not plan.network:
             args.append("--unshare-net")
         args += _system_view()
+        hosts = _hosts_file()
+        if hosts is not None:  # the sandbox's own name resolves, as a host's does (Spark, Java need it)
+            args += ["--ro-bind", hosts, "/etc/hosts"]
         # /dev/shm: POSIX semaphores and shared memory (multiprocessing's locks and queues,
         # joblib), the run's own like /tmp; what it holds counts against the run's memory.
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/dev/shm",
@@ -193,6 +198,31 @@ def interpreter_home(interpreter: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1)
+def _hosts_file() -> str | None:
+    """The host's /etc/hosts with the sandbox's host name (``HOSTNAME``) on 127.0.0.1, once
+    per process: the sandbox has a name of its own (its UTS namespace), which must resolve,
+    as a host's own name does (``socket.gethostbyname(socket.gethostname())``; PySpark's
+    Java gateway fails to start without it). None, with a warning, if it cannot be written."""
+    try:
+        try:
+            with open("/etc/hosts", encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            text = "127.0.0.1\tlocalhost\n"
+        folder = tempfile.mkdtemp(prefix="peach-sandbox-hosts-")
+        os.chmod(folder, 0o755)  # the task's user reads it through the bind
+        path = os.path.join(folder, "hosts")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{text.rstrip()}\n127.0.0.1\t{HOSTNAME}\n")
+        os.chmod(path, 0o644)
+    except OSError as exc:
+        log.warning("the sandbox's host name %s will not resolve: cannot write its hosts file: %s", HOSTNAME, exc)
+        return None
+    atexit.register(shutil.rmtree, folder, True)
+    return path
+
+
 def _system_view() -> tuple[str, ...]:
     """The host's system folders, as bubblewrap arguments: looked at once per process."""
     args: list[str] = []
