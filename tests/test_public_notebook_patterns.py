@@ -131,20 +131,25 @@ def test_a_class_as_a_result_reads_as_ipython_shows_it(tmp_path: Path) -> None:
 
 def test_an_error_an_ipywidgets_output_catches_is_shown_and_the_run_goes_on(tmp_path: Path) -> None:
     """ipywidgets' ``Output`` swallows an exception raised inside it and shows its traceback
-    through the shell's ``showtraceback``, which the run's shell lacked (AttributeError) and
-    which IPython's ``get_ipython()`` returned only to a notebook using magics (None here, and
-    the error failed the run): as in a kernel, a library that asks IPython gets the shell."""
-    for name, first in (("plain", ""), ("magic", "%env WIDGETS=1\n")):
+    through the shell's ``showtraceback``, which the run's shell lacked (AttributeError). In a
+    notebook without magics IPython's ``get_ipython()`` is None, as outside a kernel: the
+    library then takes its plain-Python path and lets the error through, as in a script."""
+    outcomes = {}
+    for name, first in (("magic", "%env WIDGETS=1\n"), ("plain", "")):
         folder = tmp_path / name
         folder.mkdir()
         path = notebook(folder, f"{first}import ipywidgets as widgets\nout = widgets.Output()\n"
                                 "with out:\n    raise ValueError('shown, not raised')",
                         "print('next cell runs')")
-        outcome, log = run_extracted(folder, path, None)
-        assert outcome.status is RunStatus.SUCCESS, (name, outcome.error, log)
-        text = "\n".join(log)
-        assert "ValueError: shown, not raised" in text and "Traceback (most recent call last)" in text, log
-        assert "next cell runs" in text
+        outcomes[name] = run_extracted(folder, path, None)
+    outcome, log = outcomes["magic"]
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    text = "\n".join(log)
+    assert "ValueError: shown, not raised" in text and "Traceback (most recent call last)" in text, log
+    assert "next cell runs" in text
+    outcome, log = outcomes["plain"]
+    assert outcome.status is RunStatus.FAILURE and outcome.error == "nb.ipynb cell 1 line 4: ValueError: shown, " \
+        "not raised", (outcome.error, log)
 
 
 def test_pyplot_beside_ipython_and_a_magic_and_ipythons_cell_events(tmp_path: Path) -> None:

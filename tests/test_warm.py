@@ -626,10 +626,29 @@ def main():
 """
 
 
+ASKER_PLAIN = """
+import asks_ipython
+
+def main():
+    return [asks_ipython.AT_IMPORT, asks_ipython.REQUEST_AT_IMPORT]
+"""
+
+
+def test_a_library_imported_ahead_of_a_notebook_without_magics_finds_no_shell(
+        tmp_path: Path, open_scheduler: Any) -> None:
+    """A notebook without magics has no shell: IPython's get_ipython() is None, as outside a
+    kernel, for a module imported ahead as for one the run imports itself."""
+    _, store, runs = two_runs(tmp_path, open_scheduler, ASKER_PLAIN, site_packages=FAKE_IPYTHON)
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
+    assert {t: r["result"] for t, r in runs.items()} == {"t0": ["NoneType", True], "t1": ["NoneType", False]}, \
+        [store.log(r["id"]) for r in runs.values()]
+
+
 def test_a_library_imported_ahead_finds_the_runs_shell_as_one_imported_by_the_run(
         tmp_path: Path, open_scheduler: Any) -> None:
-    """A module that asks IPython for the shell on import gets the run's shell whether it was
-    imported ahead (before the request) or by the run itself, and the run adopts that shell:
+    """In a notebook with magics, a module that asks IPython for the shell on import gets the
+    run's shell whether it was imported ahead (before the request) or by the run itself, where
+    the shell starts before the cells, and the run adopts that shell:
     the builtin get_ipython() is the same object, its namespace the notebook's, and ``%cd``
     moves the notebook's folder on sys.path (not the folder first on it before the request)."""
     scheduler, store, runs = two_runs(tmp_path, open_scheduler, ASKER, {"sub/inside.py": "WHERE = 'sub'\n"},
@@ -673,8 +692,8 @@ def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path,
     frozen) before the request: it must not keep the notebook's namespace at the exit."""
     shared = tmp_path / "shared"
     cell = EXITING.format(shared=str(shared))
-    if shell_ahead:
-        cell = "import asks_ipython\n" + cell
+    if shell_ahead:  # a magic: the notebook has the shell, which the import ahead asks for
+        cell = "%env EXITING=1\nimport asks_ipython\n" + cell
     _, store, runs = two_runs(tmp_path, open_scheduler, cell, site_packages=FAKE_IPYTHON if shell_ahead else None,
                               **shared_folder(shared))
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]

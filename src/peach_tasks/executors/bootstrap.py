@@ -40,6 +40,7 @@ _OWN_FILES = frozenset((__file__, _THIS_FILE))
 
 
 def main() -> int:
+    global _shell_ahead
     # -I ignores PYTHONUNBUFFERED and PYTHONIOENCODING: flush every line to keep the
     # log live, and write UTF-8, which is what the scheduler decodes.
     for stream in (sys.stdout, sys.stderr):
@@ -51,6 +52,9 @@ def main() -> int:
     ack = printed = None
     if args[:1] == ["--ack"]:
         ack, args = args[1], args[2:]
+    if args[:1] == ["--shell"]:  # started ahead for a notebook with magics: its imports may ask for the shell
+        _shell_ahead = True
+        args = args[1:]
     if args[:1] == ["--preload"]:  # started ahead: the next task's modules, while the copy is made
         _display_hooks()
         printed = _start().preload(args[1].split(","))
@@ -356,17 +360,23 @@ def _start_shell(cells: _Cells, runs: dict) -> None:
     _more().start_shell(cells, runs, shell)
 
 
+_shell_ahead = False  # --shell: started ahead for a notebook that has the magics' shell
+
+
 def _shell_on_demand() -> object:
-    """IPython's ``get_ipython()`` called by a library (plotly choosing its renderer, an
-    ipywidgets ``Output`` showing an error it caught): the run's shell, as in a kernel, started
-    now if the notebook's own code did not. Also before the request, for a module imported
-    ahead: what it decides on import is then what it decides in a run started cold, and the
-    run adopts these cells and their shell."""
+    """IPython's ``get_ipython()`` called by a library before the request, in a sandbox
+    started ahead (``--shell``): the shell the run will have, made now, so that what the
+    module decides on import (plotly its renderer) is what it decides in a run started cold,
+    where the shell starts before the cells; the run adopts these cells and their shell.
+    None for a notebook without the shell, as IPython's outside a kernel: a library then
+    takes its path for plain Python rather than find a stand-in lacking what it wants."""
     global _showing
-    if _showing is None:
-        _showing = _Cells("")
-    if _showing.shell is None:
-        _start_shell(_showing, {})
+    if _showing is not None and _showing.shell is not None:
+        return _showing.shell
+    if not _shell_ahead or _showing is not None:  # the run itself: its shell, if any, is the builtin's
+        return None
+    _showing = _Cells("")
+    _start_shell(_showing, {})
     return _showing.shell
 
 

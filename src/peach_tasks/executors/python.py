@@ -75,13 +75,16 @@ class PythonExecutor:
             if own_dir:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
-    def prepare(self, job: Job, group_name: str, preload: tuple[str, ...] = ()) -> WarmSandbox | None:
+    def prepare(self, job: Job, group_name: str, preload: tuple[str, ...] = (),
+                shell: bool = False) -> WarmSandbox | None:
         """Start ``job``'s sandbox ahead, waiting for its request (``warm.py``) and importing
-        the modules ``preload`` names meanwhile (``preload.py``); None where it cannot (no
-        sandbox, or a checkout too large to wait in small limits)."""
+        the modules ``preload`` names meanwhile (``preload.py``); ``shell``: the notebook has
+        the magics' shell, which a module imported ahead may ask IPython for. None where it
+        cannot (no sandbox, or a checkout too large to wait in small limits)."""
         if job.sandbox is None or job.work_dir is None:
             return None
-        return WarmSandbox.start(job.sandbox, self._spec(job, Path(job.work_dir)), group_name, preload=preload)
+        return WarmSandbox.start(job.sandbox, self._spec(job, Path(job.work_dir)), group_name, preload=preload,
+                                 shell=shell)
 
     def _spec(self, job: Job, work_dir: Path) -> ProcessSpec:
         return ProcessSpec(

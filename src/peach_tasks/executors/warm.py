@@ -119,11 +119,12 @@ class WarmSandbox:
 
     @classmethod
     def start(cls, sandbox: "Sandbox", spec: "ProcessSpec", group_name: str,
-              preload: tuple[str, ...] = ()) -> "WarmSandbox | None":
+              preload: tuple[str, ...] = (), shell: bool = False) -> "WarmSandbox | None":
         """Start ``spec`` (its ``PEACH_*`` variables are not used: the run sends its own) in
         a new group ``group_name`` with ``waiting_limits``; None when it cannot wait that way.
-        It imports the modules ``preload`` names while it waits (``preload.py``).
-        Raises ``OSError`` when the sandbox cannot start."""
+        It imports the modules ``preload`` names while it waits (``preload.py``); ``shell``:
+        one that asks IPython for the shell gets it, as it would in the run (the notebook
+        uses magics). Raises ``OSError`` when the sandbox cannot start."""
         from .spawn import child_env
 
         assert spec.plan is not None and spec.copy_beside
@@ -138,7 +139,7 @@ class WarmSandbox:
         try:
             base = {k: v for k, v in spec.env.items() if not k.startswith(REQUEST_ENV_PREFIX)}
             env = child_env(spec.marker, base)
-            ahead = ["--preload", ",".join(preload)] if preload else []
+            ahead = [*(["--shell"] if shell else []), "--preload", ",".join(preload)] if preload else []
             argv = sandbox.command(spec.plan, [*spec.argv, "--ack", str(ack_write), *ahead], spec.cwd, group,
                                    copy_beside=True)
             # Started by the loop's thread: bubblewrap's --die-with-parent follows that thread.

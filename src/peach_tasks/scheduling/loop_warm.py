@@ -78,8 +78,9 @@ class WarmStarts:
             slot = Slot(self.trigger_root / name, self.runs_root / name)
             job = self._job(task, 0, env.path, env.python, slot, self.timeout_for(task.spec), "", None,
                             f"{self.marker_prefix}{name}")
+            preload, shell = self._preload(task, job.cwd)
             warm = executor.prepare(job, f"{self.marker_prefix.rstrip(':')}-{name}",  # type: ignore[union-attr]
-                                    preload=self._preload(task, job.cwd))
+                                    preload=preload, shell=shell)
             if warm is not None:
                 self._warm, slot = (warm, slot), None
         except Exception:
@@ -88,10 +89,11 @@ class WarmStarts:
             if slot is not None:
                 remove_slot(slot)
 
-    def _preload(self, task: RegisteredTask, cwd: Path) -> tuple[str, ...]:
-        """What the sandbox started ahead imports while it waits (``executors/preload.py``)."""
+    def _preload(self, task: RegisteredTask, cwd: Path) -> tuple[tuple[str, ...], bool]:
+        """What the sandbox started ahead imports while it waits (``executors/preload.py``),
+        and whether the notebook has the magics' shell (what those imports may ask IPython for)."""
         if not self.settings.loop.preload_imports:
-            return ()
+            return (), False
         spec = task.spec
         return _imports_ahead(task.checkout.path / spec.notebook, spec.notebook, spec.method, spec.full_notebook, cwd)
 
@@ -117,14 +119,16 @@ class WarmStarts:
 
 
 @functools.lru_cache(maxsize=1024)
-def _imports_ahead(notebook: Path, name: str, method: str | None, full_notebook: bool, cwd: Path) -> tuple[str, ...]:
-    """A task's modules to import ahead, read once per checkout: a checkout never changes (one
-    per commit), so the notebook is not extracted again for every run the loop starts ahead."""
+def _imports_ahead(notebook: Path, name: str, method: str | None, full_notebook: bool,
+                   cwd: Path) -> tuple[tuple[str, ...], bool]:
+    """A task's modules to import ahead, and whether it has the magics' shell, read once per
+    checkout: a checkout never changes (one per commit), so the notebook is not extracted
+    again for every run the loop starts ahead."""
     try:
         code = extract_code(notebook, method, full_notebook, display_name=name)
     except NotebookError:
-        return ()  # its run reports it
-    return preload_names(code.source, code.request(), cwd, method)
+        return (), False  # its run reports it
+    return preload_names(code.source, code.request(), cwd, method), code.shell
 
 
 def remove_warm_leftovers(state_path: Path) -> int:
