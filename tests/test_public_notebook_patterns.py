@@ -271,3 +271,18 @@ def test_a_cell_tagged_raises_exception_shows_its_error_and_the_run_goes_on(tmp_
     assert text[at - 1] == "Traceback (most recent call last):" and "ZeroDivisionError: division by zero" in text
     assert "peach-tasks: nb.ipynb cell 2 line 2: ZeroDivisionError in a cell tagged raises-exception: shown, " \
         "and the run goes on" in text, text
+
+
+def test_a_magic_called_through_get_ipython_is_refused_at_run_time_in_validates_words(tmp_path: Path) -> None:
+    """``get_ipython().run_line_magic('load_ext', 'sql')`` (an nbconvert export) is code,
+    which validate cannot refuse; the run fails at that line saying what validate says of
+    ``%load_ext sql``, not only "line magic %load_ext is not supported"."""
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, "x = 1",
+                                                    "get_ipython().run_line_magic('load_ext', 'sql')"), None)
+    assert outcome.status is RunStatus.FAILURE
+    assert outcome.error == ("nb.ipynb cell 2 line 1: peach_tasks_notebook_shell.UsageError: %load_ext sql: the "
+                             "IPython extension 'sql' is not loaded by peach-tasks: a run would differ from "
+                             "Jupyter's; do the same in Python"), log
+    # The traceback starts at the cell, not in peach-tasks' own files around it.
+    text = [line.split(" ", 1)[-1] for line in log]
+    assert text[:2] == ["Traceback (most recent call last):", '  File "nb.ipynb cell 2", line 1, in <module>'], text

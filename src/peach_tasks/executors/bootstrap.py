@@ -34,9 +34,11 @@ import sys
 
 _THIS_FILE = os.path.abspath(__file__)
 # This file's frames as a traceback names them (the path it was started with, or the
-# absolute one); compared as text, since a task may delete the working directory that
-# os.path.abspath would need for a relative name.
-_OWN_FILES = frozenset((__file__, _THIS_FILE))
+# absolute one), and those of the helpers it loads beside it (the shell's around a cell with
+# magics): an error's traceback starts at the task's code. Compared as text, since a task may
+# delete the working directory that os.path.abspath would need for a relative name.
+_OWN_FILES = frozenset((__file__, _THIS_FILE, *(os.path.join(os.path.dirname(_THIS_FILE), name) for name in (
+    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py"))))
 
 
 def main() -> int:

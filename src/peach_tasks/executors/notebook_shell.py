@@ -141,8 +141,12 @@ class Shell:
         handler = getattr(self, f"_magic_{name}", None)
         if name in ALIASES:
             return self.system(_alias(ALIASES[name], self.var_expand(line)))
-        if handler is None:
-            raise UsageError(f"line magic %{name} is not supported by peach-tasks")
+        if handler is None:  # called at run time (validate refuses the magics it can see, in these words)
+            if name in ("load_ext", "reload_ext"):
+                raise UsageError(f"%{name} {line.strip()}: the IPython extension {line.strip()!r} is not loaded by "
+                                 "peach-tasks: a run would differ from Jupyter's; do the same in Python")
+            raise UsageError(f"%{name} {line.strip()}: line magic %{name} is not supported by peach-tasks: a run "
+                             "would differ from Jupyter's; do the same in Python")
         return handler(self.var_expand(line))
 
     def run_cell_magic(self, name: str, line: str, cell: str) -> Any:
