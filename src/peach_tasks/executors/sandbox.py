@@ -197,7 +197,6 @@ def interpreter_home(interpreter: Path) -> Path:
     return real.parent.parent
 
 
-@functools.lru_cache(maxsize=None)
 @functools.lru_cache(maxsize=1)
 def _hosts_file() -> str | None:
     """The host's /etc/hosts with the sandbox's host name (``HOSTNAME``) on 127.0.0.1, once
@@ -223,6 +222,7 @@ def _hosts_file() -> str | None:
     return path
 
 
+@functools.lru_cache(maxsize=None)
 def _system_view() -> tuple[str, ...]:
     """The host's system folders, as bubblewrap arguments: looked at once per process."""
     args: list[str] = []
