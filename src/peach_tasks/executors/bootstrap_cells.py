@@ -159,13 +159,13 @@ def show_result(value: object, cells: Any = None) -> None:
         namespace[f"_{cells.count}"] = cells.out[cells.count] = value
     else:  # code run as one piece (no cells): as before
         builtins._ = value  # type: ignore[attr-defined]
-    float_format = getattr(getattr(cells, "shell", None), "float_format", "%r")
-    shown = value if type(value) is not float or float_format == "%r" else _Text(float_format % value)  # %precision
+    float_format = getattr(getattr(cells, "shell", None), "float_format", "%r")  # %precision
+    text = value if type(value) is not float or float_format == "%r" else _Text(float_format % value)
     show = getattr(builtins, "display", None)
     if show is None:
-        sys.__displayhook__(shown)
+        sys.__displayhook__(text)
     else:
-        show(shown)
+        show(text)
 
 
 class _Text:
