@@ -286,3 +286,13 @@ def test_a_magic_called_through_get_ipython_is_refused_at_run_time_in_validates_
     # The traceback starts at the cell, not in peach-tasks' own files around it.
     text = [line.split(" ", 1)[-1] for line in log]
     assert text[:2] == ["Traceback (most recent call last):", '  File "nb.ipynb cell 2", line 1, in <module>'], text
+
+
+def test_publish_display_data_is_a_display(tmp_path: Path) -> None:
+    """IPython's ``publish_display_data`` (bokeh's ``show`` and ``output_notebook`` call it)
+    only printed its text without a kernel: the bundle is now shown as ``display(raw=True)``."""
+    assert shown(tmp_path, "from IPython.display import publish_display_data\n"
+                           "publish_display_data({'text/plain': 'pub', 'text/markdown': '# pub'})\n"
+                           "from IPython.core.display_functions import publish_display_data as again\n"
+                           "again({'text/plain': 'plain only'})") == [("text/markdown", "# pub"),
+                                                                      ("text/plain", "plain only")]

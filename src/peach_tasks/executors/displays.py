@@ -497,16 +497,24 @@ def after_ipython_display(module: object) -> None:
     """IPython's ``display`` without a kernel only prints (``clear_output`` prints escape
     codes): the task's ``from IPython.display import display`` gets this one instead."""
     for name, value in (("display", display), ("update_display", update_display), ("DisplayHandle", DisplayHandle),
-                        ("clear_output", clear_output)):
+                        ("clear_output", clear_output), ("publish_display_data", publish_display_data)):
         if hasattr(module, name):
             setattr(module, name, value)
 
 
+def publish_display_data(data: object, metadata: object = None, source: object = None, *, transient: object = None,
+                         **kwargs: object) -> None:
+    """IPython's lowest display call (bokeh's ``show`` and ``output_notebook`` use it): the
+    bundle, as ``display(data, raw=True)``; without a kernel IPython's only printed its text."""
+    display_id = transient.get("display_id") if isinstance(transient, dict) else None
+    display(data, raw=True, display_id=display_id, update=bool(kwargs.get("update")))
+
+
 def after_getipython(module: object) -> None:
     """Outside a kernel IPython's ``get_ipython()`` returns None: a task's ``from IPython
-    import get_ipython`` (which shadows the builtin), and every library that asks IPython,
-    gets the run's shell instead, as the notebook did in Jupyter (started for them if the
-    notebook's own code did not need one: ``shell_on_demand``, set by bootstrap.py)."""
+    import get_ipython`` (which shadows the builtin), and a library that asks IPython, get
+    the run's shell instead, as in Jupyter, in a notebook that has one (magics); a module
+    imported ahead gets it too (``shell_on_demand``, set by bootstrap.py)."""
     if hasattr(module, "get_ipython"):
         module.get_ipython = _get_ipython  # type: ignore[attr-defined]
 
