@@ -201,6 +201,7 @@ def test_bootstrap_compiler_constants_are_pythons() -> None:
 def test_shell_and_transformer_agree_on_what_has_no_effect() -> None:
     assert notebook_shell.NO_EFFECT_LINE_MAGICS == magics.NO_EFFECT_LINE_MAGICS
     assert notebook_shell.NO_EFFECT_EXTENSIONS == magics.NO_EFFECT_EXTENSIONS
+    assert notebook_shell.NOT_SHOWN_BACKENDS == magics.NOT_SHOWN_BACKENDS
     assert set(notebook_shell.ALIASES) <= magics.RUNTIME_LINE_MAGICS
     assert notebook_shell._DISPLAY == magics.DISPLAY_CELL_MAGICS
 

@@ -296,3 +296,40 @@ def test_publish_display_data_is_a_display(tmp_path: Path) -> None:
                            "from IPython.core.display_functions import publish_display_data as again\n"
                            "again({'text/plain': 'plain only'})") == [("text/markdown", "# pub"),
                                                                       ("text/plain", "plain only")]
+
+
+def test_a_backend_the_notebook_chooses_shows_no_figure_and_keeps_it_open(tmp_path: Path) -> None:
+    """``matplotlib.use('Agg')`` or ``%matplotlib agg``: in Jupyter no figure is shown after
+    it, and a figure stays open for a later cell to save. A run showed it and closed it at the
+    cell's end, so the later ``savefig`` wrote a blank image. What is left open at the run's end
+    is still kept (tests/test_task_outputs.py). Jupyter's inline backend named explicitly keeps
+    the run's figures shown."""
+    import struct
+
+    def png_size(path: Path) -> tuple[int, int]:
+        return struct.unpack(">II", path.read_bytes()[16:24])
+
+    runs = {
+        "use": ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3]);",
+                "plt.savefig('out.png')\nlen(plt.gca().lines)"),
+        "magic": ("%matplotlib agg\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
+                  "plt.savefig('out.png')\nlen(plt.gca().lines)"),
+        "inline": ("import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+                   "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3]);", "len(plt.get_fignums())"),
+    }
+    for name, cells in runs.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        outcome, log = run_extracted(folder, notebook(folder, *cells), None)
+        assert outcome.status is RunStatus.SUCCESS, (name, outcome.error, log)
+        kept = [(o.mime_type, o.data) for o in outcome.outputs]
+        if name == "inline":
+            assert [m for m, _ in kept] == ["image/png", "text/plain"] and kept[1][1] == b"0", kept
+            continue
+        # No figure shown by the cells: still open in cell 2, and kept when the run ends.
+        assert [(m, d) for m, d in kept if m == "text/plain"] == [("text/plain", b"1")], (name, kept)
+        assert [m for m, _ in kept] == ["text/plain", "image/png"], (name, kept)
+        assert png_size(folder / "out.png") == (640, 480)
+        from PIL import Image
+
+        assert len(set(Image.open(folder / "out.png").convert("L").getdata())) > 2  # a line, not blank

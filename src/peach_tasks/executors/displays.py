@@ -404,15 +404,38 @@ def figure_png(figure: object) -> bytes | None:
     return buffer.getvalue()
 
 
+# Figures are shown as outputs, by plt.show() and at a cell's end, as Jupyter's inline backend
+# shows them; until the task chooses another backend (matplotlib.use('Agg'), %matplotlib agg):
+# in Jupyter no figure is shown after that, and one stays open for a later cell to save.
+_inline = True
+_INLINE_NAMES = frozenset({"inline", "module://matplotlib_inline.backend_inline",
+                           "module://ipykernel.pylab.backend_inline"})
+_backend_show = None  # pyplot's own show(), for a backend the task chose
+
+
+def _chose_backend(name: object) -> bool:
+    """The task chose backend ``name``; True: Jupyter's inline one, which is ours already (the
+    call goes no further: matplotlib_inline's backend needs a kernel)."""
+    global _inline
+    _inline = str(name).lower() in _INLINE_NAMES
+    return _inline
+
+
 def show(*args: object, **kwargs: object) -> None:
-    """``plt.show()``: every open figure becomes an output, then they are closed (as inline)."""
-    flush_figures()
+    """``plt.show()``: every open figure becomes an output, then they are closed (as inline);
+    with a backend the task chose, that backend's show (Agg's warns it cannot show)."""
+    if _inline or _backend_show is None:
+        flush_figures()
+    else:
+        _backend_show(*args, **kwargs)
 
 
-def flush_figures() -> None:
-    """Show the figures still open and close them (at ``plt.show()`` and at the run's end)."""
+def flush_figures(at_end: bool = False) -> None:
+    """Show the figures still open and close them (at ``plt.show()``, a cell's end and the
+    run's end). Once the task chose a backend other than inline, only at the run's end: a
+    figure stays open for a later cell (and the run keeps what it left open, as it ever did)."""
     pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is None:
+    if pyplot is None or not (_inline or at_end):
         return
     try:
         from matplotlib._pylab_helpers import Gcf
@@ -447,7 +470,19 @@ def before_pyplot(matplotlib: object) -> None:
 
 
 def after_pyplot(pyplot: object) -> None:
+    global _backend_show
+    _backend_show = getattr(pyplot, "show", None)
     pyplot.show = show  # type: ignore[attr-defined]
+    switch = getattr(pyplot, "switch_backend", None)
+    if callable(switch):
+        def switch_backend(newbackend: str) -> None:
+            # pyplot resolving its default (or the auto list) is not the task's choice
+            if sys._getframe(1).f_code.co_name not in ("_get_backend_mod", "switch_backend") \
+                    and _chose_backend(newbackend):
+                return None
+            return switch(newbackend)
+
+        pyplot.switch_backend = switch_backend  # type: ignore[attr-defined]
 
 
 # Where the scheduler put matplotlib's font list when it built the environment
@@ -456,10 +491,19 @@ FONT_LIST_SEED = os.path.join("share", "peach-tasks", "matplotlib")
 
 
 def after_matplotlib(matplotlib: object) -> None:
-    """Give matplotlib the font list built with the environment, before it looks for one: a
+    """``matplotlib.use`` noted as the task's choice of backend (``_chose_backend``), and
+    matplotlib given the font list built with the environment, before it looks for one: a
     sandboxed run's ``HOME`` is new and empty, and scanning the system's fonts again would
     cost every run about half a second. Only a missing list is copied; ``MPLCONFIGDIR`` set
     by the task's environment is left alone."""
+    use = getattr(matplotlib, "use", None)
+    if callable(use):
+        def chosen_use(backend: str, *args: object, **kwargs: object) -> None:
+            if _chose_backend(backend):
+                return None
+            return use(backend, *args, **kwargs)
+
+        matplotlib.use = chosen_use  # type: ignore[attr-defined]
     if os.environ.get("MPLCONFIGDIR"):
         return
     seed = os.path.join(sys.prefix, FONT_LIST_SEED)
@@ -537,7 +581,7 @@ AFTER_IMPORT.update({"IPython.core.display_functions": after_ipython_display,
 def finish() -> None:
     """At the run's end, whatever it was: the figures left open, and what was not kept."""
     try:
-        flush_figures()
+        flush_figures(at_end=True)
     finally:
         if _outputs is not None:
             _outputs.write_dropped()

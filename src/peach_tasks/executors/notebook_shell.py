@@ -44,6 +44,7 @@ NO_EFFECT_LINE_MAGICS = frozenset({
     "lsmagic", "history", "hist", "magic", "quickref", "colors", "automagic", "pinfo", "pinfo2",
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
+NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"})  # peach_tasks.magics'
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
 # IPython's default aliases on Linux.
 ALIASES = {"ls": "ls -F --color", "ll": "ls -F -o --color", "lf": "ls -F -o --color %l | grep ^-",
@@ -131,6 +132,10 @@ class Shell:
 
     def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
         """Run line magic ``name`` with ``line`` as IPython does (its ``$x``/``{x}`` expanded)."""
+        if name == "matplotlib" and line.split()[:1] and line.split()[0].lower() in NOT_SHOWN_BACKENDS:
+            import matplotlib  # as IPython's %matplotlib: the backend, by matplotlib.use (displays.py sees it)
+
+            return matplotlib.use(line.split()[0])
         if name in NO_EFFECT_LINE_MAGICS:
             return None
         if name in ("load_ext", "reload_ext") and line.strip() in NO_EFFECT_EXTENSIONS:

@@ -50,6 +50,11 @@ NO_EFFECT_LINE_MAGICS = frozenset({
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
 PACKAGE_MAGICS = frozenset({"pip", "conda", "mamba", "micromamba"})
+# ``%matplotlib NAME`` of a backend that draws to files only: in Jupyter no figure is shown
+# after it, and a figure stays open for a later cell to save; the run's shell does the same
+# (kept in step with executors/notebook_shell.py's; a test compares them). Other names
+# (inline, widget, qt...) change nothing a run keeps: figures stay PNG outputs.
+NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"})
 # Extensions whose loading changes nothing a run can see (they reload or reformat code).
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
 # Cell magics whose body is shown in Jupyter: the task process displays it (display()).
@@ -282,7 +287,8 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         return end + 1
     name, _, args = text[1:].partition(" ")
     name, args = name.strip(), args.strip()
-    if name in RUNTIME_LINE_MAGICS:
+    if name in RUNTIME_LINE_MAGICS or (name == "matplotlib" and args.split()[:1] and
+                                       args.split()[0].lower() in NOT_SHOWN_BACKENDS):
         lines[i] = indent + (f"{target} = " if target else "") + f"get_ipython().run_line_magic({name!r}, {args!r})"
         result.shell = True
         if name == "run":
