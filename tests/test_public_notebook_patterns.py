@@ -333,3 +333,20 @@ def test_a_backend_the_notebook_chooses_shows_no_figure_and_keeps_it_open(tmp_pa
         from PIL import Image
 
         assert len(set(Image.open(folder / "out.png").convert("L").getdata())) > 2  # a line, not blank
+
+
+def test_set_matplotlib_formats_is_said_not_followed(tmp_path: Path) -> None:
+    """``set_matplotlib_formats('svg')`` (IPython's, deprecated, and matplotlib_inline's) was
+    ignored in silence; ``%config InlineBackend.figure_format`` already said so. The figure
+    stays a PNG, and the log says why once per call."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import warnings\nwarnings.simplefilter('ignore', DeprecationWarning)\n"
+                  "from IPython.display import set_matplotlib_formats\nset_matplotlib_formats('svg')\n"
+                  "from matplotlib_inline.backend_inline import set_matplotlib_formats as again\n"
+                  "again('pdf', 'png')\nagain('png')",
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [o.mime_type for o in outcome.outputs] == ["image/png"]
+    said = [line.split(" ", 1)[-1] for line in log if "set_matplotlib_formats" in line]
+    assert said == ["peach-tasks: set_matplotlib_formats('svg') not followed: a run keeps its figures as PNG",
+                    "peach-tasks: set_matplotlib_formats('pdf', 'png') not followed: a run keeps its figures as PNG"], log

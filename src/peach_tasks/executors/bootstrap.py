@@ -463,11 +463,11 @@ class _DisplayHooks:
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
-    without a kernel). And the cells' lines given to
-    ``linecache`` once it loads (``_remember_lines``)."""
+    without a kernel); ``set_matplotlib_formats``, which a run does not follow. And the
+    cells' lines given to ``linecache`` once it loads (``_remember_lines``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
-                       "IPython.core.getipython", "linecache"))
+                       "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:

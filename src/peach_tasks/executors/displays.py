@@ -521,7 +521,19 @@ def after_matplotlib(matplotlib: object) -> None:
         return
 
 
-AFTER_IMPORT = {"matplotlib": after_matplotlib, "matplotlib.pyplot": after_pyplot}
+def after_matplotlib_inline(module: object) -> None:
+    """``set_matplotlib_formats('svg')`` (IPython's and matplotlib_inline's) is not followed: a
+    run keeps its figures as PNG; the log says so, as for ``%config InlineBackend.figure_format``."""
+    def set_matplotlib_formats(*formats: object, **kwargs: object) -> None:
+        if any(str(f).lower() != "png" for f in formats):
+            _say(f"peach-tasks: set_matplotlib_formats({', '.join(repr(f) for f in formats)}) not followed: "
+                 "a run keeps its figures as PNG")
+
+    module.set_matplotlib_formats = set_matplotlib_formats  # type: ignore[attr-defined]
+
+
+AFTER_IMPORT = {"matplotlib": after_matplotlib, "matplotlib.pyplot": after_pyplot,
+                "matplotlib_inline.backend_inline": after_matplotlib_inline}
 
 
 def clear_output(wait: bool = False) -> None:
