@@ -351,3 +351,16 @@ def test_set_matplotlib_formats_is_said_not_followed(tmp_path: Path) -> None:
     said = [line.split(" ", 1)[-1] for line in log if "set_matplotlib_formats" in line]
     assert said == ["peach-tasks: set_matplotlib_formats('svg') not followed: a run keeps its figures as PNG",
                     "peach-tasks: set_matplotlib_formats('pdf', 'png') not followed: a run keeps its figures as PNG"], log
+
+
+def test_switch_backend_called_by_the_notebook_is_its_choice(tmp_path: Path) -> None:
+    """``plt.switch_backend('pdf')`` in a cell is the notebook's choice, as ``matplotlib.use``
+    is (no figure shown after it); pyplot's own calls of it, resolving its default backend at
+    the first figure, are not: the cell before it still shows its figure."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import matplotlib.pyplot as plt\nplt.plot([1, 2]);",
+        "plt.switch_backend('pdf')\nplt.plot([2, 1]);\nplt.gcf().savefig('later.pdf')\nlen(plt.get_fignums())"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert [(o.mime_type, o.data) for o in outcome.outputs][:2] == [
+        ("image/png", outcome.outputs[0].data), ("text/plain", b"1")], outcome.outputs
+    assert (tmp_path / "later.pdf").read_bytes().startswith(b"%PDF")

@@ -474,10 +474,12 @@ def after_pyplot(pyplot: object) -> None:
     _backend_show = getattr(pyplot, "show", None)
     pyplot.show = show  # type: ignore[attr-defined]
     switch = getattr(pyplot, "switch_backend", None)
-    if callable(switch):
+    package = os.path.dirname(getattr(pyplot, "__file__", "") or "")
+    if callable(switch) and package:
         def switch_backend(newbackend: str) -> None:
-            # pyplot resolving its default (or the auto list) is not the task's choice
-            if sys._getframe(1).f_code.co_name not in ("_get_backend_mod", "switch_backend") \
+            # A call from matplotlib itself (pyplot resolving its default backend, its list of
+            # candidates, matplotlib.use, whose own call is noted) is not the task's choice.
+            if not sys._getframe(1).f_code.co_filename.startswith(package + os.sep) \
                     and _chose_backend(newbackend):
                 return None
             return switch(newbackend)
