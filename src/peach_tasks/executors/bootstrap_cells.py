@@ -59,22 +59,19 @@ def shown(source: str, name: str, state: list, allow_await: int, future_flags: i
     return codes
 
 
-def past_its_error(cells: Any, execute: Any) -> Any:
+def past_its_error(cells: Any, execute: Any, describe: Any) -> Any:
     """``execute`` (one cell tagged ``raises-exception``) whose exception, as nbclient does,
-    is shown (its traceback in the log, from the cell's own frames) and not raised: the run
-    goes on with the next cell. KeyboardInterrupt and SystemExit still end the run."""
+    is shown and not raised: the run goes on with the next cell. ``describe`` is bootstrap's
+    own (the traceback into the log, from the task's code). KeyboardInterrupt and SystemExit
+    still end the run."""
 
     def run() -> None:
         try:
             execute()
         except Exception as exc:
-            import traceback
-
-            tb = exc.__traceback__
-            while tb is not None and tb.tb_frame.f_code.co_filename not in cells.files:
-                tb = tb.tb_next  # bootstrap's own frames: the reader starts at the cell
-            traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
-            print(f"peach-tasks: {where(cells, exc) or cells.filename}: {type(exc).__name__} in a cell tagged "
+            place = where(cells, exc)
+            describe(exc, place)
+            print(f"peach-tasks: {place or cells.filename}: {type(exc).__name__} in a cell tagged "
                   "raises-exception: shown, and the run goes on", file=sys.stderr)
             cells.failed_in = None  # the next failure is placed afresh
     return run
