@@ -176,13 +176,12 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
     if display_id is True:
         display_id = uuid.uuid4().hex
     key = None if display_id is None else str(display_id)
+    bundles = [obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude) for obj in objs]
     capture = _capturing()
     if capture is not None:  # inside %%capture: kept in its .outputs, shown by its .show() (IPython)
-        capture.extend(RichOutput(obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude))
-                       for obj in objs)
+        capture.extend(RichOutput(bundle) for bundle in bundles)
         return DisplayHandle(key) if key is not None and not update else None
-    for obj in objs:
-        bundle = obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude)
+    for obj, bundle in zip(objs, bundles):
         if _outputs is None:  # no outputs folder (not a scheduled run): as IPython without a kernel
             print(bundle.get("text/plain", ""))
             continue
