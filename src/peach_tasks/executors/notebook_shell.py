@@ -98,11 +98,11 @@ class Shell:
         ``pre_run_cell`` before it, ``post_execute`` and ``post_run_cell`` after it, also
         when it fails (matplotlib registers ``post_execute`` when IPython is loaded)."""
         info = values.Record(raw_cell=cell.get("code", ""), store_history=True, silent=False, shell_futures=True,
-                       cell_id=None)
+                             cell_id=None)
         self.events.trigger("pre_execute")
         self.events.trigger("pre_run_cell", info)
         result = values.Record(execution_count=getattr(self.cells, "count", None), error_before_exec=None,
-                         error_in_exec=None, info=info, result=None, success=True)
+                               error_in_exec=None, info=info, result=None, success=True)
         try:
             execute()
         except BaseException as exc:
@@ -132,10 +132,11 @@ class Shell:
 
     def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
         """Run line magic ``name`` with ``line`` as IPython does (its ``$x``/``{x}`` expanded)."""
-        if name == "matplotlib" and line.split()[:1] and line.split()[0].lower() in NOT_SHOWN_BACKENDS:
+        backend = line.split()[0] if name == "matplotlib" and line.split() else ""
+        if backend.lower() in NOT_SHOWN_BACKENDS:
             import matplotlib  # as IPython's %matplotlib: the backend, by matplotlib.use (displays.py sees it)
 
-            return matplotlib.use(line.split()[0])
+            return matplotlib.use(backend)
         if name in NO_EFFECT_LINE_MAGICS:
             return None
         if name in ("load_ext", "reload_ext") and line.strip() in NO_EFFECT_EXTENSIONS:
@@ -368,20 +369,16 @@ class Shell:
         print precision (when numpy is loaded); no argument restores both."""
         text = line.strip()
         digits: int | None = 8
-        if not text:
-            fmt = "%r"
-        elif "%" in text:
-            fmt, digits = text, None
-            try:
+        fmt = "%r"
+        try:
+            if "%" in text:
+                fmt, digits = text, None
                 fmt % 3.14159
-            except Exception:
-                raise ValueError(f"precision must be an integer or format string, not {text!r}") from None
-        else:
-            try:
+            elif text:
                 digits = int(text)
-            except ValueError:
-                raise ValueError(f"precision must be an integer or format string, not {text!r}") from None
-            fmt = f"%.{digits}f"
+                fmt = f"%.{digits}f"
+        except Exception:
+            raise ValueError(f"precision must be an integer or format string, not {text!r}") from None
         numpy = sys.modules.get("numpy")
         if numpy is not None and digits is not None:
             numpy.set_printoptions(precision=digits)

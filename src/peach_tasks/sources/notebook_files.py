@@ -137,7 +137,8 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
                 "re-save the notebook from Jupyter",
                 cell=index + 1,
             )
-        tags = cell.get("metadata", {}).get("tags") if isinstance(cell.get("metadata"), dict) else None
+        metadata = cell.get("metadata")
+        tags = metadata.get("tags") if isinstance(metadata, dict) else None
         if isinstance(tags, list) and "raises-exception" in tags:
             raising.add(len(sources))
         indexes.append(index)
