@@ -27,6 +27,14 @@ def shown(tmp_path: Path, *cells: str, **kwargs: Any) -> list[tuple[str, str]]:
     return [(o.mime_type, o.data.decode()) for o in outcome.outputs]
 
 
+def logged(tmp_path: Path, *cells: str) -> tuple[Any, list[str]]:
+    """The run's outcome, after checking that it succeeded, and its log lines without their
+    time stamps."""
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, *cells), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    return outcome, [line.split(" ", 1)[-1] for line in log]
+
+
 def test_a_bare_tuple_as_a_cells_last_line_is_one_result(tmp_path: Path) -> None:
     """``X.shape, y.shape`` at the end of a cell: Jupyter shows the tuple."""
     assert shown(tmp_path, "x = 3\nx, x + 1", "rest = [1]\n*rest, 2") == [("text/plain", "(3, 4)"),
@@ -157,15 +165,13 @@ def test_pyplot_beside_ipython_and_a_magic_and_ipythons_cell_events(tmp_path: Pa
     callback on the shell's ``events``, which the run's shell lacked: every figure of a
     notebook with a magic failed with AttributeError. Callbacks run around each cell, as in
     a kernel, and one that fails is reported without failing the cell."""
-    outcome, log = run_extracted(tmp_path, notebook(
+    outcome, text = logged(
         tmp_path, "%env A=1\nfrom IPython.display import display",
         "ip = get_ipython()\nip.events.register('pre_run_cell', lambda info: print('before', info.raw_cell[:5]))\n"
         "ip.events.register('post_run_cell', lambda result: print('after', result.execution_count, result.success))\n"
         "ip.events.register('post_execute', lambda: 1 / 0)",
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"), None)
-    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
     assert [o.mime_type for o in outcome.outputs] == ["image/png"]
-    text = [line.split(" ", 1)[-1] for line in log]
     assert "before impor" in text and "after 3 True" in text, text
     assert any(line.startswith("Error in callback") for line in text) and "ZeroDivisionError: division by zero" in text
 
@@ -340,17 +346,16 @@ def test_set_matplotlib_formats_is_said_not_followed(tmp_path: Path) -> None:
     """``set_matplotlib_formats('svg')`` (IPython's, deprecated, and matplotlib_inline's) was
     ignored in silence; ``%config InlineBackend.figure_format`` already said so. The figure
     stays a PNG, and the log says why once per call."""
-    outcome, log = run_extracted(tmp_path, notebook(
+    outcome, text = logged(
         tmp_path, "import warnings\nwarnings.simplefilter('ignore', DeprecationWarning)\n"
                   "from IPython.display import set_matplotlib_formats\nset_matplotlib_formats('svg')\n"
                   "from matplotlib_inline.backend_inline import set_matplotlib_formats as again\n"
                   "again('pdf', 'png')\nagain('png')",
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);"), None)
-    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")
     assert [o.mime_type for o in outcome.outputs] == ["image/png"]
-    said = [line.split(" ", 1)[-1] for line in log if "set_matplotlib_formats" in line]
+    said = [line for line in text if "set_matplotlib_formats" in line]
     assert said == ["peach-tasks: set_matplotlib_formats('svg') not followed: a run keeps its figures as PNG",
-                    "peach-tasks: set_matplotlib_formats('pdf', 'png') not followed: a run keeps its figures as PNG"], log
+                    "peach-tasks: set_matplotlib_formats('pdf', 'png') not followed: a run keeps its figures as PNG"], text
 
 
 def test_switch_backend_called_by_the_notebook_is_its_choice(tmp_path: Path) -> None:
