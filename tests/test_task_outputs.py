@@ -92,6 +92,45 @@ def test_a_backend_the_task_chose_is_kept(tmp_path: Path) -> None:
     assert [o.mime_type for o in run.outcome.outputs] == ["image/png"]  # left open: still kept
 
 
+SAVEFIG_SETTINGS = """
+    plt.rcParams["savefig.dpi"] = 300              # for the files the notebook saves
+    plt.rcParams["savefig.transparent"] = True
+    plt.rcParams["savefig.facecolor"] = "red"
+    plt.rcParams["savefig.pad_inches"] = 0.5
+    plt.plot([1, 2, 3], [3, 1, 2])
+    plt.title("savefig settings")
+"""
+
+
+def test_a_shown_figure_is_drawn_as_jupyter_draws_it_whatever_savefig_settings_say(tmp_path: Path) -> None:
+    """Jupyter's inline backend prints a figure at its own dpi and colours (IPython's
+    print_figure): a notebook's savefig.dpi = 300 or transparent background is for its files,
+    not for what it shows. The run's PNG has the pixels IPython's print_figure gives here."""
+    import io
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.core.pylabtools import print_figure
+    from PIL import Image
+
+    body = textwrap.indent(textwrap.dedent(SAVEFIG_SETTINGS), "    ")
+    run = Run(tmp_path, f"import matplotlib.pyplot as plt\ndef main():\n{body}    plt.show()\n", timeout=60.0)
+    assert run.outcome.status is RunStatus.SUCCESS, run.outcome.error
+    (shown,) = run.outcome.outputs
+    with matplotlib.rc_context():
+        exec(textwrap.dedent(SAVEFIG_SETTINGS), {"plt": plt})
+        expected = print_figure(plt.gcf(), "png")
+        plt.close("all")
+    ours, theirs = (np.asarray(Image.open(io.BytesIO(data))) for data in (shown.data, expected))
+    assert ours.shape == theirs.shape and ours.shape[1] < 1000  # 100 dpi, not 300
+    assert (ours == theirs).all()
+    assert ours[0, 0].tolist() == [255, 255, 255, 255]  # the figure's white, neither red nor transparent
+
+
 def test_ten_thousand_displays_keep_the_bound_and_say_so(tmp_path: Path) -> None:
     run = Run(tmp_path, """
         def main():

@@ -27,6 +27,10 @@ import sys
 import threading
 import uuid
 
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
 # The representation kept of each output: the first of these an object offers (as
 # nbconvert prefers them), plus its text/plain for the views that show text only.
 PREFERRED = ("text/html", "image/png", "image/jpeg", "image/gif", "image/svg+xml", "text/markdown",
@@ -389,14 +393,25 @@ def _is_figure(obj: object) -> bool:
 
 
 def figure_png(figure: object) -> bytes | None:
-    """The figure as PNG, as Jupyter's inline backend draws it; None for an empty figure."""
+    """The figure as PNG, as Jupyter's inline backend draws it (IPython's ``print_figure``);
+    None for an empty figure.
+
+    As there, the canvas prints it at the figure's own dpi and colours: the ``savefig.*``
+    settings a notebook sets for its files (``savefig.dpi = 300``, a transparent background)
+    do not apply to what it shows."""
     import io
 
     if not getattr(figure, "axes", None) and not getattr(figure, "lines", None):
         return None
     buffer = io.BytesIO()
+    fig: Any = figure  # matplotlib's Figure, which this file does not import
     try:
-        figure.savefig(buffer, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
+        if fig.canvas is None:
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            FigureCanvasBase(fig)
+        fig.canvas.print_figure(buffer, format="png", facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(),
+                                dpi=fig.dpi, bbox_inches="tight")
     except Exception as exc:
         _say(f"peach-tasks: a figure could not be drawn: {exc!r}")
         return None
