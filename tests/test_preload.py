@@ -152,3 +152,32 @@ def test_what_imports_ahead_print_never_blocks_the_sandbox_and_reaches_the_log_b
     assert len(replayed) == MAX_REPLAY and set(replayed) <= {"x", "y", "\n"}
     assert rest.startswith(f"{1_500_001 - MAX_REPLAY} more bytes")
     assert "more bytes printed by the imports ahead were cut\nTrue\n" in text
+
+
+def test_a_figure_is_drawn_ahead_outside_pyplot_and_says_nothing(tmp_path: Path) -> None:
+    """With pyplot imported ahead, the waiting sandbox draws one throwaway figure to PNG (so
+    the run's first figure finds matplotlib's fonts and drawing code warm), without a trace a
+    run could see: no pyplot figure (numbers start at 1), matplotlib's log level as it was,
+    nothing replayed into the log even when matplotlib's logger would speak."""
+    code = (
+        "import sys, logging\n"
+        f"sys.path[:0] = [{str(BOOTSTRAP.parent)!r}]\n"
+        "logging.getLogger('matplotlib').setLevel(logging.DEBUG)\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "import bootstrap_start\n"
+        "printed = bootstrap_start.preload(['matplotlib.pyplot'])\n"
+        "print('drawn', bootstrap_start.figure_drawn_ahead, flush=True)\n"
+        "bootstrap_start.replay(printed)\n"
+        "import matplotlib.pyplot as plt\n"
+        "print('figures', plt.get_fignums(), plt.figure().number)\n"
+        "print('level', logging.getLogger('matplotlib').level, logging.root.manager.disable)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MPLBACKEND": "agg"}
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env, check=True)
+    lines = out.stdout.splitlines()
+    # What the imports logged (the font list built in this empty HOME) is replayed, as before;
+    # the throwaway figure's own records are not: none is logged after the font cache is built.
+    assert lines[0] == "drawn True", out.stderr
+    assert any("generated new fontManager" in line for line in lines), out.stdout  # the imports' records
+    assert not [line for line in lines if "findfont" in line], out.stdout  # the figure's
+    assert lines[-2:] == ["figures [] 1", "level 10 0"], out.stdout
