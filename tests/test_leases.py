@@ -105,6 +105,24 @@ def test_concurrent_takes_never_share_a_loop(leases: LeaseStore) -> None:
     assert set(taken) == set(names)  # and every free loop went to someone
 
 
+def test_a_round_that_ends_after_the_stop_does_not_bring_the_replica_back(leases: LeaseStore) -> None:
+    """A replica's lease thread may still be in a round when its scheduler marks it stopped
+    (the stop waits for that thread only so long). That round's heartbeat must not clear the
+    stop: the others would count the stopped replica live for a whole lease and leave it its
+    share of the loops it just released. Only a new start does."""
+    now = leases.now()
+    leases.mark_started("gone", "host", 1, now)
+    leases.take(["a", "b"], "gone", now, 30, limit=2)
+    leases.release("gone", ["a", "b"])
+    leases.mark_stopped("gone", now)
+    leases.keep_alive("gone", "host", 1, [], 30, stale_after=10)  # the late round
+    leases.heartbeat("gone", "host", 1, leases.now())
+    assert "gone" not in leases.live_replicas(leases.now(), 30)
+    assert leases.take(["a", "b"], "other", leases.now(), 30, limit=2)
+    leases.mark_started("gone", "host", 2, leases.now())  # started again: live again
+    assert "gone" in leases.live_replicas(leases.now(), 30)
+
+
 def test_keep_alive_renews_and_reports_live_replicas(leases: LeaseStore) -> None:
     now = leases.now()
     leases.take(["a", "b"], "me", now, 30, limit=2)

@@ -49,8 +49,11 @@ class LeaseStore:
 
     @staticmethod
     def _heartbeat(conn: sa.Connection, replica: str, host: str, pid: int, now: datetime) -> None:
+        # stopped_at is left as it is: a round still under way when the replica's stop marks it
+        # (the stop waits for the lease thread only so long) must not make it live again, or
+        # the others would leave it its share of the loops it released for a whole lease.
         updated = conn.execute(replicas.update().where(replicas.c.id == replica).values(
-            host=host, pid=pid, heartbeat_at=now, stopped_at=None)).rowcount
+            host=host, pid=pid, heartbeat_at=now)).rowcount
         if not updated:
             try:
                 with conn.begin_nested():
@@ -82,9 +85,10 @@ class LeaseStore:
         return kept, live, takeover_in
 
     def mark_started(self, replica: str, host: str, pid: int, now: datetime) -> None:
+        """A (re)start: the only write that makes a stopped replica live again."""
         self.heartbeat(replica, host, pid, now)
         with self.engine.begin() as conn:
-            conn.execute(replicas.update().where(replicas.c.id == replica).values(started_at=now))
+            conn.execute(replicas.update().where(replicas.c.id == replica).values(started_at=now, stopped_at=None))
 
     def mark_stopped(self, replica: str, now: datetime) -> None:
         with self.engine.begin() as conn:
