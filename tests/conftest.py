@@ -13,6 +13,9 @@ import yaml
 
 from peach_tasks.demo import notebook_json
 
+# The web tests' shared fixtures (filled, server, browser), found by every module that names them.
+pytest_plugins = ["web_helpers"]
+
 # Spark binds to loopback in every test (driver and the standalone cluster alike).
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 

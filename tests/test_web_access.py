@@ -9,7 +9,7 @@ from typing import Iterator
 import httpx
 import pytest
 from click.testing import CliRunner
-from web_helpers import Filled, Measured, filled, measured_store, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, Measured, measured_store, start_server
 
 from peach_tasks.cli import main
 from peach_tasks.errors import PeachError

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Repo, py_task, shared_folder, task_yaml, write_settings
-from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, measured_store, start_server
 
 from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.settings import load_settings

@@ -6,15 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from web_helpers import (  # noqa: F401 (fixtures)
-    Filled,
-    browser,
-    fill_store,
-    filled,
-    measured_store,
-    server,
-    start_server,
-)
+from web_helpers import Filled, fill_store, measured_store, start_server
 
 from peach_tasks.scheduling.scheduler import Scheduler
 from peach_tasks.web.server import WebServer

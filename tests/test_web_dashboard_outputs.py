@@ -9,10 +9,7 @@ from typing import Any
 
 import pytest
 from outputs_store import Shown, shown  # noqa: F401 (fixture)
-from web_helpers import (
-    browser,  # noqa: F401 (fixture)
-    start_server,
-)
+from web_helpers import start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TOKEN = "shop-dashboard-token-0123456789"

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from conftest import Repo, py_task, task_yaml, wait_for, write_settings
-from web_helpers import Filled, browser, filled, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, start_server
 
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.scheduling.scheduler import Scheduler

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import write_settings
-from web_helpers import browser, start_server  # noqa: F401 (fixture)
+from web_helpers import start_server
 
 from peach_tasks.model import Executor, Outcome, RunStatus, TaskSpec
 from peach_tasks.settings import Settings, load_settings

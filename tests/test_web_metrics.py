@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from conftest import Repo, py_task, task_yaml, write_settings
 from prometheus_client.parser import text_string_to_metric_families
-from web_helpers import Filled, filled, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, start_server
 
 from peach_tasks.observability.metrics import DURATION_BUCKETS, PROCESS, record_sync_failure
 from peach_tasks.scheduling.scheduler import Scheduler

@@ -10,7 +10,7 @@ from typing import Any
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from web_helpers import Filled, filled, measured_store, server, start_server  # noqa: F401 (fixtures)
+from web_helpers import Filled, measured_store, start_server
 
 from peach_tasks.web.api_client import ApiClient
 from peach_tasks.web.server import WebServer

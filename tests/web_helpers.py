@@ -102,8 +102,8 @@ def measured_store(root: Path) -> Measured:
     return Measured(settings, store, measured, unmeasured)
 
 
-# Each test module imports the fixtures below, which makes pytest hold one fixture per
-# module; the server is made once and shared through this cache (the store: made_once).
+# The fixtures below reach every test module through conftest.py's pytest_plugins; the
+# server is made once and shared through this cache (the store: made_once).
 _SHARED: dict[str, Any] = {}
 
 
