@@ -11,7 +11,8 @@ and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
 A ``SystemExit`` from the task ends the process with its code (no result file
 unless the code is 0). ``display()`` is a builtin, as in a Jupyter kernel: what the task shows
-goes to ``outputs_dir`` (``displays.py``, loaded only once the task displays or plots).
+goes to ``outputs_dir`` (``displays.py`` and ``displays_figures.py``, loaded only once the task
+displays or plots).
 
 The files beside this one hold the rest, each loaded under a private name when needed:
 ``bootstrap_io.py`` (every start: the request's JSON, the result file, an error's
@@ -27,6 +28,10 @@ import marshal
 import os
 import sys
 
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
 # Neither json nor linecache is imported here: each imports re (and linecache tokenize),
 # about a third of a small task's start. JSON goes through CPython's own scanner and
 # encoder (``_loads``, ``_dumps``, from bootstrap_io.py), cells' lines reach linecache when
@@ -38,7 +43,7 @@ _THIS_FILE = os.path.abspath(__file__)
 # magics): an error's traceback starts at the task's code. Compared as text, since a task may
 # delete the working directory that os.path.abspath would need for a relative name.
 _OWN_FILES = frozenset((__file__, _THIS_FILE, *(os.path.join(os.path.dirname(_THIS_FILE), name) for name in (
-    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py"))))
+    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py", "displays_figures.py"))))
 
 
 def main() -> int:
@@ -246,7 +251,7 @@ class _Cells:
                 self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
             raise
         if namespace is None and number is not None and _displays_module is not None:
-            _displays_module.flush_figures()  # as Jupyter's inline backend: a cell's figures at its end
+            _displays_module.figures.flush_figures()  # as Jupyter's inline backend: a cell's figures at its end
 
     def _execute(self, cell: dict, name: str, namespace: dict | None, flags: list | None) -> None:
         source = cell["code"]
@@ -409,6 +414,7 @@ def _offer_helpers() -> None:
 
 # -- display() and the run's outputs (displays.py, loaded on first use) ----------------------
 _DISPLAYS_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays.py")
+_FIGURES_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays_figures.py")  # matplotlib's, with it
 _displays_module = None
 _outputs_request: dict = {}
 
@@ -436,8 +442,12 @@ def _display_hooks() -> None:
 def _displays() -> object:
     global _displays_module
     if _displays_module is None:
-        module = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)
-        module.shell_on_demand = _shell_on_demand  # type: ignore[attr-defined]
+        module: Any = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)  # (Any: loaded from a file)
+        figures: Any = _load_beside("_peach_tasks_displays_figures", _FIGURES_FILE)
+        figures.display, figures.say = module.display, module._say
+        module.figures = figures
+        module.AFTER_IMPORT.update(figures.AFTER_IMPORT)
+        module.shell_on_demand = _shell_on_demand
         folder = _outputs_request.get("folder")
         if folder:
             module.install(os.path.abspath(folder), _outputs_request["max_count"], _outputs_request["max_bytes"])
@@ -477,7 +487,7 @@ class _DisplayHooks:
         else:
             displays = _displays()
             if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
-                displays.before_pyplot(sys.modules["matplotlib"])  # type: ignore[attr-defined]
+                displays.figures.before_pyplot(sys.modules["matplotlib"])  # type: ignore[attr-defined]
             after = displays.AFTER_IMPORT[name]  # type: ignore[attr-defined]
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)

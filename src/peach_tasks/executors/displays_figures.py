@@ -1,0 +1,194 @@
+"""matplotlib's figures in the task process, shown as Jupyter's inline backend shows them.
+
+Loaded with ``displays.py`` (by ``bootstrap.py``, which gives this module ``display`` and
+``say`` from there), only once a task displays something or imports matplotlib. Here: a
+figure drawn to PNG as IPython's ``print_figure`` draws it, ``plt.show()`` and a cell's end
+showing the open figures, the backend a task chooses followed (after ``matplotlib.use('Agg')``
+no figure is shown until the run's end), and the hooks ``bootstrap.py`` runs around the
+imports of matplotlib, pyplot and matplotlib_inline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+
+
+def _unbound(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("displays_figures.py is used through displays.py, whose functions bootstrap.py gives it")
+
+
+# displays.py's, set by bootstrap.py when it loads both.
+display: Callable[..., object] = _unbound
+say: Callable[[str], None] = _unbound
+
+
+def is_figure(obj: object) -> bool:
+    figure_module = sys.modules.get("matplotlib.figure")
+    return figure_module is not None and isinstance(obj, getattr(figure_module, "Figure", ()))
+
+
+def figure_png(figure: object) -> bytes | None:
+    """The figure as PNG, as Jupyter's inline backend draws it (IPython's ``print_figure``);
+    None for an empty figure.
+
+    As there, the canvas prints it at the figure's own dpi and colours: the ``savefig.*``
+    settings a notebook sets for its files (``savefig.dpi = 300``, a transparent background)
+    do not apply to what it shows."""
+    import io
+
+    if not getattr(figure, "axes", None) and not getattr(figure, "lines", None):
+        return None
+    buffer = io.BytesIO()
+    fig: Any = figure  # matplotlib's Figure, which this file does not import
+    try:
+        if fig.canvas is None:
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            FigureCanvasBase(fig)
+        fig.canvas.print_figure(buffer, format="png", facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(),
+                                dpi=fig.dpi, bbox_inches="tight")
+    except Exception as exc:
+        say(f"peach-tasks: a figure could not be drawn: {exc!r}")
+        return None
+    return buffer.getvalue()
+
+
+# Figures are shown as outputs, by plt.show() and at a cell's end, as Jupyter's inline backend
+# shows them; until the task chooses another backend (matplotlib.use('Agg'), %matplotlib agg):
+# in Jupyter no figure is shown after that, and one stays open for a later cell to save.
+_inline = True
+_INLINE_NAMES = frozenset({"inline", "module://matplotlib_inline.backend_inline",
+                           "module://ipykernel.pylab.backend_inline"})
+_backend_show = None  # pyplot's own show(), for a backend the task chose
+
+
+def _chose_backend(name: object) -> bool:
+    """The task chose backend ``name``; True: Jupyter's inline one, which is ours already (the
+    call goes no further: matplotlib_inline's backend needs a kernel)."""
+    global _inline
+    _inline = str(name).lower() in _INLINE_NAMES
+    return _inline
+
+
+def show(*args: object, **kwargs: object) -> None:
+    """``plt.show()``: every open figure becomes an output, then they are closed (as inline);
+    with a backend the task chose, that backend's show (Agg's warns it cannot show)."""
+    if _inline or _backend_show is None:
+        flush_figures()
+    else:
+        _backend_show(*args, **kwargs)
+
+
+def flush_figures(at_end: bool = False) -> None:
+    """Show the figures still open and close them (at ``plt.show()``, a cell's end and the
+    run's end). Once the task chose a backend other than inline, only at the run's end: a
+    figure stays open for a later cell (and the run keeps what it left open, as it ever did)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None or not (_inline or at_end):
+        return
+    try:
+        from matplotlib._pylab_helpers import Gcf
+
+        figures = [manager.canvas.figure for manager in Gcf.get_all_fig_managers()]
+    except Exception as exc:
+        say(f"peach-tasks: the open figures could not be listed: {exc!r}")
+        return
+    try:
+        for figure in figures:
+            display(figure)
+    finally:
+        try:
+            pyplot.close("all")
+        except Exception:
+            pass
+
+
+def before_pyplot(matplotlib: object) -> None:
+    """Choose the Agg backend before pyplot loads, unless the task or its environment chose
+    one: a scheduled task has no screen, and a GUI backend must not be tried."""
+    if os.environ.get("MPLBACKEND"):
+        return
+    try:
+        params = matplotlib.rcParams  # type: ignore[attr-defined]
+        from matplotlib import rcsetup
+
+        if dict.__getitem__(params, "backend") is getattr(rcsetup, "_auto_backend_sentinel", None):
+            params["backend"] = "agg"
+    except Exception:  # another matplotlib than expected: its own choice stands
+        pass
+
+
+def after_pyplot(pyplot: object) -> None:
+    global _backend_show
+    _backend_show = getattr(pyplot, "show", None)
+    pyplot.show = show  # type: ignore[attr-defined]
+    switch = getattr(pyplot, "switch_backend", None)
+    package = os.path.dirname(getattr(pyplot, "__file__", "") or "")
+    if callable(switch) and package:
+        def switch_backend(newbackend: str) -> None:
+            # A call from matplotlib itself (pyplot resolving its default backend, its list of
+            # candidates, matplotlib.use, whose own call is noted) is not the task's choice.
+            if not sys._getframe(1).f_code.co_filename.startswith(package + os.sep) \
+                    and _chose_backend(newbackend):
+                return None
+            return switch(newbackend)
+
+        pyplot.switch_backend = switch_backend  # type: ignore[attr-defined]
+
+
+# Where the scheduler put matplotlib's font list when it built the environment
+# (environment_files.MATPLOTLIB_SEED, under the environment's prefix).
+FONT_LIST_SEED = os.path.join("share", "peach-tasks", "matplotlib")
+
+
+def after_matplotlib(matplotlib: object) -> None:
+    """``matplotlib.use`` noted as the task's choice of backend (``_chose_backend``), and
+    matplotlib given the font list built with the environment, before it looks for one: a
+    sandboxed run's ``HOME`` is new and empty, and scanning the system's fonts again would
+    cost every run about half a second. Only a missing list is copied; ``MPLCONFIGDIR`` set
+    by the task's environment is left alone."""
+    use = getattr(matplotlib, "use", None)
+    if callable(use):
+        def chosen_use(backend: str, *args: object, **kwargs: object) -> None:
+            if _chose_backend(backend):
+                return None
+            return use(backend, *args, **kwargs)
+
+        matplotlib.use = chosen_use  # type: ignore[attr-defined]
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    seed = os.path.join(sys.prefix, FONT_LIST_SEED)
+    try:
+        names = [n for n in os.listdir(seed) if n.startswith("fontlist-") and n.endswith(".json")]
+        if not names:
+            return
+        cache = matplotlib.get_cachedir()  # type: ignore[attr-defined]
+        import shutil
+
+        for name in names:
+            if not os.path.exists(os.path.join(cache, name)):
+                shutil.copyfile(os.path.join(seed, name), os.path.join(cache, name))
+    except Exception:  # no seed, an unwritable cache, another matplotlib: it builds its own list
+        return
+
+
+def after_matplotlib_inline(module: object) -> None:
+    """``set_matplotlib_formats('svg')`` (IPython's and matplotlib_inline's) is not followed: a
+    run keeps its figures as PNG; the log says so, as for ``%config InlineBackend.figure_format``."""
+    def set_matplotlib_formats(*formats: object, **kwargs: object) -> None:
+        if any(str(f).lower() != "png" for f in formats):
+            say(f"peach-tasks: set_matplotlib_formats({', '.join(repr(f) for f in formats)}) not followed: "
+                 "a run keeps its figures as PNG")
+
+    module.set_matplotlib_formats = set_matplotlib_formats  # type: ignore[attr-defined]
+
+
+AFTER_IMPORT = {"matplotlib": after_matplotlib, "matplotlib.pyplot": after_pyplot,
+                "matplotlib_inline.backend_inline": after_matplotlib_inline}
