@@ -201,10 +201,10 @@ def test_html_that_shows_nothing_without_its_scripts_is_not_kept(tmp_path: Path)
 
 
 def test_sys_exit_names_its_cell_and_input_says_nobody_answers(tmp_path: Path) -> None:
-    """``sys.exit(0)`` (or ``exit()``) ends the run as a success, now said in the log with its
-    cell and line (the cells after it were skipped in silence); another status fails the run
-    at its cell and line (it read "process exited with code 3"); ``input()`` fails with a
-    sentence saying why (papermill's kernel raises StdinNotImplementedError), not a bare EOFError."""
+    """``sys.exit(0)`` ends the run as a success, now said in the log with its cell and line
+    (the cells after it were skipped in silence); another status fails the run at its cell
+    and line (it read "process exited with code 3"); ``input()`` fails with a sentence saying
+    why, as papermill's kernel's StdinNotImplementedError (an EOFError too), not a bare EOFError."""
     cases = {
         "zero": ("print('before')\nimport sys\nsys.exit(0)", "print('after')"),
         "three": ("import sys", "sys.exit(3)"),
@@ -225,8 +225,8 @@ def test_sys_exit_names_its_cell_and_input_says_nobody_answers(tmp_path: Path) -
     assert outcome.error == "nb.ipynb cell 2 line 1: SystemExit: 3"
     outcome, log = ran["input"]
     assert outcome.status is RunStatus.FAILURE
-    assert outcome.error.startswith("nb.ipynb cell 1 line 1: EOFError: input() was called, but a scheduled run has "
-                                    "no one to answer it"), outcome.error
+    assert outcome.error.startswith("nb.ipynb cell 1 line 1: StdinNotImplementedError: input() was called, but a "
+                                    "scheduled run has no one to answer it"), outcome.error
 
 
 def test_a_task_scheduled_without_await_runs_when_a_later_cell_awaits(tmp_path: Path) -> None:

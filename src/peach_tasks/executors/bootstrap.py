@@ -11,8 +11,8 @@ and writes ``result_path`` as ``{"ok": true, "result": ...}`` (maybe with a
 ``result_note``) or ``{"ok": false, "error": {type, value, traceback, last_line}}``.
 A ``SystemExit`` from the task ends the process with its code (no result file
 unless the code is 0). ``display()`` is a builtin, as in a Jupyter kernel: what the task shows
-goes to ``outputs_dir`` (``displays.py`` and ``displays_figures.py``, loaded only once the task
-displays or plots).
+goes to ``outputs_dir`` (``displays.py``, with ``displays_figures.py`` and ``displays_pretty.py``,
+loaded only once the task displays or plots).
 
 The files beside this one hold the rest, each loaded under a private name when needed:
 ``bootstrap_io.py`` (every start: the request's JSON, the result file, an error's
@@ -43,7 +43,8 @@ _THIS_FILE = os.path.abspath(__file__)
 # magics): an error's traceback starts at the task's code. Compared as text, since a task may
 # delete the working directory that os.path.abspath would need for a relative name.
 _OWN_FILES = frozenset((__file__, _THIS_FILE, *(os.path.join(os.path.dirname(_THIS_FILE), name) for name in (
-    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py", "displays_figures.py"))))
+    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py", "displays_figures.py",
+    "displays_pretty.py"))))
 
 
 def main() -> int:
@@ -164,9 +165,17 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     if program:
         if program.get("shell"):
             _start_shell(cells, program.get("runs") or {})
-        # IPython's history of results: Out (and _oh), _, __, ___ ('' at first), _N.
-        module.__dict__.update(Out=cells.out, _oh=cells.out, _="", __="", ___="")
+        # IPython's history of results: Out (and _oh), _, __, ___ ('' at first), _N; of
+        # inputs: In (and _ih), _i, _ii, _iii (the cells before), _iN; and its exit and quit.
+        history: list = [""]
+        namespace = module.__dict__
+        namespace.update(Out=cells.out, _oh=cells.out, _="", __="", ___="", In=history, _ih=history,
+                         _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_NOT_EXIT, quit=_NOT_EXIT)
         for count, cell in enumerate(program["cells"], start=1):
+            history.append(cell["code"].rstrip("\n"))
+            namespace.update(_iii=history[-4] if count > 2 else "", _ii=history[-3] if count > 1 else "",
+                             _i=history[-2])
+            namespace[f"_i{count}"] = history[-1]
             # A cell's last expression (notebook.shows_last_expression), for every cell, as
             # IPython's display trap does: a library that set its own hook (sympy's
             # init_printing outside IPython) does not take the next cells' results.
@@ -203,6 +212,22 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     return value
 
 
+class _NotExit:
+    """``exit`` and ``quit`` in a notebook: IPython's, which in a kernel only ask the page to
+    close the notebook; nbclient (papermill) ignores that and runs the cells after it, and so
+    does a run. ``sys.exit()`` ends a run (with its status)."""
+
+    def __repr__(self) -> str:
+        return "<exit: sys.exit() ends a run; exit() and quit() do not, as in a Jupyter kernel>"
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        _say("peach-tasks: exit() or quit() does not end a notebook (in Jupyter the kernel goes on with "
+             "the next cells, and so does this run); use sys.exit() to end the run here")
+
+
+_NOT_EXIT = _NotExit()
+
+
 # Compiler flags, as constants: importing ast or __future__ for them would cost every task.
 _TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT (Python 3.8+)
 _CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE: a cell with top-level await compiles to a coroutine
@@ -233,6 +258,7 @@ class _Cells:
         self.failed_in: str | None = None  # where a cell failed outside its own code (a cell magic)
         self.count = 0  # the running cell's execution count (Jupyter's In [N])
         self.out: dict = {}  # IPython's Out: execution count -> the cell's result
+        self.unders: tuple = ("", "", "")  # what _, __ and ___ were last set to (bootstrap_cells.show_result)
 
     def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
             flags: list | None = None) -> None:
@@ -272,6 +298,8 @@ class _Cells:
                 codes = _more().statements(source, name, state, allow_await, _FUTURE_FLAGS)  # as IPython
         for code in codes:
             state[0] |= code.co_flags & _FUTURE_FLAGS
+            if code is codes[-1] and cell.get("show"):  # a hook the cell set itself (sympy's
+                sys.displayhook = _displayhook  # init_printing) does not take its result: IPython's shows it
             if code.co_flags & _CO_COROUTINE:
                 self.wait(eval(code, target))
             else:
@@ -415,6 +443,7 @@ def _offer_helpers() -> None:
 # -- display() and the run's outputs (displays.py, loaded on first use) ----------------------
 _DISPLAYS_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays.py")
 _FIGURES_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays_figures.py")  # matplotlib's, with it
+_PRETTY_FILE = os.path.join(os.path.dirname(_THIS_FILE), "displays_pretty.py")  # a result's text, with it
 _displays_module = None
 _outputs_request: dict = {}
 
@@ -446,6 +475,7 @@ def _displays() -> object:
         figures: Any = _load_beside("_peach_tasks_displays_figures", _FIGURES_FILE)
         figures.display, figures.say = module.display, module._say
         module.figures = figures
+        module.pretty = _load_beside("_peach_tasks_displays_pretty", _PRETTY_FILE)
         module.AFTER_IMPORT.update(figures.AFTER_IMPORT)
         module.shell_on_demand = _shell_on_demand
         folder = _outputs_request.get("folder")
@@ -596,11 +626,52 @@ _loads, _dumps, _result = _io.loads, _io.dumps, _io.result  # type: ignore[attr-
 _ResultDir, _say = _io.ResultDir, _io.say  # type: ignore[attr-defined]
 
 
-if __name__ == "__main__":
-    status = main()
-    for _stream in (sys.stdout, sys.stderr):
+# How long threads the task started and left running may go on after its end, as nbclient
+# (papermill) gives a kernel to shut down after the last cell before it is killed.
+_THREADS_GRACE = 5.0
+
+
+def _end_threads_left(status: int) -> None:
+    """Threads the task left running (not daemons, which never held a process) get
+    ``_THREADS_GRACE`` seconds; then the process ends with its status, saying which were
+    cut, instead of waiting for them until the run's timeout as Python's own exit would: a
+    Jupyter kernel is ended after the last cell, and its threads with it."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    import time
+
+    deadline = time.monotonic() + _THREADS_GRACE
+    left = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            left.append(thread.name)
+    if not left:
+        return
+    names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    _say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
+         f"ran {_THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after the "
+         "last cell")
+    import atexit
+
+    atexit._run_exitfuncs()
+    _flush()
+    os._exit(status)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
         try:
-            _stream.flush()
+            stream.flush()
         except (OSError, ValueError):
             pass
+
+
+if __name__ == "__main__":
+    status = main()
+    _end_threads_left(status)
+    _flush()
     sys.exit(status)

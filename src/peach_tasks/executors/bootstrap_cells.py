@@ -145,17 +145,13 @@ def where(cells: Any, exc: BaseException) -> str | None:
 
 def show_result(value: object, cells: Any = None) -> None:
     """A cell's result (not None), as Jupyter shows it (``Out[n]``): kept as an output by
-    ``display()``; in the notebook's namespace, as IPython's display hook keeps them,
-    ``_`` holds it (``__`` and ``___`` the two before), so do ``_N`` and ``Out[N]``, N the
-    cell's execution count."""
+    ``display()``, then remembered as IPython's display hook remembers it, in this order (so
+    ``Out`` shown does not hold itself): ``_N`` and ``Out[N]``, N the cell's execution count,
+    and ``_`` (``__`` and ``___`` the two before) unless the result is ``Out`` itself, the
+    notebook assigned one of these names itself (``for _ in ...``), or ``_`` is a builtin
+    (gettext's)."""
     import builtins
 
-    namespace = getattr(cells, "namespace", None)
-    if isinstance(namespace, dict) and cells.count:
-        namespace["___"], namespace["__"], namespace["_"] = namespace.get("__", ""), namespace.get("_", ""), value
-        namespace[f"_{cells.count}"] = cells.out[cells.count] = value
-    else:  # code run as one piece (no cells): as before
-        builtins._ = value  # type: ignore[attr-defined]
     float_format = getattr(getattr(cells, "shell", None), "float_format", "%r")  # %precision
     text = value if type(value) is not float or float_format == "%r" else _Text(float_format % value)
     show = getattr(builtins, "display", None)
@@ -163,6 +159,17 @@ def show_result(value: object, cells: Any = None) -> None:
         sys.__displayhook__(text)
     else:
         show(text)
+    namespace = getattr(cells, "namespace", None)
+    if not (isinstance(namespace, dict) and cells.count):  # code run as one piece (no cells): as before
+        builtins._ = value  # type: ignore[attr-defined]
+        return
+    if value is not cells.out:
+        ours = cells.unders  # what _, __ and ___ were last set to here
+        untouched = all(namespace[name] is mine for name, mine in zip(("_", "__", "___"), ours) if name in namespace)
+        cells.unders = (value, ours[0], ours[1])
+        if untouched and "_" not in vars(builtins):
+            namespace["_"], namespace["__"], namespace["___"] = cells.unders
+    namespace[f"_{cells.count}"] = cells.out[cells.count] = value
 
 
 class _Text:

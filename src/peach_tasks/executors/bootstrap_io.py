@@ -160,13 +160,20 @@ def exited(exc: SystemExit, where: str | None, result_dir: "ResultDir", own_file
     return status
 
 
+class StdinNotImplementedError(EOFError, NotImplementedError):
+    """What Jupyter under papermill raises for ``input()`` (IPython's, a NotImplementedError),
+    and an EOFError as for a closed stdin: a notebook's ``except`` of either catches it."""
+
+    __module__ = "builtins"  # named bare in the run's error, as Jupyter's traceback names it
+
+
 def no_input(prompt: object = "") -> str:
-    """``input()`` in a run: nobody is there to answer (Jupyter under papermill raises
-    StdinNotImplementedError). An EOFError, as for a closed stdin, that says so."""
+    """``input()`` in a run: nobody is there to answer, and the error says so."""
     if prompt:
         print(prompt, end="", flush=True)
-    raise EOFError("input() was called, but a scheduled run has no one to answer it: put the value in the "
-                   "notebook, in the task's task_env, or in the payload of a triggered run")
+    raise StdinNotImplementedError(
+        "input() was called, but a scheduled run has no one to answer it: put the value in the "
+        "notebook, in the task's task_env, or in the payload of a triggered run")
 
 
 def exit_code(exc: SystemExit) -> int:

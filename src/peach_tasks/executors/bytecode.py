@@ -1,8 +1,8 @@
 """The task process's own files, compiled once per environment instead of at every run.
 
 ``bootstrap.py`` and the helpers it loads (``bootstrap_io.py``, ``bootstrap_start.py``,
-``bootstrap_cells.py``, ``displays.py``, ``displays_figures.py``, ``notebook_shell.py``,
-``notebook_shell_values.py``) are compiled by the task's interpreter at every start: a
+``bootstrap_cells.py``, ``displays.py``, ``displays_figures.py``, ``displays_pretty.py``,
+``notebook_shell.py``, ``notebook_shell_values.py``) are compiled by the task's interpreter at every start: a
 script is never cached by Python, and the helpers are read where a sandboxed run cannot write a ``__pycache__``, by an
 interpreter that may not be the scheduler's (a ``.pyc`` is for one Python version). That is
 about a fifth of a small task's start (4 ms for bootstrap.py, 3 for the magics' shell on a
@@ -30,7 +30,7 @@ CACHE_DIR = Path("share") / "peach-tasks" / "bytecode"  # under the environment'
 # helpers beside its own path.
 FILES = (BOOTSTRAP, *(BOOTSTRAP.with_name(name) for name in (
     "bootstrap_io.py", "bootstrap_start.py", "bootstrap_cells.py", "displays.py", "displays_figures.py",
-    "notebook_shell.py", "notebook_shell_values.py")))
+    "displays_pretty.py", "notebook_shell.py", "notebook_shell_values.py")))
 
 # ``python -I -c LAUNCH bootstrap.py ARGS...`` runs bootstrap.py as ``python -I bootstrap.py
 # ARGS...`` would (sys.argv, __file__, __name__), from its record when that matches.

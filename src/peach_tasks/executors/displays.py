@@ -27,8 +27,10 @@ import sys
 import threading
 import uuid
 
-# displays_figures.py (matplotlib's figures), set by bootstrap.py when it loads both files.
+# displays_figures.py (matplotlib's figures) and displays_pretty.py (the text of a result, as
+# IPython's pretty printer writes it), set by bootstrap.py when it loads these files.
 figures = type(sys)("displays_figures, set by bootstrap.py")
+pretty = type(sys)("displays_pretty, set by bootstrap.py")
 
 # The representation kept of each output: the first of these an object offers (as
 # nbconvert prefers them), plus its text/plain for the views that show text only.
@@ -179,6 +181,8 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
     if display_id is True:
         display_id = uuid.uuid4().hex
     key = None if display_id is None else str(display_id)
+    if not raw:  # an object that displays itself (_ipython_display_) is not formatted, as in IPython
+        objs = tuple(obj for obj in objs if not _displays_itself(obj))
     bundles = [obj if raw and isinstance(obj, dict) else mime_bundle(obj, include, exclude) for obj in objs]
     capture = _capturing()
     if capture is not None:  # inside %%capture: kept in its .outputs, shown by its .show() (IPython)
@@ -281,13 +285,48 @@ def update_display(obj: object, *, display_id: object, **kwargs: object) -> None
     display(obj, display_id=display_id, update=True, **kwargs)
 
 
+def _displays_itself(obj: object) -> bool:
+    """IPython's ``_ipython_display_``: the object displays itself (called here) instead of
+    being formatted."""
+    method = None if _lies(obj) else _method(obj, "_ipython_display_")
+    if method is None:
+        return False
+    _call(method)
+    return True
+
+
+# What IPython asks an object before trusting its _repr_*_ methods: one that answers this
+# name too answers any (a __getattr__ that makes up attributes: a mock, an attribute dict).
+_CANARY = "_ipython_canary_method_should_not_exist_"
+
+
+def _lies(obj: object) -> bool:
+    try:
+        return getattr(obj, _CANARY, None) is not None
+    except Exception:
+        return False
+
+
 def mime_bundle(obj: object, include: object = None, exclude: object = None) -> dict:
-    """``obj``'s representations by mime type, as IPython's formatter finds them."""
+    """``obj``'s representations by mime type, as IPython's formatter finds them; with
+    ``include`` only those types, without those of ``exclude``."""
+    bundle = _representations(obj, include, exclude)
+    if isinstance(include, (list, tuple, set, frozenset)):
+        bundle = {mime: value for mime, value in bundle.items() if mime in include}
+    if isinstance(exclude, (list, tuple, set, frozenset)):
+        bundle = {mime: value for mime, value in bundle.items() if mime not in exclude}
+    return bundle
+
+
+def _representations(obj: object, include: object, exclude: object) -> dict:
     bundle: dict = {}
     if figures.is_figure(obj):
         png = figures.figure_png(obj)
         if png is not None:
             bundle["image/png"] = png
+    if _lies(obj):  # only its text, as IPython shows it
+        bundle["text/plain"] = _plain(obj)
+        return bundle
     method = _method(obj, "_repr_mimebundle_")
     if method is not None:
         found = _call(method, include=include, exclude=exclude)
@@ -304,22 +343,15 @@ def mime_bundle(obj: object, include: object = None, exclude: object = None) -> 
             if value is not None:
                 bundle[mime] = value
     if "text/plain" not in bundle:
-        try:
-            bundle["text/plain"] = _type_text(obj) if isinstance(obj, type) else repr(obj)
-        except Exception as exc:  # a broken __repr__ must not fail the task's display()
-            bundle["text/plain"] = f"<{type(obj).__name__}: repr failed: {exc!r}>"
+        bundle["text/plain"] = _plain(obj)
     return bundle
 
 
-def _type_text(cls: type) -> str:
-    """A class as IPython's pretty printer shows it: ``str``, ``__main__.Foo`` (not
-    ``<class 'str'>``), unless its metaclass has a ``__repr__`` of its own."""
-    if next((m for m in type(cls).__mro__ if "__repr__" in vars(m)), type) is not type:
-        return repr(cls)
-    module, name = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
-    if not isinstance(name, str):
-        name = cls.__name__
-    return name if module in (None, "builtins") or not isinstance(module, str) else f"{module}.{name}"
+def _plain(obj: object) -> str:
+    try:  # as IPython's pretty printer writes it: a long list one item a line, a set sorted
+        return pretty.pretty(obj)
+    except Exception as exc:  # a broken __repr__ must not fail the task's display()
+        return f"<{type(obj).__name__}: repr failed: {exc!r}>"
 
 
 def _pick(bundle: dict, kind: str, room: int) -> dict | None:

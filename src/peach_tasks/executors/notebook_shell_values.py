@@ -58,7 +58,8 @@ class Events:
 
 
 class SList(list):
-    """What ``x = !cmd`` gives in IPython: the lines, with ``.s``, ``.n``, ``.l``, ``.p``."""
+    """What ``x = !cmd`` gives in IPython: the lines, with ``.s``, ``.n``, ``.l``, ``.p``,
+    ``grep``, ``fields`` and ``sort``."""
 
     @property
     def l(self) -> list:  # noqa: E743 - IPython's name
@@ -80,11 +81,45 @@ class SList(list):
     def p(self) -> list:
         return [line for line in self if os.path.exists(line)]
 
-    def grep(self, pattern: str, prune: bool = False) -> "SList":
+    def grep(self, pattern: str, prune: bool = False, field: int | None = None) -> "SList":
+        """The lines matching ``pattern`` (``prune``: the others), looking only at the
+        whitespace-separated ``field`` if given."""
         import re
 
-        found = [line for line in self if re.search(pattern, line)]
-        return SList([line for line in self if line not in found] if prune else found)
+        def looked_at(line: str) -> str:
+            if field is None:
+                return line
+            parts = line.split()
+            return parts[field] if -len(parts) <= field < len(parts) else ""
+
+        return SList(line for line in self if bool(re.search(pattern, looked_at(line))) != prune)
+
+    def fields(self, *fields: int) -> list:
+        """awk's fields: ``fields(1)`` each line's second whitespace-separated word,
+        ``fields(1, 0)`` those two joined by a space (a line without them is left out);
+        without arguments, each line split."""
+        if not fields:
+            return [line.split() for line in self]
+        picked = SList()
+        for parts in (line.split() for line in self):
+            words = [parts[f] for f in fields if -len(parts) <= f < len(parts)]
+            if words:
+                picked.append(" ".join(words))
+        return picked
+
+    def sort(self, field: int | None = None, nums: bool = False) -> "SList":  # type: ignore[override]
+        """The lines sorted (a new SList, as IPython's), by ``field`` if given; ``nums``: by
+        the first number in it."""
+        import re
+
+        def key(line: str) -> object:
+            text = line if field is None else " ".join(SList([line]).fields(field))
+            if not nums:
+                return text
+            number = re.search(r"-?\d+", text)
+            return int(number.group()) if number else 0
+
+        return SList(sorted(self, key=key))
 
 
 class CapturedIO:

@@ -99,6 +99,22 @@ _CLASSIC_FIRST = re.compile(r"^>>>( |$)")
 _IPYTHON_PROMPT = re.compile(r"^(((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)")
 
 
+def leading_indent(source: str) -> str:
+    """A cell whose first line (blank lines aside) is indented loses that indentation on every
+    line that has it, as IPython takes it off (its leading_indent transform): code pasted
+    from inside a function runs in Jupyter as written. Not when that line is a comment: the
+    cell may then be valid Python as it is, which is never changed (IPython would change it,
+    and break it if a later block is indented as much)."""
+    stripped = source.lstrip("\n")
+    if not stripped[:1].isspace():
+        return source
+    first = next((line for line in stripped.split("\n") if line.strip()), "")
+    indent = first[:len(first) - len(first.lstrip(" \t"))]
+    if not indent or first.lstrip().startswith("#"):
+        return source
+    return "\n".join(line[len(indent):] if line.startswith(indent) else line for line in source.split("\n"))
+
+
 def strip_prompts(source: str) -> str:
     """``>>> x = 1`` / ``... `` and ``In [3]: `` / ``...: `` taken off every line, as IPython
     does when the cell's first non-blank line (or the one after it) starts with one. Lines
@@ -117,7 +133,7 @@ def strip_prompts(source: str) -> str:
 
 def transform_cell(source: str) -> CellMagics:
     """The cell's Python, with each magic replaced as the module docstring says."""
-    source = strip_prompts(source.replace("\r\n", "\n").replace("\r", "\n"))
+    source = strip_prompts(leading_indent(source.replace("\r\n", "\n").replace("\r", "\n")))
     candidates = candidate_lines(source)
     if not candidates:
         return CellMagics(source, shell="get_ipython" in source)

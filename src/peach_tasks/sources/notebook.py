@@ -187,8 +187,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
         )
     results = [transform_cell(text) for text in read.sources]
     codes = [result.code for result in results]
-    if full_notebook:
-        positions = list(range(len(results)))
+    if full_notebook:  # a blank cell is not run (nbclient skips it): it takes no execution count
+        positions = [position for position, text in enumerate(read.sources) if text.strip()]
     else:
         assert method is not None
         entry, broken = find_entry(codes, method)

@@ -1,0 +1,158 @@
+"""What IPython does around a notebook's code, which a run does as well (found by a sixth pass
+of public notebooks and reproductions against papermill): a result's text as IPython's pretty
+printer writes it, objects that display themselves or lie about their methods, the history
+names (``_``, ``In``, ``_i``), blank and indented cells, ``exit()``, ``input()``, threads left
+running, ``SList``. Real task processes (the python executor in this interpreter, which has
+IPython); the pretty printer is also compared with IPython's own on generated data."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_notebook_formats import run_extracted
+from test_public_notebook_patterns import logged, notebook, shown
+
+from peach_tasks.executors.bytecode import BOOTSTRAP
+from peach_tasks.model import RunStatus
+
+sys.path.insert(0, str(BOOTSTRAP.parent))
+import displays_pretty  # noqa: E402 (the task process's file, loaded beside bootstrap.py)
+from IPython.lib.pretty import pretty as ipython_pretty  # noqa: E402
+
+# -- the pretty printer against IPython's ---------------------------------------------------
+leaves = st.one_of(st.integers(), st.text(max_size=30), st.floats(allow_nan=False), st.none(), st.booleans(),
+                   st.binary(max_size=5))
+keys = st.one_of(st.integers(), st.text(min_size=1, max_size=30))
+data = st.recursive(leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=12), st.tuples(inner), st.tuples(inner, inner, inner),
+    st.dictionaries(keys, inner, max_size=8), st.sets(st.integers(), max_size=15),
+    st.frozensets(st.text(min_size=1, max_size=20), max_size=6)), max_leaves=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data)
+def test_the_text_of_nested_builtins_is_ipythons_to_the_character(value: object) -> None:
+    assert displays_pretty.pretty(value) == ipython_pretty(value)
+
+
+def _signature(a, b=1, *rest, c, **more):  # type: ignore[no-untyped-def]  # its signature is the point
+    return None
+
+
+class _Plain:
+    pass
+
+
+class _Money:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def _repr_pretty_(self, p, cycle):  # type: ignore[no-untyped-def]  # IPython's protocol
+        p.text(f"Money({self.value:.2f} EUR)")
+
+
+class _TwoLines:
+    def __repr__(self) -> str:
+        return "line one\nline two"
+
+
+def test_ipythons_special_cases_read_the_same() -> None:
+    import collections
+
+    looped: list = [1]
+    looped.append(looped)
+    values = [list(range(30)), {"b", "a", "c"}, set(), frozenset({2, 1}), (1,), _signature, len, _Plain(), _Plain,
+              int, [_Money(1), _Money(2)], [_TwoLines(), 1], [[_TwoLines()], 2], looped, [1] * 1001,
+              collections.OrderedDict(a=1), collections.Counter("aab"), collections.deque(range(30)),
+              collections.defaultdict(list, {"k" * 40: [1, 2, 3], "j" * 40: [4]}), ValueError("x"), 1 / 3]
+    for value in values:
+        assert displays_pretty.pretty(value) == ipython_pretty(value), value
+
+
+# -- in a run -----------------------------------------------------------------------------
+def test_results_read_as_in_jupyter_and_precision_reaches_floats_in_containers(tmp_path: Path) -> None:
+    """A long list one item a line, a set sorted, a function with its signature, an object
+    without a repr of its own in IPython's short form, _repr_pretty_ used, %precision
+    applied inside a list (papermill: [0.33, 0.50])."""
+    outputs = shown(tmp_path, "list(range(25))", "{'b', 'a', 'c'}", "def f(x, y=1):\n    pass\nf",
+                    "class Money:\n    def _repr_pretty_(self, p, cycle):\n        p.text('Money(3.00 EUR)')\n"
+                    "Money()", "%precision 2\n[1/3, 0.5]")
+    texts = [text for _, text in outputs]
+    assert texts[0] == "[" + ",\n ".join(str(n) for n in range(25)) + "]"
+    assert texts[1:] == ["{'a', 'b', 'c'}", "<function __main__.f(x, y=1)>", "Money(3.00 EUR)", "[0.33, 0.50]"]
+
+
+def test_objects_that_display_themselves_or_lie_about_their_methods(tmp_path: Path) -> None:
+    """_ipython_display_ is called instead of formatting (papermill printed "custom display"
+    twice; a run kept two reprs); an object whose __getattr__ answers every name (IPython's
+    canary) shows its text only; display(include=, exclude=) keeps only what they let through."""
+    outcome, log = logged(
+        tmp_path,
+        "class D:\n    def _ipython_display_(self):\n        print('custom display')\nD()",
+        "display(D())",
+        "class Anything:\n    def __getattr__(self, name):\n        return lambda *a, **k: '<i>%s</i>' % name\n"
+        "    def __repr__(self):\n        return 'Anything()'\nAnything()",
+        "from IPython.display import HTML\ndisplay(HTML('<b>h</b>'), include=['text/plain'])\n"
+        "display(HTML('<b>h</b>'), exclude=['text/html'])")
+    assert [line for line in log if line == "custom display"] == ["custom display"] * 2
+    assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [
+        ("text/plain", "Anything()"),
+        ("text/plain", "<IPython.core.display.HTML object>"), ("text/plain", "<IPython.core.display.HTML object>")]
+
+
+def test_underscore_history_follows_ipythons_rules_and_in_holds_the_inputs(tmp_path: Path) -> None:
+    """_ is left alone once the notebook assigned it (papermill: 2 and 'user 7'), Out shown is
+    not in itself nor in _, blank cells take no execution count (papermill: _3 is undefined),
+    In, _i, _ii and _iN hold the cells' code."""
+    _, log = logged(tmp_path, "for _ in range(3):\n    pass", "5", "print('under', repr(_))",
+                    "", "7", "print('out', Out, '_5' in globals(), _4)",
+                    "Out", "print('after Out', _ is Out, __ is Out)",
+                    "print('in', In[1].splitlines()[0], '|', _i, '|', _i2, '|', len(In))")
+    said = {line.split(" ", 1)[0]: line for line in log if line.split(" ", 1)[0] in ("under", "out", "after", "in")}
+    assert said["under"] == "under 2"
+    assert said["out"] == "out {2: 5, 4: 7} False 7"
+    assert said["after"] == "after Out False False"
+    assert said["in"] == "in for _ in range(3): | print('after Out', _ is Out, __ is Out) | 5 | 9"
+
+
+def test_an_indented_cell_runs_as_ipython_dedents_it_and_exit_does_not_end_the_notebook(tmp_path: Path) -> None:
+    """Code pasted from inside a function (every line indented) runs, as IPython takes the
+    first line's indentation off; exit() and quit(1) are ignored, as a Jupyter kernel ignores
+    them under papermill (the cells after them run; the log says so); sys.exit() still ends."""
+    _, log = logged(tmp_path, "    x = 1\n    if x:\n        print('dedented', x)", "exit()", "quit(1)",
+                    "print('after exit')", "import sys\nsys.exit(0)", "print('never')")
+    assert "dedented 1" in log and "after exit" in log and "never" not in log
+    assert len([line for line in log if "exit() or quit() does not end a notebook" in line]) == 2
+
+
+def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
+    outcome, log = logged(
+        tmp_path,
+        "try:\n    input('name? ')\nexcept NotImplementedError as e:\n    print('caught', type(e).__name__)",
+        "out = !printf 'a 1\\nb 2\\n'\nprint('fields', out.fields(1), out.fields(1, 0), out.sort(1, nums=True))")
+    assert "caught StdinNotImplementedError" in "\n".join(log), log
+    assert "fields ['1', '2'] ['1 a', '2 b'] ['a 1', 'b 2']" in log, log
+
+
+def test_a_thread_left_running_ends_with_the_run(tmp_path: Path) -> None:
+    """A non-daemon thread still running after the last cell held the run until its timeout
+    (papermill ended in 4 s); it now gets a few seconds, then the run ends with its status."""
+    started = time.monotonic()
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import threading, time\ndef beat():\n    while True:\n        time.sleep(0.2)\n"
+                  "threading.Thread(target=beat, name='heartbeat').start()\nprint('cell done')"), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert time.monotonic() - started < 40  # the job's timeout is 60 s
+    assert any("1 thread the task started (heartbeat) still ran 5 s after its end: ended with the run" in line
+               for line in log), log
+
+
+def test_a_display_hook_set_in_the_cell_does_not_take_its_result(tmp_path: Path) -> None:
+    """sympy's init_printing() outside IPython sets sys.displayhook: the same cell's result
+    went to its hook (printed to the log, no output); Jupyter shows it as the cell's result."""
+    outputs = shown(tmp_path, "import sys\nsys.displayhook = lambda value: print('theirs', value)\n40 + 2")
+    assert outputs == [("text/plain", "42")]
