@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_notebook_formats import run_extracted
@@ -156,3 +157,19 @@ def test_a_display_hook_set_in_the_cell_does_not_take_its_result(tmp_path: Path)
     went to its hook (printed to the log, no output); Jupyter shows it as the cell's result."""
     outputs = shown(tmp_path, "import sys\nsys.displayhook = lambda value: print('theirs', value)\n40 + 2")
     assert outputs == [("text/plain", "42")]
+
+
+def test_time_above_another_cell_magic_runs_it_and_two_others_are_refused_clearly(tmp_path: Path) -> None:
+    """``%%time`` runs the rest as a cell, so ``%%time`` then ``%%capture out`` (or ``%%bash``)
+    works in Jupyter; it was refused as "a cell magic must be the first line of its cell".
+    Two cell magics of other kinds say what to do."""
+    _, log = logged(tmp_path, "%%time\n%%capture out\nprint('kept quiet')", "print('captured', out.stdout.strip())",
+                    "%%time\n%%bash\necho from bash")
+    assert "captured kept quiet" in log and "from bash" in log and "kept quiet" not in log
+    from peach_tasks.sources.notebook import NotebookError, extract_code
+
+    (tmp_path / "two").mkdir()
+    path = notebook(tmp_path / "two", "%%capture\n%%bash\necho hi")
+    with pytest.raises(NotebookError, match=r"nb.ipynb cell 1 line 2: '%%bash' under %%capture: one cell magic per "
+                                            r"cell runs in peach-tasks \(%%time and %%timeit aside\); split the cell"):
+        extract_code(path, None, True, display_name="nb.ipynb")

@@ -146,6 +146,17 @@ def transform_cell(source: str) -> CellMagics:
             result.code = "\n".join(lines)
             return result
         start = first + 1
+        # %%time and %%timeit run the rest as a cell, which may start with its own cell magic
+        # (``%%time`` then ``%%capture out``), as in IPython.
+        while result.cell_magic is None:
+            after = next((i for i in range(start, len(lines)) if lines[i].strip()), None)
+            if after is None or not lines[after].lstrip().startswith("%%") \
+                    or _MAGIC_HELP.fullmatch(lines[after].strip()):
+                break
+            if not _cell_magic(lines, after, result):
+                result.code = "\n".join(lines)
+                return result
+            start = after + 1
 
     scan = Scan()
     last = max(candidates)
@@ -298,7 +309,12 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         return end + 1
 
     if text.startswith("%%"):
-        result.problems.append((where, f"{shown}: a cell magic must be the first line of its cell"))
+        if result.cell_magic is not None and not "\n".join(lines[:i]).replace("\n", "").strip():
+            first = result.cell_magic.get("name")
+            result.problems.append((where, f"{shown} under %%{first}: one cell magic per cell runs in peach-tasks "
+                                           "(%%time and %%timeit aside); split the cell in two"))
+        else:
+            result.problems.append((where, f"{shown}: a cell magic must be the first line of its cell"))
         lines[i] = _pass_line(line)
         return end + 1
     name, _, args = text[1:].partition(" ")
