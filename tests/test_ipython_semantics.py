@@ -173,3 +173,21 @@ def test_time_above_another_cell_magic_runs_it_and_two_others_are_refused_clearl
     with pytest.raises(NotebookError, match=r"nb.ipynb cell 1 line 2: '%%bash' under %%capture: one cell magic per "
                                             r"cell runs in peach-tasks \(%%time and %%timeit aside\); split the cell"):
         extract_code(path, None, True, display_name="nb.ipynb")
+
+
+def test_which_statements_show_their_value_follows_ast_node_interactivity(tmp_path: Path) -> None:
+    """``InteractiveShell.ast_node_interactivity = "all"`` (or by %config), found in real
+    notebooks: every expression statement shows its value from the next cell on (papermill:
+    1, 2, 10, 11; a run showed 2 and 11); ``last_expr_or_assign`` shows a last assignment's
+    value, ``none`` nothing; a cell ending with ``;`` stays quiet."""
+    texts = [text for _, text in shown(
+        tmp_path, "from IPython.core.interactiveshell import InteractiveShell\n"
+                  "InteractiveShell.ast_node_interactivity = 'all'", "1\n2", "x = 10\nx\nx + 1",
+        "for i in range(2):\n    i * 100", "3\n4;",
+        "InteractiveShell.ast_node_interactivity = 'last_expr_or_assign'", "y = 5", "y += 1",
+        "InteractiveShell.ast_node_interactivity = 'none'", "6")]
+    assert texts == ["1", "2", "10", "11", "0", "100", "5", "6"]
+    (tmp_path / "config").mkdir()
+    texts = [text for _, text in shown(tmp_path / "config", "%config InteractiveShell.ast_node_interactivity='all'",
+                                       "7\n8", "%config InteractiveShell.ast_node_interactivity = 'last_expr'", "9\n10")]
+    assert texts == ["7", "8", "10"]

@@ -212,6 +212,20 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
     return value
 
 
+def _interactivity(cells: _Cells) -> str | None:
+    """IPython's ``ast_node_interactivity`` when the notebook changed it, read as a cell starts
+    (as IPython reads it): by ``%config InteractiveShell.ast_node_interactivity=...`` (the
+    shell's) or ``InteractiveShell.ast_node_interactivity = ...`` on IPython's class. None: the
+    default, the last expression's value shown (the scheduler marked those cells)."""
+    mode = getattr(cells.shell, "ast_node_interactivity", None)
+    module = sys.modules.get("IPython.core.interactiveshell")
+    if module is not None:
+        value = getattr(getattr(module, "InteractiveShell", None), "ast_node_interactivity", None)
+        if isinstance(value, str):  # assigned on the class (else a traitlets trait, the default)
+            mode = value
+    return None if mode in (None, "last_expr") else mode
+
+
 class _NotExit:
     """``exit`` and ``quit`` in a notebook: IPython's, which in a kernel only ask the page to
     close the notebook; nbclient (papermill) ignores that and runs the cells after it, and so
@@ -287,7 +301,10 @@ class _Cells:
         state = flags if flags is not None else self.flags
         allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
         target = self.namespace if namespace is None else namespace
-        if cell.get("show"):  # its last expression's value is the cell's result, as in IPython
+        mode = _interactivity(self) if namespace is None else None
+        if mode is not None:  # the notebook changed which statements show their value
+            codes = _more().interactive(source, name, state, allow_await, _FUTURE_FLAGS, mode)
+        elif cell.get("show"):  # its last expression's value is the cell's result, as in IPython
             codes = _more().shown(source, name, state, allow_await, _FUTURE_FLAGS)
         else:
             try:
@@ -298,8 +315,8 @@ class _Cells:
                 codes = _more().statements(source, name, state, allow_await, _FUTURE_FLAGS)  # as IPython
         for code in codes:
             state[0] |= code.co_flags & _FUTURE_FLAGS
-            if code is codes[-1] and cell.get("show"):  # a hook the cell set itself (sympy's
-                sys.displayhook = _displayhook  # init_printing) does not take its result: IPython's shows it
+            if mode is not None or (code is codes[-1] and cell.get("show")):
+                sys.displayhook = _displayhook  # not a hook the cell set (sympy's init_printing): IPython's shows
             if code.co_flags & _CO_COROUTINE:
                 self.wait(eval(code, target))
             else:

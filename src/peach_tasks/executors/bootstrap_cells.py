@@ -59,6 +59,64 @@ def shown(source: str, name: str, state: list, allow_await: int, future_flags: i
     return codes
 
 
+def interactive(source: str, name: str, state: list, allow_await: int, future_flags: int,
+                mode: str) -> list[CodeType]:
+    """The cell compiled for IPython's ``ast_node_interactivity`` ``mode``: which statements
+    run in "single" mode, which hands an expression's value to ``sys.displayhook`` (inside a
+    loop too): ``all`` every one, ``last`` the last, ``last_expr_or_assign`` the last
+    expression or the value a last assignment gave its name, ``none`` none. A cell ending
+    with ``;`` shows nothing, as IPython's display hook then stays quiet."""
+    import _ast
+
+    tree = compile(source, name, "exec", _ast.PyCF_ONLY_AST | state[0] | allow_await, True)
+    nodes = list(tree.body)
+    if mode == "last_expr_or_assign" and nodes:
+        last = nodes[-1]
+        target = getattr(last, "target", None) or (last.targets[0] if isinstance(last, _ast.Assign)
+                                                   and len(last.targets) == 1 else None)
+        if isinstance(last, (_ast.Assign, _ast.AugAssign, _ast.AnnAssign)) and isinstance(target, _ast.Name) \
+                and getattr(last, "value", None) is not None:
+            shown_name = _ast.Expr(_ast.Name(target.id, _ast.Load()))
+            for node in (shown_name, shown_name.value):
+                node.lineno, node.col_offset = last.lineno, last.col_offset
+                node.end_lineno, node.end_col_offset = last.end_lineno, last.end_col_offset
+            nodes.append(shown_name)
+    if _quiet(source) or mode not in ("all", "last", "last_expr_or_assign"):
+        single: list = []
+    elif mode == "all":
+        single = nodes
+    elif mode == "last":
+        single = nodes[-1:]
+    else:
+        single = nodes[-1:] if nodes and isinstance(nodes[-1], _ast.Expr) else []
+    codes: list[CodeType] = []
+    for node in nodes:
+        if any(node is chosen for chosen in single):
+            code = compile(_ast.Interactive([node]), name, "single", state[0] | allow_await, True)
+            state[0] |= code.co_flags & future_flags
+            codes.append(code)
+        else:
+            codes.extend(_each([node], name, state, allow_await, future_flags))
+    return codes
+
+
+def _quiet(source: str) -> bool:
+    """The cell's last token is ``;`` (a comment after it aside), which quiets IPython's
+    display hook for the whole cell."""
+    import io
+    import tokenize
+
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER,
+                                  tokenize.INDENT, tokenize.DEDENT):
+                last = token
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return last is not None and last.string == ";"
+
+
 def past_its_error(cells: Any, execute: Any, describe: Any) -> Any:
     """``execute`` (one cell tagged ``raises-exception``) whose exception, as nbclient does,
     is shown and not raised: the run goes on with the next cell. ``describe`` is bootstrap's

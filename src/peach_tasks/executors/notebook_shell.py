@@ -69,6 +69,7 @@ class Shell:
         self.runs = runs  # %run's files, read by the scheduler, by normalised path
         self.display_sinks: list[list] = []
         self.config: dict = {}
+        self.ast_node_interactivity: str | None = None  # set by %config (bootstrap._interactivity reads it)
         self.events = values.Events()
         self.float_format = "%r"  # %precision: how a float result reads (IPython's PlainTextFormatter)
         self._previous_dir: str | None = None
@@ -137,6 +138,9 @@ class Shell:
             import matplotlib  # as IPython's %matplotlib: the backend, by matplotlib.use (displays.py sees it)
 
             return matplotlib.use(backend)
+        if name == "config" and "ast_node_interactivity" in line:  # which statements show their value
+            self.ast_node_interactivity = line.partition("=")[2].strip().strip("'\"") or "last_expr"
+            return None
         if name in NO_EFFECT_LINE_MAGICS:
             return None
         if name in ("load_ext", "reload_ext") and line.strip() in NO_EFFECT_EXTENSIONS:

@@ -334,6 +334,10 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
                             "of its definition, installed before it runs")
         return end + 1
     extension = args.split()[0] if args.split() else ""
+    if name == "config" and "ast_node_interactivity" in args and not target:  # the shell follows it
+        lines[i] = indent + f"get_ipython().run_line_magic('config', {args!r})"
+        result.shell = True
+        return end + 1
     if (name in NO_EFFECT_LINE_MAGICS or (name in ("load_ext", "reload_ext") and extension in NO_EFFECT_EXTENSIONS)) \
             and not target:
         lines[i] = _pass_line(line)
