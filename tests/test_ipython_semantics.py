@@ -134,8 +134,13 @@ def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) 
     outcome, log = logged(
         tmp_path,
         "try:\n    input('name? ')\nexcept NotImplementedError as e:\n    print('caught', type(e).__name__)",
+        "import getpass\ntry:\n    getpass.getpass('API key: ')\nexcept EOFError as e:\n    print('getpass', e)",
         "out = !printf 'a 1\\nb 2\\n'\nprint('fields', out.fields(1), out.fields(1, 0), out.sort(1, nums=True))")
     assert "caught StdinNotImplementedError" in "\n".join(log), log
+    assert any(line.endswith("getpass getpass() was called, but a scheduled run has no one to answer it: put the "
+                             "value in the notebook, in the task's task_env, or in the payload of a triggered run")
+               for line in log), log
+    assert not any("echoed" in line for line in log), log
     assert "fields ['1', '2'] ['1 a', '2 b'] ['a 1', 'b 2']" in log, log
 
 

@@ -521,16 +521,19 @@ class _DisplayHooks:
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
     without a kernel); ``set_matplotlib_formats``, which a run does not follow. And the
-    cells' lines given to ``linecache`` once it loads (``_remember_lines``)."""
+    cells' lines given to ``linecache`` once it loads (``_remember_lines``), and ``getpass``
+    answering as ``input()`` does (``_after_getpass``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
-                       "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache"))
+                       "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:
             return None
         if name == "linecache":
             after = _after_linecache
+        elif name == "getpass":
+            after = _after_getpass
         else:
             displays = _displays()
             if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
@@ -576,6 +579,15 @@ def _remember_lines(name: str, source: str) -> None:
         linecache.cache[name] = entry
     else:
         _pending_lines[name] = entry
+
+
+def _after_getpass(module: object) -> None:
+    """``getpass.getpass()`` fails at once as ``input()`` does, as a Jupyter kernel's does (it
+    read a closed stdin, warning that the password might be echoed, then an EOFError)."""
+    def getpass(prompt: str = "Password: ", stream: object = None) -> str:
+        return _io.no_input(prompt, "getpass()")  # type: ignore[attr-defined,no-any-return]
+
+    module.getpass = getpass  # type: ignore[attr-defined]
 
 
 def _after_linecache(module: object) -> None:

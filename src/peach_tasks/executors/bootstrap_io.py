@@ -167,12 +167,12 @@ class StdinNotImplementedError(EOFError, NotImplementedError):
     __module__ = "builtins"  # named bare in the run's error, as Jupyter's traceback names it
 
 
-def no_input(prompt: object = "") -> str:
-    """``input()`` in a run: nobody is there to answer, and the error says so."""
+def no_input(prompt: object = "", called: str = "input()") -> str:
+    """``input()`` (or ``getpass``) in a run: nobody is there to answer, and the error says so."""
     if prompt:
         print(prompt, end="", flush=True)
     raise StdinNotImplementedError(
-        "input() was called, but a scheduled run has no one to answer it: put the value in the "
+        f"{called} was called, but a scheduled run has no one to answer it: put the value in the "
         "notebook, in the task's task_env, or in the payload of a triggered run")
 
 
