@@ -170,7 +170,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
         history: list = [""]
         namespace = module.__dict__
         namespace.update(Out=cells.out, _oh=cells.out, _="", __="", ___="", In=history, _ih=history,
-                         _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_NOT_EXIT, quit=_NOT_EXIT)
+                         _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_io.NOT_EXIT, quit=_io.NOT_EXIT)
         for count, cell in enumerate(program["cells"], start=1):
             history.append(cell["code"].rstrip("\n"))
             namespace.update(_iii=history[-4] if count > 2 else "", _ii=history[-3] if count > 1 else "",
@@ -226,20 +226,6 @@ def _interactivity(cells: _Cells) -> str | None:
     return None if mode in (None, "last_expr") else mode
 
 
-class _NotExit:
-    """``exit`` and ``quit`` in a notebook: IPython's, which in a kernel only ask the page to
-    close the notebook; nbclient (papermill) ignores that and runs the cells after it, and so
-    does a run. ``sys.exit()`` ends a run (with its status)."""
-
-    def __repr__(self) -> str:
-        return "<exit: sys.exit() ends a run; exit() and quit() do not, as in a Jupyter kernel>"
-
-    def __call__(self, *args: object, **kwargs: object) -> None:
-        _say("peach-tasks: exit() or quit() does not end a notebook (in Jupyter the kernel goes on with "
-             "the next cells, and so does this run); use sys.exit() to end the run here")
-
-
-_NOT_EXIT = _NotExit()
 
 
 # Compiler flags, as constants: importing ast or __future__ for them would cost every task.
@@ -522,7 +508,7 @@ class _DisplayHooks:
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
     without a kernel); ``set_matplotlib_formats``, which a run does not follow. And the
     cells' lines given to ``linecache`` once it loads (``_remember_lines``), and ``getpass``
-    answering as ``input()`` does (``_after_getpass``)."""
+    answering as ``input()`` does (``bootstrap_io.after_getpass``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
                        "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass"))
@@ -533,7 +519,7 @@ class _DisplayHooks:
         if name == "linecache":
             after = _after_linecache
         elif name == "getpass":
-            after = _after_getpass
+            after = _io.after_getpass  # type: ignore[attr-defined]
         else:
             displays = _displays()
             if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:
@@ -579,15 +565,6 @@ def _remember_lines(name: str, source: str) -> None:
         linecache.cache[name] = entry
     else:
         _pending_lines[name] = entry
-
-
-def _after_getpass(module: object) -> None:
-    """``getpass.getpass()`` fails at once as ``input()`` does, as a Jupyter kernel's does (it
-    read a closed stdin, warning that the password might be echoed, then an EOFError)."""
-    def getpass(prompt: str = "Password: ", stream: object = None) -> str:
-        return _io.no_input(prompt, "getpass()")  # type: ignore[attr-defined,no-any-return]
-
-    module.getpass = getpass  # type: ignore[attr-defined]
 
 
 def _after_linecache(module: object) -> None:
@@ -655,42 +632,6 @@ _loads, _dumps, _result = _io.loads, _io.dumps, _io.result  # type: ignore[attr-
 _ResultDir, _say = _io.ResultDir, _io.say  # type: ignore[attr-defined]
 
 
-# How long threads the task started and left running may go on after its end, as nbclient
-# (papermill) gives a kernel to shut down after the last cell before it is killed.
-_THREADS_GRACE = 5.0
-
-
-def _end_threads_left(status: int) -> None:
-    """Threads the task left running (not daemons, which never held a process) get
-    ``_THREADS_GRACE`` seconds; then the process ends with its status, saying which were
-    cut, instead of waiting for them until the run's timeout as Python's own exit would: a
-    Jupyter kernel is ended after the last cell, and its threads with it."""
-    threading = sys.modules.get("threading")
-    if threading is None:
-        return
-    import time
-
-    deadline = time.monotonic() + _THREADS_GRACE
-    left = []
-    for thread in threading.enumerate():
-        if thread is threading.main_thread() or thread.daemon:
-            continue
-        thread.join(max(deadline - time.monotonic(), 0.0))
-        if thread.is_alive():
-            left.append(thread.name)
-    if not left:
-        return
-    names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-    _say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
-         f"ran {_THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after the "
-         "last cell")
-    import atexit
-
-    atexit._run_exitfuncs()
-    _flush()
-    os._exit(status)
-
-
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -701,6 +642,6 @@ def _flush() -> None:
 
 if __name__ == "__main__":
     status = main()
-    _end_threads_left(status)
+    _io.end_threads_left(status, _flush)  # type: ignore[attr-defined]
     _flush()
     sys.exit(status)

@@ -1,6 +1,8 @@
 """The task process's exchange with the scheduler, loaded by ``bootstrap.py`` at every start
 (standard library only): the request read as JSON, the result file written, and a failed
-task's error described within the bounds the store keeps.
+task's error described within the bounds the store keeps. And the run's edges as a Jupyter
+kernel has them: ``input()`` and ``getpass`` that nobody answers, ``exit()`` that does not
+end a notebook, and the threads a task left running ended after a grace.
 
 JSON goes through CPython's own scanner and encoder, the ones ``json`` uses: importing
 ``json`` imports ``re``, about a third of a small task's start. The result file's folder is
@@ -12,6 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class _ScanContext:
@@ -210,3 +216,64 @@ class ResultDir:
         with open(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+
+def after_getpass(module: object) -> None:
+    """``getpass.getpass()`` fails at once as ``input()`` does, as a Jupyter kernel's does (it
+    read a closed stdin, warning that the password might be echoed, then an EOFError)."""
+    def getpass(prompt: str = "Password: ", stream: object = None) -> str:
+        return no_input(prompt, "getpass()")
+
+    module.getpass = getpass  # type: ignore[attr-defined]
+
+
+class NotExit:
+    """``exit`` and ``quit`` in a notebook: IPython's, which in a kernel only ask the page to
+    close the notebook; nbclient (papermill) ignores that and runs the cells after it, and so
+    does a run. ``sys.exit()`` ends a run (with its status)."""
+
+    def __repr__(self) -> str:
+        return "<exit: sys.exit() ends a run; exit() and quit() do not, as in a Jupyter kernel>"
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        say("peach-tasks: exit() or quit() does not end a notebook (in Jupyter the kernel goes on with "
+            "the next cells, and so does this run); use sys.exit() to end the run here")
+
+
+NOT_EXIT = NotExit()
+
+
+# How long threads the task started and left running may go on after its end, as nbclient
+# (papermill) gives a kernel to shut down after the last cell before it is killed.
+THREADS_GRACE = 5.0
+
+
+def end_threads_left(status: int, flush: Callable[[], None]) -> None:
+    """Threads the task left running (not daemons, which never held a process) get
+    ``THREADS_GRACE`` seconds; then the process ends with its status, saying which were
+    cut, instead of waiting for them until the run's timeout as Python's own exit would: a
+    Jupyter kernel is ended after the last cell, and its threads with it."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    import time
+
+    deadline = time.monotonic() + THREADS_GRACE
+    left = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            left.append(thread.name)
+    if not left:
+        return
+    names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
+        f"ran {THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after the "
+        "last cell")
+    import atexit
+
+    atexit._run_exitfuncs()
+    flush()
+    os._exit(status)
