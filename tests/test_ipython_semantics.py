@@ -196,3 +196,16 @@ def test_which_statements_show_their_value_follows_ast_node_interactivity(tmp_pa
     texts = [text for _, text in shown(tmp_path / "config", "%config InteractiveShell.ast_node_interactivity='all'",
                                        "7\n8", "%config InteractiveShell.ast_node_interactivity = 'last_expr'", "9\n10")]
     assert texts == ["7", "8", "10"]
+
+
+def test_a_missing_module_names_the_pip_install_the_run_skipped(tmp_path: Path) -> None:
+    """``%pip install humanize`` then ``import humanize`` works in Jupyter; a run skips the
+    install (its packages are its dependencies) and failed with a bare ModuleNotFoundError.
+    The error now names the skipped line and what to do."""
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, "%pip install -q peach-no-such-package",
+                                                    "import peach_no_such_package"), None)
+    assert outcome.status is RunStatus.FAILURE
+    assert outcome.error == (
+        "nb.ipynb cell 2 line 1: ModuleNotFoundError: No module named 'peach_no_such_package' (nb.ipynb cell 1 "
+        "line 1: '%pip install -q peach-no-such-package': skipped, as a run installs nothing; put the package in "
+        "the dependencies of the task's definition)"), outcome.error

@@ -140,7 +140,12 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
         except SystemExit as exc:  # status 0 (sys.exit(), exit()) is a successful end without a value
             return _io.exited(exc, cells.where(exc), result_dir, _OWN_FILES)  # type: ignore[attr-defined]
         except BaseException as exc:  # the task's failure, whatever it is, is reported
-            result_dir.write({"ok": False, "error": _describe(exc, cells.where(exc))})
+            error = _describe(exc, cells.where(exc))
+            installs = (request.get("program") or {}).get("installs")
+            if isinstance(exc, ImportError) and getattr(exc, "name", None) and installs:
+                error["last_line"] = f"{error.get('last_line')} ({'; '.join(map(str, installs))}: skipped, as a " \
+                                     "run installs nothing; put the package in the dependencies of the task's definition)"
+            result_dir.write({"ok": False, "error": error})
             return 1
         finally:
             # This module's globals outlive the run (frozen with the imports ahead, never

@@ -75,7 +75,8 @@ class CellMagics:
     (``{"name", "line"[, "body"]}``); ``shell`` says the code calls ``get_ipython()``;
     ``runs`` are (line, argument) of each ``%run``; ``cd_line`` is the first ``%cd``;
     ``writes`` the file names given to ``%%writefile``; ``quiet`` the lines whose value
-    Jupyter does not show as the cell's result even when last (``%timeit EXPR``).
+    Jupyter does not show as the cell's result even when last (``%timeit EXPR``);
+    ``installs`` the skipped ``%pip install`` lines, named if the run misses a module.
     """
 
     code: str
@@ -87,6 +88,7 @@ class CellMagics:
     cd_line: int | None = None
     quiet: set[int] = field(default_factory=set)
     writes: list[str] = field(default_factory=list)
+    installs: list[tuple[int, str]] = field(default_factory=list)  # (line, magic) of a skipped package install
 
 
 _FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
@@ -302,6 +304,7 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
             lines[i] = _pass_line(line)
             result.notes.append(f"line {where}: {shown} skipped: a task's packages come from the `dependencies` "
                                 "of its definition, installed before it runs")
+            result.installs.append((where, shown))
             return end + 1
         call = f"get_ipython().getoutput({command!r})" if target else f"get_ipython().system({command!r})"
         lines[i] = indent + (f"{target} = " if target else "") + call
@@ -332,6 +335,7 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         lines[i] = _pass_line(line)
         result.notes.append(f"line {where}: {shown} skipped: a task's packages come from the `dependencies` "
                             "of its definition, installed before it runs")
+        result.installs.append((where, shown))
         return end + 1
     extension = args.split()[0] if args.split() else ""
     if name == "config" and "ast_node_interactivity" in args and not target:  # the shell follows it

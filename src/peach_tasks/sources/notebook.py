@@ -64,6 +64,9 @@ class Cell:
     allow_error: bool = False  # tagged raises-exception: its error is shown and the run goes on (nbclient)
 
 
+MAX_INSTALLS_NAMED = 3  # skipped installs a run's ModuleNotFoundError names
+
+
 @dataclass(frozen=True)
 class ExtractedCode:
     """Code taken from a notebook.
@@ -81,10 +84,15 @@ class ExtractedCode:
     program: tuple[Cell, ...] = ()
     runs: dict[str, Any] = field(default_factory=dict)
     shell: bool = False
+    installs: tuple[str, ...] = ()  # "cell N line L: '%pip install x'" of each skipped install
 
     def request(self) -> dict[str, Any]:
         """The ``program`` part of the task process's request (JSON)."""
-        return {"cells": [_cell_json(cell) for cell in self.program], "runs": self.runs, "shell": self.shell}
+        request: dict[str, Any] = {"cells": [_cell_json(cell) for cell in self.program], "runs": self.runs,
+                                   "shell": self.shell}
+        if self.installs:  # named with a ModuleNotFoundError (bootstrap.py)
+            request["installs"] = list(self.installs[:MAX_INSTALLS_NAMED])
+        return request
 
 
 def _cell_json(cell: Cell) -> dict[str, Any]:
@@ -242,7 +250,10 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing, p in read.raising)
                     for p in positions)
     source = "\n\n".join(codes[p].rstrip("\n") for p in positions)
+    installs = tuple(f"{name} cell {indexes[p] + 1} line {line}: {shown[:200]}" for p in positions
+                     for line, shown in results[p].installs)
     return ExtractedCode(source=source, notes=tuple(notes), cells=tuple(indexes[p] for p in positions),
+                         installs=installs,
                          program=program, runs=runs, shell=shell)
 
 
