@@ -51,6 +51,12 @@ def test_names_the_runs_folder_holds_are_left_to_the_run(tmp_path: Path) -> None
     (tmp_path / "fast.cpython-311-x86_64-linux-gnu.so").write_text("")
     program = cells("import utils, helpers.io, fast, numpy")
     assert preload_names("", program, tmp_path) == ("numpy",)
+    # matplotlib reads ./matplotlibrc when imported: ahead, before the run enters its folder,
+    # it would not; with one there, the run imports matplotlib itself.
+    program = cells("import numpy\nimport matplotlib.pyplot as plt")
+    assert preload_names("", program, tmp_path) == ("numpy", "matplotlib.pyplot")
+    (tmp_path / "matplotlibrc").write_text("lines.linewidth: 4\n")
+    assert preload_names("", program, tmp_path) == ("numpy",)
 
 
 def test_nothing_ahead_when_the_notebook_writes_or_runs_files(tmp_path: Path) -> None:

@@ -702,3 +702,24 @@ def test_a_run_in_a_sandbox_that_imported_ahead_exits_as_any_run(tmp_path: Path,
         assert run["status"] == "SUCCESS", log
         assert "finalized a" in log and "finalized b" in log and "atexit ran" in log, log
         assert (shared / f"{task}.txt").read_text() == "kept by a global"
+
+
+RC_READER = """
+import sys
+BEFORE = "matplotlib" in sys.modules
+import matplotlib.pyplot as plt
+
+def main():
+    return {"before": BEFORE, "figsize": list(plt.rcParams["figure.figsize"])}
+"""
+
+
+def test_a_matplotlibrc_beside_the_notebook_holds_in_a_run_started_ahead(tmp_path: Path, open_scheduler: Any) -> None:
+    """matplotlib reads ./matplotlibrc when it is imported. Imported ahead, before the run had
+    entered its folder, it missed the repository's: the run started ahead drew 6.4 x 4.8
+    figures where the cold one drew 2 x 2. With such a file, the run imports matplotlib itself."""
+    scheduler, store, runs = two_runs(tmp_path, open_scheduler, RC_READER, {"matplotlibrc": "figure.figsize: 2, 2\n"},
+                                      dependencies=["matplotlib"], timeouts={"task": 300})
+    assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True], runs
+    assert [runs[t]["result"] for t in ("t0", "t1")] == [{"before": False, "figsize": [2.0, 2.0]}] * 2, \
+        [store.log(r["id"]) for r in runs.values()]

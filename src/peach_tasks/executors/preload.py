@@ -120,10 +120,17 @@ def _is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+# A module that reads a file of the run's folder when it is imported (matplotlib its
+# ``./matplotlibrc``): imported ahead, before the run enters that folder, it would miss it.
+_READS_AT_IMPORT = {"matplotlibrc": "matplotlib"}
+
+
 def _folder_names(cwd: Path) -> set[str]:
-    """The module names the run's folder would give (it is first on the run's sys.path)."""
+    """The module names the run's folder would give (it is first on the run's sys.path),
+    and those of modules that read one of its files at import (``_READS_AT_IMPORT``)."""
     try:
         entries = os.listdir(cwd)
     except OSError:
         return set()
-    return {entry.split(".", 1)[0] for entry in entries}
+    return {entry.split(".", 1)[0] for entry in entries} | {_READS_AT_IMPORT[e] for e in entries
+                                                            if e in _READS_AT_IMPORT}
