@@ -259,6 +259,18 @@ def end_threads_left(status: int, flush: Callable[[], None]) -> None:
     import time
 
     deadline = time.monotonic() + THREADS_GRACE
+    # First what Python's own exit does before it joins threads: the functions registered to
+    # run then (an executor's idle workers are told to end: one left open ends at once, as it
+    # did). On a thread of their own, since one may wait for a busy worker past the grace.
+    calls = list(getattr(threading, "_threading_atexits", ()))
+    if calls:
+        def run_exit_calls() -> None:
+            for call in reversed(calls):
+                try:
+                    call()
+                except Exception:  # noqa: BLE001, S110 - as Python's exit goes on after one
+                    pass
+        threading.Thread(target=run_exit_calls, name="peach-exit-calls", daemon=True).start()
     left = []
     for thread in threading.enumerate():
         if thread is threading.main_thread() or thread.daemon:
