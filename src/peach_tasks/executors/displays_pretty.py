@@ -59,7 +59,7 @@ class Printer:
     def __init__(self) -> None:
         self.root = _Group(0)
         self._open = [self.root]
-        self._seen: set[int] = set()  # ids of the containers being printed: a cycle reads [...]
+        self._seen: set[int] = set()  # ids of the objects being written: a cycle reads [...]
         self._pieces = 0
         self.indentation = 0
 
@@ -98,14 +98,12 @@ class Printer:
         if self._pieces > MAX_PIECES:
             self.text("...")
             return
-        container = isinstance(obj, (list, tuple, dict, set, frozenset)) or hasattr(obj, "__dict__")
-        cycle = container and id(obj) in self._seen
-        if container:
-            self._seen.add(id(obj))
+        cycle = id(obj) in self._seen  # as IPython: any object being written, met again inside itself
+        self._seen.add(id(obj))
         try:
             _write(obj, self, cycle)
         finally:
-            if container and not cycle:
+            if not cycle:
                 self._seen.discard(id(obj))
 
     # -- writing --------------------------------------------------------------------------
