@@ -128,11 +128,10 @@ class Printer:
                 out.append("\n" + " " * indent)
                 column = indent
             else:
-                group = item  # type: _Group  # type: ignore[assignment]
-                inner = indent + group.indent  # type: ignore[attr-defined]
-                if not flat and item is not self.root:
-                    flat = not group.forced and _fits(MAX_WIDTH - column, group, work)  # type: ignore[attr-defined]
-                work.extend((inner, flat, child) for child in reversed(group.items))  # type: ignore[attr-defined]
+                group: _Group = item  # type: ignore[assignment]
+                if not flat and group is not self.root:
+                    flat = not group.forced and _fits(MAX_WIDTH - column, group, work)
+                work.extend((indent + group.indent, flat, child) for child in reversed(group.items))
         return "".join(out)
 
 
