@@ -161,6 +161,16 @@ def test_a_thread_left_running_ends_with_the_run(tmp_path: Path) -> None:
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
     assert any(line.endswith("mapped [1, 2]") for line in log), log
     assert not any("thread" in line for line in log), log
+    # Python's exit is otherwise as it was: atexit's functions run (a quick one is heard, a
+    # hanging one is cut after the grace, and the log says what was still ending).
+    (tmp_path / "atexit").mkdir()
+    outcome, log = run_extracted(tmp_path / "atexit", notebook(
+        tmp_path / "atexit", "import atexit, threading, time\natexit.register(time.sleep, 600)\n"
+                             "atexit.register(print, 'bye')\nthreading.Thread(target=print, args=('x',)).start()"),
+        None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    assert any(line.endswith(" bye") for line in log), log
+    assert any("the task's process was still ending 5 s after its end" in line for line in log), log
 
 
 def test_a_display_hook_set_in_the_cell_does_not_take_its_result(tmp_path: Path) -> None:

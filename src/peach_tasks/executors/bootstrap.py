@@ -143,8 +143,9 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
             error = _describe(exc, cells.where(exc))
             installs = (request.get("program") or {}).get("installs")
             if isinstance(exc, ImportError) and getattr(exc, "name", None) and installs:
-                error["last_line"] = f"{error.get('last_line')} ({'; '.join(map(str, installs))}: skipped, as a " \
-                                     "run installs nothing; put the package in the dependencies of the task's definition)"
+                error["last_line"] = f"{error.get('last_line')} ({'; '.join(map(str, installs))}: skipped, " \
+                                     "as a run installs nothing; put the package in the dependencies of the task's " \
+                                     "definition)"
             result_dir.write({"ok": False, "error": error})
             return 1
         finally:
@@ -647,6 +648,6 @@ def _flush() -> None:
 
 if __name__ == "__main__":
     status = main()
-    _io.end_threads_left(status, _flush)  # type: ignore[attr-defined]
+    _io.watch_exit(status, _flush)  # type: ignore[attr-defined]
     _flush()
     sys.exit(status)

@@ -243,49 +243,40 @@ class NotExit:
 NOT_EXIT = NotExit()
 
 
-# How long threads the task started and left running may go on after its end, as nbclient
+# How long Python's own exit may wait for threads the task left running, as nbclient
 # (papermill) gives a kernel to shut down after the last cell before it is killed.
 THREADS_GRACE = 5.0
 
 
-def end_threads_left(status: int, flush: Callable[[], None]) -> None:
-    """Threads the task left running (not daemons, which never held a process) get
-    ``THREADS_GRACE`` seconds; then the process ends with its status, saying which were
-    cut, instead of waiting for them until the run's timeout as Python's own exit would: a
-    Jupyter kernel is ended after the last cell, and its threads with it."""
+def watch_exit(status: int, flush: Callable[[], None]) -> None:
+    """Let Python's own exit run as ever (the functions registered for it, an executor's
+    workers told to end, every thread joined, then atexit's), but no longer than
+    ``THREADS_GRACE`` seconds: a thread the task left running (not a daemon) would hold the
+    process until the run's timeout. Then a watchdog ends the process with its status, naming
+    those threads: a Jupyter kernel is ended after the last cell, and its threads with it."""
     threading = sys.modules.get("threading")
-    if threading is None:
+    if threading is None:  # no thread was started through it: the exit waits for none
         return
     import time
 
-    deadline = time.monotonic() + THREADS_GRACE
-    # First what Python's own exit does before it joins threads: the functions registered to
-    # run then (an executor's idle workers are told to end: one left open ends at once, as it
-    # did). On a thread of their own, since one may wait for a busy worker past the grace.
-    calls = list(getattr(threading, "_threading_atexits", ()))
-    if calls:
-        def run_exit_calls() -> None:
-            for call in reversed(calls):
-                try:
-                    call()
-                except Exception:  # noqa: BLE001, S110 - as Python's exit goes on after one
-                    pass
-        threading.Thread(target=run_exit_calls, name="peach-exit-calls", daemon=True).start()
-    left = []
-    for thread in threading.enumerate():
-        if thread is threading.main_thread() or thread.daemon:
-            continue
-        thread.join(max(deadline - time.monotonic(), 0.0))
-        if thread.is_alive():
-            left.append(thread.name)
-    if not left:
-        return
-    names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-    say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
-        f"ran {THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after the "
-        "last cell")
-    import atexit
+    def watchdog() -> None:
+        time.sleep(THREADS_GRACE)
+        main = threading.main_thread()
+        left = [t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+        names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        if left:
+            say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
+                f"ran {THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after "
+                "the last cell")
+        else:
+            say(f"peach-tasks: the task's process was still ending {THREADS_GRACE:g} s after its end (functions "
+                "it registered to run at exit): ended with the run")
+        import atexit
 
-    atexit._run_exitfuncs()
-    flush()
-    os._exit(status)
+        ending = threading.Thread(target=atexit._run_exitfuncs, daemon=True)  # logging's flush, among them
+        ending.start()
+        ending.join(1.0)
+        flush()
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="peach-exit-watchdog", daemon=True).start()
