@@ -7,6 +7,8 @@ IPython); the pretty printer is also compared with IPython's own on generated da
 
 from __future__ import annotations
 
+import collections
+import re
 import sys
 from pathlib import Path
 
@@ -55,20 +57,30 @@ class _Money:
         p.text(f"Money({self.value:.2f} EUR)")
 
 
+class _Ordered(collections.OrderedDict):
+    pass
+
+
+class _Dict(dict):
+    pass
+
+
 class _TwoLines:
     def __repr__(self) -> str:
         return "line one\nline two"
 
 
 def test_ipythons_special_cases_read_the_same() -> None:
-    import collections
-
     looped: list = [1]
     looped.append(looped)
     values = [list(range(30)), {"b", "a", "c"}, set(), frozenset({2, 1}), (1,), _signature, len, _Plain(), _Plain,
               int, [_Money(1), _Money(2)], [_TwoLines(), 1], [[_TwoLines()], 2], looped, [1] * 1001,
               collections.OrderedDict(a=1), collections.Counter("aab"), collections.deque(range(30)),
-              collections.defaultdict(list, {"k" * 40: [1, 2, 3], "j" * 40: [4]}), ValueError("x"), 1 / 3]
+              collections.defaultdict(list, {"k" * 40: [1, 2, 3], "j" * 40: [4]}), ValueError("x"), 1 / 3,
+              # found by the seventh pass: subclasses, insertion order, maxlen, UserList, super, re
+              _Ordered(a=1, b=2), collections.Counter({"a": 1, "b": 2}), collections.deque([1, 2, 3], maxlen=5),
+              collections.deque(), collections.UserList([1]), super(_Dict, _Dict()), re.compile("a+", re.I),
+              re.compile(rb"x\n"), re.compile("x" * 90, re.M)]
     for value in values:
         assert displays_pretty.pretty(value) == ipython_pretty(value), value
 

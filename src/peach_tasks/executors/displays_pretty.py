@@ -129,7 +129,7 @@ class Printer:
                 column = indent
             else:
                 group: _Group = item  # type: ignore[assignment]
-                if not flat and group is not self.root:
+                if not flat:  # the root too: text outside any group breaks only when too long
                     flat = not group.forced and _fits(MAX_WIDTH - column, group, work)
                 work.extend((indent + group.indent, flat, child) for child in reversed(group.items))
         return "".join(out)
@@ -282,30 +282,79 @@ def _function(obj: object, p: Printer, cycle: bool) -> None:
     p.text(f"<function {name}{signature}>")
 
 
-def _named_collection(obj: object, p: Printer, cycle: bool) -> None:
-    """collections' OrderedDict, Counter, deque and defaultdict as IPython writes them."""
-    name = type(obj).__name__
+def _called(p: Printer, name: str, cycle: bool, *parts: object) -> None:
+    """``Name(part, part)``, as IPython writes the collections: each part pretty, a
+    ``(text,)`` part as it is (``maxlen=5``)."""
     if cycle:
         p.text(f"{name}(...)")
         return
-    if isinstance(obj, dict) and hasattr(obj, "default_factory"):
-        with p.group(len(name) + 1, name + "(", ")"):
-            p.pretty(obj.default_factory)  # type: ignore[attr-defined]
+    with p.group(len(name) + 1, name + "(", ")"):
+        for index, part in enumerate(parts):
+            if index:
+                p.text(",")
+                p.breakable()
+            if isinstance(part, tuple):
+                p.text(part[0])
+            else:
+                p.pretty(part)
+
+
+def _ordered_dict(obj: object, p: Printer, cycle: bool) -> None:
+    items = list(obj.items())  # type: ignore[attr-defined]
+    if not items:
+        p.text(f"{type(obj).__name__}()")
+    else:
+        _called(p, type(obj).__name__, cycle, items)
+
+
+def _counter(obj: object, p: Printer, cycle: bool) -> None:
+    if not obj:
+        p.text(f"{type(obj).__name__}()")
+    else:
+        _called(p, type(obj).__name__, cycle, dict(obj))  # type: ignore[call-overload]
+
+
+def _default_dict(obj: object, p: Printer, cycle: bool) -> None:
+    _called(p, type(obj).__name__, cycle, obj.default_factory, dict(obj))  # type: ignore[attr-defined,call-overload]
+
+
+def _deque(obj: object, p: Printer, cycle: bool) -> None:
+    maxlen = getattr(obj, "maxlen", None)
+    values = list(obj)  # type: ignore[call-overload]
+    if maxlen is not None:
+        _called(p, type(obj).__name__, cycle, values, (f"maxlen={maxlen}",))
+    else:
+        _called(p, type(obj).__name__, cycle, values)
+
+
+def _user_list(obj: object, p: Printer, cycle: bool) -> None:
+    _called(p, type(obj).__name__, cycle, obj.data)  # type: ignore[attr-defined]
+
+
+def _super(obj: object, p: Printer, cycle: bool) -> None:
+    with p.group(8, "<super: ", ">"):
+        p.pretty(getattr(obj, "__thisclass__", None))
+        p.text(",")
+        p.breakable()
+        p.pretty(getattr(obj, "__self__", None))
+
+
+# re's flags in the order IPython names them.
+_RE_FLAGS = ("TEMPLATE", "IGNORECASE", "LOCALE", "MULTILINE", "DOTALL", "UNICODE", "VERBOSE", "DEBUG")
+
+
+def _re_pattern(obj: object, p: Printer, cycle: bool) -> None:
+    """``re.compile(r'a+', re.IGNORECASE|re.UNICODE)``: the pattern as a raw string, then
+    its flags by name."""
+    import re
+
+    with p.group(len("re.compile("), "re.compile(", ")"):
+        p.text("r" + repr(obj.pattern).replace("\\\\", "\\"))  # type: ignore[attr-defined]  # rb'..' for bytes
+        flags = obj.flags  # type: ignore[attr-defined]
+        if flags:
             p.text(",")
             p.breakable()
-            _dict(obj, p, False)
-        return
-    if name == "Counter":
-        values: object = dict(obj.most_common())  # type: ignore[attr-defined]
-    elif name == "OrderedDict":
-        values = list(obj.items())  # type: ignore[attr-defined]
-    else:
-        values = list(obj)  # type: ignore[call-overload]
-    if not values:
-        p.text(f"{name}()")
-        return
-    with p.group(len(name) + 1, name + "(", ")"):
-        p.pretty(values)
+            p.text("|".join(f"re.{name}" for name in _RE_FLAGS if flags & getattr(re, name, 0)))
 
 
 def _type_name(cls: type) -> str:
@@ -336,10 +385,11 @@ def _float(obj: object, p: Printer, cycle: bool) -> None:
 _WRITERS: dict = {
     list: _sequence("[", "]"), tuple: _sequence("(", ")"), dict: _dict, set: _set, frozenset: _set,
     int: _repr_text, float: _float, str: _repr_text, bytes: _repr_text, bool: _repr_text, type: _type,
-    type(_type_name): _function, type(len): _function,
+    type(_type_name): _function, type(len): _function, super: _super,
 }
 
 
 # By module and name: the classes of modules this file does not import.
-_BY_NAME: dict = {("collections", name): _named_collection
-                  for name in ("OrderedDict", "Counter", "deque", "defaultdict")}
+_BY_NAME: dict = {("collections", "OrderedDict"): _ordered_dict, ("collections", "Counter"): _counter,
+                  ("collections", "defaultdict"): _default_dict, ("collections", "deque"): _deque,
+                  ("collections", "UserList"): _user_list, ("re", "Pattern"): _re_pattern}
