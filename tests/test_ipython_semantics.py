@@ -237,3 +237,14 @@ def test_a_missing_module_names_the_pip_install_the_run_skipped(tmp_path: Path) 
         "nb.ipynb cell 2 line 1: ModuleNotFoundError: No module named 'peach_no_such_package' (nb.ipynb cell 1 "
         "line 1: '%pip install -q peach-no-such-package': skipped, as a run installs nothing; put the package in "
         "the dependencies of the task's definition)"), outcome.error
+
+
+def test_pandas_shows_wide_frames_as_in_a_kernel(tmp_path: Path) -> None:
+    """pandas sets display.max_columns to 0 (fit the terminal) when it finds no IPython kernel,
+    as in a run without magics, and to 20 in a kernel: a 30-column DataFrame printed and showed
+    all its columns where Jupyter shows 20 and '...'. Real pandas."""
+    outcome, log = logged(tmp_path, "import pandas as pd\nprint('max_columns', pd.get_option('display.max_columns'))",
+                          "wide = pd.DataFrame([range(30)], columns=[f'c{i}' for i in range(30)])\nwide")
+    assert any(line.endswith("max_columns 20") for line in log), log
+    (table,) = [o for o in outcome.outputs if o.mime_type == "text/html"]
+    assert "<th>...</th>" in table.data.decode() and "c15" not in table.data.decode()

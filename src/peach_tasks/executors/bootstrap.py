@@ -513,19 +513,20 @@ class _DisplayHooks:
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
     without a kernel); ``set_matplotlib_formats``, which a run does not follow. And the
-    cells' lines given to ``linecache`` once it loads (``_remember_lines``), and ``getpass``
-    answering as ``input()`` does (``bootstrap_io.after_getpass``)."""
+    cells' lines given to ``linecache`` once it loads (``_remember_lines``), ``getpass``
+    answering as ``input()`` does and pandas with a kernel's defaults (``bootstrap_io``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
-                       "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass"))
+                       "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass",
+                       "pandas"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:
             return None
         if name == "linecache":
             after = _after_linecache
-        elif name == "getpass":
-            after = _io.after_getpass  # type: ignore[attr-defined]
+        elif name in ("getpass", "pandas"):
+            after = getattr(_io, f"after_{name}")
         else:
             displays = _displays()
             if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:

@@ -2,7 +2,8 @@
 (standard library only): the request read as JSON, the result file written, and a failed
 task's error described within the bounds the store keeps. And the run's edges as a Jupyter
 kernel has them: ``input()`` and ``getpass`` that nobody answers, ``exit()`` that does not
-end a notebook, and the threads a task left running ended after a grace.
+end a notebook, pandas' kernel defaults, and the threads a task left running ended after a
+grace.
 
 JSON goes through CPython's own scanner and encoder, the ones ``json`` uses: importing
 ``json`` imports ``re``, about a third of a small task's start. The result file's folder is
@@ -225,6 +226,17 @@ def after_getpass(module: object) -> None:
         return no_input(prompt, "getpass()")
 
     module.getpass = getpass  # type: ignore[attr-defined]
+
+
+def after_pandas(module: object) -> None:
+    """pandas as in a Jupyter kernel: it sets ``display.max_columns`` to 0 (fit the terminal)
+    when it finds no IPython kernel, which is a run without magics, and to 20 in a kernel; a
+    wide DataFrame then printed and showed all its columns where Jupyter shows 20 and ``...``."""
+    try:
+        if module.get_option("display.max_columns") == 0:  # type: ignore[attr-defined]
+            module.set_option("display.max_columns", 20)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001, S110 - another pandas than expected: its own default stands
+        pass
 
 
 class NotExit:
