@@ -222,7 +222,8 @@ def test_which_statements_show_their_value_follows_ast_node_interactivity(tmp_pa
     assert texts == ["1", "2", "10", "11", "0", "100", "5", "6"]
     (tmp_path / "config").mkdir()
     texts = [text for _, text in shown(tmp_path / "config", "%config InteractiveShell.ast_node_interactivity='all'",
-                                       "7\n8", "%config InteractiveShell.ast_node_interactivity = 'last_expr'", "9\n10")]
+                                       "7\n8", "%config InteractiveShell.ast_node_interactivity = 'last_expr'",
+                                       "9\n10")]
     assert texts == ["7", "8", "10"]
 
 
@@ -248,3 +249,21 @@ def test_pandas_shows_wide_frames_as_in_a_kernel(tmp_path: Path) -> None:
     assert any(line.endswith("max_columns 20") for line in log), log
     (table,) = [o for o in outcome.outputs if o.mime_type == "text/html"]
     assert "<th>...</th>" in table.data.decode() and "c15" not in table.data.decode()
+
+
+def test_figures_made_with_interactive_mode_off_wait_and_capture_keeps_a_cells_figures(tmp_path: Path) -> None:
+    """Found by the seventh pass. With ``plt.ioff()`` (or inside ``with plt.ioff():``) a figure
+    is not shown at the cell's end and stays open, as Jupyter's inline backend leaves it
+    (papermill: cell 3 prints [1]); ``plt.show()`` still shows it. ``%%capture`` keeps the
+    cell's figures in its outputs (papermill: 1 output captured, none shown)."""
+    outcome, log = logged(
+        tmp_path, "import matplotlib.pyplot as plt\nplt.plot([1])", "plt.ioff()\nplt.plot([2])",
+        "print('open', plt.get_fignums())",
+        "plt.ion()\nwith plt.ioff():\n    fig, ax = plt.subplots()\n    ax.plot([3])",
+        "print('still open', plt.get_fignums())", "plt.show()",
+        "%%capture cap\nplt.plot([4])\nprint('inside')", "print('captured', len(cap.outputs), cap.stdout.strip())")
+    said = [line for line in log if line.startswith(("open", "still open", "captured"))]
+    # Cell 1's figure was shown and closed at its end: pyplot numbers the next one 1 again.
+    assert said == ["open [1]", "still open [1, 2]", "captured 1 inside"], log
+    figures = [o for o in outcome.outputs if o.mime_type == "image/png"]
+    assert len(figures) == 3  # cell 1's at its end, then the two left open by plt.show(); none of %%capture's

@@ -275,15 +275,22 @@ class _Cells:
         name = filename or (self.filename if number is None else f"{self.filename} cell {number}")
         try:
             if cell.get("magic") and self.shell is not None:
-                self.shell.run_cell_magic_of(cell, lambda: self._execute(cell, name, namespace, flags))
+                def body() -> None:  # the cell's figures shown inside the magic: %%capture keeps them
+                    self._execute(cell, name, namespace, flags)
+                    self._flush_figures(namespace, number)
+                self.shell.run_cell_magic_of(cell, body)
             else:
                 self._execute(cell, name, namespace, flags)
         except BaseException:
             if self.failed_in is None and number is not None:  # the innermost cell that failed
                 self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
             raise
+        self._flush_figures(namespace, number)
+
+    def _flush_figures(self, namespace: dict | None, number: object) -> None:
+        """As Jupyter's inline backend: a notebook cell's figures shown at its end."""
         if namespace is None and number is not None and _displays_module is not None:
-            _displays_module.figures.flush_figures()  # as Jupyter's inline backend: a cell's figures at its end
+            _displays_module.figures.flush_figures(cell_end=True)
 
     def _execute(self, cell: dict, name: str, namespace: dict | None, flags: list | None) -> None:
         source = cell["code"]

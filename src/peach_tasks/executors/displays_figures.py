@@ -86,10 +86,12 @@ def show(*args: object, **kwargs: object) -> None:
         _backend_show(*args, **kwargs)
 
 
-def flush_figures(at_end: bool = False) -> None:
+def flush_figures(at_end: bool = False, cell_end: bool = False) -> None:
     """Show the figures still open and close them (at ``plt.show()``, a cell's end and the
     run's end). Once the task chose a backend other than inline, only at the run's end: a
-    figure stays open for a later cell (and the run keeps what it left open, as it ever did)."""
+    figure stays open for a later cell (and the run keeps what it left open, as it ever did).
+    At a cell's end, not a figure made with interactive mode off (``plt.ioff()``, ``with
+    plt.ioff():``), which Jupyter's inline backend leaves open, unshown, until ``plt.show()``."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None or not (_inline or at_end):
         return
@@ -100,14 +102,23 @@ def flush_figures(at_end: bool = False) -> None:
     except Exception as exc:
         say(f"peach-tasks: the open figures could not be listed: {exc!r}")
         return
+    if cell_end:
+        figures = [figure for figure in figures if not getattr(figure, _MADE_WITH_IOFF, False)]
     try:
         for figure in figures:
             display(figure)
     finally:
         try:
-            pyplot.close("all")
+            if cell_end:
+                for figure in figures:
+                    pyplot.close(figure)
+            else:
+                pyplot.close("all")
         except Exception:
             pass
+
+
+_MADE_WITH_IOFF = "_peach_tasks_made_with_ioff"  # a figure pyplot made while interactive mode was off
 
 
 def before_pyplot(matplotlib: object) -> None:
@@ -126,9 +137,32 @@ def before_pyplot(matplotlib: object) -> None:
 
 
 def after_pyplot(pyplot: object) -> None:
+    """pyplot as Jupyter's inline backend leaves it: interactive mode on (a cell's figures are
+    shown at its end, ``plt.ioff()`` turns that off), ``show`` showing the figures as outputs,
+    ``switch_backend`` following the task's choice."""
     global _backend_show
     _backend_show = getattr(pyplot, "show", None)
     pyplot.show = show  # type: ignore[attr-defined]
+    matplotlib = sys.modules.get("matplotlib")
+    figure = getattr(pyplot, "figure", None)
+    if matplotlib is not None and callable(figure):
+        try:
+            matplotlib.interactive(True)  # type: ignore[attr-defined]
+        except Exception:  # another matplotlib than expected
+            pass
+        import functools
+
+        @functools.wraps(figure)
+        def noting_figure(*args: object, **kwargs: object) -> object:
+            made = figure(*args, **kwargs)
+            if not matplotlib.is_interactive():  # type: ignore[attr-defined]
+                try:
+                    setattr(made, _MADE_WITH_IOFF, True)
+                except Exception:
+                    pass
+            return made
+
+        pyplot.figure = noting_figure  # type: ignore[attr-defined]
     switch = getattr(pyplot, "switch_backend", None)
     package = os.path.dirname(getattr(pyplot, "__file__", "") or "")
     if callable(switch) and package:
