@@ -276,18 +276,18 @@ def watch_exit(status: int, flush: Callable[[], None]) -> None:
         main = threading.main_thread()
         left = [t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
         names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-        if left:
+        if left:  # the exit is still joining them: atexit's functions (logging's flush) have not run
             say(f"peach-tasks: {len(left)} thread{'s' if len(left) > 1 else ''} the task started ({names}) still "
                 f"ran {THREADS_GRACE:g} s after its end: ended with the run, as a Jupyter kernel is ended after "
                 "the last cell")
-        else:
+            import atexit
+
+            ending = threading.Thread(target=atexit._run_exitfuncs, daemon=True)
+            ending.start()
+            ending.join(1.0)
+        else:  # in atexit's functions (not run twice) or after them
             say(f"peach-tasks: the task's process was still ending {THREADS_GRACE:g} s after its end (functions "
                 "it registered to run at exit): ended with the run")
-        import atexit
-
-        ending = threading.Thread(target=atexit._run_exitfuncs, daemon=True)  # logging's flush, among them
-        ending.start()
-        ending.join(1.0)
         flush()
         os._exit(status)
 
