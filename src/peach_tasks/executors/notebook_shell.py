@@ -139,7 +139,8 @@ class Shell:
 
             return matplotlib.use(backend)
         if name == "config" and "ast_node_interactivity" in line:  # which statements show their value
-            self.ast_node_interactivity = line.partition("=")[2].strip().strip("'\"") or "last_expr"
+            if "=" in line:  # (without one, IPython prints the setting)
+                self.ast_node_interactivity = line.partition("=")[2].strip().strip("'\"") or "last_expr"
             return None
         if name in NO_EFFECT_LINE_MAGICS:
             return None
