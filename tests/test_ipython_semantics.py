@@ -267,3 +267,21 @@ def test_figures_made_with_interactive_mode_off_wait_and_capture_keeps_a_cells_f
     assert said == ["open [1]", "still open [1, 2]", "captured 1 inside"], log
     figures = [o for o in outcome.outputs if o.mime_type == "image/png"]
     assert len(figures) == 3  # cell 1's at its end, then the two left open by plt.show(); none of %%capture's
+
+
+def test_time_prints_the_cells_times_as_ipython_does(tmp_path: Path) -> None:
+    """``%%time`` runs its cell once in IPython too, then prints its CPU and wall times; a run
+    ran it "once, untimed" and printed nothing. It now prints IPython's two lines after the
+    cell, also when %%capture is under it (whose output stays captured)."""
+    import re
+
+    outcome, log = logged(tmp_path, "%%time\ntotal = sum(range(10**5))\ntotal",
+                          "%%time\n%%capture out\nprint('quiet')", "%%time\nimport time\ntime.sleep(0.01)")
+    times = [line for line in log if line.startswith(("CPU times:", "Wall time:"))]
+    assert len(times) == 6, log
+    unit = r"[0-9.]+ (?:s|ms|µs|ns)|(?:\d+(?:d|h|min|s) ?)+"
+    assert all(re.fullmatch(rf"CPU times: user ({unit}), sys: ({unit}), total: ({unit})", line)
+               for line in times[0::2]), times
+    assert all(re.fullmatch(rf"Wall time: ({unit})", line) for line in times[1::2]), times
+    assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [("text/plain", "4999950000")]
+    assert "quiet" not in log

@@ -273,6 +273,7 @@ class _Cells:
         the notebook's); a cell magic is the shell's to apply."""
         number = cell.get("cell")
         name = filename or (self.filename if number is None else f"{self.filename} cell {number}")
+        started = _more().clocks() if cell.get("time") else None  # %%time
         try:
             if cell.get("magic") and self.shell is not None:
                 def body() -> None:  # the cell's figures shown inside the magic: %%capture keeps them
@@ -285,6 +286,8 @@ class _Cells:
             if self.failed_in is None and number is not None:  # the innermost cell that failed
                 self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
             raise
+        if started is not None:
+            _more().print_times(started)
         self._flush_figures(namespace, number)
 
     def _flush_figures(self, namespace: dict | None, number: object) -> None:

@@ -117,6 +117,45 @@ def _quiet(source: str) -> bool:
     return last is not None and last.string == ";"
 
 
+def clocks() -> tuple[float, float, float]:
+    """Wall, user CPU and system CPU seconds now (``%%time``'s start and end)."""
+    import resource
+    import time
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime, usage.ru_stime
+
+
+def print_times(started: tuple[float, float, float]) -> None:
+    """What IPython's ``%%time`` prints after the cell it ran (this process's CPU, as its)."""
+    wall, user, system = (end - start for end, start in zip(clocks(), started))
+    print(f"CPU times: user {_timespan(user)}, sys: {_timespan(system)}, total: {_timespan(user + system)}")
+    print(f"Wall time: {_timespan(wall)}")
+
+
+def _timespan(seconds: float) -> str:
+    """A duration as IPython writes one: three significant digits in s, ms, µs or ns, and
+    from a minute on in days, hours, minutes and seconds (``1min 5s``)."""
+    if seconds >= 60.0:
+        parts = []
+        left = seconds
+        for suffix, length in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+            count = int(left // length)
+            if count:
+                parts.append(f"{count}{suffix}")
+                left -= count * length
+            if left < 1:
+                break
+        return " ".join(parts)
+    scale = 0
+    while scale < 3 and 0 < seconds * 1000 ** scale < 1:
+        scale += 1
+    if seconds <= 0:
+        scale = 3
+    value = seconds * 1000 ** scale
+    return f"{value:.3g} {('s', 'ms', 'µs', 'ns')[scale]}"
+
+
 def past_its_error(cells: Any, execute: Any, describe: Any) -> Any:
     """``execute`` (one cell tagged ``raises-exception``) whose exception, as nbclient does,
     is shown and not raised: the run goes on with the next cell. ``describe`` is bootstrap's

@@ -9,8 +9,9 @@ line of the result is the same line of the cell:
   ``%sx``, ``!cmd`` ...) become ``get_ipython().run_line_magic(NAME, ARGS)`` (or
   ``.system``/``.getoutput``), as IPython writes them; ``get_ipython()`` is the task
   process's small shell (``executors/notebook_shell.py``);
-* ``%time``/``%timeit`` keep their statement, run once and untimed; ``%%time`` and
-  ``%%timeit SETUP`` keep the cell's body (and the setup, run first, once);
+* ``%time``/``%timeit`` keep their statement, run once and untimed; ``%%timeit SETUP``
+  keeps the cell's body (and the setup, run first, once), untimed; ``%%time`` keeps the body,
+  whose CPU and wall times the task process prints after it, as IPython does;
 * magics that change nothing a scheduled run can observe (``%matplotlib``, ``%config``,
   ``%load_ext autoreload``, ``x?`` ...) become ``pass`` with a note for the log;
   ``%pip``/``!pip install`` too: a task's packages come from its ``dependencies``;
@@ -89,6 +90,7 @@ class CellMagics:
     quiet: set[int] = field(default_factory=set)
     writes: list[str] = field(default_factory=list)
     installs: list[tuple[int, str]] = field(default_factory=list)  # (line, magic) of a skipped package install
+    timed: bool = False  # %%time: the cell's CPU and wall times printed after it
 
 
 _FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
@@ -201,7 +203,7 @@ def _cell_magic(lines: list[str], first: int, result: CellMagics) -> bool:
             result.problems.append((where, f"{shown}: %%time takes no statement on its line (IPython refuses it); "
                                            "move the statement into the cell"))
         lines[first] = ""
-        result.notes.append(f"line {where}: {shown}: the cell runs once, untimed")
+        result.timed = True  # the task process prints its times after it, as IPython does
         return True
     if name == "timeit":
         setup = line[_TIMEIT_OPTIONS.match(line).end():].strip()  # type: ignore[union-attr]  # always matches

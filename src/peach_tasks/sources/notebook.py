@@ -62,6 +62,7 @@ class Cell:
     magic: dict | None = None
     show: bool = False
     allow_error: bool = False  # tagged raises-exception: its error is shown and the run goes on (nbclient)
+    timed: bool = False  # %%time: its CPU and wall times printed after it, as IPython prints them
 
 
 MAX_INSTALLS_NAMED = 3  # skipped installs a run's ModuleNotFoundError names
@@ -103,6 +104,8 @@ def _cell_json(cell: Cell) -> dict[str, Any]:
         data["show"] = True
     if cell.allow_error:
         data["allow_error"] = True
+    if cell.timed:
+        data["time"] = True
     return data
 
 
@@ -247,8 +250,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     shell = any(results[p].shell for p in positions)
     if any(results[p].runs for p in positions):
         shell = _resolve_runs(results, positions, read, name, path, root, (*stack, path.resolve()), runs) or shell
-    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing, p in read.raising)
-                    for p in positions)
+    program = tuple(Cell(indexes[p] + 1, codes[p], results[p].cell_magic, p in showing, p in read.raising,
+                         results[p].timed) for p in positions)
     source = "\n\n".join(codes[p].rstrip("\n") for p in positions)
     installs = tuple(f"{name} cell {indexes[p] + 1} line {line}: {shown[:200]}" for p in positions
                      for line, shown in results[p].installs)
