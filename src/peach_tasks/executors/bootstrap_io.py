@@ -221,7 +221,11 @@ class ResultDir:
 
 def after_getpass(module: object) -> None:
     """``getpass.getpass()`` fails at once as ``input()`` does, as a Jupyter kernel's does (it
-    read a closed stdin, warning that the password might be echoed, then an EOFError)."""
+    read a closed stdin, warning that the password might be echoed, then an EOFError). Only
+    the standard library's: a ``getpass.py`` of the task's own is left as it is."""
+    if os.path.dirname(str(getattr(module, "__file__", ""))) != os.path.dirname(os.__file__):
+        return
+
     def getpass(prompt: str = "Password: ", stream: object = None) -> str:
         return no_input(prompt, "getpass()")
 
