@@ -86,13 +86,8 @@ class SList(list):
         whitespace-separated ``field`` if given."""
         import re
 
-        def looked_at(line: str) -> str:
-            if field is None:
-                return line
-            parts = line.split()
-            return parts[field] if -len(parts) <= field < len(parts) else ""
-
-        return SList(line for line in self if bool(re.search(pattern, looked_at(line))) != prune)
+        return SList(line for line in self
+                     if bool(re.search(pattern, line if field is None else _field(line, field))) != prune)
 
     def fields(self, *fields: int) -> list:
         """awk's fields: ``fields(1)`` each line's second whitespace-separated word,
@@ -101,8 +96,8 @@ class SList(list):
         if not fields:
             return [line.split() for line in self]
         picked = SList()
-        for parts in (line.split() for line in self):
-            words = [parts[f] for f in fields if -len(parts) <= f < len(parts)]
+        for line in self:
+            words = [word for word in (_field(line, f) for f in fields) if word]
             if words:
                 picked.append(" ".join(words))
         return picked
@@ -113,13 +108,19 @@ class SList(list):
         import re
 
         def key(line: str) -> object:
-            text = line if field is None else " ".join(SList([line]).fields(field))
+            text = line if field is None else _field(line, field)
             if not nums:
                 return text
             number = re.search(r"-?\d+", text)
             return int(number.group()) if number else 0
 
         return SList(sorted(self, key=key))
+
+
+def _field(line: str, index: int) -> str:
+    """The line's whitespace-separated word ``index`` (negative from the end); "" if none."""
+    parts = line.split()
+    return parts[index] if -len(parts) <= index < len(parts) else ""
 
 
 class CapturedIO:
