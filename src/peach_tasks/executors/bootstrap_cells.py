@@ -89,9 +89,10 @@ def interactive(source: str, name: str, state: list, allow_await: int, future_fl
         single = nodes[-1:]
     else:
         single = nodes[-1:] if nodes and isinstance(nodes[-1], _ast.Expr) else []
+    chosen = {id(node) for node in single}
     codes: list[CodeType] = []
     for node in nodes:
-        if any(node is chosen for chosen in single):
+        if id(node) in chosen:
             code = compile(_ast.Interactive([node]), name, "single", state[0] | allow_await, True)
             state[0] |= code.co_flags & future_flags
             codes.append(code)
@@ -249,13 +250,11 @@ def show_result(value: object, cells: Any = None) -> None:
     (gettext's)."""
     import builtins
 
-    float_format = getattr(getattr(cells, "shell", None), "float_format", "%r")  # %precision
-    text = value if type(value) is not float or float_format == "%r" else _Text(float_format % value)
-    show = getattr(builtins, "display", None)
+    show = getattr(builtins, "display", None)  # its text as IPython writes it, %precision included
     if show is None:
-        sys.__displayhook__(text)
+        sys.__displayhook__(value)
     else:
-        show(text)
+        show(value)
     namespace = getattr(cells, "namespace", None)
     if not (isinstance(namespace, dict) and cells.count):  # code run as one piece (no cells): as before
         builtins._ = value  # type: ignore[attr-defined]
@@ -267,16 +266,6 @@ def show_result(value: object, cells: Any = None) -> None:
         if untouched and "_" not in vars(builtins):
             namespace["_"], namespace["__"], namespace["___"] = cells.unders
     namespace[f"_{cells.count}"] = cells.out[cells.count] = value
-
-
-class _Text:
-    """A result's text as ``%precision`` formats a float."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 def start_shell(cells: Any, runs: dict, module: Any) -> None:
