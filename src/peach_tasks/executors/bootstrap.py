@@ -178,9 +178,8 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
         namespace.update(Out=cells.out, _oh=cells.out, _="", __="", ___="", In=history, _ih=history,
                          _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_io.NOT_EXIT, quit=_io.NOT_EXIT)
         for count, cell in enumerate(program["cells"], start=1):
+            namespace["_iii"], namespace["_ii"], namespace["_i"] = (["", "", ""] + history)[-3:]  # the cells before
             history.append(cell["code"].rstrip("\n"))
-            namespace.update(_iii=history[-4] if count > 2 else "", _ii=history[-3] if count > 1 else "",
-                             _i=history[-2])
             namespace[f"_i{count}"] = history[-1]
             # A cell's last expression (notebook.shows_last_expression), for every cell, as
             # IPython's display trap does: a library that set its own hook (sympy's

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 def _unbound(*args: object, **kwargs: object) -> None:
     raise RuntimeError("displays_figures.py is used through displays.py, whose functions bootstrap.py gives it")
 
@@ -219,7 +218,7 @@ def after_matplotlib_inline(module: object) -> None:
     def set_matplotlib_formats(*formats: object, **kwargs: object) -> None:
         if any(str(f).lower() != "png" for f in formats):
             say(f"peach-tasks: set_matplotlib_formats({', '.join(repr(f) for f in formats)}) not followed: "
-                 "a run keeps its figures as PNG")
+                "a run keeps its figures as PNG")
 
     module.set_matplotlib_formats = set_matplotlib_formats  # type: ignore[attr-defined]
 

@@ -314,7 +314,7 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         return end + 1
 
     if text.startswith("%%"):
-        if result.cell_magic is not None and not "\n".join(lines[:i]).replace("\n", "").strip():
+        if result.cell_magic is not None and not any(text.strip() for text in lines[:i]):
             first = result.cell_magic.get("name")
             result.problems.append((where, f"{shown} under %%{first}: one cell magic per cell runs in peach-tasks "
                                            "(%%time and %%timeit aside); split the cell in two"))
