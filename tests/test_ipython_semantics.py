@@ -141,13 +141,6 @@ def test_an_indented_cell_runs_as_ipython_dedents_it_and_exit_does_not_end_the_n
     assert len([line for line in log if "exit() or quit() does not end a notebook" in line]) == 2
 
 
-def logged_in(folder: Path, files: dict[str, str], *cells: str) -> tuple[object, list[str]]:
-    """``logged`` for a notebook with ``files`` beside it."""
-    outcome, log = run_extracted(folder, notebook(folder, *cells, files=files), None)
-    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
-    return outcome, [line.split(" ", 1)[-1] for line in log]
-
-
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,
@@ -162,8 +155,8 @@ def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) 
     assert "fields ['1', '2'] ['1 a', '2 b'] ['a 1', 'b 2']" in log, log
     # A getpass.py of the notebook's own (first on its path, as in Jupyter) is its own.
     (tmp_path / "own").mkdir()
-    _, log = logged_in(tmp_path / "own", {"getpass.py": "def getpass(prompt=''):\n    return 'from the repository'\n"},
-                       "import getpass\nprint('own', getpass.getpass())")
+    _, log = logged(tmp_path / "own", "import getpass\nprint('own', getpass.getpass())",
+                    files={"getpass.py": "def getpass(prompt=''):\n    return 'from the repository'\n"})
     assert any(line.endswith("own from the repository") for line in log), log
 
 

@@ -27,10 +27,10 @@ def shown(tmp_path: Path, *cells: str, **kwargs: Any) -> list[tuple[str, str]]:
     return [(o.mime_type, o.data.decode()) for o in outcome.outputs]
 
 
-def logged(tmp_path: Path, *cells: str) -> tuple[Any, list[str]]:
+def logged(tmp_path: Path, *cells: str, **kwargs: Any) -> tuple[Any, list[str]]:
     """The run's outcome, after checking that it succeeded, and its log lines without their
     time stamps."""
-    outcome, log = run_extracted(tmp_path, notebook(tmp_path, *cells), None)
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, *cells, **kwargs), None)
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
     return outcome, [line.split(" ", 1)[-1] for line in log]
 
