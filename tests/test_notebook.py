@@ -21,6 +21,7 @@ from peach_tasks.sources.notebook import (
     find_entry_cell,
     neutralise_magics,
     shows_last_expression,
+    transform_cell,
 )
 
 v4 = nbformat.v4
@@ -695,14 +696,37 @@ def test_other_syntax_errors_keep_the_plain_advice(tmp_path: Path) -> None:
         extract_code(path, None, full_notebook=True)
 
 
-@pytest.mark.parametrize(("line", "note"), [
-    ("%config InlineBackend.figure_format = 'svg'", "not followed: a run keeps its figures as PNG"),
-    ("%config InlineBackend.figure_formats = {'retina'}", "not followed: a run keeps its figures as PNG"),
-    ("%config InlineBackend.figure_format = 'png'", "skipped (no effect in a scheduled run)"),
-    ("%config Completer.use_jedi = False", "skipped (no effect in a scheduled run)"),
+@pytest.mark.parametrize("line", [
+    "%config InlineBackend.figure_format = 'svg'",
+    "%config InlineBackend.figure_formats = {'retina', 'png'}",
+    "%config InlineBackend.print_figure_kwargs = {'bbox_inches': None}",
+    "%config InlineBackend.figure_format='retina'",
 ])
-def test_config_of_the_figures_format_is_not_said_to_have_no_effect(line: str, note: str) -> None:
-    """Jupyter shows the figures as SVG after ``%config InlineBackend.figure_format = 'svg'``;
-    a run keeps PNG, and its log says so rather than 'no effect'."""
-    _, notes = neutralise_magics(line)
-    assert len(notes) == 1 and notes[0].endswith(note), notes
+def test_config_of_the_inline_figures_goes_to_the_shell_which_follows_it(line: str) -> None:
+    """Jupyter shows the figures as SVG after ``%config InlineBackend.figure_format = 'svg'``:
+    the line is handed to the task process's shell (displays_figures follows it), not skipped."""
+    code, notes = neutralise_magics(line)
+    assert code == f"get_ipython().run_line_magic('config', {line[len('%config '):]!r})" and not notes, (code, notes)
+
+
+@pytest.mark.parametrize(("line", "unknown"), [
+    ("%config InlineBackend.figure_format = 'svgz'", "'svgz'"),
+    ("%config InlineBackend.figure_formats = ['png', 'tiff', 'gif']", "'gif', 'tiff'"),
+])
+def test_an_unknown_figure_format_is_a_problem_before_the_run(line: str, unknown: str) -> None:
+    """IPython refuses a format it does not know (the cell fails): so does validate, naming it."""
+    result = transform_cell(line)
+    assert result.problems == [(1, f"'{line}': unknown figure format {unknown}: Jupyter's are png, png2x, retina, "
+                                   "jpg, jpeg, svg, pdf; fix the format")], result.problems
+
+
+def test_the_figure_formats_are_those_the_task_process_knows() -> None:
+    from peach_tasks.executors import displays_figures
+    from peach_tasks.sources import magics
+
+    assert magics.FIGURE_FORMATS == displays_figures.FORMATS
+
+
+def test_other_config_lines_are_skipped_with_a_note() -> None:
+    _, notes = neutralise_magics("%config Completer.use_jedi = False")
+    assert len(notes) == 1 and notes[0].endswith("skipped (no effect in a scheduled run)"), notes

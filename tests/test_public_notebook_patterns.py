@@ -342,20 +342,90 @@ def test_a_backend_the_notebook_chooses_shows_no_figure_and_keeps_it_open(tmp_pa
         assert darkest < lightest  # a line on it, not a blank image
 
 
-def test_set_matplotlib_formats_is_said_not_followed(tmp_path: Path) -> None:
-    """``set_matplotlib_formats('svg')`` (IPython's, deprecated, and matplotlib_inline's) was
-    ignored in silence; ``%config InlineBackend.figure_format`` already said so. The figure
-    stays a PNG, and the log says why once per call."""
-    outcome, text = logged(
-        tmp_path, "import warnings\nwarnings.simplefilter('ignore', DeprecationWarning)\n"
-                  "from IPython.display import set_matplotlib_formats\nset_matplotlib_formats('svg')\n"
-                  "from matplotlib_inline.backend_inline import set_matplotlib_formats as again\n"
-                  "again('pdf', 'png')\nagain('png')",
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")
-    assert [o.mime_type for o in outcome.outputs] == ["image/png"]
-    said = [line for line in text if "set_matplotlib_formats" in line]
-    assert said == ["peach-tasks: set_matplotlib_formats('svg') not followed: a run keeps its figures as PNG",
-                    "peach-tasks: set_matplotlib_formats('pdf', 'png') not followed: a run keeps its figures as PNG"], text
+def ipython_figure(fmt: str, kwargs: dict | None = None) -> Any:
+    """What Jupyter's inline backend shows for PLOTTED in ``fmt`` (IPython's own formatters)."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from IPython.core.pylabtools import print_figure, retina_figure
+
+    with matplotlib.rc_context():
+        exec(PLOTTED, {"plt": plt})
+        figure = plt.gcf()
+        kwargs = kwargs or {}
+        shown = retina_figure(figure, **kwargs)[0] if fmt == "retina" else print_figure(figure, fmt, **kwargs)
+        plt.close("all")
+    return shown
+
+
+PLOTTED = "plt.plot([1, 2, 3], [3, 1, 2])\nplt.title('formats');"
+
+
+def pixels(png: bytes) -> Any:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_config_figure_format_retina_shows_what_jupyter_shows(tmp_path: Path) -> None:
+    """``%config InlineBackend.figure_format = 'retina'``, the most common line after
+    ``%matplotlib inline`` in public notebooks: Jupyter shows the figure at twice the dpi. The
+    run's PNG has IPython's retina pixels; the next cell, set back to PNG, its normal ones."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "%matplotlib inline\n%config InlineBackend.figure_format = 'retina'\nimport matplotlib.pyplot as plt",
+        PLOTTED, "%config InlineBackend.figure_formats = ['png']", PLOTTED), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    retina, normal = (o for o in outcome.outputs)
+    assert (retina.kind, retina.mime_type, normal.mime_type) == ("figure", "image/png", "image/png")
+    ours, theirs = pixels(retina.data), pixels(ipython_figure("retina"))
+    assert ours.shape == theirs.shape and (ours == theirs).all()
+    assert ours.shape[0] == 2 * pixels(normal.data).shape[0]
+    assert (pixels(normal.data) == pixels(ipython_figure("png"))).all()
+    assert not [line for line in log if "not followed" in line or "skipped" in line], log
+
+
+def test_svg_chosen_by_config_or_set_matplotlib_formats_is_kept_as_svg(tmp_path: Path) -> None:
+    """``figure_formats = {'svg'}`` and ``set_matplotlib_formats('svg')`` (IPython's
+    deprecated one and matplotlib_inline's): the figure is shown as SVG, as in Jupyter; with
+    ('pdf', 'png') the PNG is what a page can show."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import matplotlib.pyplot as plt\n%config InlineBackend.figure_formats = {'svg'}", PLOTTED,
+        "import warnings\nwarnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from matplotlib_inline.backend_inline import set_matplotlib_formats\n"
+        "set_matplotlib_formats('png')\n" + PLOTTED,
+        "from IPython.display import set_matplotlib_formats as deprecated\ndeprecated('svg')\n" + PLOTTED,
+        "set_matplotlib_formats('pdf', 'png')\n" + PLOTTED), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    kept = [(o.mime_type, o.data) for o in outcome.outputs]
+    assert [mime for mime, _ in kept] == ["image/svg+xml", "image/png", "image/svg+xml", "image/png"], kept
+    assert kept[0][1].startswith(b"<?xml") and b"<svg" in kept[0][1] and b"formats" in kept[0][1]
+
+
+def test_print_figure_kwargs_are_followed(tmp_path: Path) -> None:
+    """``InlineBackend.print_figure_kwargs = {'bbox_inches': None}``: the whole figure,
+    640 by 480, not its tight box; the kwargs stay with a later format change, as in Jupyter."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "import matplotlib.pyplot as plt\n%config InlineBackend.print_figure_kwargs = {'bbox_inches': None}",
+        PLOTTED, "%config InlineBackend.figure_format = 'jpeg'", PLOTTED), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
+    whole, jpeg = outcome.outputs
+    assert pixels(whole.data).shape == (480, 640, 4)
+    assert (pixels(whole.data) == pixels(ipython_figure("png", {"bbox_inches": None}))).all()
+    assert jpeg.mime_type == "image/jpeg" and pixels(jpeg.data).shape[:2] == (480, 640)
+
+
+def test_an_unknown_format_in_a_variable_fails_the_cell_as_in_ipython(tmp_path: Path) -> None:
+    """A format held in a name is checked when the cell runs: the cell fails with IPython's
+    message, naming the cell."""
+    outcome, log = run_extracted(tmp_path, notebook(
+        tmp_path, "fmt = 'tiff'", "%config InlineBackend.figure_format = fmt"), None)
+    assert outcome.status is RunStatus.FAILURE
+    assert "ValueError: supported formats are: 'png','png2x','retina','jpg','jpeg','svg','pdf' not 'tiff'" \
+        in outcome.error and "cell 2" in outcome.error, outcome.error
 
 
 def test_switch_backend_called_by_the_notebook_is_its_choice(tmp_path: Path) -> None:

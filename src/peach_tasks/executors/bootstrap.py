@@ -410,7 +410,13 @@ def _start_shell(cells: _Cells, runs: dict) -> None:
     shell = _load_beside("peach_tasks_notebook_shell", os.path.join(folder, "notebook_shell.py"))
     shell.values = _load_beside("peach_tasks_notebook_shell_values",  # type: ignore[attr-defined]
                                 os.path.join(folder, "notebook_shell_values.py"))
+    shell.configure_figures = _configure_figures  # type: ignore[attr-defined]
     _more().start_shell(cells, runs, shell)
+
+
+def _configure_figures(name: str, value: object) -> None:
+    """``%config InlineBackend.NAME = value``, through the shell: the figures' module follows it."""
+    _displays().figures.configure_inline(name, value)  # type: ignore[attr-defined]
 
 
 _shell_ahead = False  # --shell: started ahead for a notebook that has the magics' shell
@@ -521,7 +527,7 @@ class _DisplayHooks:
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
-    without a kernel); ``set_matplotlib_formats``, which a run does not follow. And the
+    without a kernel); ``set_matplotlib_formats``, which a run follows as Jupyter does. And the
     cells' lines given to ``linecache`` once it loads (``_remember_lines``), ``getpass``
     answering as ``input()`` does and pandas with a kernel's defaults (``bootstrap_io``)."""
 

@@ -320,10 +320,8 @@ def mime_bundle(obj: object, include: object = None, exclude: object = None) -> 
 
 def _representations(obj: object, include: object, exclude: object) -> dict:
     bundle: dict = {}
-    if figures.is_figure(obj):
-        png = figures.figure_png(obj)
-        if png is not None:
-            bundle["image/png"] = png
+    if figures.is_figure(obj):  # as Jupyter's inline backend: a PNG, unless the task chose other formats
+        bundle.update(figures.figure_bundle(obj))
     if _lies(obj):  # only its text, as IPython shows it
         bundle["text/plain"] = _plain(obj)
         return bundle

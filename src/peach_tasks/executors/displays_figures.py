@@ -33,29 +33,95 @@ def is_figure(obj: object) -> bool:
     return figure_module is not None and isinstance(obj, getattr(figure_module, "Figure", ()))
 
 
-def figure_png(figure: object) -> bytes | None:
-    """The figure as PNG, as Jupyter's inline backend draws it (IPython's ``print_figure``);
-    None for an empty figure.
+# How the task asked Jupyter's inline backend to show a figure: IPython's formats (png,
+# retina: a PNG at twice the dpi, jpeg, svg, pdf) and the keyword arguments of its
+# print_figure. Set by ``%config InlineBackend.figure_format(s) / print_figure_kwargs``
+# (matplotlib_inline's configuration, kept in ``_configured``) and by
+# ``set_matplotlib_formats``, which changes what is shown but not that configuration.
+FORMATS = ("png", "png2x", "retina", "jpg", "jpeg", "svg", "pdf")
+_formats: frozenset = frozenset({"png"})
+_print_kwargs: dict = {"bbox_inches": "tight"}
+_configured: dict = {"figure_formats": frozenset({"png"}), "print_figure_kwargs": {"bbox_inches": "tight"}}
+INLINE_SETTINGS = ("figure_format", "figure_formats", "print_figure_kwargs")  # the ones followed
 
-    As there, the canvas prints it at the figure's own dpi and colours: the ``savefig.*``
-    settings a notebook sets for its files (``savefig.dpi = 300``, a transparent background)
-    do not apply to what it shows."""
-    import io
 
+def select_formats(formats: object, **kwargs: object) -> None:
+    """IPython's ``select_figure_formats``: figures are shown from now on in ``formats`` (a
+    name or several; none: as text only), printed with ``kwargs``. An unknown format is
+    refused in IPython's words, before anything changes."""
+    global _formats, _print_kwargs
+    chosen = {formats} if isinstance(formats, str) else set(formats)  # type: ignore[call-overload]
+    bad = chosen.difference(FORMATS)
+    if bad:
+        raise ValueError(f"supported formats are: {','.join(repr(f) for f in FORMATS)} not "
+                         f"{','.join(repr(f) for f in sorted(bad, key=str))}")
+    _formats, _print_kwargs = frozenset(chosen), dict(kwargs)
+
+
+def configure_inline(name: str, value: object) -> None:
+    """``%config InlineBackend.NAME = value`` for the settings followed (``INLINE_SETTINGS``):
+    as matplotlib_inline's configuration takes it, each change selects the formats again
+    with the configured keyword arguments."""
+    if name == "figure_format":  # (deprecated there) one format
+        if not value:
+            return
+        name, value = "figure_formats", {value}
+    if name == "figure_formats":
+        formats = {value} if isinstance(value, str) else set(value)  # type: ignore[call-overload]
+        select_formats(formats, **_configured["print_figure_kwargs"])
+        _configured["figure_formats"] = frozenset(formats)
+    elif name == "print_figure_kwargs":
+        if not isinstance(value, dict):
+            raise TypeError(f"InlineBackend.print_figure_kwargs must be a dict, not {type(value).__name__}")
+        select_formats(_configured["figure_formats"], **value)
+        _configured["print_figure_kwargs"] = dict(value)
+    else:
+        raise ValueError(f"InlineBackend.{name} is not followed by peach-tasks")
+
+
+def figure_bundle(figure: object) -> dict:
+    """The figure's representations as Jupyter's inline backend makes them in the formats
+    chosen (``select_formats``; PNG unless the task chose): {} for an empty figure, or one
+    that could not be drawn (the log says why)."""
     if not getattr(figure, "axes", None) and not getattr(figure, "lines", None):
-        return None
-    buffer = io.BytesIO()
-    fig: Any = figure  # matplotlib's Figure, which this file does not import
+        return {}
+    bundle: dict = {}
     try:
-        if fig.canvas is None:
-            from matplotlib.backend_bases import FigureCanvasBase
-
-            FigureCanvasBase(fig)
-        fig.canvas.print_figure(buffer, format="png", facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(),
-                                dpi=fig.dpi, bbox_inches="tight")
+        if "png" in _formats:
+            bundle["image/png"] = _printed(figure, "png")
+        if "retina" in _formats or "png2x" in _formats:  # the same formatter as png's, in IPython
+            bundle["image/png"] = _printed(figure, "retina")
+        if "jpg" in _formats or "jpeg" in _formats:
+            bundle["image/jpeg"] = _printed(figure, "jpg")
+        if "svg" in _formats:
+            bundle["image/svg+xml"] = _printed(figure, "svg").decode("utf-8")
+        if "pdf" in _formats:
+            bundle["application/pdf"] = _printed(figure, "pdf")
     except Exception as exc:
         say(f"peach-tasks: a figure could not be drawn: {exc!r}")
-        return None
+        return {}
+    return bundle
+
+
+def _printed(figure: object, fmt: str) -> bytes:
+    """The figure printed as IPython's ``print_figure`` prints it: at the figure's own dpi
+    (twice it for retina) and colours, so the ``savefig.*`` settings a notebook sets for its
+    files (``savefig.dpi = 300``, a transparent background) do not apply to what it shows;
+    ``bbox_inches="tight"`` unless the task's print_figure_kwargs say otherwise."""
+    import io
+
+    fig: Any = figure  # matplotlib's Figure, which this file does not import
+    kwargs = dict(_print_kwargs)
+    dpi = fig.dpi * 2 if fmt == "retina" else fig.dpi
+    options = {"format": "png" if fmt == "retina" else fmt, "facecolor": fig.get_facecolor(),
+               "edgecolor": fig.get_edgecolor(), "dpi": dpi, "bbox_inches": kwargs.pop("bbox_inches", "tight")}
+    options.update(kwargs)
+    if fig.canvas is None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        FigureCanvasBase(fig)
+    buffer = io.BytesIO()
+    fig.canvas.print_figure(buffer, **options)
     return buffer.getvalue()
 
 
@@ -213,12 +279,11 @@ def after_matplotlib(matplotlib: object) -> None:
 
 
 def after_matplotlib_inline(module: object) -> None:
-    """``set_matplotlib_formats('svg')`` (IPython's and matplotlib_inline's) is not followed: a
-    run keeps its figures as PNG; the log says so, as for ``%config InlineBackend.figure_format``."""
+    """``set_matplotlib_formats('svg')`` (matplotlib_inline's, which IPython's deprecated one
+    calls) is followed as there: the formats chosen, with the configured print_figure_kwargs
+    and the call's own."""
     def set_matplotlib_formats(*formats: object, **kwargs: object) -> None:
-        if any(str(f).lower() != "png" for f in formats):
-            say(f"peach-tasks: set_matplotlib_formats({', '.join(repr(f) for f in formats)}) not followed: "
-                "a run keeps its figures as PNG")
+        select_formats(formats, **{**_configured["print_figure_kwargs"], **kwargs})
 
     module.set_matplotlib_formats = set_matplotlib_formats  # type: ignore[attr-defined]
 

@@ -45,6 +45,11 @@ NO_EFFECT_LINE_MAGICS = frozenset({
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
 NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"})  # peach_tasks.magics'
+# ``%config InlineBackend.figure_format = 'retina'``: the settings of Jupyter's inline backend
+# that a run follows (peach_tasks.magics hands only these here), and what follows them:
+# displays_figures.configure_inline, loaded apart, given by bootstrap.py.
+_INLINE_SETTING = r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$"
+configure_figures: Callable[[str, object], None] | None = None
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
 # IPython's default aliases on Linux.
 ALIASES = {"ls": "ls -F --color", "ll": "ls -F -o --color", "lf": "ls -F -o --color %l | grep ^-",
@@ -138,6 +143,8 @@ class Shell:
             import matplotlib  # as IPython's %matplotlib: the backend, by matplotlib.use (displays.py sees it)
 
             return matplotlib.use(backend)
+        if name == "config" and "InlineBackend" in line:
+            return self._config_figures(line)
         if name == "config" and "ast_node_interactivity" in line:  # which statements show their value
             if "=" in line:  # (without one, IPython prints the setting)
                 self.ast_node_interactivity = line.partition("=")[2].strip().strip("'\"") or "last_expr"
@@ -314,6 +321,19 @@ class Shell:
             status = done.returncode
         if status != 0 and "--no-raise-error" not in line.split():
             raise subprocess.CalledProcessError(status, program)
+
+    def _config_figures(self, line: str) -> None:
+        """``%config InlineBackend.figure_formats = {'png', 'svg'}``: the value is Python,
+        evaluated in the notebook's namespace as IPython's %config does; the figures shown
+        from then on follow it. Other settings of the inline backend change nothing here."""
+        import re
+
+        setting = re.match(_INLINE_SETTING, line)
+        if setting is None or configure_figures is None:
+            return None
+        value = eval(setting.group(2).strip(), self.user_ns)  # noqa: S307 - the notebook's own code, as in IPython
+        configure_figures(setting.group(1), value)
+        return None
 
     def _display_body(self, mime: str, body: str) -> None:
         show = getattr(builtins, "display", None)

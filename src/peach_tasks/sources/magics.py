@@ -93,8 +93,11 @@ class CellMagics:
     timed: bool = False  # %%time: the cell's CPU and wall times printed after it
 
 
-_FIGURE_FORMAT = re.compile(r"\s*InlineBackend\.figure_formats?\b")  # %config of the inline figures' format
-_PNG_FORMAT = re.compile(r"=\s*[\[{(]?\s*['\"]png['\"]\s*[\]})]?\s*$")
+# ``%config InlineBackend.figure_format = 'retina'``: the settings of Jupyter's inline backend a
+# run follows (the task process's shell does, with executors/displays_figures.py), and the
+# formats IPython knows.
+_INLINE_SETTING = re.compile(r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$")
+FIGURE_FORMATS = ("png", "png2x", "retina", "jpg", "jpeg", "svg", "pdf")
 _MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
 # Prompts pasted from a Python or IPython session, which IPython strips from a cell whose
 # first line (or the next) carries one (its classic_prompt and ipython_prompt transforms).
@@ -340,18 +343,19 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         result.installs.append((where, shown))
         return end + 1
     extension = args.split()[0] if args.split() else ""
-    if name == "config" and "ast_node_interactivity" in args and not target:  # the shell follows it
+    if name == "config" and ("ast_node_interactivity" in args or _INLINE_SETTING.match(args)) and not target:
+        # The shell follows it (which statements show their value; how figures are shown).
+        unknown = _unknown_figure_formats(args)
+        if unknown:
+            result.problems.append((where, f"{shown}: unknown figure format {unknown}: Jupyter's are "
+                                           f"{', '.join(FIGURE_FORMATS)}; fix the format"))
         lines[i] = indent + f"get_ipython().run_line_magic('config', {args!r})"
         result.shell = True
         return end + 1
     if (name in NO_EFFECT_LINE_MAGICS or (name in ("load_ext", "reload_ext") and extension in NO_EFFECT_EXTENSIONS)) \
             and not target:
         lines[i] = _pass_line(line)
-        if name == "config" and _FIGURE_FORMAT.match(args) and not _PNG_FORMAT.search(args):
-            # Not without effect: Jupyter would show the figures in that format.
-            result.notes.append(f"line {where}: {shown} not followed: a run keeps its figures as PNG")
-        else:
-            result.notes.append(f"line {where}: {shown} skipped (no effect in a scheduled run)")
+        result.notes.append(f"line {where}: {shown} skipped (no effect in a scheduled run)")
         return end + 1
     if name in ("load_ext", "reload_ext"):
         why = f"the IPython extension {extension!r} is not loaded by peach-tasks"
@@ -362,6 +366,23 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
     result.problems.append((where, f"{shown}: {why}: a run would differ from Jupyter's; do the same in Python"))
     lines[i] = _pass_line(line)
     return end + 1
+
+
+def _unknown_figure_formats(args: str) -> str | None:
+    """The formats IPython would refuse in ``%config InlineBackend.figure_format(s) = VALUE``,
+    when VALUE is written out (a name of the notebook's is checked when the run gets there)."""
+    import ast
+
+    setting = _INLINE_SETTING.match(args)
+    if setting is None or setting.group(1) == "print_figure_kwargs":
+        return None
+    try:
+        value = ast.literal_eval(setting.group(2).strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    formats = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple, set)) else []
+    unknown = sorted({repr(f) for f in formats if f not in FIGURE_FORMATS and f != ""})
+    return ", ".join(unknown) or None
 
 
 def _pass_line(line: str) -> str:
