@@ -290,3 +290,23 @@ def test_time_prints_the_cells_times_as_ipython_does(tmp_path: Path) -> None:
     assert all(re.fullmatch(rf"Wall time: ({unit})", line) for line in times[1::2]), times
     assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [("text/plain", "4999950000")]
     assert "quiet" not in log
+
+
+def test_line_time_prints_the_statements_times_and_keeps_its_value(tmp_path: Path) -> None:
+    """``%time STATEMENT`` ran "once, untimed". As IPython's (checked there): the times are
+    printed after each timed line; an expression's value is the cell's result and can be
+    assigned; an error is printed and the cell goes on (papermill's cell succeeds too);
+    what cannot be one line (a compound statement) still runs once, untimed, with a note."""
+    outcome, log = logged(tmp_path, "%time total = sum(range(10**5))\nsmall = %time total // 10\nprint('small', small)",
+                          "if True:\n    %time inner = 3\n%time 1/0\nprint('after the error', inner)",
+                          "%time for i in range(2): print('loop', i)\n%time total * 2")
+    times = [line for line in log if line.startswith(("CPU times:", "Wall time:"))]
+    assert len(times) == 8 and all(line.startswith("CPU times: user ") for line in times[0::2]), log  # none after 1/0
+    assert all(line.startswith("Wall time: ") for line in times[1::2]), log
+    assert "small 499995000" in log and "after the error 3" in log and "loop 1" in log, log
+    assert "ZeroDivisionError: division by zero" in log, log
+    from peach_tasks.sources.notebook import neutralise_magics
+
+    assert neutralise_magics("%time for i in range(2): print('loop', i)")[1] == [
+        "line 1: '%time for i in range(2): print('loop', i)': the statement runs once, untimed"]
+    assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [("text/plain", "9999900000")]

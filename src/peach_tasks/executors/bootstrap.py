@@ -289,6 +289,13 @@ class _Cells:
             _more().print_times(started)
         self._flush_figures(namespace, number)
 
+    def clocks(self) -> tuple:
+        """Wall and CPU clocks now, for ``%time`` (the shell's) and ``%%time``."""
+        return _more().clocks()  # type: ignore[attr-defined]
+
+    def print_times(self, started: tuple) -> None:
+        _more().print_times(started)  # type: ignore[attr-defined]
+
     def _flush_figures(self, namespace: dict | None, number: object) -> None:
         """As Jupyter's inline backend: a notebook cell's figures shown at its end."""
         if namespace is None and number is not None and _displays_module is not None:

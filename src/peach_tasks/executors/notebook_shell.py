@@ -118,6 +118,17 @@ class Shell:
             self.events.trigger("post_execute")
             self.events.trigger("post_run_cell", result)
 
+    def timing(self) -> Any:
+        """``%time STATEMENT``, written ``with get_ipython().timing(): STATEMENT``: IPython's
+        timings printed after it; an error is printed and the cell goes on, as there."""
+        return values.Timing(self.cells.clocks, self.cells.print_times)
+
+    def time_value(self, expression: Callable[[], Any]) -> Any:
+        """``%time EXPRESSION``: its value (None after an error), timed as ``timing``."""
+        with self.timing():
+            return expression()
+        return None  # the error was printed: IPython's %time returns nothing then
+
     def enable_gui(self, gui: str | None = None) -> None:
         """No event loop to integrate with: a run has no screen."""
 

@@ -164,3 +164,36 @@ class RawOutput:
 
     def __repr__(self) -> str:
         return f"<{self.mime} output>"
+
+
+class Timing:
+    """IPython's ``%time`` around a statement: the clocks read before it, and the times printed
+    after it (``clocks``, ``print_times``: bootstrap_cells', through the cells). An exception
+    is printed, not raised, as IPython's ``%time`` shows it and lets the cell go on; leaving
+    the run (``SystemExit``, ``KeyboardInterrupt``) goes through."""
+
+    def __init__(self, clocks: Callable[[], tuple], print_times: Callable[[tuple], None]) -> None:
+        self.clocks, self.print_times = clocks, print_times
+        self.started: tuple = ()
+
+    def __enter__(self) -> Timing:
+        self.started = self.clocks()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> bool:
+        if exc is None:
+            self.print_times(self.started)
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        import traceback
+
+        trace = exc.__traceback__  # from the cell's own frames: not the shell's (time_value)
+        while trace is not None and os.path.dirname(trace.tb_frame.f_code.co_filename) == _HERE:
+            trace = trace.tb_next
+        sys.stdout.flush()
+        traceback.print_exception(exc.__class__, exc, trace)
+        return True
+
+
+_HERE = os.path.dirname(__file__)

@@ -9,7 +9,8 @@ line of the result is the same line of the cell:
   ``%sx``, ``!cmd`` ...) become ``get_ipython().run_line_magic(NAME, ARGS)`` (or
   ``.system``/``.getoutput``), as IPython writes them; ``get_ipython()`` is the task
   process's small shell (``executors/notebook_shell.py``);
-* ``%time``/``%timeit`` keep their statement, run once and untimed; ``%%timeit SETUP``
+* ``%time STATEMENT`` prints IPython's timings after it (a one-line statement or expression);
+  ``%timeit`` keeps its statement, run once and untimed; ``%%timeit SETUP``
   keeps the cell's body (and the setup, run first, once), untimed; ``%%time`` keeps the body,
   whose CPU and wall times the task process prints after it, as IPython does;
 * magics that change nothing a scheduled run can observe (``%matplotlib``, ``%config``,
@@ -282,8 +283,14 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
             if target and name == "timeit":
                 result.problems.append((where, f"{shown}: the value of %timeit is its timing, which peach-tasks "
                                                "does not measure; assign the statement's value instead"))
+            timed = _timed(statement) if name == "time" else None
             if not statement:
                 lines[i] = _pass_line(line)
+            elif timed is not None:  # IPython's timings printed after it
+                lines[i] = indent + (f"{target} = " if target else "") + timed
+                scan_line(lines[i], scan)
+                result.shell = True
+                return i + 1
             else:
                 # The statement stays Python: a backslash continuation goes on as Python does.
                 lines[i] = indent + (f"{target} = " if target else "") + statement
@@ -366,6 +373,31 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
     result.problems.append((where, f"{shown}: {why}: a run would differ from Jupyter's; do the same in Python"))
     lines[i] = _pass_line(line)
     return end + 1
+
+
+def _timed(statement: str) -> str | None:
+    """``%time STATEMENT`` as one line that prints IPython's timings after it: an expression
+    keeps its value (shown when it ends the cell, as IPython's ``%time`` returns it), simple
+    statements run inside a ``with``. None where that cannot be one line (a backslash
+    continuation, a compound statement, ``await``): the statement then runs untimed."""
+    import ast
+
+    if statement.endswith("\\"):
+        return None
+    try:
+        tree = ast.parse(statement)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if any(isinstance(node, (ast.Await, ast.NamedExpr, ast.Yield, ast.YieldFrom)) for node in ast.walk(tree)):
+        return None  # not inside a lambda or a with's one line (a name bound by := would stay in the lambda)
+    body = tree.body
+    if len(body) == 1 and isinstance(body[0], ast.Expr) and not statement.rstrip().endswith(";"):
+        return f"get_ipython().time_value(lambda: ({statement}))"
+    simple = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Import, ast.ImportFrom, ast.Delete, ast.Pass,
+              ast.Assert, ast.Raise)
+    if not body or not all(isinstance(node, simple) for node in body):
+        return None
+    return f"with get_ipython().timing(): {statement}"
 
 
 def _unknown_figure_formats(args: str) -> str | None:
