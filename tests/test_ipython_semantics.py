@@ -310,3 +310,33 @@ def test_line_time_prints_the_statements_times_and_keeps_its_value(tmp_path: Pat
     assert neutralise_magics("%time for i in range(2): print('loop', i)")[1] == [
         "line 1: '%time for i in range(2): print('loop', i)': the statement runs once, untimed"]
     assert [(o.mime_type, o.data.decode()) for o in outcome.outputs] == [("text/plain", "9999900000")]
+
+
+WHO_CELLS = ("import numpy as np\nsmall = np.zeros((3, 4))\nwide = np.zeros((300, 400))\nhuge = np.zeros((3000, 400))\n"
+             "table = {1: 2}\nitems = [1, 2]\nlong = 'x' * 80\nimport os\ndef f(): pass\nclass K: pass\nk = K()\n"
+             "multi = 'a\\nb'\nIn = 'mine'\n_private = 1",)
+
+
+def test_who_and_whos_print_what_ipython_prints(tmp_path: Path) -> None:
+    """``%who`` and ``%whos`` printed nothing in a run. As IPython (run here on the same cells,
+    whose output the test compares line for line, addresses aside): the names, nine to a line,
+    without ``_`` ones or IPython's own (a rebound ``In`` is the notebook's); by type; the
+    table with arrays' shapes and sizes; ``%who_ls`` as a value."""
+    import contextlib
+    import io
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    magics = "%who\n%who ndarray dict\n%who float\n%whos\nnames = %who_ls\nprint(names)"
+    outcome, log = logged(tmp_path, *WHO_CELLS, magics)
+    shell = InteractiveShell.instance()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        shell.run_cell(WHO_CELLS[0])
+        shell.run_cell(magics)
+    theirs = [line.rstrip() for line in printed.getvalue().splitlines()]
+    ours = [line.rstrip() for line in log[log.index(next(line for line in log if line.startswith("In\t"))):]]
+    assert len(theirs) == 20, theirs  # 2 + 1 + 1 lines of %who, 15 of %whos, the list
+    addresses = re.compile(r" at 0x[0-9a-f]+")
+    assert [addresses.sub("", line) for line in ours][:len(theirs)] == [addresses.sub("", line) for line in theirs]
+    assert "In\t" in ours[0] and "_private" not in " ".join(ours)

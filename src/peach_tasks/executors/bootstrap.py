@@ -177,6 +177,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
         namespace = module.__dict__
         namespace.update(Out=cells.out, _oh=cells.out, _="", __="", ___="", In=history, _ih=history,
                          _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_io.NOT_EXIT, quit=_io.NOT_EXIT)
+        cells.hidden = {name: namespace[name] for name in ("In", "Out", "exit", "quit")}  # not the notebook's (%who)
         for count, cell in enumerate(program["cells"], start=1):
             namespace["_iii"], namespace["_ii"], namespace["_i"] = (["", "", ""] + history)[-3:]  # the cells before
             history.append(cell["code"].rstrip("\n"))
@@ -264,6 +265,7 @@ class _Cells:
         self.count = 0  # the running cell's execution count (Jupyter's In [N])
         self.out: dict = {}  # IPython's Out: execution count -> the cell's result
         self.unders: tuple = ("", "", "")  # what _, __ and ___ were last set to (bootstrap_cells.show_result)
+        self.hidden: dict = {}  # the run's own names in the namespace, as IPython's user_ns_hidden
 
     def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
             flags: list | None = None) -> None:

@@ -40,7 +40,7 @@ except ImportError:
 # Kept in step with peach_tasks.magics.NO_EFFECT_LINE_MAGICS (a test compares them): these
 # change nothing a scheduled run can see, also when called as get_ipython().run_line_magic(...).
 NO_EFFECT_LINE_MAGICS = frozenset({
-    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb", "who", "whos",
+    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb",
     "lsmagic", "history", "hist", "magic", "quickref", "colors", "automagic", "pinfo", "pinfo2",
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
@@ -423,6 +423,62 @@ class Shell:
 
     def _magic_pwd(self, line: str) -> str:
         return os.getcwd()
+
+    def _magic_who_ls(self, line: str) -> list:
+        """``%who_ls [TYPE ...]``: the notebook's names, as IPython lists them: sorted, none
+        starting with ``_``, nor the run's own ``In``, ``Out``, ``exit`` and ``quit`` (IPython's
+        hidden ones) unless the notebook rebound them; with types, only values of those type names."""
+        hidden = getattr(self.cells, "hidden", {})
+        names = sorted(name for name, value in self.user_ns.items()
+                       if not name.startswith("_") and not (name in hidden and hidden[name] is value))
+        kinds = set(line.split())
+        return [name for name in names if type(self.user_ns[name]).__name__ in kinds] if kinds else names
+
+    def _magic_who(self, line: str) -> None:
+        """``%who [TYPE ...]``: those names printed nine to a line, as IPython prints them."""
+        names = self._magic_who_ls(line)
+        if not names:
+            print("No variables match your requested type." if line.split() else "Interactive namespace is empty.")
+            return
+        for count, name in enumerate(names, start=1):
+            print(name + "\t", end=" ")
+            if count % 9 == 0:
+                print()
+        print()
+
+    def _magic_whos(self, line: str) -> None:
+        """``%whos [TYPE ...]``: IPython's table of the names, their types and a short view of
+        each value (a length for dicts, lists and tuples; shape, size and bytes of an array)."""
+        names = self._magic_who_ls(line)
+        if not names:
+            self._magic_who(line)
+            return
+        values_ = [self.user_ns[name] for name in names]
+        kinds = [type(value).__name__ for value in values_]
+        name_width = max(len("Variable"), *map(len, names)) + 3
+        kind_width = max(len("Type"), *map(len, kinds)) + 3
+        print("Variable".ljust(name_width) + "Type".ljust(kind_width) + " Data/Info")
+        print("-" * (name_width + kind_width + len("Data/Info") + 1))
+        numpy = sys.modules.get("numpy")
+        for name, value, kind in zip(names, values_, kinds):
+            print(f"{name:<{name_width}}{kind:<{kind_width}}", end=" ")
+            if kind in ("dict", "list", "tuple"):
+                print(f"n={len(value)}")
+            elif numpy is not None and isinstance(value, numpy.ndarray):
+                shape = str(value.shape).replace(",", "").replace(" ", "x")[1:-1]
+                size = value.size * value.itemsize
+                summary = f"{shape}: {value.size} elems, type `{value.dtype}`, {size} bytes"
+                if size < 100000:
+                    print(summary)
+                else:
+                    print(summary, f"({size / 1024} kb)" if size < 1048576 else f"({size / 1048576} Mb)")
+            else:
+                try:
+                    text = str(value)
+                except Exception:
+                    text = f"<object with id {id(value)} (str() failed)>"
+                text = text.replace("\n", "\\n")
+                print(text if len(text) < 50 else text[:25] + "<...>" + text[-25:])
 
     def _magic_sx(self, line: str) -> Any:
         return self.getoutput(line)

@@ -40,14 +40,14 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*\Z")
 
 # Line magics the task process's shell runs (executors/notebook_shell.py), with IPython's meaning.
 RUNTIME_LINE_MAGICS = frozenset({
-    "cd", "env", "set_env", "run", "pwd", "sx", "system", "precision",
+    "cd", "env", "set_env", "run", "pwd", "sx", "system", "precision", "who", "whos", "who_ls",
     # IPython's default aliases on POSIX: shell commands
     "ls", "ll", "lf", "lk", "lx", "ldir", "cat", "cp", "mkdir", "mv", "rm", "rmdir",
 })
 # Line magics that change nothing a scheduled run can see: what they do is interactive
 # (help, history, debugger), display settings, or reloading code that cannot change mid-run.
 NO_EFFECT_LINE_MAGICS = frozenset({
-    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb", "who", "whos",
+    "matplotlib", "config", "autoreload", "aimport", "xmode", "pdb",
     "lsmagic", "history", "hist", "magic", "quickref", "colors", "automagic", "pinfo", "pinfo2",
     "psearch", "pprint", "page", "doctest_mode", "autosave", "notebook", "qtconsole", "connect_info",
 })
