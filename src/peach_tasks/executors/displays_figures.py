@@ -42,7 +42,6 @@ FORMATS = ("png", "png2x", "retina", "jpg", "jpeg", "svg", "pdf")
 _formats: frozenset = frozenset({"png"})
 _print_kwargs: dict = {"bbox_inches": "tight"}
 _configured: dict = {"figure_formats": frozenset({"png"}), "print_figure_kwargs": {"bbox_inches": "tight"}}
-INLINE_SETTINGS = ("figure_format", "figure_formats", "print_figure_kwargs")  # the ones followed
 
 
 def select_formats(formats: object, **kwargs: object) -> None:
@@ -59,8 +58,8 @@ def select_formats(formats: object, **kwargs: object) -> None:
 
 
 def configure_inline(name: str, value: object) -> None:
-    """``%config InlineBackend.NAME = value`` for the settings followed (``INLINE_SETTINGS``):
-    as matplotlib_inline's configuration takes it, each change selects the formats again
+    """``%config InlineBackend.NAME = value`` for the settings followed (figure_format,
+    figure_formats, print_figure_kwargs): as matplotlib_inline's configuration takes it, each change selects the formats again
     with the configured keyword arguments."""
     if name == "figure_format":  # (deprecated there) one format
         if not value:
