@@ -340,3 +340,12 @@ def test_who_and_whos_print_what_ipython_prints(tmp_path: Path) -> None:
     addresses = re.compile(r" at 0x[0-9a-f]+")
     assert [addresses.sub("", line) for line in ours][:len(theirs)] == [addresses.sub("", line) for line in theirs]
     assert "In\t" in ours[0] and "_private" not in " ".join(ours)
+
+
+def test_a_warning_from_the_same_line_is_shown_in_every_cell_as_in_ipython(tmp_path: Path) -> None:
+    """IPython clears the notebook's warning registry before each cell, so a helper that warns
+    (a pandas FutureWarning from a function called in many cells) warns in each; a run showed
+    it once. Within one cell, Python's "once per place" still holds, as in IPython."""
+    _, log = logged(tmp_path, "import warnings\ndef load():\n    warnings.warn('careful')\nload()",
+                    "load()", "load()\nload()")
+    assert len([line for line in log if line.endswith("UserWarning: careful")]) == 3, log

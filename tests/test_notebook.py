@@ -330,6 +330,23 @@ def test_percent_and_bang_that_are_python_are_untouched() -> None:
     assert (namespace["x"], namespace["y"], namespace["t"]) == (1, 2, "5")
 
 
+@pytest.mark.parametrize(("line", "skipped"), [
+    ("!{sys.executable} -m pip install -q tqdm", True),  # pip's own advice for notebooks (found by the 8th pass)
+    ("!python3 -m pip install tqdm", True),
+    ("!/opt/env/bin/python3.11 -m pip install tqdm", True),
+    ("!$sys.executable -m pip install tqdm", True),
+    ("!uv pip install tqdm", True),
+    ("!python -m pytest -q", False),
+    ("!python train.py --pip", False),
+])
+def test_a_package_install_through_python_is_skipped_as_pip_is(line: str, skipped: bool) -> None:
+    """``!pip install`` was skipped (a run installs nothing) but ``!{sys.executable} -m pip
+    install`` ran pip inside the task; every spelling of pip is skipped alike."""
+    out, notes = neutralise_magics(line)
+    assert out.startswith("pass  # peach-tasks: ") is skipped, out
+    assert bool(notes) is skipped and all("packages come from the `dependencies`" in note for note in notes)
+
+
 def test_multi_line_magic_with_backslash_is_joined_as_ipython_joins_it() -> None:
     out, notes = neutralise_magics("%env GREETING=hello \\\n    world\nx = 1")
     assert out.split("\n") == ["get_ipython().run_line_magic('env', 'GREETING=hello      world')", "", "x = 1"]

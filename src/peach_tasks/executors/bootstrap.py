@@ -311,6 +311,8 @@ class _Cells:
         state = flags if flags is not None else self.flags
         allow_await = 0 if cell.get("plain") else _TOP_LEVEL_AWAIT
         target = self.namespace if namespace is None else namespace
+        if namespace is None:  # as IPython before each cell: a warning from the same line is shown again
+            target.pop("__warningregistry__", None)
         mode = _interactivity(self) if namespace is None else None
         if mode is not None:  # the notebook changed which statements show their value
             codes = _more().interactive(source, name, state, allow_await, _FUTURE_FLAGS, mode)

@@ -99,6 +99,10 @@ class CellMagics:
 # formats IPython knows.
 _INLINE_SETTING = re.compile(r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$")
 FIGURE_FORMATS = ("png", "png2x", "retina", "jpg", "jpeg", "svg", "pdf")
+# ``!pip install x``, and the same through Python (``!{sys.executable} -m pip``, pip's own advice
+# for notebooks, ``!python3 -m pip``) or uv, conda and friends: a run installs nothing.
+_PACKAGE_COMMAND = re.compile(r"(?:(?:\S*/)?(?:python[\d.]*|\{sys\.executable\}|\$\{?sys\.executable\}?)"
+                              r"\s+-m\s+)?(?:\S*/)?(?:pip3?|conda|mamba|micromamba|uv)\b")
 _MAGIC_HELP = re.compile(r"%{1,2}[A-Za-z_]\w*\?{1,2}")  # ``%load?``: IPython's help on a magic
 # Prompts pasted from a Python or IPython session, which IPython strips from a cell whose
 # first line (or the next) carries one (its classic_prompt and ipython_prompt transforms).
@@ -312,7 +316,7 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
 
     if head == "!":
         command = text[1:].strip()
-        if re.match(r"(?:\S*/)?(?:pip3?|conda|mamba|micromamba|uv)\b", command) and not target:
+        if _PACKAGE_COMMAND.match(command) and not target:
             lines[i] = _pass_line(line)
             result.notes.append(f"line {where}: {shown} skipped: a task's packages come from the `dependencies` "
                                 "of its definition, installed before it runs")
