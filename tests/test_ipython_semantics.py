@@ -11,6 +11,7 @@ import collections
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -349,3 +350,53 @@ def test_a_warning_from_the_same_line_is_shown_in_every_cell_as_in_ipython(tmp_p
     _, log = logged(tmp_path, "import warnings\ndef load():\n    warnings.warn('careful')\nload()",
                     "load()", "load()\nload()")
     assert len([line for line in log if line.endswith("UserWarning: careful")]) == 3, log
+
+
+def failed_run(tmp_path: Path, *cells: str) -> tuple[Any, list[str]]:
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, *cells), None)
+    assert outcome.status is RunStatus.FAILURE, (outcome.error, log)
+    return outcome, [line.split(" ", 1)[-1] for line in log]
+
+
+def test_a_repr_that_raises_fails_the_run_after_the_last_cell_as_papermill_does(tmp_path: Path) -> None:
+    """Found by the eighth pass: a result whose ``__repr__`` raises, or a ``display()`` whose
+    ``_repr_html_`` raises, is shown by IPython as a traceback and the next cells run; papermill
+    then fails the run. A run succeeded, with a line in its log. Now the cells still all run,
+    and the run fails at its end with the first such error, where it was shown."""
+    outcome, log = failed_run(
+        tmp_path, "class BadRepr:\n    def __repr__(self):\n        raise ValueError('repr boom')",
+        "BadRepr()",
+        "class BadHtml:\n    def _repr_html_(self):\n        raise KeyError('html boom')\n"
+        "    def __repr__(self):\n        return 'bad html'\ndisplay(BadHtml())",
+        "print('the last cell ran')")
+    assert "the last cell ran" in log, log
+    assert outcome.error.startswith("nb.ipynb cell 2: the repr of a BadRepr raised ValueError: repr boom (and 1 more): "
+                                    "Jupyter shows its traceback"), outcome.error
+    assert [(o.mime_type, o.data) for o in outcome.outputs if o.mime_type == "text/plain"][-1] == \
+        ("text/plain", b"bad html")  # the text IPython falls back to
+    assert any("nb.ipynb cell 3: BadHtml._repr_html_() raised KeyError('html boom')" in line for line in log), log
+
+
+def test_a_figure_that_cannot_be_drawn_fails_the_run_at_its_end(tmp_path: Path) -> None:
+    """Bad mathtext in a title: Jupyter's inline backend shows the error under the cell
+    ("Error in callback"), papermill fails the run; a run kept no figure and succeeded."""
+    outcome, log = failed_run(
+        tmp_path, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.title(r'$\\alpha_$ bad')",
+        "print('next cell')")
+    assert "next cell" in log
+    assert outcome.error.startswith("nb.ipynb cell 1: drawing a figure raised ValueError"), outcome.error
+
+
+def test_not_implemented_is_no_representation_and_no_failure(tmp_path: Path) -> None:
+    """IPython's formatters take ``NotImplementedError`` as "no such representation"."""
+    kept = shown(tmp_path, "class Plain:\n    def _repr_html_(self):\n        raise NotImplementedError\n"
+                           "    def __repr__(self):\n        return 'plain'\nPlain()")
+    assert kept == [("text/plain", "plain")]
+
+
+def test_ten_thousand_failing_displays_say_twenty_and_count_the_rest(tmp_path: Path) -> None:
+    """The hostile case: the log says the first 20 failures, the run's error counts them all."""
+    outcome, log = failed_run(tmp_path, "class Bad:\n    def _repr_html_(self):\n        raise ValueError('no')\n"
+                                        "for _ in range(10_000):\n    display(Bad())")
+    assert len([line for line in log if "_repr_html_() raised ValueError('no')" in line]) == 20
+    assert "(and 9999 more)" in outcome.error

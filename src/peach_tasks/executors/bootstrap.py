@@ -137,6 +137,10 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
                 value = _run(code, filename, request, extra_globals or {}, cells)
             finally:
                 _finish_outputs()
+            failure = _output_failure()
+            if failure is not None:  # the cells all ran, as in Jupyter; papermill fails such a run
+                result_dir.write({"ok": False, "error": failure})
+                return 1
         except SystemExit as exc:  # status 0 (sys.exit(), exit()) is a successful end without a value
             return _io.exited(exc, cells.where(exc), result_dir, _OWN_FILES)  # type: ignore[attr-defined]
         except BaseException as exc:  # the task's failure, whatever it is, is reported
@@ -266,6 +270,7 @@ class _Cells:
         self.out: dict = {}  # IPython's Out: execution count -> the cell's result
         self.unders: tuple = ("", "", "")  # what _, __ and ___ were last set to (bootstrap_cells.show_result)
         self.hidden: dict = {}  # the run's own names in the namespace, as IPython's user_ns_hidden
+        self.running: str | None = None  # the cell running now, by its name in tracebacks
 
     def run(self, cell: dict, namespace: dict | None = None, filename: str | None = None,
             flags: list | None = None) -> None:
@@ -275,21 +280,25 @@ class _Cells:
         number = cell.get("cell")
         name = filename or (self.filename if number is None else f"{self.filename} cell {number}")
         started = _more().clocks() if cell.get("time") else None  # %%time
+        outer, self.running = self.running, name
         try:
-            if cell.get("magic") and self.shell is not None:
-                def body() -> None:  # the cell's figures shown inside the magic: %%capture keeps them
+            try:
+                if cell.get("magic") and self.shell is not None:
+                    def body() -> None:  # the cell's figures shown inside the magic: %%capture keeps them
+                        self._execute(cell, name, namespace, flags)
+                        self._flush_figures(namespace, number)
+                    self.shell.run_cell_magic_of(cell, body)
+                else:
                     self._execute(cell, name, namespace, flags)
-                    self._flush_figures(namespace, number)
-                self.shell.run_cell_magic_of(cell, body)
-            else:
-                self._execute(cell, name, namespace, flags)
-        except BaseException:
-            if self.failed_in is None and number is not None:  # the innermost cell that failed
-                self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
-            raise
-        if started is not None:
-            _more().print_times(started)
-        self._flush_figures(namespace, number)
+            except BaseException:
+                if self.failed_in is None and number is not None:  # the innermost cell that failed
+                    self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
+                raise
+            if started is not None:
+                _more().print_times(started)
+            self._flush_figures(namespace, number)
+        finally:
+            self.running = outer
 
     def clocks(self) -> tuple:
         """Wall and CPU clocks now, for ``%time`` (the shell's) and ``%%time``."""
@@ -508,7 +517,8 @@ def _displays() -> object:
     if _displays_module is None:
         module: Any = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)  # (Any: loaded from a file)
         figures: Any = _load_beside("_peach_tasks_displays_figures", _FIGURES_FILE)
-        figures.display, figures.say = module.display, module._say
+        figures.display, figures.say, figures.failed = module.display, module._say, module.failed
+        module.running_cell = _running_cell
         module.figures = figures
         module.pretty = _load_beside("_peach_tasks_displays_pretty", _PRETTY_FILE)
         module.AFTER_IMPORT.update(figures.AFTER_IMPORT)
@@ -520,8 +530,30 @@ def _displays() -> object:
     return _displays_module
 
 
+def _running_cell() -> str | None:
+    """The notebook cell running now ("NOTEBOOK cell N"), for an error displays.py says."""
+    return None if _showing is None else _showing.running
+
+
 def _display(*objs: object, **kwargs: object) -> object:
     return _displays().display(*objs, **kwargs)  # type: ignore[attr-defined]
+
+
+def _output_failure() -> dict | None:
+    """The run's error when an output could not be made (a repr method raised, a figure could
+    not be drawn: displays.failed): the first of them, where it was shown, and how many."""
+    first = None if _displays_module is None else _displays_module.first_failure  # type: ignore[attr-defined]
+    if first is None:
+        return None
+    where, what, exc = first
+    error = _describe(exc)
+    count = _displays_module.failure_count  # type: ignore[union-attr]
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    error["last_line"] = f"{where + ': ' if where else 'at the end of the run: '}{what} raised " \
+                         f"{error['last_line']}{more}: Jupyter shows its traceback in the output and runs the " \
+                         "next cells, papermill fails the run; fix it or leave the object undisplayed"
+    error["last_line"] = error["last_line"][: _io.MAX_ERROR_CHARS]  # type: ignore[attr-defined]
+    return error
 
 
 def _finish_outputs() -> None:

@@ -27,6 +27,10 @@ import sys
 import threading
 import uuid
 
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # displays_figures.py (matplotlib's figures) and displays_pretty.py (the text of a result, as
 # IPython's pretty printer writes it), set by bootstrap.py when it loads these files.
 figures = type(sys)("displays_figures, set by bootstrap.py")
@@ -348,7 +352,8 @@ def _representations(obj: object, include: object, exclude: object) -> dict:
 def _plain(obj: object) -> str:
     try:  # as IPython's pretty printer writes it: a long list one item a line, a set sorted
         return pretty.pretty(obj)
-    except Exception as exc:  # a broken __repr__ must not fail the task's display()
+    except Exception as exc:  # a broken __repr__: the run goes on, and fails at its end, as under papermill
+        failed(f"the repr of a {type(obj).__name__}", exc)
         return f"<{type(obj).__name__}: repr failed: {exc!r}>"
 
 
@@ -406,12 +411,12 @@ def _method(obj: object, name: str) -> object:
 def _call(method: object, **kwargs: object) -> object:
     try:
         return method(**kwargs)  # type: ignore[operator]
-    except TypeError:
-        if kwargs:
-            return _call(method)
+    except NotImplementedError:  # IPython's formatters take it as "no such representation"
         return None
     except Exception as exc:  # IPython shows the formatter's error and goes on
-        _say(f"peach-tasks: display: {getattr(method, '__name__', 'a repr method')} failed: {exc!r}")
+        if kwargs and isinstance(exc, TypeError):  # an older _repr_mimebundle_(), without include and exclude
+            return _call(method)
+        failed(f"{getattr(method, '__qualname__', None) or getattr(method, '__name__', 'a repr method')}()", exc)
         return None
 
 
@@ -478,6 +483,35 @@ def finish() -> None:
     finally:
         if _outputs is not None:
             _outputs.write_dropped()
+
+
+# Errors raised while the run's outputs were made: a repr method (``__repr__``,
+# ``_repr_html_``...) or a figure that could not be drawn. IPython shows each as a traceback
+# in the cell's output and the later cells run; papermill then fails the run, and so does a
+# run (bootstrap.py, after its last cell), with the first one: (where, what, exception).
+first_failure: tuple | None = None
+failure_count = 0
+MAX_FAILURES_SAID = 20  # a task failing 100,000 displays does not flood the log with them
+
+
+def _no_cell() -> str | None:
+    return None
+
+
+running_cell: Callable[[], str | None] = _no_cell  # bootstrap.py's: "NOTEBOOK cell N", or None
+
+
+def failed(what: str, exc: BaseException) -> None:
+    """``what`` (a repr method, a figure's drawing) raised ``exc`` while an output was made:
+    said in the log now, and the run fails at its end, as under papermill."""
+    global first_failure, failure_count
+    failure_count += 1
+    where = running_cell()
+    if first_failure is None:
+        first_failure = (where, what, exc)
+    if failure_count <= MAX_FAILURES_SAID:
+        _say(f"peach-tasks: {where + ': ' if where else ''}{what} raised {exc!r}; the cells go on, as in Jupyter, "
+             "and the run fails at its end, as under papermill")
 
 
 def _write_json(folder: str, name: str, data: dict) -> None:

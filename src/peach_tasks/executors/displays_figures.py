@@ -26,6 +26,7 @@ def _unbound(*args: object, **kwargs: object) -> None:
 # displays.py's, set by bootstrap.py when it loads both.
 display: Callable[..., object] = _unbound
 say: Callable[[str], None] = _unbound
+failed: Callable[[str, BaseException], None] = _unbound
 
 
 def is_figure(obj: object) -> bool:
@@ -59,8 +60,8 @@ def select_formats(formats: object, **kwargs: object) -> None:
 
 def configure_inline(name: str, value: object) -> None:
     """``%config InlineBackend.NAME = value`` for the settings followed (figure_format,
-    figure_formats, print_figure_kwargs): as matplotlib_inline's configuration takes it, each change selects the formats again
-    with the configured keyword arguments."""
+    figure_formats, print_figure_kwargs): as matplotlib_inline's configuration takes it,
+    each change selects the formats again with the configured keyword arguments."""
     if name == "figure_format":  # (deprecated there) one format
         if not value:
             return
@@ -96,8 +97,8 @@ def figure_bundle(figure: object) -> dict:
             bundle["image/svg+xml"] = _printed(figure, "svg").decode("utf-8")
         if "pdf" in _formats:
             bundle["application/pdf"] = _printed(figure, "pdf")
-    except Exception as exc:
-        say(f"peach-tasks: a figure could not be drawn: {exc!r}")
+    except Exception as exc:  # Jupyter shows the traceback in the cell; the run fails at its end
+        failed("drawing a figure", exc)
         return {}
     return bundle
 
