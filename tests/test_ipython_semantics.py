@@ -400,3 +400,20 @@ def test_ten_thousand_failing_displays_say_twenty_and_count_the_rest(tmp_path: P
                                         "for _ in range(10_000):\n    display(Bad())")
     assert len([line for line in log if "_repr_html_() raised ValueError('no')" in line]) == 20
     assert "(and 9999 more)" in outcome.error
+
+
+@pytest.mark.parametrize("magic", ["", "%pwd\n"])
+def test_plotly_takes_a_kernels_renderer_with_or_without_magics(tmp_path: Path, magic: str) -> None:
+    """Found by the eighth pass: plotly chose its renderer by the shell it found. Without
+    magics (no shell) it chose none: ``fig.show()`` showed nothing and ``fig`` printed its
+    whole dict into the log; with a magic, ``plotly_mimetype+notebook``. A kernel gets
+    ``plotly_mimetype`` (papermill keeps application/vnd.plotly.v1+json): so does every run
+    now, and the log says once why the figure is not kept (the dashboard runs no plotly.js)."""
+    outcome, log = logged(tmp_path, magic + "import plotly.graph_objects as go\nimport plotly.io as pio\n"
+                                   "fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))\nfig.show()",
+                          "fig", "print('renderer', pio.renderers.default)")
+    assert "renderer plotly_mimetype" in log, log
+    assert not any("Figure({" in line for line in log), log
+    said = [line for line in log if "application/vnd.plotly.v1+json not kept" in line]
+    assert len(said) == 1 and "fig.to_image(format='png')" in said[0], log
+    assert list(outcome.outputs) == []

@@ -572,11 +572,12 @@ class _DisplayHooks:
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
     without a kernel); ``set_matplotlib_formats``, which a run follows as Jupyter does. And the
     cells' lines given to ``linecache`` once it loads (``_remember_lines``), ``getpass``
-    answering as ``input()`` does and pandas with a kernel's defaults (``bootstrap_io``)."""
+    answering as ``input()`` does, pandas with a kernel's defaults and plotly with a kernel's
+    renderer (``bootstrap_io``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
                        "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass",
-                       "pandas"))
+                       "pandas", "plotly.io._renderers"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:
@@ -585,6 +586,8 @@ class _DisplayHooks:
             after = _after_linecache
         elif name in ("getpass", "pandas"):
             after = getattr(_io, f"after_{name}")
+        elif name == "plotly.io._renderers":
+            after = _io.after_plotly_renderers  # type: ignore[attr-defined]
         else:
             displays = _displays()
             if name == "matplotlib.pyplot" and "matplotlib" in sys.modules:

@@ -243,6 +243,24 @@ def after_pandas(module: object) -> None:
         pass
 
 
+def after_plotly_renderers(module: object) -> None:
+    """plotly's renderer as in a Jupyter kernel, ``plotly_mimetype``: a run has no kernel for
+    plotly to find, so it chose none (a notebook without magics: ``fig.show()`` showed nothing
+    and ``fig`` printed its whole dict to the log) or the notebook renderer of a shell it did
+    not know. Then each run shows a Plotly figure alike (the dashboard does not keep it, and
+    the log says so). Left alone: ``PLOTLY_RENDERER`` set, or an environment without IPython
+    or nbformat, in which plotly cannot show a mime bundle."""
+    renderers = getattr(module, "renderers", None)
+    if os.environ.get("PLOTLY_RENDERER") or renderers is None:
+        return
+    try:
+        if getattr(module, "ipython_display", None) and getattr(module, "nbformat", None) \
+                and renderers.default in ("", "browser", "plotly_mimetype+notebook"):
+            renderers.default = "plotly_mimetype"
+    except Exception:  # noqa: BLE001, S110 - another plotly than expected: its own choice stands
+        pass
+
+
 class NotExit:
     """``exit`` and ``quit`` in a notebook: IPython's, which in a kernel only ask the page to
     close the notebook; nbclient (papermill) ignores that and runs the cells after it, and so

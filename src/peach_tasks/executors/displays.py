@@ -202,7 +202,7 @@ def display(*objs: object, include: object = None, exclude: object = None, metad
             continue
         output = _pick(bundle, "figure" if figures.is_figure(obj) else "display", _outputs.room())
         if output is None:
-            _not_kept([str(mime) for mime in bundle])
+            _not_kept([str(mime) for mime in bundle], _PLOTLY if _PLOTLY_TYPE in bundle else None)
             continue
         if update and key is not None:
             _outputs.update(output, key)
@@ -247,6 +247,11 @@ def _shows_nothing(html: str) -> bool:
     if any(tag in rest for tag in _MEDIA):
         return False
     return not re.sub(r"<[^>]*>", "", rest).replace("&nbsp;", "").strip()
+
+
+_PLOTLY_TYPE = "application/vnd.plotly.v1+json"
+_PLOTLY = ("a Plotly figure is drawn by plotly.js, which the dashboard does not run; display a static "
+           "image of it (fig.to_image(format='png'), with kaleido) or save fig.write_html(...)")
 
 
 def _not_kept(types: list[str], why: str | None = None) -> None:
