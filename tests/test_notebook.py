@@ -280,7 +280,8 @@ def test_cell_timeit_keeps_its_setup_statement() -> None:
     exec(out, namespace)
     assert namespace["total"] == 45
     assert notes == ["line 1: '%%timeit -n 3 numbers = list(range(10))': the cell runs once, untimed, "
-                     "after its setup statement"]
+                     "after its setup statement, in the notebook's namespace (IPython runs it many times, in a "
+                     "function)"]
 
 
 def test_magics_inside_triple_quoted_strings_are_untouched(tmp_path: Path) -> None:

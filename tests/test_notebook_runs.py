@@ -275,8 +275,9 @@ def test_writefile_run_capture_env_cd_and_shell(ran: Any) -> None:
     assert "Z to the log\n" in (store.log(outcome(store, "bash_cell")["id"]) or "")
     failed = outcome(store, "bash_fails")
     assert failed["status"] == "FAILURE"
-    assert failed["error"].startswith("bash_fails.ipynb cell 1 line 1: subprocess.CalledProcessError: Command 'bash' "
-                                      "returned non-zero exit status 3")
+    # IPython's error names the cell's body, as bytes (papermill's message, found by the eighth pass)
+    assert failed["error"].startswith("bash_fails.ipynb cell 1 line 1: subprocess.CalledProcessError: Command "
+                                      "'b'echo partial\\nexit 3\\n'' returned non-zero exit status 3"), failed["error"]
 
 
 def test_recursion_goes_as_deep_as_in_a_kernel_and_deeper_code_is_a_problem(ran: Any) -> None:

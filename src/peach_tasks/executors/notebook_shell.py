@@ -330,8 +330,8 @@ class Shell:
             sys.stdout.write(done.stdout.decode("utf-8", "replace"))
             sys.stderr.write(done.stderr.decode("utf-8", "replace"))
             status = done.returncode
-        if status != 0 and "--no-raise-error" not in line.split():
-            raise subprocess.CalledProcessError(status, program)
+        if status != 0 and "--no-raise-error" not in line.split():  # IPython's error names the body, as bytes
+            raise subprocess.CalledProcessError(status, body.encode("utf-8", "replace"))
 
     def _config_figures(self, line: str) -> None:
         """``%config InlineBackend.figure_formats = {'png', 'svg'}``: the value is Python,

@@ -218,7 +218,8 @@ def _cell_magic(lines: list[str], first: int, result: CellMagics) -> bool:
         lines[first] = setup
         result.quiet.update(range(first + 1, len(lines) + 1))  # %%timeit shows its timing, never a value
         result.notes.append(f"line {where}: {shown}: the cell runs once, untimed"
-                            + (", after its setup statement" if setup else ""))
+                            + (", after its setup statement" if setup else "")
+                            + ", in the notebook's namespace (IPython runs it many times, in a function)")
         return True
     if name == "capture":
         words = line.split()
