@@ -417,3 +417,49 @@ def test_plotly_takes_a_kernels_renderer_with_or_without_magics(tmp_path: Path, 
     said = [line for line in log if "application/vnd.plotly.v1+json not kept" in line]
     assert len(said) == 1 and "fig.to_image(format='png')" in said[0], log
     assert list(outcome.outputs) == []
+
+
+RESET_CELLS = ("import numpy as np\narray = np.zeros(3)\nkept = 2\n_private = 1\nkept",
+               "%reset -f array\nprint('array' in dir(), kept)",
+               "%reset -f\nprint(sorted(n for n in dir()\n             if not n.startswith('__') and n not in ('get_ipython', "
+               "'open')))\nprint(Out)", "3", "print('then', _)")
+
+
+def test_reset_f_empties_the_namespace_as_ipython_does(tmp_path: Path) -> None:
+    """Found by the eighth pass: ``%reset -f`` was refused before the run. It now empties the
+    notebook's names as IPython does (compared here with IPython on the same cells; IPython
+    keeps get_ipython and open in the namespace, a run has them as builtins); ``%reset`` without
+    ``-f`` waits for a confirmation in IPython, and is a problem before the run."""
+    import contextlib
+    import io
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from peach_tasks.sources.notebook import transform_cell
+
+    _, log = logged(tmp_path, *RESET_CELLS)
+    printed = io.StringIO()
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=True)
+    with contextlib.redirect_stdout(printed):
+        for cell in RESET_CELLS:
+            shell.run_cell(cell)
+    theirs = [line for line in printed.getvalue().splitlines() if not line.startswith("Out[")]
+    assert theirs == ["False 2", "['In', 'Out', '_dh', '_ih', '_oh', 'exit', 'quit']", "{}", "then 3"], theirs
+    assert [line for line in log if line in theirs] == theirs, log
+    assert transform_cell("%reset").problems == [
+        (1, "'%reset': %reset asks for a confirmation, which nobody gives in a scheduled run (under papermill too it "
+            "fails); write %reset -f")]
+
+
+def test_dotenv_extension_loads_the_env_file_beside_the_notebook(tmp_path: Path) -> None:
+    """``%load_ext dotenv`` then ``%dotenv`` (python-dotenv's IPython extension, common in
+    public notebooks) was refused before the run; it now loads the .env file through
+    python-dotenv's own functions, as in Jupyter. Without the extension loaded, ``%dotenv``
+    fails its cell as in IPython."""
+    _, log = logged(tmp_path, "%load_ext dotenv\n%dotenv\nimport os\nprint('value', os.environ['PEACH_DOTENV_VALUE'])",
+                    "%dotenv -o other.env\nprint('again', os.environ['PEACH_DOTENV_VALUE'])",
+                    files={".env": "PEACH_DOTENV_VALUE=from-dotenv\n", "other.env": "PEACH_DOTENV_VALUE=other\n"})
+    assert "value from-dotenv" in log and "again other" in log, log
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, "%dotenv"), None)
+    assert outcome.status is RunStatus.FAILURE and "Line magic function `%dotenv` not found" in outcome.error

@@ -381,9 +381,9 @@ def test_unsupported_cell_magics_are_a_problem_at_their_line(tmp_path: Path, mag
 
 
 @pytest.mark.parametrize(("line", "said"), [
-    ("%pylab inline", "line magic %pylab is not supported"),
+    ("%store data", "line magic %store is not supported"),
     ("%load_ext sql", "the IPython extension 'sql' is not loaded"),
-    ("%dotenv", "line magic %dotenv is not supported"),
+    ("%pylab inline", "line magic %pylab is not supported"),
     ("t = %timeit -o sum([1])", "the value of %timeit is its timing"),
     ("v = %matplotlib", "the value of %matplotlib is not computed"),
     ("x = 1\n%%capture late", "a cell magic must be the first line of its cell"),

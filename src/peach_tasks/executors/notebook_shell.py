@@ -51,6 +51,7 @@ NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "temp
 _INLINE_SETTING = r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$"
 configure_figures: Callable[[str, object], None] | None = None
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
+RUNTIME_EXTENSIONS = frozenset({"dotenv"})  # loaded here, with their magics (peach_tasks.magics')
 # IPython's default aliases on Linux.
 ALIASES = {"ls": "ls -F --color", "ll": "ls -F -o --color", "lf": "ls -F -o --color %l | grep ^-",
            "lk": "ls -F -o --color %l | grep ^l", "ldir": "ls -F -o --color %l | grep /$",
@@ -78,6 +79,7 @@ class Shell:
         self.events = values.Events()
         self.float_format = "%r"  # %precision: how a float result reads (IPython's PlainTextFormatter)
         self._previous_dir: str | None = None
+        self._extensions: set[str] = set()  # the RUNTIME_EXTENSIONS loaded by %load_ext
         self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
 
     def __getattr__(self, name: str) -> Any:
@@ -164,6 +166,8 @@ class Shell:
             return None
         if name in ("load_ext", "reload_ext") and line.strip() in NO_EFFECT_EXTENSIONS:
             return None
+        if name in ("load_ext", "reload_ext") and line.strip() in RUNTIME_EXTENSIONS:
+            return self._load_extension(line.strip())
         if name in ("time", "timeit"):
             raise UsageError(f"%{name} through run_line_magic is not supported by peach-tasks; "
                              "run the statement itself")
@@ -420,6 +424,69 @@ class Shell:
             numpy.set_printoptions(precision=digits)
         self.float_format = fmt
         return fmt
+
+    def _load_extension(self, name: str) -> None:
+        """``%load_ext dotenv``: the package is imported as IPython imports it (missing from the
+        task's dependencies: the same ModuleNotFoundError), and its magic then works."""
+        import importlib
+
+        importlib.import_module(name)
+        self._extensions.add(name)
+
+    def _magic_dotenv(self, line: str) -> None:
+        """python-dotenv's ``%dotenv [-o] [-v] [PATH]``: the ``.env`` file found from the
+        working folder up (PATH, default ``.env``) loaded into the environment, through the
+        package's own functions, as its IPython extension does."""
+        if "dotenv" not in self._extensions:
+            raise UsageError("Line magic function `%dotenv` not found (load it first: %load_ext dotenv).")
+        import shlex
+
+        import dotenv  # type: ignore[import-not-found]
+
+        words = shlex.split(line)
+        override = any(w in ("-o", "--override") for w in words)
+        verbose = any(w in ("-v", "--verbose") for w in words)
+        paths = [w for w in words if not w.startswith("-")]
+        try:
+            path = dotenv.find_dotenv(paths[0] if paths else ".env", True, True)
+        except OSError:
+            print("cannot find .env file")
+            return
+        dotenv.load_dotenv(path, verbose=verbose, override=override)
+
+    def _magic_reset(self, line: str) -> None:
+        """``%reset -f``: every name the notebook made removed, as IPython's reset empties its
+        namespace (a module's ``__name__`` and IPython's own names stay: ``In``, ``Out``,
+        ``_ih``, ``_oh``, ``_dh``), the output history with it. ``%reset -f out``
+        only empties the output history; ``array`` removes the numpy arrays; ``in`` and
+        ``dhist`` change nothing a run keeps. Without ``-f`` IPython asks for a confirmation,
+        which nobody gives in a scheduled run."""
+        words = line.split()
+        if not any(w.startswith("-") and "f" in w for w in words):
+            raise UsageError("%reset asks for a confirmation, which nobody gives in a scheduled run (under "
+                             "papermill too it fails): write %reset -f")
+        parts = [w for w in words if not w.startswith("-")]
+        namespace = self.user_ns
+        hidden = getattr(self.cells, "hidden", {})
+        out = hidden.get("Out")
+        if not parts or "out" in parts:
+            if parts and isinstance(out, dict):
+                print(f"Flushing output cache ({len(out)} entries)")
+            if isinstance(out, dict):
+                out.clear()
+            self.cells.unders = ("", "", "")
+            namespace.update({"_": "", "__": "", "___": ""})
+            for name in [n for n in namespace if n[:1] == "_" and n[1:].isdigit()]:  # _N: the outputs' names
+                del namespace[name]
+        if "array" in parts and "numpy" in sys.modules:
+            ndarray = sys.modules["numpy"].ndarray
+            for name in [n for n, value in namespace.items() if isinstance(value, ndarray)]:
+                del namespace[name]
+        if not parts:
+            kept = {"_ih", "_oh", "_dh"}  # _, _i and the like come back with the next cell, as in IPython
+            for name in [n for n, value in namespace.items() if not n.startswith("__") and n not in kept
+                         and not (n in hidden and hidden[n] is value)]:
+                del namespace[name]
 
     def _magic_pwd(self, line: str) -> str:
         return os.getcwd()

@@ -40,7 +40,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*\Z")
 
 # Line magics the task process's shell runs (executors/notebook_shell.py), with IPython's meaning.
 RUNTIME_LINE_MAGICS = frozenset({
-    "cd", "env", "set_env", "run", "pwd", "sx", "system", "precision", "who", "whos", "who_ls",
+    "cd", "env", "set_env", "run", "pwd", "sx", "system", "precision", "who", "whos", "who_ls", "reset",
+    "dotenv",  # python-dotenv's, once %load_ext dotenv loaded it (the shell says so otherwise, as IPython)
     # IPython's default aliases on POSIX: shell commands
     "ls", "ll", "lf", "lk", "lx", "ldir", "cat", "cp", "mkdir", "mv", "rm", "rmdir",
 })
@@ -59,6 +60,8 @@ PACKAGE_MAGICS = frozenset({"pip", "conda", "mamba", "micromamba"})
 NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"})
 # Extensions whose loading changes nothing a run can see (they reload or reformat code).
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
+# Extensions the task process's shell loads, with their magics (python-dotenv's %dotenv).
+RUNTIME_EXTENSIONS = frozenset({"dotenv"})
 # Cell magics whose body is shown in Jupyter: the task process displays it (display()).
 DISPLAY_CELL_MAGICS = {"html": "text/html", "markdown": "text/markdown", "latex": "text/latex",
                        "javascript": "application/javascript", "js": "application/javascript",
@@ -340,9 +343,13 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
     name, _, args = text[1:].partition(" ")
     name, args = name.strip(), args.strip()
     if name in RUNTIME_LINE_MAGICS or (name == "matplotlib" and args.split()[:1] and
-                                       args.split()[0].lower() in NOT_SHOWN_BACKENDS):
+                                       args.split()[0].lower() in NOT_SHOWN_BACKENDS) \
+            or (name in ("load_ext", "reload_ext") and args.split()[:1] and args.split()[0] in RUNTIME_EXTENSIONS):
         lines[i] = indent + (f"{target} = " if target else "") + f"get_ipython().run_line_magic({name!r}, {args!r})"
         result.shell = True
+        if name == "reset" and not any(w.startswith("-") and "f" in w for w in args.split()):
+            result.problems.append((where, f"{shown}: %reset asks for a confirmation, which nobody gives in a "
+                                           "scheduled run (under papermill too it fails); write %reset -f"))
         if name == "run":
             result.runs.append((where, args))
         elif name == "cd" and result.cd_line is None:
