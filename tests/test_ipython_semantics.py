@@ -421,8 +421,9 @@ def test_plotly_takes_a_kernels_renderer_with_or_without_magics(tmp_path: Path, 
 
 RESET_CELLS = ("import numpy as np\narray = np.zeros(3)\nkept = 2\n_private = 1\nkept",
                "%reset -f array\nprint('array' in dir(), kept)",
-               "%reset -f\nprint(sorted(n for n in dir()\n             if not n.startswith('__') and n not in ('get_ipython', "
-               "'open')))\nprint(Out)", "3", "print('then', _)")
+               "%reset -f\nprint(sorted(n for n in dir()\n"
+               "             if not n.startswith('__') and n not in ('get_ipython', 'open')))\nprint(Out)",
+               "3", "print('then', _)")
 
 
 def test_reset_f_empties_the_namespace_as_ipython_does(tmp_path: Path) -> None:
