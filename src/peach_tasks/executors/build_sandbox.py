@@ -13,10 +13,10 @@ a symbolic link the build left (one to ``/etc/shadow`` where a font list is expe
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
+from ..trees import remove_tree, walk_tree
 from .cgroups import Limits
 from .sandbox import Sandbox, SandboxPlan, interpreter_home
 
@@ -52,7 +52,7 @@ def reclaim(sandbox: Sandbox | None, folder: Path) -> None:
         return
     uid, gid = os.getuid(), os.getgid()
     os.chown(folder, uid, gid, follow_symlinks=False)
-    for here, dirs, files in os.walk(folder):  # os.walk does not enter linked folders
+    for here, dirs, files in walk_tree(folder):  # any depth; a linked folder is not entered
         for name in dirs + files:
             os.chown(os.path.join(here, name), uid, gid, follow_symlinks=False)
 
@@ -79,7 +79,7 @@ def remove_inside(root: Path, relative: Path) -> None:
     try:
         path = _check_folders(root, relative)
         if stat.S_ISDIR(os.lstat(path).st_mode):
-            shutil.rmtree(path, ignore_errors=True)  # rmtree itself never follows a link
+            remove_tree(path)  # any depth, never following a link
         else:
             os.unlink(path)
     except OSError:

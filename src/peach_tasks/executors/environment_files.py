@@ -11,11 +11,11 @@ best effort: without them a run does that work itself, as before. ``EnvironmentM
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ..trees import remove_tree
 from .build_sandbox import folder_inside, give_tree, read_inside, reclaim, remove_inside, write_inside
 from .bytecode import CACHE_DIR as BYTECODE_DIR
 from .bytecode import DIGEST_FILE as BYTECODE_DIGEST
@@ -98,7 +98,7 @@ class EnvironmentFiles:
                     write_inside(tmp, relative, read_inside(tmp, relative).replace(str(tmp), str(target)))
                     kept += 1
                 elif entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
+                    remove_tree(entry.path)
                 else:
                     os.unlink(entry.path)
             if not kept:
@@ -147,7 +147,7 @@ class EnvironmentFiles:
             try:
                 self._refresh_in(env, home)
             finally:
-                shutil.rmtree(home, ignore_errors=True)
+                remove_tree(home)
 
     def _refresh_in(self, env: Environment, home: Path) -> None:
         """In the sandbox only the records' folder is writable; the environment in use is

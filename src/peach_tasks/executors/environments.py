@@ -36,6 +36,7 @@ from ..errors import Problem
 from ..model import BASE_ENV
 from ..observability.metrics import record_environment_build
 from ..sources.py_environments import env_label
+from ..trees import remove_tree
 from .build_sandbox import (
     build_command,
     give_tree,
@@ -183,7 +184,7 @@ class EnvironmentManager(EnvironmentFiles):
                     if not entry.name.startswith(".") and not old_layout:
                         continue
                     if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, ignore_errors=True)
+                        remove_tree(entry)
                     else:
                         entry.unlink(missing_ok=True)
                     removed += 1
@@ -233,11 +234,11 @@ class EnvironmentManager(EnvironmentFiles):
         try:
             return self._build_in(codops, name, requirements, target, tmp, home)
         finally:
-            shutil.rmtree(home, ignore_errors=True)
+            remove_tree(home)
 
     def _step_env(self, codops: str, home: Path) -> dict[str, str]:
         """A fresh, empty ``home`` and the variables of a build step of ``codops``."""
-        shutil.rmtree(home, ignore_errors=True)
+        remove_tree(home)
         home.mkdir(parents=True)
         cache = self.root.parent / UV_CACHE / codops
         cache.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ class EnvironmentManager(EnvironmentFiles):
     def _build_in(self, codops: str, name: str, requirements: tuple[str, ...], target: Path, tmp: Path,
                   home: Path) -> Problem | None:
         uv = os.path.realpath(uv_binary())  # the path the sandbox shows
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(requirements) or "no packages"
         label = env_label(codops, name)
@@ -279,12 +280,12 @@ class EnvironmentManager(EnvironmentFiles):
             except OSError as exc:
                 failed, output = True, str(exc)
             except BuildCancelled:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 self.progress(f"environment {label}: build stopped after {time.monotonic() - started:.1f}s "
                               "(the scheduler is stopping)")
                 raise
             if failed:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
                 tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
                 keep = self.current(codops, name)
                 still = f"its tasks keep using environment {keep.digest}" if keep else "its tasks cannot run until it builds"
@@ -311,11 +312,11 @@ class EnvironmentManager(EnvironmentFiles):
         try:
             write_inside(tmp, "peach-env.json", json.dumps(meta, indent=2))
         except OSError as exc:  # the build left a folder there
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             record_environment_build(label, time.monotonic() - started, ok=False)
             return Problem("environment", label, f"building the environment '{name}' of '{codops}' ({shown}) "
                                                  f"failed: its record could not be written ({exc})")
-        shutil.rmtree(target, ignore_errors=True)
+        remove_tree(target)
         os.replace(tmp, target)
         self.progress(f"environment {label}: ready in {meta['build_seconds']:.1f}s")
         record_environment_build(label, meta["build_seconds"], ok=True)
@@ -386,7 +387,7 @@ class EnvironmentManager(EnvironmentFiles):
                        and not p.name.startswith(".") and p.name != keep),
                       key=lambda p: p.stat().st_mtime, reverse=True)
         for old in envs[KEEP_OLD:]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old)
             old.with_name(f"{old.name}.tar.gz").unlink(missing_ok=True)
 
 

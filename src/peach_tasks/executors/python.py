@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..model import Outcome, RunStatus
+from ..trees import remove_tree
 from .base import Job, LogSink
 from .bytecode import BOOTSTRAP, task_argv  # noqa: F401 (BOOTSTRAP: where bench and tests find it)
 from .process import ProcessResult, ProcessSpec, child_env, run_process, utc_stamp
@@ -52,7 +52,7 @@ class PythonExecutor:
             result_path = work_dir / RESULT_FILE
             result_path.unlink(missing_ok=True)  # a file left by an earlier attempt is not this run's
             outputs_dir = work_dir / OUTPUTS_DIR
-            shutil.rmtree(outputs_dir, ignore_errors=True)
+            remove_tree(outputs_dir)
             spec = self._spec(job, work_dir)
             try:
                 # It carries die_with_parent: the task sets it itself (bootstrap.py).
@@ -73,7 +73,7 @@ class PythonExecutor:
             if job.warm is not None:
                 job.warm.discard()  # not used (the run ended before it started): never left waiting
             if own_dir:
-                shutil.rmtree(work_dir, ignore_errors=True)
+                remove_tree(work_dir)
 
     def prepare(self, job: Job, group_name: str, preload: tuple[str, ...] = (),
                 shell: bool = False) -> WarmSandbox | None:

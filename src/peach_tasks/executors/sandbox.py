@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..trees import walk_tree
 from .cgroups import CgroupError, Cgroups, Limits, RunGroup, detect
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Sandbox:
             return
         uid, gid = self.run_as
         os.chown(path, uid, gid)
-        for here, dirs, files in os.walk(path):
+        for here, dirs, files in walk_tree(path):
             for name in dirs + files:
                 os.chown(os.path.join(here, name), uid, gid, follow_symlinks=False)
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model import Outcome, RunStatus
+from ..trees import remove_tree
 from .base import Job, LogSink
 from .environments import Environment
 from .process import ProcessSpec, run_process, utc_stamp
@@ -131,7 +131,7 @@ class SparkExecutor:
             work_dir.mkdir(parents=True, exist_ok=True)
             request_path, result_path, info_path = (work_dir / n for n in ("request.json", "result.json", "spark.json"))
             outputs_dir = work_dir / OUTPUTS_DIR
-            shutil.rmtree(outputs_dir, ignore_errors=True)
+            remove_tree(outputs_dir)
             request_path.write_text(json.dumps({
                 **run_request(job, result_path, outputs_dir, self.outputs, self.max_result_bytes),
                 "spark_info_path": str(info_path),
@@ -163,7 +163,7 @@ class SparkExecutor:
             return with_outputs(outcome, outputs_dir, self.outputs, note)
         finally:
             if job.work_dir is None:
-                shutil.rmtree(work_dir, ignore_errors=True)
+                remove_tree(work_dir)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

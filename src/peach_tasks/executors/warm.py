@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..trees import walk_tree
 from .cgroups import Limits, RunGroup
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def copy_bytes(checkout: Path | None) -> int:
     if checkout is None:
         return 0
     total = 0
-    for here, dirs, files in os.walk(checkout):
+    for here, dirs, files in walk_tree(checkout):  # a repository's folders may go 1,500 deep
         for name in dirs + files:
             with contextlib.suppress(OSError):
                 total += -(-os.lstat(os.path.join(here, name)).st_size // 4096) * 4096

@@ -11,7 +11,6 @@ import functools
 import itertools
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..executors.sandbox import Sandbox
 from ..executors.warm import Slot, WarmSandbox
 from ..model import Executor
 from ..sources.notebook import NotebookError, extract_code
+from ..trees import remove_tree
 from .registry import RegisteredTask, Snapshot
 
 if TYPE_CHECKING:
@@ -137,10 +137,10 @@ def remove_warm_leftovers(state_path: Path) -> int:
     found = [p for root in (TRIGGER_ROOT, RUNS_ROOT) if (state_path / root).is_dir()
              for p in (state_path / root).iterdir() if p.name.startswith(WARM_PREFIX)]
     for path in found:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
     return len(found)
 
 
 def remove_slot(slot: Slot) -> None:
     for folder in (slot.triggers, slot.work):
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)

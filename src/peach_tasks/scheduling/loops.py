@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import threading
 import time
 import traceback
@@ -27,6 +26,7 @@ from ..executors.warm import Slot, WarmSandbox
 from ..model import BASE_ENV, Executor, Outcome, RunStatus, TaskSpec, TaskState, loop_limit, run_limit
 from ..observability.metrics import record_loop_iteration
 from ..sources.notebook import NotebookError, extract_code
+from ..trees import remove_tree
 from .loop_jobs import RunJobs
 from .loop_warm import RUNS_ROOT, TRIGGER_ROOT, WarmStarts
 from .registry import RegisteredTask, Snapshot
@@ -288,7 +288,7 @@ class Loop(RunJobs, WarmStarts):
             payload = trigger.payload if trigger is not None else None
             if warm is None:
                 # Whatever sits in this run's trigger folder before it starts is not its request.
-                shutil.rmtree(slot.triggers, ignore_errors=True)
+                remove_tree(slot.triggers)
             outcome = self._execute(task, run_id, writer.write, timeout, payload, slot, warm)
             if outcome.status in RETRIED and attempt <= spec.retries:
                 writer.write(f"{utc_stamp()} peach-tasks: {outcome.status.value}; it runs again in "
@@ -388,4 +388,4 @@ class Loop(RunJobs, WarmStarts):
             return executor.run(job, sink, self.stop)
         finally:
             if job.work_dir is not None:
-                shutil.rmtree(job.work_dir, ignore_errors=True)
+                remove_tree(job.work_dir)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ from ..executors.untrusted_files import read_task_file
 from ..model import RunStatus
 from ..store.schema import runs, tasks, triggers
 from ..store.store import iso, utcnow
+from ..trees import remove_tree
 from ..trigger_client import MAX_PAYLOAD_BYTES, TriggerError, encode_payload
 
 if TYPE_CHECKING:
@@ -227,6 +228,23 @@ class TriggerQueue:
             return [_as_dict(r) for r in conn.execute(query).all()]
 
 
+def _first_requests(folder: Path) -> tuple[list[Path], bool]:
+    """The first ``MAX_FILES_PER_RUN`` request files found in ``folder``, in name order, and
+    whether there were more. The folder is read as a stream and no further: a task may have
+    left a million files there, whose names alone would take a gigabyte."""
+    found: list[Path] = []
+    more = False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".json"):
+                continue
+            if len(found) >= MAX_FILES_PER_RUN:
+                more = True
+                break
+            found.append(folder / entry.name)
+    return sorted(found), more
+
+
 def collect_run_requests(store: "Store", folder: Path, codops: str, task: str, run_id: int,
                          note: Callable[[str], None]) -> int:
     """Queue the requests a run dropped into ``folder``, then remove it; returns how many.
@@ -236,18 +254,18 @@ def collect_run_requests(store: "Store", folder: Path, codops: str, task: str, r
     the run's log through ``note``, and never fail the run.
     """
     try:
-        files = sorted(p for p in folder.iterdir() if p.name.endswith(".json"))
+        files, more = _first_requests(folder)
     except FileNotFoundError:
         return 0  # the usual case: the task triggered nothing
     except OSError as exc:
         note(f"cannot read the trigger folder {folder}: {exc}")
+        remove_tree(folder)
         return 0
+    if more:
+        note(f"more trigger requests ignored: at most {MAX_FILES_PER_RUN} per run")
     queued = 0
     source = f"task {codops}/{task} run {run_id}"
-    for index, path in enumerate(files):
-        if index >= MAX_FILES_PER_RUN:
-            note(f"{len(files) - index} more trigger requests ignored: at most {MAX_FILES_PER_RUN} per run")
-            break
+    for path in files:
         try:
             raw = read_task_file(path, _MAX_FILE_BYTES)
             if raw is None:
@@ -268,5 +286,5 @@ def collect_run_requests(store: "Store", folder: Path, codops: str, task: str, r
             continue
         note(f"trigger of {target} queued (requested by this run)")
         queued += 1
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
     return queued

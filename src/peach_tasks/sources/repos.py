@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PeachError, Problem
+from ..trees import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Repository:
         if not target.is_dir():
             self.checkouts.mkdir(parents=True, exist_ok=True)
             tmp = self.checkouts / f".tmp-{commit}-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             tmp.mkdir()
             # read-tree + checkout-index, not 'git archive': an archive leaves out what
             # .gitattributes marks export-ignore, which 'validate' (a working copy) sees.
@@ -224,7 +224,7 @@ class Repository:
                     done = subprocess.run(["git", f"--git-dir={self.mirror}", f"--work-tree={tmp}", *step],
                                           capture_output=True, env=env, timeout=GIT_TIMEOUT)
                     if done.returncode != 0:
-                        shutil.rmtree(tmp, ignore_errors=True)
+                        remove_tree(tmp)
                         raise GitError(step, done.stderr.decode(errors="replace"))
             finally:
                 index.unlink(missing_ok=True)
@@ -253,4 +253,4 @@ class Repository:
             return
         for path in entries[KEEP_CHECKOUTS:]:
             if path != current.path and path not in in_use:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
