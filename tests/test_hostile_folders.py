@@ -70,6 +70,7 @@ def test_walk_tree_walks_a_checkout_deeper_than_pythons_recursion(tmp_path: Path
     assert len(walked) == 1501
     assert walked[0] == (str(tmp_path), ["d"], ["link"])  # a linked folder is listed, not entered
     assert walked[-1][2] == ["bottom.txt"]
+    assert remove_tree(tmp_path / "d")  # pytest's own clean-up of old temporary folders recurses
 
 
 DEEP_TASK = '''import os
@@ -120,5 +121,18 @@ def test_a_deep_leftover_of_a_sandbox_started_ahead_no_longer_stops_the_next_sta
         assert "RecursionError" not in result.stderr + result.stdout
         assert not any(folder.exists() for folder in leftovers)
         assert [run["status"] for run in project.runs()] == ["SUCCESS", "SUCCESS"]
+    finally:
+        project.cleanup()
+
+
+def test_a_new_state_dir_is_the_schedulers_users_only_and_runs_still_work(tmp_path: Path) -> None:
+    """The hostile pass read the SQLite store, every checkout and scheduler.yaml as the local
+    PostgreSQL's user (state_dir was 0755, peach.db 0644). A state_dir the scheduler makes is
+    0700: no other user of the host passes it, while runs (bound into their sandbox) still work."""
+    project = Project(tmp_path)
+    try:
+        assert project("run-once").returncode == 0
+        assert (project.state.stat().st_mode & 0o777) == 0o700
+        assert [run["status"] for run in project.runs()] == ["SUCCESS"]
     finally:
         project.cleanup()

@@ -40,6 +40,9 @@ from ..sources.notebook_problems import notebook_problems
 from ..sources.py_environments import env_label
 from ..sources.repos import Checkout, Repository
 from ..store import Store
+from ..store.exposure import PROBLEM_KIND as STORE_PROBLEMS
+from ..store.exposure import PROBLEM_SCOPE as STORE_SCOPE
+from ..store.exposure import exposure_problems
 from ..store.leases import LeaseStore
 from ..store.store import TaskRegistration
 from .alert_dispatcher import AlertDispatcher
@@ -72,7 +75,10 @@ class Scheduler:
         # State changes are journalled for alerts only when some rule may want them.
         store.alerting = settings.alerts.enabled
         self.state_dir = settings.state_path
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Made for the scheduler's user only: it holds the store (SQLite), every organisation's
+        # checkouts and logs, and the Redis secret; another user of the host (a database
+        # server's, which a task may reach: store/exposure.py) must not read it.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_hash = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
         # The replica's identity: the same after a restart on the same state_dir, so a
         # restarted scheduler recognises (and ends) the runs its previous process left.
@@ -275,6 +281,10 @@ class Scheduler:
             # of a Redis configured before stays.
             self.store.set_problems(REDIS_PROBLEMS, "redis", self.redis.sync({codops for codops, _ in snapshot.tasks})
                                     if self.redis is not None else [])
+            # A store tasks could log into over loopback, without a password (store/exposure.py).
+            network_on = any(self.settings.limits_for(codops).network for codops, _ in snapshot.tasks)
+            self.store.set_problems(STORE_PROBLEMS, STORE_SCOPE, exposure_problems(self.settings.database_url,
+                                                                                   network_on))
             # Problems of repositories no longer configured nor discovered, of GitLab sources
             # removed from the settings and of organisations without tasks go with them.
             names = {repo.name for repo in self.repos}

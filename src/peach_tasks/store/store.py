@@ -66,7 +66,8 @@ class Store(StoreReads):
         """Connect. ``migrate``: True upgrades the schema; ``"fresh"`` creates it in an empty
         database and otherwise only checks it; False only checks it."""
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            # Its folder (state_dir by default) for the scheduler's user only, as Scheduler makes it.
+            Path(url[len("sqlite:///"):]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A loop waiting for a connection has nothing better to do: waiting beats failing a run.
         store = cls(_engine(url, pool_timeout=300))
         if migrate == "fresh":
