@@ -92,7 +92,10 @@ def main():
                           ("eval", ("EVAL", "return 1", "0")), ("acl", ("ACL", "LIST")), ("select", ("SELECT", "1")),
                           ("info", ("INFO",)), ("client list", ("CLIENT", "LIST")),
                           ("publish sesr", ("PUBLISH", OTHER + "news", "x")), ("shutdown", ("SHUTDOWN",)),
-                          ("rename out", ("RENAME", prefix + "weights", OTHER + "stolen"))]:
+                          ("rename out", ("RENAME", prefix + "weights", OTHER + "stolen")),
+                          # others' key and channel names (the hostile pass)
+                          ("tracking", ("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", OTHER)),
+                          ("channels", ("PUBSUB", "CHANNELS", "*")), ("numsub", ("PUBSUB", "NUMSUB", OTHER + "news"))]:
         try:
             r.execute_command(*command)
             tried[name] = "ALLOWED"
@@ -172,7 +175,7 @@ def test_each_organisation_is_kept_to_its_namespace_by_the_server(tmp_path: Path
     assert result["seen"] == {"weights": [0.5, -1.25], "model": {"accuracy": "0.97"}}
     assert result["prefix"] == f"{platform.key_prefix}chrts:" and result["user"] == f"{platform.user_prefix}chrts"
     assert result["tried"] == {name: "NOPERM" for name in result["tried"]}, result["tried"]
-    assert len(result["tried"]) == 17
+    assert len(result["tried"]) == 20
     # The server kept sesr's key, and its task reads it with its own user.
     assert platform.server.get(f"{platform.key_prefix}sesr:secret") == "sesr's own"
     assert platform.server.get(f"{platform.key_prefix}chrts:weights") == "[0.5, -1.25]"

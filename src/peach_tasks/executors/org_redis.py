@@ -58,6 +58,14 @@ _FORGET_PERIODS = 30
 DATA_COMMANDS = ("-@all", "+@read", "+@write", "+@transaction", "+@connection")
 DENIED_COMMANDS = ("-@dangerous", "-@admin", "-@scripting", "-scan", "-randomkey", "-dbsize", "-select", "-move",
                    "-sort")  # SORT ... BY/GET reads other keys on Redis 6; SORT_RO is checked by Redis 7
+# What tells one organisation the names of another's keys and channels (found by the hostile
+# pass): CLIENT TRACKING ... BCAST PREFIX other: pushes every key another writes, and PUBSUB
+# CHANNELS / NUMSUB / SHARD* list and count others' channels. Redis 7 denies a subcommand;
+# Redis 6 only the whole command, so CLIENT keeps just what client libraries send.
+DENIED_SUBCOMMANDS = ("-client|tracking", "-client|caching", "-client|getredir", "-client|trackinginfo",
+                      "-pubsub|channels", "-pubsub|numsub", "-pubsub|numpat", "-pubsub|shardchannels",
+                      "-pubsub|shardnumsub")
+DENIED_COMMANDS_REDIS_6 = ("-client", "+client|id", "+client|getname", "+client|setname", "-pubsub")
 
 
 class RedisUnavailable(PeachError):
@@ -201,7 +209,8 @@ class OrganisationRedis:
         namespace = self.namespace(codops)
         channels = ["resetchannels", f"&{namespace}*"] if self._version and self._version >= (6, 2) else []
         pubsub = ["+@pubsub"] if channels else ["-@pubsub"]
-        return ["on", "resetkeys", f"~{namespace}*", *channels, *DATA_COMMANDS, *pubsub, *DENIED_COMMANDS]
+        leaks = DENIED_SUBCOMMANDS if self._version and self._version >= (7, 0) else DENIED_COMMANDS_REDIS_6
+        return ["on", "resetkeys", f"~{namespace}*", *channels, *DATA_COMMANDS, *pubsub, *DENIED_COMMANDS, *leaks]
 
     def ensure_user(self, codops: str, period: int | None = None) -> None:
         """Give ``codops``'s user its rules and ``period``'s (default: this one's) and the previous
