@@ -358,7 +358,7 @@ def test_a_run_without_a_network_reaches_only_redis_through_the_bridge(tmp_path:
                              "other": "NOPERM"}
     assert platform.server.get(f"{platform.key_prefix}chrts:weights") == "[1, 2]"
     scheduler.close()
-    assert scheduler.redis is not None and scheduler.redis._bridge is None  # closed with the scheduler
+    assert scheduler.redis is not None and scheduler.redis._bridges == {}  # closed with the scheduler
 
 
 def test_the_bridge_carries_large_values_and_many_connections_within_its_bound(
@@ -400,3 +400,36 @@ def test_the_bridge_carries_large_values_and_many_connections_within_its_bound(
     finally:
         bridge.close()
     assert not bridge.path.exists()
+
+
+def test_each_organisation_has_its_own_bridge_and_one_filling_it_leaves_the_others_theirs(
+        tmp_path: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the hostile pass: one bridge served every organisation, so a run holding 400
+    connections cut the others' runs off Redis, and each refused connection was a line in the
+    scheduler's log. Each organisation now has a socket of its own (the only one its runs see),
+    with its own bound; refusals are said once a minute."""
+    import redis
+
+    from peach_tasks.executors import redis_bridge
+
+    monkeypatch.setattr(redis_bridge, "MAX_CONNECTIONS", 4)
+    orgs = OrganisationRedis(RedisSettings(**platform.settings()), tmp_path)
+    try:
+        hog, other = orgs.bridge("hog"), orgs.bridge("other")
+        assert hog != other and orgs.bridge("hog") == hog and hog.parent == other.parent
+        admin = f"{platform.admin_user}:{platform.admin_password}"
+        held = []
+        for _ in range(40):  # far more than the bound: the rest are refused
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(hog))
+            held.append(sock)
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(f"unix://{admin}@{hog}", socket_timeout=5).ping()
+        assert redis.Redis.from_url(f"unix://{admin}@{other}", socket_timeout=5).ping() is True
+        said = [r for r in caplog.records if "connections already open" in r.getMessage()]
+        assert len(said) == 1 and "hog" in said[0].getMessage(), [r.getMessage() for r in said]
+        for sock in held:
+            sock.close()
+    finally:
+        orgs.close()
+    assert not hog.exists() and not other.exists()

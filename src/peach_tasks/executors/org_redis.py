@@ -101,9 +101,11 @@ def load_secret(state_dir: Path) -> bytes:
     return path.read_bytes().strip()
 
 
-def bridge_socket(state_dir: Path) -> Path:
-    """Where this state_dir's bridge listens: a short path (a unix socket's is at most 107
-    bytes), in a folder of the temporary directory that this user owns."""
+def bridge_socket(state_dir: Path, codops: str) -> Path:
+    """Where this state_dir's bridge for ``codops`` listens: a short path (a unix socket's is
+    at most 107 bytes), in a folder of the temporary directory that this user owns. One per
+    organisation: a run sees only its own, so one that opens every connection it may stops
+    its own organisation's runs only (the hostile pass cut another off a shared one)."""
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
     folder = Path(tempfile.gettempdir()) / f"peach-redis-{digest}"
     try:
@@ -112,7 +114,7 @@ def bridge_socket(state_dir: Path) -> Path:
         info = folder.lstat()
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             raise RedisUnavailable(f"{folder} exists and is not a folder of this user; remove it") from None
-    return folder / "redis.sock"
+    return folder / f"{hashlib.sha256(codops.encode()).hexdigest()[:16]}.sock"
 
 
 class OrganisationRedis:
@@ -137,7 +139,7 @@ class OrganisationRedis:
         self._version: tuple[int, ...] | None = None
         self._ensured: dict[str, int] = {}  # codops -> the period its user was last set for
         self._lock = threading.Lock()
-        self._bridge: RedisBridge | None = None
+        self._bridges: dict[str, RedisBridge] = {}  # codops -> its runs' bridge, started on first use
 
     # -- names ------------------------------------------------------------------------------
     def user(self, codops: str) -> str:
@@ -255,17 +257,20 @@ class OrganisationRedis:
             url = f"{self._scheme}://{quote(user, safe='')}:{password}@{self._where}{path}"
         return Credentials(user, password, url, self.namespace(codops))
 
-    def bridge(self) -> Path:
-        """The unix socket joined to the server (started on first use) for runs without a
-        network; ``RedisUnavailable`` for a TLS server, which a byte bridge cannot carry."""
+    def bridge(self, codops: str) -> Path:
+        """``codops``'s unix socket joined to the server (started on first use) for its runs
+        without a network; ``RedisUnavailable`` for a TLS server, which a byte bridge cannot carry."""
         with self._lock:
-            if self._bridge is None:
+            bridge = self._bridges.get(codops)
+            if bridge is None:
                 if self._scheme != "redis":
                     raise RedisUnavailable(f"a run without a network reaches Redis through a unix socket bridge, "
                                            f"which carries redis:// only, not {self._scheme}://; give such "
                                            "organisations the network (python.network: true)")
-                self._bridge = RedisBridge(bridge_socket(self.state_dir), self._host, self._port).start()
-            return self._bridge.path
+                bridge = RedisBridge(bridge_socket(self.state_dir, codops), self._host, self._port,
+                                     name=codops).start()
+                self._bridges[codops] = bridge
+            return bridge.path
 
     def sync(self, organisations: set[str]) -> list[Problem]:
         """Every organisation's user up to date; the problems found (none: all is well)."""
@@ -306,9 +311,9 @@ class OrganisationRedis:
                 "memory_bytes": memory, "complete": cursor == 0, "scan_seconds": round(time.monotonic() - started, 4)}
 
     def close(self) -> None:
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
+        for bridge in self._bridges.values():
+            bridge.close()
+        self._bridges = {}
         if self._client is not None:
             self._client.close()
             self._client = None

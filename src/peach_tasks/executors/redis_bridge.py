@@ -8,10 +8,12 @@ The bridge goes to that one address only, and every command still needs the orga
 own credentials, so a run gains no other way out. Plain ``redis://`` only: a TLS server
 (``rediss://``) needs the run's network.
 
-One thread serves every connection (``selectors``); at most ``MAX_CONNECTIONS`` are open at
-once (more are closed at once) and each direction buffers at most ``BUFFER`` bytes (a side
-that does not read stops the other from being read), so a run cannot make the scheduler hold
-more than that.
+Each organisation has a bridge of its own (``OrganisationRedis.bridge``), which only its runs
+see. One thread serves its connections (``selectors``); at most ``MAX_CONNECTIONS`` are open
+at once (more are closed at once, said in the log at most once a minute) and each direction
+buffers at most ``BUFFER`` bytes (a side that does not read stops the other from being read),
+so a run cannot make the scheduler hold more than that, nor take another organisation's
+connections.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import os
 import selectors
 import socket
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 64  # per organisation
+REFUSALS_SAID_EVERY_S = 60.0
 BUFFER = 1 << 20
 _CHUNK = 64 * 1024
 
@@ -46,8 +50,10 @@ class _Pipe:
 class RedisBridge:
     """A unix socket at ``path`` joined to ``host:port``; ``start`` serves it on a daemon thread."""
 
-    def __init__(self, path: Path, host: str, port: int) -> None:
-        self.path, self.address = path, (host, port)
+    def __init__(self, path: Path, host: str, port: int, name: str = "") -> None:
+        self.path, self.address, self.name = path, (host, port), name
+        self._refused = 0  # connections refused since the log last said so
+        self._refusal_said = float("-inf")
         self._selector = selectors.DefaultSelector()
         self._pipes: set[_Pipe] = set()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -119,8 +125,13 @@ class RedisBridge:
         except OSError:
             return
         if len(self._pipes) >= MAX_CONNECTIONS:
-            log.warning("redis bridge: %d connections already open; one more refused", MAX_CONNECTIONS)
             inner.close()
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refusal_said >= REFUSALS_SAID_EVERY_S:  # a run opening thousands: one line a minute
+                log.warning("redis bridge %s: %d connections already open; %d more refused", self.name,
+                            MAX_CONNECTIONS, self._refused)
+                self._refused, self._refusal_said = 0, now
             return
         try:
             outer = socket.create_connection(self.address, timeout=5)

@@ -93,7 +93,7 @@ class RunJobs:
         if self.redis is None or self.sandbox is None or self.settings.limits_for(codops).network:
             return None
         try:
-            return self.redis.bridge()
+            return self.redis.bridge(codops)
         except Exception as exc:  # e.g. rediss://: the run goes without Redis, as when it is down
             log.warning("%s: runs without a network cannot reach Redis: %s", codops, exc)
             return None
