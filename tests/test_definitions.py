@@ -815,3 +815,25 @@ def test_parse_definition_text_directly(repo: Path) -> None:
     assert problems == []
     assert deps == {"default": ["six"]}
     assert [(t.name, t.source_file, t.source_line, t.repo) for t in tasks] == [("good", "peach.conf/x.yaml", 3, REPO)]
+
+
+def test_an_oversized_definition_file_or_notebook_is_refused_unread(repo: Path) -> None:
+    """Found by the hostile pass: a 1.5 GiB notebook (2.4 MB once compressed in git) took the
+    scheduler to 4.7 GB while it was parsed; nothing bounded a peach.yaml either. Both are
+    measured before they are read, and refused with what to do; the other files still load.
+    (Sparse files: the test does not write gigabytes.)"""
+    from peach_tasks.sources.notebook import NotebookError, extract_code
+    from peach_tasks.sources.notebook_files import MAX_NOTEBOOK_BYTES
+
+    write(repo, "peach.conf/good.yaml", GOOD)
+    big = write(repo, "peach.conf/big.yaml", GOOD.replace("good", "big"))
+    os.truncate(big, (1 << 20) + 1)
+    defs = load(repo)
+    assert names(defs) == ["good"]
+    problem = only(defs.problems)
+    assert problem.file == "peach.conf/big.yaml" and "more than the 1 MiB a definition file may be" in problem.message
+    heavy = notebook(repo, "heavy.ipynb")
+    os.truncate(heavy, MAX_NOTEBOOK_BYTES + 1)
+    with pytest.raises(NotebookError, match=r"heavy.ipynb is 64 MiB, more than the 64 MiB a notebook may be: its "
+                                            r"outputs make it so; clear them"):
+        extract_code(heavy, "run", full_notebook=False, display_name="heavy.ipynb")

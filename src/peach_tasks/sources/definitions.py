@@ -200,11 +200,19 @@ def load_definitions(
     )
 
 
+MAX_DEFINITION_BYTES = 1 << 20
+
+
 def _read_text(path: Path, root_resolved: Path, problem: Callable[..., None]) -> str | None:
     """The file's text, or None after reporting why it cannot be used."""
     try:
         if not path.resolve().is_relative_to(root_resolved):
             problem("this file is a symbolic link leading out of the repository; commit the file itself")
+            return None
+        size = path.stat().st_size
+        if size > MAX_DEFINITION_BYTES:  # not read: a hostile repository's 2 GB file would be held whole
+            problem(f"this file is {size} bytes, more than the {MAX_DEFINITION_BYTES >> 20} MiB a definition file "
+                    "may be; split the tasks over peach.conf/*.yaml files")
             return None
         data = path.read_bytes()
     except (OSError, RuntimeError) as exc:

@@ -67,9 +67,21 @@ class CodeCells:
         return None if self.file_lines is None else self.file_lines[position] + line - 1
 
 
+# What a notebook may weigh: its code is a small part of it (outputs, embedded images); a
+# larger file is refused before it is read, as parsing JSON takes a few times its size in
+# memory (a 1.5 GiB notebook took the scheduler to 4.7 GB: the hostile pass).
+MAX_NOTEBOOK_BYTES = 64 << 20
+
+
 def read_code_cells(path: Path, name: str) -> CodeCells:
     """The notebook's code cells; raises :class:`NotebookError` for anything else."""
     try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise NotebookError(f"{name} is {size / (1 << 20):.0f} MiB, more than the {MAX_NOTEBOOK_BYTES >> 20} MiB "
+                                "a notebook may be: its outputs make it so; clear them (Jupyter: Edit > Clear "
+                                f"Outputs of All Cells, or jupyter nbconvert --clear-output --inplace {path.name}) "
+                                "and commit")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotebookError(f"{name} does not exist; check the task's `notebook` path in the repository") from None

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigProblem, Problem
 from ..model import TaskSpec
 from .notebook import NotebookError, extract_code
+from .notebook_files import MAX_NOTEBOOK_BYTES
 from .yamlsource import LineMap, load_yaml_file
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def ipynb_line(path: Path, cell_index: int, cell_line: int) -> int | None:
     is not the JSON expected.
     """
     try:
+        if path.stat().st_size > MAX_NOTEBOOK_BYTES:  # refused before (read_code_cells): not read here either
+            return None
         text = path.read_bytes().decode("utf-8-sig")
         top = _skip(text, 0)
         cells = _member(text, top, "cells")
