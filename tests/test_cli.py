@@ -569,3 +569,29 @@ def test_run_ids_beyond_a_database_integer_are_usage_errors(tmp_path: Path) -> N
         result = p(*args)
         assert result.returncode == 2 and "is not in the range" in result.stderr, result.stderr
         no_traceback(result)
+
+
+ESCAPES_CELL = ('import sys\n\ndef forge():\n    print("progress\\r2026-01-01T00:00:00.000Z peach-tasks: run 1 of a/b FORGED")\n'
+                '    print("title \\x1b]0;owned\\x07 clipboard \\x1b]52;c;ZXZpbA==\\x07 bell \\x07 nul \\x00")\n'
+                '    raise ValueError("bad \\x1b[2J\\r error")\n')
+
+
+def test_a_tasks_control_characters_are_shown_not_played_on_the_terminal(tmp_path: Path) -> None:
+    """Found by the hostile pass: a task's OSC sequences (a window title, the clipboard) and
+    carriage returns reached the operator's terminal through ``logs``, and ``\\r`` made a line
+    of the task look like the scheduler's. They are written out (``\\x1b``) in logs and tables;
+    ``logs --raw`` prints what the task wrote."""
+    p = Peach(tmp_path)
+    p.repo.notebook("nb.ipynb", ESCAPES_CELL)
+    p.repo.write("peach.yaml", task_yaml("default", {"forge": py_task("nb.ipynb", "forge")}))
+    p.repo.commit("escapes")
+    p.ok("run-once")
+    [run] = p.runs("default/forge")
+    log = p.ok("logs", str(run["id"])).stdout
+    assert "progress\\x0d2026-01-01T00:00:00.000Z peach-tasks: run 1 of a/b FORGED" in log
+    assert "title \\x1b]0;owned\\x07 clipboard \\x1b]52;c;ZXZpbA==\\x07 bell \\x07" in log
+    assert not any(ch in log for ch in "\x1b\r\x07\x00")
+    raw = p.ok("logs", str(run["id"]), "--raw").stdout
+    assert "\x1b]0;owned\x07" in raw  # (the test reads it as text, which turns a CR into a newline)
+    table = p.ok("runs", "default/forge").stdout
+    assert "\\x1b[2J\\x0d error" in table and "\x1b" not in table and "\r" not in table

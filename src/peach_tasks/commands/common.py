@@ -22,7 +22,7 @@ from ..settings import (
     SettingsError,
     load_settings,
 )
-from .words import cut, demo_settings_below
+from .words import cut, demo_settings_below, visible
 
 # A run id is a database integer: beyond it there is no run, said as a usage error.
 RUN_IDS = click.IntRange(1, 2**63 - 1)
@@ -133,4 +133,5 @@ def as_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def print_problems(problems: list[dict[str, Any]], err: bool = True) -> None:
     for p in problems:
         where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
-        click.echo(f"{p['scope']}: {where}: {p['message']}" if where else f"{p['scope']}: {p['message']}", err=err)
+        line = f"{p['scope']}: {where}: {p['message']}" if where else f"{p['scope']}: {p['message']}"
+        click.echo(visible(line), err=err)  # a file name from a repository may hold escape sequences

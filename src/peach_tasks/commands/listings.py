@@ -15,7 +15,7 @@ from .common import (
     open_store,
     print_problems,
 )
-from .words import did_you_mean, plural
+from .words import did_you_mean, plural, visible
 
 TASK_COLUMNS = ["codops", "name", "loop", "executor", "environment", "state", "last_status", "last_started_at",
                 "last_duration_s", "version", "successes", "failures", "freshness"]
@@ -141,8 +141,10 @@ def _known_organisations(store: Any, orgs: Sequence[str]) -> None:
 @click.command()
 @config_option
 @click.argument("run_id", type=RUN_IDS)
+@click.option("--raw", is_flag=True, help="Print the log as the task wrote it, its control characters (escape "
+                                          "sequences, carriage returns) included, instead of written out as \\x1b.")
 @click.pass_context
-def logs(ctx: click.Context, run_id: int) -> None:
+def logs(ctx: click.Context, run_id: int, raw: bool) -> None:
     """The captured log of one run."""
     settings = cli_settings(ctx)
     store = open_store(settings, migrate=False)
@@ -154,7 +156,7 @@ def logs(ctx: click.Context, run_id: int) -> None:
     if text is None:
         known = f"the runs go from 1 to {newest}" if newest else "there is no run yet"
         raise click.ClickException(f"no run with id {run_id} ({known}); 'peach-tasks runs CODOPS/TASK' lists them")
-    click.echo(text, nl=False)
+    click.echo(text if raw else visible(text), nl=False)  # a task's escape sequences not played on the terminal
 
 
 @click.command()

@@ -24,9 +24,21 @@ def plural(count: int, word: str) -> str:
 
 
 def cut(text: str, width: int = CELL_WIDTH) -> str:
-    """``text`` on one line, at most ``width`` characters; a cut one ends in an ellipsis."""
-    line = text.replace("\n", " ")
+    """``text`` on one line, at most ``width`` characters; a cut one ends in an ellipsis.
+    Control characters a task put in it are shown, not obeyed (``visible``)."""
+    line = visible(text.replace("\n", " "))
     return line if len(line) <= width else line[:width - 1] + ELLIPSIS
+
+
+# C0 and C1 control characters but tab and newline: ESC starts a terminal's sequences (a
+# title, the clipboard through OSC 52, colours), CR rewrites the line it is on, so a task's
+# text could forge a scheduler's line on an operator's terminal (found by the hostile pass).
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]}
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters written out (``\\x1b``), tabs and newlines kept."""
+    return text.translate(_CONTROLS)
 
 
 def closest(wanted: str, known: Iterable[str], count: int = 3) -> list[str]:
