@@ -275,3 +275,19 @@ def test_die_with_scheduler_kills_the_task_when_its_scheduler_is_killed(tmp_path
         scheduler.kill()
         if pid_file.exists() and pid_file.read_text() and not gone(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_forged_result_file_gives_text_fields_whatever_it_holds(tmp_path: Path) -> None:
+    """Found by the hostile pass: the result file is the task's to write, and one holding a
+    list as its traceback stored a list where the views expect text."""
+    from peach_tasks.executors.base import Job
+    from peach_tasks.executors.process import ProcessResult
+    from peach_tasks.executors.python import outcome_from
+
+    job = Job(run_id=1, codops="c", task="t", code="", method=None, filename="nb.ipynb", interpreter=Path(sys.executable),
+              cwd=tmp_path, timeout=5, grace=1, marker="m")
+    ended = ProcessResult(exit_code=1, signal=None, timed_out=False, cancelled=False, pid=1, leftovers_killed=0)
+    forged = {"ok": False, "error": {"type": ["x"], "traceback": ["line 1", {"a": 2}], "last_line": 42}}
+    outcome = outcome_from(job, ended, forged)
+    assert outcome.error == "42" and outcome.details["traceback"] == '["line 1", {"a": 2}]'
+    assert outcome.details["error_type"] == '["x"]'

@@ -192,9 +192,10 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     if result is not None and not result["ok"]:
         failure = result.get("error")
         failure = failure if isinstance(failure, dict) else {}  # a result file the task wrote itself
-        details["error_type"] = failure.get("type")
-        details["traceback"] = failure.get("traceback")
-        error = failure.get("last_line") or failure.get("type") or "the task failed"
+        # Text only: the file is the task's to write, and the views show these as text.
+        details["error_type"] = _text_or_none(failure.get("type"))
+        details["traceback"] = _text_or_none(failure.get("traceback"))
+        error = _text_or_none(failure.get("last_line")) or details["error_type"] or "the task failed"
         return Outcome(RunStatus.FAILURE, error=error, details=details, **codes)
     if ended.exit_code != 0:
         return Outcome(RunStatus.FAILURE, error=_ended_by(ended), details=details, **codes)
@@ -206,6 +207,17 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     if result.get("result_note"):
         details["result_note"] = result["result_note"]
     return Outcome(RunStatus.SUCCESS, result=result.get("result"), details=details, **codes)
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A string of the result file as it is; anything else (a list, a number a forged file
+    holds) as its JSON text; None as None."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(type(value))
 
 
 def _size(value: int) -> str:
