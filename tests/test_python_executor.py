@@ -284,8 +284,8 @@ def test_a_forged_result_file_gives_text_fields_whatever_it_holds(tmp_path: Path
     from peach_tasks.executors.process import ProcessResult
     from peach_tasks.executors.python import outcome_from
 
-    job = Job(run_id=1, codops="c", task="t", code="", method=None, filename="nb.ipynb", interpreter=Path(sys.executable),
-              cwd=tmp_path, timeout=5, grace=1, marker="m")
+    job = Job(run_id=1, codops="c", task="t", code="", method=None, filename="nb.ipynb",
+              interpreter=Path(sys.executable), cwd=tmp_path, timeout=5, grace=1, marker="m")
     ended = ProcessResult(exit_code=1, signal=None, timed_out=False, cancelled=False, pid=1, leftovers_killed=0)
     forged = {"ok": False, "error": {"type": ["x"], "traceback": ["line 1", {"a": 2}], "last_line": 42}}
     outcome = outcome_from(job, ended, forged)
