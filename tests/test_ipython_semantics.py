@@ -8,6 +8,7 @@ IPython); the pretty printer is also compared with IPython's own on generated da
 from __future__ import annotations
 
 import collections
+import io
 import re
 import sys
 from pathlib import Path
@@ -296,11 +297,14 @@ def test_time_prints_the_cells_times_as_ipython_does(tmp_path: Path) -> None:
 def test_line_time_prints_the_statements_times_and_keeps_its_value(tmp_path: Path) -> None:
     """``%time STATEMENT`` ran "once, untimed". As IPython's (checked there): the times are
     printed after each timed line; an expression's value is the cell's result and can be
-    assigned; an error is printed and the cell goes on (papermill's cell succeeds too);
-    what cannot be one line (a compound statement) still runs once, untimed, with a note."""
-    outcome, log = logged(tmp_path, "%time total = sum(range(10**5))\nsmall = %time total // 10\nprint('small', small)",
-                          "if True:\n    %time inner = 3\n%time 1/0\nprint('after the error', inner)",
-                          "%time for i in range(2): print('loop', i)\n%time total * 2")
+    assigned; a comment may follow it; an error is printed and the cells go on, and the run
+    fails at its end, as papermill fails it (the ninth pass); what cannot be one line (a
+    compound statement) still runs once, untimed, with a note."""
+    outcome, log = failed_run(tmp_path, "%time total = sum(range(10**5))\nsmall = %time total // 10  # a tenth\n"
+                                        "print('small', small)",
+                              "if True:\n    %time inner = 3\n%time 1/0\nprint('after the error', inner)",
+                              "%time for i in range(2): print('loop', i)\n%time total * 2")
+    assert outcome.error.startswith("nb.ipynb cell 2: the %time statement raised ZeroDivisionError: division by zero")
     times = [line for line in log if line.startswith(("CPU times:", "Wall time:"))]
     assert len(times) == 8 and all(line.startswith("CPU times: user ") for line in times[0::2]), log  # none after 1/0
     assert all(line.startswith("Wall time: ") for line in times[1::2]), log
@@ -358,23 +362,30 @@ def failed_run(tmp_path: Path, *cells: str) -> tuple[Any, list[str]]:
     return outcome, [line.split(" ", 1)[-1] for line in log]
 
 
-def test_a_repr_that_raises_fails_the_run_after_the_last_cell_as_papermill_does(tmp_path: Path) -> None:
-    """Found by the eighth pass: a result whose ``__repr__`` raises, or a ``display()`` whose
-    ``_repr_html_`` raises, is shown by IPython as a traceback and the next cells run; papermill
-    then fails the run. A run succeeded, with a line in its log. Now the cells still all run,
-    and the run fails at its end with the first such error, where it was shown."""
+def test_a_display_that_raises_fails_the_run_after_the_last_cell_as_papermill_does(tmp_path: Path) -> None:
+    """Found by the eighth pass: a ``display()`` whose ``_repr_html_`` raises is shown by
+    IPython as a traceback and the next cells run; papermill then fails the run. A run
+    succeeded, with a line in its log. Now the cells still all run, and the run fails at its
+    end with the first such error, where it was shown."""
+    outcome, log = failed_run(
+        tmp_path, "class BadHtml:\n    def _repr_html_(self):\n        raise KeyError('html boom')\n"
+        "    def __repr__(self):\n        return 'bad html'\ndisplay(BadHtml())",
+        "display(BadHtml())", "print('the last cell ran')")
+    assert "the last cell ran" in log, log
+    assert outcome.error.startswith("nb.ipynb cell 1: BadHtml._repr_html_() raised KeyError: 'html boom' (and 1 more): "
+                                    "Jupyter shows its traceback"), outcome.error
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"bad html")] * 2  # IPython's fallback
+    assert any("nb.ipynb cell 2: BadHtml._repr_html_() raised KeyError('html boom')" in line for line in log), log
+
+
+def test_a_result_that_cannot_be_shown_fails_its_cell_as_papermill_stops_there(tmp_path: Path) -> None:
+    """The ninth pass: papermill stops at a cell whose result it cannot show (a ``__repr__``
+    or ``_repr_html_`` that raises on the cell's last expression); the later cells never run."""
     outcome, log = failed_run(
         tmp_path, "class BadRepr:\n    def __repr__(self):\n        raise ValueError('repr boom')",
-        "BadRepr()",
-        "class BadHtml:\n    def _repr_html_(self):\n        raise KeyError('html boom')\n"
-        "    def __repr__(self):\n        return 'bad html'\ndisplay(BadHtml())",
-        "print('the last cell ran')")
-    assert "the last cell ran" in log, log
-    assert outcome.error.startswith("nb.ipynb cell 2: the repr of a BadRepr raised ValueError: repr boom (and 1 more): "
-                                    "Jupyter shows its traceback"), outcome.error
-    assert [(o.mime_type, o.data) for o in outcome.outputs if o.mime_type == "text/plain"][-1] == \
-        ("text/plain", b"bad html")  # the text IPython falls back to
-    assert any("nb.ipynb cell 3: BadHtml._repr_html_() raised KeyError('html boom')" in line for line in log), log
+        "print('before')\nBadRepr()", "print('never')")
+    assert "before" in log and "never" not in log, log
+    assert outcome.error.startswith("nb.ipynb cell 1 line 3: ValueError: repr boom"), outcome.error
 
 
 def test_a_figure_that_cannot_be_drawn_fails_the_run_at_its_end(tmp_path: Path) -> None:
@@ -429,8 +440,7 @@ RESET_CELLS = ("import numpy as np\narray = np.zeros(3)\nkept = 2\n_private = 1\
 def test_reset_f_empties_the_namespace_as_ipython_does(tmp_path: Path) -> None:
     """Found by the eighth pass: ``%reset -f`` was refused before the run. It now empties the
     notebook's names as IPython does (compared here with IPython on the same cells; IPython
-    keeps get_ipython and open in the namespace, a run has them as builtins); ``%reset`` without
-    ``-f`` waits for a confirmation in IPython, and is a problem before the run."""
+    keeps get_ipython and open in the namespace, a run has them as builtins)."""
     import contextlib
     import io
 
@@ -448,9 +458,8 @@ def test_reset_f_empties_the_namespace_as_ipython_does(tmp_path: Path) -> None:
     theirs = [line for line in printed.getvalue().splitlines() if not line.startswith("Out[")]
     assert theirs == ["False 2", "['In', 'Out', '_dh', '_ih', '_oh', 'exit', 'quit']", "{}", "then 3"], theirs
     assert [line for line in log if line in theirs] == theirs, log
-    assert transform_cell("%reset").problems == [
-        (1, "'%reset': %reset asks for a confirmation, which nobody gives in a scheduled run (under papermill too it "
-            "fails); write %reset -f")]
+    # Without -f IPython asks; papermill's kernel, without input, takes it as given (the ninth pass).
+    assert transform_cell("%reset").problems == [] and transform_cell("%reset").shell
 
 
 def test_dotenv_extension_loads_the_env_file_beside_the_notebook(tmp_path: Path) -> None:
@@ -464,3 +473,30 @@ def test_dotenv_extension_loads_the_env_file_beside_the_notebook(tmp_path: Path)
     assert "value from-dotenv" in log and "again other" in log, log
     outcome, log = run_extracted(tmp_path, notebook(tmp_path, "%dotenv"), None)
     assert outcome.status is RunStatus.FAILURE and "Line magic function `%dotenv` not found" in outcome.error
+
+
+def test_ninth_pass_time_cell_errors_reset_without_f_and_the_inline_rc(tmp_path: Path) -> None:
+    """Found by the ninth pass, each as papermill has it: a ``%%time`` cell that raises prints
+    its traceback and the next cells run, then the run fails; ``%reset`` without ``-f`` resets
+    (a kernel without input takes the confirmation as given); ``%config InlineBackend.rc``
+    sets the figures' size (IPython's PNG of the same plot, at figure.figsize (3, 2))."""
+    from PIL import Image
+
+    outcome, log = failed_run(
+        tmp_path, "%config InlineBackend.rc = {'figure.figsize': (3, 2)}\nimport matplotlib.pyplot as plt\nx = 1",
+        "%reset\nprint('x' in dir())", "import matplotlib.pyplot as plt\nplt.plot([1, 2]);",
+        "%%time\nraise RuntimeError('timed boom')", "print('after the timed cell')")
+    assert "False" in log and "after the timed cell" in log and "RuntimeError: timed boom" in log, log
+    assert outcome.error.startswith("nb.ipynb cell 4: the %%time cell raised RuntimeError: timed boom"), outcome.error
+    [figure] = outcome.outputs
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from IPython.core.pylabtools import print_figure
+
+    with matplotlib.rc_context({"figure.figsize": (3, 2)}):
+        plt.plot([1, 2])
+        expected = Image.open(io.BytesIO(print_figure(plt.gcf(), "png"))).size
+        plt.close("all")
+    assert Image.open(io.BytesIO(figure.data)).size == expected and expected[0] < 320  # not 6.4 x 4.8 inches

@@ -290,8 +290,17 @@ class _Cells:
                     self.shell.run_cell_magic_of(cell, body)
                 else:
                     self._execute(cell, name, namespace, flags)
+            except Exception as exc:
+                if started is not None:  # %%time, as IPython's: the traceback printed, the next cells run
+                    _more().print_error(exc, self.files)  # type: ignore[attr-defined]
+                    self.error_shown("the %%time cell", exc)
+                    started = None
+                else:
+                    if self.failed_in is None and number is not None:  # the innermost cell that failed
+                        self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
+                    raise
             except BaseException:
-                if self.failed_in is None and number is not None:  # the innermost cell that failed
+                if self.failed_in is None and number is not None:
                     self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
                 raise
             if started is not None:
@@ -303,6 +312,11 @@ class _Cells:
     def clocks(self) -> tuple:
         """Wall and CPU clocks now, for ``%time`` (the shell's) and ``%%time``."""
         return _more().clocks()  # type: ignore[attr-defined]
+
+    def error_shown(self, what: str, exc: BaseException) -> None:
+        """An error the notebook's cells go on after, as Jupyter's do (``%time``, ``%%time``
+        print its traceback): the run fails at its end, as papermill fails it."""
+        _displays().failed(what, exc)  # type: ignore[attr-defined]
 
     def print_times(self, started: tuple) -> None:
         _more().print_times(started)  # type: ignore[attr-defined]
@@ -539,9 +553,13 @@ def _display(*objs: object, **kwargs: object) -> object:
     return _displays().display(*objs, **kwargs)  # type: ignore[attr-defined]
 
 
+_display.peach_display = True  # type: ignore[attr-defined]  # ours: show_result may pass _peach_result
+
+
 def _output_failure() -> dict | None:
-    """The run's error when an output could not be made (a repr method raised, a figure could
-    not be drawn: displays.failed): the first of them, where it was shown, and how many."""
+    """The run's error when Jupyter would have shown an error and gone on (a repr method raised,
+    a figure could not be drawn, a ``%time`` statement failed: displays.failed): the first of
+    them, where it was shown, and how many."""
     first = None if _displays_module is None else _displays_module.first_failure  # type: ignore[attr-defined]
     if first is None:
         return None
@@ -551,7 +569,7 @@ def _output_failure() -> dict | None:
     more = f" (and {count - 1} more)" if count > 1 else ""
     error["last_line"] = f"{where + ': ' if where else 'at the end of the run: '}{what} raised " \
                          f"{error['last_line']}{more}: Jupyter shows its traceback in the output and runs the " \
-                         "next cells, papermill fails the run; fix it or leave the object undisplayed"
+                         "next cells, papermill then fails the run"
     error["last_line"] = error["last_line"][: _io.MAX_ERROR_CHARS]  # type: ignore[attr-defined]
     return error
 

@@ -134,6 +134,18 @@ def print_times(started: tuple[float, float, float]) -> None:
     print(f"Wall time: {_timespan(wall)}")
 
 
+def print_error(exc: BaseException, files: set) -> None:
+    """The traceback of an error IPython shows and goes on after (``%%time``'s), from the
+    notebook's first frame (``files``: the cells' names), on stderr: the run's log."""
+    import traceback
+
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_frame.f_code.co_filename not in files:
+        trace = trace.tb_next
+    sys.stdout.flush()
+    traceback.print_exception(type(exc), exc, trace or exc.__traceback__)
+
+
 def _timespan(seconds: float) -> str:
     """A duration as IPython writes one: three significant digits in s, ms, µs or ns, and
     from a minute on in days, hours, minutes and seconds (``1min 5s``)."""
@@ -253,7 +265,9 @@ def show_result(value: object, cells: Any = None) -> None:
     show = getattr(builtins, "display", None)  # its text as IPython writes it, %precision included
     if show is None:
         sys.__displayhook__(value)
-    else:
+    elif getattr(show, "peach_display", False):  # an error showing it fails the cell (papermill stops there)
+        show(value, _peach_result=True)
+    else:  # a display the notebook put in builtins itself
         show(value)
     namespace = getattr(cells, "namespace", None)
     if not (isinstance(namespace, dict) and cells.count):  # code run as one piece (no cells): as before

@@ -180,8 +180,17 @@ class DisplayHandle:
 
 def display(*objs: object, include: object = None, exclude: object = None, metadata: object = None,
             transient: object = None, display_id: object = None, raw: bool = False, clear: bool = False,
-            update: bool = False, **kwargs: object) -> DisplayHandle | None:
-    """Show ``objs`` as the run's outputs (IPython's signature; ``raw``: each is a mime bundle)."""
+            update: bool = False, _peach_result: bool = False, **kwargs: object) -> DisplayHandle | None:
+    """Show ``objs`` as the run's outputs (IPython's signature; ``raw``: each is a mime bundle).
+    ``_peach_result``: a cell's result (bootstrap_cells.show_result), whose errors fail the cell."""
+    global _showing_result
+    if _peach_result:
+        _showing_result = True
+        try:
+            return display(*objs, include=include, exclude=exclude, metadata=metadata, transient=transient,
+                           display_id=display_id, raw=raw, clear=clear, update=update, **kwargs)
+        finally:
+            _showing_result = False
     if display_id is True:
         display_id = uuid.uuid4().hex
     key = None if display_id is None else str(display_id)
@@ -506,10 +515,16 @@ def _no_cell() -> str | None:
 running_cell: Callable[[], str | None] = _no_cell  # bootstrap.py's: "NOTEBOOK cell N", or None
 
 
+_showing_result = False  # a cell's result is being shown (display(..., _peach_result=True))
+
+
 def failed(what: str, exc: BaseException) -> None:
-    """``what`` (a repr method, a figure's drawing) raised ``exc`` while an output was made:
-    said in the log now, and the run fails at its end, as under papermill."""
+    """``what`` (a repr method, a figure's drawing, a ``%time`` statement) raised ``exc`` while
+    an output was made: said in the log now, and the run fails at its end, as under papermill.
+    While a cell's result is shown, the cell fails at once instead (papermill stops there)."""
     global first_failure, failure_count
+    if _showing_result:
+        raise exc
     failure_count += 1
     where = running_cell()
     if first_failure is None:

@@ -60,8 +60,8 @@ def select_formats(formats: object, **kwargs: object) -> None:
 
 def configure_inline(name: str, value: object) -> None:
     """``%config InlineBackend.NAME = value`` for the settings followed (figure_format,
-    figure_formats, print_figure_kwargs): as matplotlib_inline's configuration takes it,
-    each change selects the formats again with the configured keyword arguments."""
+    figure_formats, print_figure_kwargs, rc): as matplotlib_inline's configuration takes it,
+    each change of format or keyword arguments selects the formats again with both."""
     if name == "figure_format":  # (deprecated there) one format
         if not value:
             return
@@ -70,6 +70,12 @@ def configure_inline(name: str, value: object) -> None:
         formats = {value} if isinstance(value, str) else set(value)  # type: ignore[call-overload]
         select_formats(formats, **_configured["print_figure_kwargs"])
         _configured["figure_formats"] = frozenset(formats)
+    elif name == "rc":  # matplotlib settings for the figures to come (figure.figsize...), as the inline backend's
+        if not isinstance(value, dict):
+            raise TypeError(f"InlineBackend.rc must be a dict, not {type(value).__name__}")
+        import matplotlib
+
+        matplotlib.rcParams.update(value)
     elif name == "print_figure_kwargs":
         if not isinstance(value, dict):
             raise TypeError(f"InlineBackend.print_figure_kwargs must be a dict, not {type(value).__name__}")

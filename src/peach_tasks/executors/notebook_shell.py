@@ -48,7 +48,7 @@ NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "temp
 # ``%config InlineBackend.figure_format = 'retina'``: the settings of Jupyter's inline backend
 # that a run follows (peach_tasks.magics hands only these here), and what follows them:
 # displays_figures.configure_inline, loaded apart, given by bootstrap.py.
-_INLINE_SETTING = r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$"
+_INLINE_SETTING = r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs|rc)\s*=(.*)$"
 configure_figures: Callable[[str, object], None] | None = None
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})
 RUNTIME_EXTENSIONS = frozenset({"dotenv"})  # loaded here, with their magics (peach_tasks.magics')
@@ -123,7 +123,7 @@ class Shell:
     def timing(self) -> Any:
         """``%time STATEMENT``, written ``with get_ipython().timing(): STATEMENT``: IPython's
         timings printed after it; an error is printed and the cell goes on, as there."""
-        return values.Timing(self.cells.clocks, self.cells.print_times)
+        return values.Timing(self.cells.clocks, self.cells.print_times, self.cells.error_shown)
 
     def time_value(self, expression: Callable[[], Any]) -> Any:
         """``%time EXPRESSION``: its value (None after an error), timed as ``timing``."""
@@ -459,12 +459,9 @@ class Shell:
         namespace (a module's ``__name__`` and IPython's own names stay: ``In``, ``Out``,
         ``_ih``, ``_oh``, ``_dh``), the output history with it. ``%reset -f out``
         only empties the output history; ``array`` removes the numpy arrays; ``in`` and
-        ``dhist`` change nothing a run keeps. Without ``-f`` IPython asks for a confirmation,
-        which nobody gives in a scheduled run."""
+        ``dhist`` change nothing a run keeps. Without ``-f`` IPython asks for a confirmation; a
+        kernel without input (papermill's) takes it as given, and so does a run."""
         words = line.split()
-        if not any(w.startswith("-") and "f" in w for w in words):
-            raise UsageError("%reset asks for a confirmation, which nobody gives in a scheduled run (under "
-                             "papermill too it fails): write %reset -f")
         parts = [w for w in words if not w.startswith("-")]
         namespace = self.user_ns
         hidden = getattr(self.cells, "hidden", {})

@@ -169,11 +169,13 @@ class RawOutput:
 class Timing:
     """IPython's ``%time`` around a statement: the clocks read before it, and the times printed
     after it (``clocks``, ``print_times``: bootstrap_cells', through the cells). An exception
-    is printed, not raised, as IPython's ``%time`` shows it and lets the cell go on; leaving
-    the run (``SystemExit``, ``KeyboardInterrupt``) goes through."""
+    is printed, not raised, as IPython's ``%time`` shows it and lets the cell go on, and
+    ``shown`` hears of it (the run fails at its end, as papermill fails it); leaving the run
+    (``SystemExit``, ``KeyboardInterrupt``) goes through."""
 
-    def __init__(self, clocks: Callable[[], tuple], print_times: Callable[[tuple], None]) -> None:
-        self.clocks, self.print_times = clocks, print_times
+    def __init__(self, clocks: Callable[[], tuple], print_times: Callable[[tuple], None],
+                 shown: Callable[[str, BaseException], None]) -> None:
+        self.clocks, self.print_times, self.shown = clocks, print_times, shown
         self.started: tuple = ()
 
     def __enter__(self) -> Timing:
@@ -193,6 +195,7 @@ class Timing:
             trace = trace.tb_next
         sys.stdout.flush()
         traceback.print_exception(exc.__class__, exc, trace)
+        self.shown("the %time statement", exc)  # papermill fails the run at its end, on the shown error
         return True
 
 

@@ -100,7 +100,7 @@ class CellMagics:
 # ``%config InlineBackend.figure_format = 'retina'``: the settings of Jupyter's inline backend a
 # run follows (the task process's shell does, with executors/displays_figures.py), and the
 # formats IPython knows.
-_INLINE_SETTING = re.compile(r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs)\s*=(.*)$")
+_INLINE_SETTING = re.compile(r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs|rc)\s*=(.*)$")
 FIGURE_FORMATS = ("png", "png2x", "retina", "jpg", "jpeg", "svg", "pdf")
 # ``!pip install x``, and the same through Python (``!{sys.executable} -m pip``, pip's own advice
 # for notebooks, ``!python3 -m pip``) or uv, conda and friends: a run installs nothing.
@@ -347,9 +347,6 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
             or (name in ("load_ext", "reload_ext") and args.split()[:1] and args.split()[0] in RUNTIME_EXTENSIONS):
         lines[i] = indent + (f"{target} = " if target else "") + f"get_ipython().run_line_magic({name!r}, {args!r})"
         result.shell = True
-        if name == "reset" and not any(w.startswith("-") and "f" in w for w in args.split()):
-            result.problems.append((where, f"{shown}: %reset asks for a confirmation, which nobody gives in a "
-                                           "scheduled run (under papermill too it fails); write %reset -f"))
         if name == "run":
             result.runs.append((where, args))
         elif name == "cd" and result.cd_line is None:
@@ -394,6 +391,7 @@ def _timed(statement: str) -> str | None:
     continuation, a compound statement, ``await``): the statement then runs untimed."""
     import ast
 
+    statement = _without_comment(statement)
     if statement.endswith("\\"):
         return None
     try:
@@ -412,13 +410,28 @@ def _timed(statement: str) -> str | None:
     return f"with get_ipython().timing(): {statement}"
 
 
+def _without_comment(statement: str) -> str:
+    """``statement`` without a trailing ``# comment`` (a ``#`` in a string stays), which would
+    otherwise end up inside ``%time``'s one-line wrapper."""
+    import io
+    import tokenize
+
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(statement).readline):
+            if token.type == tokenize.COMMENT:
+                return statement[: token.start[1]].rstrip()
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return statement
+
+
 def _unknown_figure_formats(args: str) -> str | None:
     """The formats IPython would refuse in ``%config InlineBackend.figure_format(s) = VALUE``,
     when VALUE is written out (a name of the notebook's is checked when the run gets there)."""
     import ast
 
     setting = _INLINE_SETTING.match(args)
-    if setting is None or setting.group(1) == "print_figure_kwargs":
+    if setting is None or setting.group(1) in ("print_figure_kwargs", "rc"):
         return None
     try:
         value = ast.literal_eval(setting.group(2).strip())
