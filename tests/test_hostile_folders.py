@@ -12,6 +12,9 @@ import os
 import resource
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from test_hardening import Project
 
@@ -136,3 +139,40 @@ def test_a_new_state_dir_is_the_schedulers_users_only_and_runs_still_work(tmp_pa
         assert [run["status"] for run in project.runs()] == ["SUCCESS"]
     finally:
         project.cleanup()
+
+
+def test_a_wide_folder_is_read_a_batch_of_folders_at_a_time_not_once_per_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-check of the hostile pass: 30,000 folders in a run folder took six minutes to
+    remove (the folder was read again after each of them), past the run's timeout. Counted
+    here as entries read, which grew with the square of the folder's size."""
+    from peach_tasks import trees
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for index in range(20_000):
+        (wide / f"d{index:06d}").mkdir()
+    read = [0]
+    scandir = os.scandir
+
+    def counting(fd: int) -> Any:
+        class Counted:
+            def __init__(self) -> None:
+                self.inner = scandir(fd)
+
+            def __enter__(self) -> Any:
+                self.inner.__enter__()
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.inner.__exit__(*exc)
+
+            def __iter__(self) -> Any:
+                for entry in self.inner:
+                    read[0] += 1
+                    yield entry
+        return Counted()
+
+    monkeypatch.setattr(trees.os, "scandir", counting)
+    assert remove_tree(wide) and not wide.exists()
+    assert read[0] < 5 * 20_000, read[0]  # once per folder read would be about 200 million

@@ -50,27 +50,37 @@ def _remove(path: str) -> bool:
     return True
 
 
+_PENDING_BUDGET = 65_536  # folder names held at once over all levels: a folder deep and wide is bounded too
+_BATCH = 4096  # folders of one level taken per reading of it
+
+
 def _empty(parent: int, name: str) -> None:
     """Empty folder ``name`` of ``parent``: down one level at a time and back up through
-    ``..`` (only the names on the way are kept, and one folder is open at a time). A folder's
-    files go as they are read; it is read again after each of its folders is gone."""
+    ``..`` (one folder open at a time). A folder's files go as it is read; its folders are
+    taken a batch at a time (each emptied and removed), then it is read again for the next
+    batch: a folder of 100,000 folders is read 25 times, not 100,000 (the hostile pass
+    measured six minutes for 30,000 read once per folder)."""
     fd = _open_dir(parent, name)
-    names: list[str] = []  # the folders from ``name`` down to the one ``fd`` is
+    levels: list[tuple[str, list[str]]] = [(name, [])]  # each open level: its name, its folders still to do
     try:
         while True:
-            folder = _remove_files(fd)
-            if folder is not None:
-                below = _open_dir(fd, folder)
+            here, pending = levels[-1]
+            if not pending:
+                batch = max(1, min(_BATCH, _PENDING_BUDGET // len(levels)))
+                pending.extend(_remove_files(fd, batch))
+            if pending:
+                below = _open_dir(fd, pending[-1])
                 os.close(fd)
                 fd = below
-                names.append(folder)
+                levels.append((pending.pop(), []))
                 continue
-            if not names:  # ``name`` itself is empty
+            if len(levels) == 1:  # ``name`` itself is empty
                 return
             up = os.open("..", _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = up
-            os.rmdir(names.pop(), dir_fd=fd)
+            levels.pop()
+            os.rmdir(here, dir_fd=fd)
     finally:
         os.close(fd)
 
@@ -83,20 +93,21 @@ def _open_dir(parent: int, name: str) -> int:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
 
 
-def _remove_files(fd: int) -> str | None:
-    """Remove what the folder ``fd`` holds but folders, as it is read; return one of its
-    folders, or None when it holds none (it is then empty)."""
-    folder = None
+def _remove_files(fd: int, most: int) -> list[str]:
+    """Remove what the folder ``fd`` holds but folders, as it is read; return up to ``most``
+    of its folders (none: it is empty)."""
+    folders: list[str] = []
     with os.scandir(fd) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                folder = folder or entry.name
+                if len(folders) < most:
+                    folders.append(entry.name)
                 continue
             try:
                 os.unlink(entry.name, dir_fd=fd)
             except FileNotFoundError:
                 pass
-    return folder
+    return folders
 
 
 def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
