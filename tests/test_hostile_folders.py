@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_hardening import Project
 
 from peach_tasks.trees import remove_tree, walk_tree
