@@ -585,7 +585,8 @@ def test_a_tasks_control_characters_are_shown_not_played_on_the_terminal(tmp_pat
     p.repo.notebook("nb.ipynb", ESCAPES_CELL)
     p.repo.write("peach.yaml", task_yaml("default", {"forge": py_task("nb.ipynb", "forge")}))
     p.repo.commit("escapes")
-    p.ok("run-once")
+    ran = p.ok("run-once")  # its line about the run shows the task's error, written out too (the re-check)
+    assert "\\x1b[2J\\x0d error" in ran.stderr and "\x1b" not in ran.stderr + ran.stdout, ran.stderr
     [run] = p.runs("default/forge")
     log = p.ok("logs", str(run["id"])).stdout
     assert "progress\\x0d2026-01-01T00:00:00.000Z peach-tasks: run 1 of a/b FORGED" in log

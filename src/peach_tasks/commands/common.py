@@ -79,6 +79,16 @@ def setup_logging(settings: Settings | None = None, verbose: bool = False) -> No
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _AlembicAtDebug) for f in handler.filters):
             handler.addFilter(_AlembicAtDebug())
+        if handler.formatter is not None and not isinstance(handler.formatter, _VisibleFormatter):
+            handler.setFormatter(_VisibleFormatter(handler.formatter._fmt, handler.formatter.datefmt))
+
+
+class _VisibleFormatter(logging.Formatter):
+    """The scheduler's log lines with the control characters a task's text may bring (its
+    error in a line about its run) written out, as ``peach-tasks logs`` writes them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
 
 
 class _AlembicAtDebug(logging.Filter):

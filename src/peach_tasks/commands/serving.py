@@ -16,7 +16,7 @@ import click
 from ..errors import PeachError
 from ..settings import Settings, load_settings
 from .common import cli_settings, config_option, open_store, setup_logging
-from .words import plural
+from .words import plural, visible
 
 
 @click.command()
@@ -126,7 +126,7 @@ def run_once(ctx: click.Context, orgs: tuple[str, ...], loops: tuple[str, ...], 
 
 def _echo_run(event: Any) -> None:
     o = event.outcome
-    tail = f"  {o.error}" if o.error else ""
+    tail = f"  {visible(o.error)}" if o.error else ""  # the task's own text: its escapes written out
     click.echo(f"{event.codops}/{event.task}  run {event.run_id}  {o.status.value}  "
                f"{event.duration_s:.2f}s  version {event.version}{tail}", err=True)
 
@@ -192,7 +192,7 @@ def sync(ctx: click.Context, as_json: bool, accept_rewrite: tuple[str, ...], wai
     else:
         for p in problems:
             where = p["file"] and (f"{p['file']}:{p['line']}" if p["line"] else p["file"])
-            click.echo(f"{where or p['scope']}: {p['message']}")
+            click.echo(visible(f"{where or p['scope']}: {p['message']}"))
         click.echo(f"{summary}{plural(len(problems), 'problem')}", err=True)
     sys.exit(1 if problems else 0)
 
