@@ -300,9 +300,12 @@ def repo(tmp_path: Path) -> Repo:
 
 
 def write_settings(tmp_path: Path, repos: list[dict[str, Any]], **extra: Any) -> Path:
+    # check_local_database: this machine's PostgreSQL trusts loopback (as CI's), which every sync
+    # would report; tests/test_store_exposure.py covers that check.
     data: dict[str, Any] = {"state_dir": "state", "repositories": repos,
                             "timeouts": {"task": 60, "metadata": 30, "kill_grace": 1},
-                            "loop": {"min_iteration_seconds": 0, "sync_interval_seconds": 1}}
+                            "loop": {"min_iteration_seconds": 0, "sync_interval_seconds": 1},
+                            "check_local_database": False}
     data.update(extra)
     path = tmp_path / "scheduler.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

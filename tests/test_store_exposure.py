@@ -17,15 +17,28 @@ from peach_tasks.store.exposure import exposure_problems
 
 
 def test_a_password_less_loopback_postgresql_is_a_problem_only_with_the_network_on(postgres_url: str) -> None:
+    """The store's server, and the host's own on its default port: with the default SQLite
+    store, a trusting local PostgreSQL still gave a task a shell (the re-check)."""
     url = sa.engine.make_url(postgres_url)
     found = exposure_problems(postgres_url, network_on=True)
-    if url.password is None and url.host in ("127.0.0.1", "localhost", "::1"):  # this machine's and CI's
+    if url.password is None and (url.host, url.port or 5432) == ("127.0.0.1", 5432):  # this machine's and CI's
         [problem] = found
-        assert problem.kind == "store" and "lets 'postgres' in without a password" in problem.message
+        assert problem.kind == "store" and "127.0.0.1:5432 lets 'postgres' in without a password" in problem.message
         assert "COPY ... FROM PROGRAM" in problem.message and "python.network: false" in problem.message
+        assert [p.message for p in exposure_problems("sqlite:////tmp/peach.db", network_on=True)] == [problem.message]
     assert exposure_problems(postgres_url, network_on=False) == []
-    assert exposure_problems("sqlite:////tmp/peach.db", network_on=True) == []
-    assert exposure_problems(str(url.set(host="10.255.255.1")), network_on=True) == []  # not loopback: not probed
+    assert exposure_problems("sqlite:////tmp/peach.db", network_on=False) == []
+
+
+def test_a_state_dir_others_can_read_is_a_problem(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    [problem] = exposure_problems("sqlite:////tmp/peach.db", network_on=False, state_dir=state)
+    assert problem.message.startswith(f"{state} can be read by other users of the host (mode 0755)")
+    assert problem.message.endswith("chmod 700 it")
+    state.chmod(0o700)
+    assert exposure_problems("sqlite:////tmp/peach.db", network_on=False, state_dir=state) == []
 
 
 def test_sync_reports_it_and_network_off_everywhere_clears_it(tmp_path: Path, postgres_url: str,

@@ -326,6 +326,10 @@ class Settings(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     # The platform's Redis, shared by organisations each in a namespace of its own; None: none.
     redis: RedisSettings | None = None
+    # Each sync logs into a PostgreSQL of this host (127.0.0.1:5432) as a task with the network
+    # could, and reports a problem when it gets in without a password (store/exposure.py); the
+    # store's own server on loopback is probed either way. False: a host known to need no check.
+    check_local_database: bool = True
 
     # Set by load_settings, not by the file: the folder relative paths start from.
     base_dir: str = Field(default=".", exclude=True)

@@ -283,8 +283,8 @@ class Scheduler:
                                     if self.redis is not None else [])
             # A store tasks could log into over loopback, without a password (store/exposure.py).
             network_on = any(self.settings.limits_for(codops).network for codops, _ in snapshot.tasks)
-            self.store.set_problems(STORE_PROBLEMS, STORE_SCOPE, exposure_problems(self.settings.database_url,
-                                                                                   network_on))
+            self.store.set_problems(STORE_PROBLEMS, STORE_SCOPE, exposure_problems(
+                self.settings.database_url, network_on, self.state_dir, self.settings.check_local_database))
             # Problems of repositories no longer configured nor discovered, of GitLab sources
             # removed from the settings and of organisations without tasks go with them.
             names = {repo.name for repo in self.repos}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -36,39 +37,64 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def exposure_problems(url: str, network_on: bool) -> list[Problem]:
-    """A problem when a task with the network could log into the store's PostgreSQL on
-    loopback without a password, as the scheduler's user or the server's superuser; none
-    when no organisation has the network, for another database or host, or when the
-    scheduler's own password comes from ``PGPASSWORD`` (a probe could not tell)."""
+LOCAL_SERVER = ("127.0.0.1", 5432)  # a PostgreSQL of the host, the store's or not (the re-check's SQLite case)
+
+
+def exposure_problems(url: str, network_on: bool, state_dir: Path | None = None,
+                      local_server: bool = True) -> list[Problem]:
+    """Problems a platform team must fix for tasks not to reach what is not theirs: a
+    PostgreSQL on loopback (the store's, and the host's default port) that lets a task with
+    the network in without a password, as the scheduler's user or the server's superuser (no
+    probe when no organisation has the network, or when the scheduler's own password comes
+    from ``PGPASSWORD``: a probe could not tell); and a ``state_dir`` other users of the
+    host may read (one made before it was made 0700), which such a server's user reads.
+    ``local_server`` False: the host's default server is not probed (the store's still is)."""
+    problems = []
+    if state_dir is not None:
+        try:
+            mode = state_dir.stat().st_mode & 0o777
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            problems.append(Problem(PROBLEM_KIND, "state_dir",
+                                    f"{state_dir} can be read by other users of the host (mode {mode:04o}): it holds "
+                                    "the store, every organisation's checkouts and logs and the Redis secret, and a "
+                                    "task that reaches another user (a database server's) reads them; chmod 700 it"))
     if not network_on or os.environ.get("PGPASSWORD"):
-        return []
+        return problems
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        return []
-    if not parsed.drivername.startswith("postgresql") or not _loopback(parsed.host):
-        return []
+        parsed = None
+    servers: dict[tuple[str, int], list[str]] = {LOCAL_SERVER: list(_PROBE_USERS)} if local_server else {}
+    database: dict[tuple[str, int], str] = {LOCAL_SERVER: "postgres"}
+    if parsed is not None and parsed.drivername.startswith("postgresql") and _loopback(parsed.host):
+        store = (str(parsed.host), parsed.port or 5432)
+        servers[store] = list(dict.fromkeys([parsed.username or "postgres", *_PROBE_USERS]))
+        database[store] = parsed.database or "postgres"
+    for (host, port), users in servers.items():
+        opened = [user for user in users if _lets_in(host, port, user, database[(host, port)])]
+        if opened:
+            who = " and ".join(f"'{user}'" for user in opened)
+            problems.append(Problem(
+                PROBLEM_KIND, PROBLEM_SCOPE,
+                f"the PostgreSQL at {host}:{port} lets {who} in without a password, and tasks with the network on "
+                "share the host's loopback: any task could log in, and as a superuser run programs on the host "
+                "as the server's user (COPY ... FROM PROGRAM); as the store, every organisation's runs and logs "
+                "are its to read and change. Require a password for loopback connections (pg_hba.conf: "
+                "scram-sha-256) and put it in the database URL, or set python.network: false for every "
+                "organisation"))
+    return problems
+
+
+def _lets_in(host: str, port: int, user: str, dbname: str) -> bool:
     try:
         import psycopg
     except ImportError:
-        return []
-    port = parsed.port or 5432
-    users = [user for user in dict.fromkeys([parsed.username or "postgres", *_PROBE_USERS]) if user]
-    opened = []
-    for user in users:
-        try:
-            with psycopg.connect(host=parsed.host, port=port, user=user, dbname=parsed.database or user,
-                                 passfile=_NO_PASSFILE, password="", connect_timeout=_TIMEOUT_S):
-                opened.append(user)
-        except psycopg.Error:
-            continue
-    if not opened:
-        return []
-    who = " and ".join(f"'{user}'" for user in opened)
-    return [Problem(PROBLEM_KIND, PROBLEM_SCOPE,
-                    f"the store's PostgreSQL at {parsed.host}:{port} lets {who} in without a password, and tasks "
-                    "with the network on share the host's loopback: any task could read and change every "
-                    "organisation's runs and logs, and as a superuser run programs on the host (COPY ... FROM "
-                    "PROGRAM). Require a password for loopback connections (pg_hba.conf: scram-sha-256) and put "
-                    "it in the database URL, or set python.network: false for every organisation")]
+        return False
+    try:
+        with psycopg.connect(host=host, port=port, user=user, dbname=dbname, passfile=_NO_PASSFILE, password="",
+                             connect_timeout=_TIMEOUT_S):
+            return True
+    except psycopg.Error:
+        return False
