@@ -43,8 +43,8 @@ _THIS_FILE = os.path.abspath(__file__)
 # magics): an error's traceback starts at the task's code. Compared as text, since a task may
 # delete the working directory that os.path.abspath would need for a relative name.
 _OWN_FILES = frozenset((__file__, _THIS_FILE, *(os.path.join(os.path.dirname(_THIS_FILE), name) for name in (
-    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "displays.py", "displays_figures.py",
-    "displays_pretty.py"))))
+    "bootstrap_cells.py", "notebook_shell.py", "notebook_shell_values.py", "notebook_shell_names.py", "displays.py",
+    "displays_figures.py", "displays_pretty.py"))))
 
 
 def main() -> int:
@@ -444,6 +444,8 @@ def _start_shell(cells: _Cells, runs: dict) -> None:
     shell = _load_beside("peach_tasks_notebook_shell", os.path.join(folder, "notebook_shell.py"))
     shell.values = _load_beside("peach_tasks_notebook_shell_values",  # type: ignore[attr-defined]
                                 os.path.join(folder, "notebook_shell_values.py"))
+    shell.names = _load_beside("peach_tasks_notebook_shell_names",  # type: ignore[attr-defined]
+                               os.path.join(folder, "notebook_shell_names.py"))
     shell.configure_figures = _configure_figures  # type: ignore[attr-defined]
     _more().start_shell(cells, runs, shell)
 

@@ -30,7 +30,7 @@ CACHE_DIR = Path("share") / "peach-tasks" / "bytecode"  # under the environment'
 # helpers beside its own path.
 FILES = (BOOTSTRAP, *(BOOTSTRAP.with_name(name) for name in (
     "bootstrap_io.py", "bootstrap_start.py", "bootstrap_cells.py", "displays.py", "displays_figures.py",
-    "displays_pretty.py", "notebook_shell.py", "notebook_shell_values.py")))
+    "displays_pretty.py", "notebook_shell.py", "notebook_shell_values.py", "notebook_shell_names.py")))
 
 # ``python -I -c LAUNCH bootstrap.py ARGS...`` runs bootstrap.py as ``python -I bootstrap.py
 # ARGS...`` would (sys.argv, __file__, __name__), from its record when that matches.
