@@ -178,9 +178,11 @@ def test_waiting_sandbox_has_small_limits_and_gets_the_runs_when_it_takes_the_re
         second = project.started("t1")
         # t1 runs in the very group that waited, renamed for its run and with the
         # organisation's limits; t0's is gone, and t2's sandbox waits in a new small one.
-        found = wait_for(lambda: len(groups(scheduler)) == 2 and groups(scheduler), 30, "t2's sandbox ahead",
-                         lambda: groups(scheduler))
         run_t1 = f"{scheduler.marker_prefix.rstrip(':')}-{second['run']}"
+        # The group is renamed once the run's launcher acknowledged the request, which may be
+        # a moment after the task itself said it started (CI caught the moment between).
+        found = wait_for(lambda: len(groups(scheduler)) == 2 and run_t1 in groups(scheduler) and groups(scheduler),
+                         30, "t1's group renamed and t2's sandbox ahead", lambda: groups(scheduler))
         assert found[run_t1] == full, found
         assert [limits for name, limits in found.items() if name != run_t1] == [waiting], found
         assert not set(ahead_of_t1) & set(found)
