@@ -500,3 +500,14 @@ def test_ninth_pass_time_cell_errors_reset_without_f_and_the_inline_rc(tmp_path:
         expected = Image.open(io.BytesIO(print_figure(plt.gcf(), "png"))).size
         plt.close("all")
     assert Image.open(io.BytesIO(figure.data)).size == expected and expected[0] < 320  # not 6.4 x 4.8 inches
+
+
+def test_an_error_shown_earlier_is_named_first_when_a_later_cell_raises(tmp_path: Path) -> None:
+    """The ninth pass: after a display error in one cell, a later cell raising made the run
+    name only the later error; papermill names the first cell with an error. Both are said."""
+    outcome, _ = failed_run(
+        tmp_path, "class BadHtml:\n    def _repr_html_(self):\n        raise KeyError('html boom')\ndisplay(BadHtml())",
+        "raise ValueError('later')")
+    assert outcome.error.startswith("nb.ipynb cell 1: BadHtml._repr_html_() raised KeyError: 'html boom'"), \
+        outcome.error
+    assert outcome.error.endswith("; then nb.ipynb cell 2 line 1: ValueError: later"), outcome.error

@@ -150,6 +150,10 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
                 error["last_line"] = f"{error.get('last_line')} ({'; '.join(map(str, installs))}: skipped, " \
                                      "as a run installs nothing; put the package in the dependencies of the task's " \
                                      "definition)"
+            shown = _output_failure()
+            if shown is not None:  # an error shown in an earlier cell: papermill names that one first
+                shown["last_line"] = f"{shown['last_line']}; then {error.get('last_line')}"[: _io.MAX_ERROR_CHARS]  # type: ignore[attr-defined]
+                error = shown
             result_dir.write({"ok": False, "error": error})
             return 1
         finally:
