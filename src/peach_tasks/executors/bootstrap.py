@@ -294,19 +294,13 @@ class _Cells:
                     self.shell.run_cell_magic_of(cell, body)
                 else:
                     self._execute(cell, name, namespace, flags)
-            except Exception as exc:
-                if started is not None:  # %%time, as IPython's: the traceback printed, the next cells run
-                    _more().print_error(exc, self.files)  # type: ignore[attr-defined]
-                    self.error_shown("the %%time cell", exc)
-                    started = None
-                else:
+            except BaseException as exc:
+                if started is None or not isinstance(exc, Exception):
                     if self.failed_in is None and number is not None:  # the innermost cell that failed
                         self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
                     raise
-            except BaseException:
-                if self.failed_in is None and number is not None:
-                    self.failed_in = f"{name} line {(cell.get('magic') or {}).get('at', 1)}"
-                raise
+                self.error_shown("the %%time cell", exc)  # as IPython's %%time: shown, the next cells run
+                started = None
             if started is not None:
                 _more().print_times(started)
             self._flush_figures(namespace, number)
@@ -318,8 +312,10 @@ class _Cells:
         return _more().clocks()  # type: ignore[attr-defined]
 
     def error_shown(self, what: str, exc: BaseException) -> None:
-        """An error the notebook's cells go on after, as Jupyter's do (``%time``, ``%%time``
-        print its traceback): the run fails at its end, as papermill fails it."""
+        """An error the notebook's cells go on after, as Jupyter's do (``%time``, ``%%time``):
+        its traceback printed from the notebook's frames, and the run fails at its end, as
+        papermill fails it."""
+        _more().print_error(exc, self.files)  # type: ignore[attr-defined]
         _displays().failed(what, exc)  # type: ignore[attr-defined]
 
     def print_times(self, started: tuple) -> None:

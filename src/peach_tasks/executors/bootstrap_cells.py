@@ -135,8 +135,8 @@ def print_times(started: tuple[float, float, float]) -> None:
 
 
 def print_error(exc: BaseException, files: set) -> None:
-    """The traceback of an error IPython shows and goes on after (``%%time``'s), from the
-    notebook's first frame (``files``: the cells' names), on stderr: the run's log."""
+    """The traceback of an error IPython shows and goes on after (``%time``'s, ``%%time``'s),
+    from the notebook's first frame (``files``: the cells' names), on stderr: the run's log."""
     import traceback
 
     trace = exc.__traceback__

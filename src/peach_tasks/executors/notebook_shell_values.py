@@ -169,8 +169,8 @@ class RawOutput:
 class Timing:
     """IPython's ``%time`` around a statement: the clocks read before it, and the times printed
     after it (``clocks``, ``print_times``: bootstrap_cells', through the cells). An exception
-    is printed, not raised, as IPython's ``%time`` shows it and lets the cell go on, and
-    ``shown`` hears of it (the run fails at its end, as papermill fails it); leaving the run
+    goes to ``shown``, not up, as IPython's ``%time`` shows it and lets the cell go on (its
+    traceback printed, the run failed at its end, as papermill fails it); leaving the run
     (``SystemExit``, ``KeyboardInterrupt``) goes through."""
 
     def __init__(self, clocks: Callable[[], tuple], print_times: Callable[[tuple], None],
@@ -188,15 +188,5 @@ class Timing:
             return False
         if not isinstance(exc, Exception):
             return False
-        import traceback
-
-        trace = exc.__traceback__  # from the cell's own frames: not the shell's (time_value)
-        while trace is not None and os.path.dirname(trace.tb_frame.f_code.co_filename) == _HERE:
-            trace = trace.tb_next
-        sys.stdout.flush()
-        traceback.print_exception(exc.__class__, exc, trace)
-        self.shown("the %time statement", exc)  # papermill fails the run at its end, on the shown error
+        self.shown("the %time statement", exc)  # its traceback printed; the run fails at its end
         return True
-
-
-_HERE = os.path.dirname(__file__)
