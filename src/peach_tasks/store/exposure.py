@@ -56,7 +56,7 @@ def exposure_problems(url: str, network_on: bool, state_dir: Path | None = None,
         except OSError:
             mode = 0
         if mode & 0o077:
-            problems.append(Problem(PROBLEM_KIND, "state_dir",
+            problems.append(Problem(PROBLEM_KIND, PROBLEM_SCOPE,
                                     f"{state_dir} can be read by other users of the host (mode {mode:04o}): it holds "
                                     "the store, every organisation's checkouts and logs and the Redis secret, and a "
                                     "task that reaches another user (a database server's) reads them; chmod 700 it"))
@@ -66,14 +66,14 @@ def exposure_problems(url: str, network_on: bool, state_dir: Path | None = None,
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         parsed = None
-    servers: dict[tuple[str, int], list[str]] = {LOCAL_SERVER: list(_PROBE_USERS)} if local_server else {}
-    database: dict[tuple[str, int], str] = {LOCAL_SERVER: "postgres"}
+    # (host, port) -> the database to ask for, and the users to try
+    servers: dict[tuple[str, int], tuple[str, list[str]]] = \
+        {LOCAL_SERVER: ("postgres", list(_PROBE_USERS))} if local_server else {}
     if parsed is not None and parsed.drivername.startswith("postgresql") and _loopback(parsed.host):
-        store = (str(parsed.host), parsed.port or 5432)
-        servers[store] = list(dict.fromkeys([parsed.username or "postgres", *_PROBE_USERS]))
-        database[store] = parsed.database or "postgres"
-    for (host, port), users in servers.items():
-        opened = [user for user in users if _lets_in(host, port, user, database[(host, port)])]
+        servers[(str(parsed.host), parsed.port or 5432)] = (
+            parsed.database or "postgres", list(dict.fromkeys([parsed.username or "postgres", *_PROBE_USERS])))
+    for (host, port), (dbname, users) in servers.items():
+        opened = [user for user in users if _lets_in(host, port, user, dbname)]
         if opened:
             who = " and ".join(f"'{user}'" for user in opened)
             problems.append(Problem(
