@@ -204,6 +204,10 @@ def test_shell_and_transformer_agree_on_what_has_no_effect() -> None:
     assert notebook_shell.NOT_SHOWN_BACKENDS == magics.NOT_SHOWN_BACKENDS
     assert set(notebook_shell.ALIASES) <= magics.RUNTIME_LINE_MAGICS
     assert notebook_shell._DISPLAY == magics.DISPLAY_CELL_MAGICS
+    # What the transformer hands to the shell, the shell takes (copies kept in step: the task
+    # process loads its files without the package).
+    assert notebook_shell.RUNTIME_EXTENSIONS == magics.RUNTIME_EXTENSIONS
+    assert notebook_shell._INLINE_SETTING == magics._INLINE_SETTING.pattern
 
 
 def test_compile_cell_carries_future_flags_as_ipython_does() -> None:

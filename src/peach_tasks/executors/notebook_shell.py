@@ -48,7 +48,8 @@ NO_EFFECT_LINE_MAGICS = frozenset({
 NOT_SHOWN_BACKENDS = frozenset({"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"})  # peach_tasks.magics'
 # ``%config InlineBackend.figure_format = 'retina'``: the settings of Jupyter's inline backend
 # that a run follows (peach_tasks.magics hands only these here), and what follows them:
-# displays_figures.configure_inline, loaded apart, given by bootstrap.py.
+# displays_figures.configure_inline, loaded apart, given by bootstrap.py (a test compares the
+# pattern with peach_tasks.magics').
 _INLINE_SETTING = r"\s*InlineBackend\.(figure_formats?|print_figure_kwargs|rc)\s*=(.*)$"
 configure_figures: Callable[[str, object], None] | None = None
 NO_EFFECT_EXTENSIONS = frozenset({"autoreload", "lab_black", "nb_black", "jupyter_black"})

@@ -342,9 +342,9 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         return end + 1
     name, _, args = text[1:].partition(" ")
     name, args = name.strip(), args.strip()
-    if name in RUNTIME_LINE_MAGICS or (name == "matplotlib" and args.split()[:1] and
-                                       args.split()[0].lower() in NOT_SHOWN_BACKENDS) \
-            or (name in ("load_ext", "reload_ext") and args.split()[:1] and args.split()[0] in RUNTIME_EXTENSIONS):
+    first_word = args.split()[0] if args.split() else ""  # a backend, an extension
+    if name in RUNTIME_LINE_MAGICS or (name == "matplotlib" and first_word.lower() in NOT_SHOWN_BACKENDS) \
+            or (name in ("load_ext", "reload_ext") and first_word in RUNTIME_EXTENSIONS):
         lines[i] = indent + (f"{target} = " if target else "") + f"get_ipython().run_line_magic({name!r}, {args!r})"
         result.shell = True
         if name == "run":
@@ -358,7 +358,6 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
                             "of its definition, installed before it runs")
         result.installs.append((where, shown))
         return end + 1
-    extension = args.split()[0] if args.split() else ""
     if name == "config" and ("ast_node_interactivity" in args or _INLINE_SETTING.match(args)) and not target:
         # The shell follows it (which statements show their value; how figures are shown).
         unknown = _unknown_figure_formats(args)
@@ -368,13 +367,13 @@ def _line_magic(lines: list[str], i: int, result: CellMagics, scan: Scan) -> int
         lines[i] = indent + f"get_ipython().run_line_magic('config', {args!r})"
         result.shell = True
         return end + 1
-    if (name in NO_EFFECT_LINE_MAGICS or (name in ("load_ext", "reload_ext") and extension in NO_EFFECT_EXTENSIONS)) \
+    if (name in NO_EFFECT_LINE_MAGICS or (name in ("load_ext", "reload_ext") and first_word in NO_EFFECT_EXTENSIONS)) \
             and not target:
         lines[i] = _pass_line(line)
         result.notes.append(f"line {where}: {shown} skipped (no effect in a scheduled run)")
         return end + 1
     if name in ("load_ext", "reload_ext"):
-        why = f"the IPython extension {extension!r} is not loaded by peach-tasks"
+        why = f"the IPython extension {first_word!r} is not loaded by peach-tasks"
     elif target:
         why = f"the value of %{name} is not computed by peach-tasks"
     else:
