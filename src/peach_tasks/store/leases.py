@@ -157,8 +157,11 @@ class LeaseStore:
             seen = {r.loop: r for r in conn.execute(sa.select(loop_leases).where(loop_leases.c.loop.in_(loops)))}
             missing = [loop for loop in loops if loop not in seen]
             if missing:  # a loop nobody ever held: a free row first, then taken like any other
+                # In name order, whatever this replica's preference: an insert waits for another
+                # transaction's uncommitted row of the same loop, so two replicas inserting two
+                # loops in opposite orders would each wait for the other (PostgreSQL then fails one).
                 conn.execute(self._insert_free().values([{"loop": loop, "owner": None, "expires_at": EPOCH}
-                                                         for loop in missing]))
+                                                         for loop in sorted(missing)]))
             takeable = [loop for loop in loops if loop not in seen or seen[loop].owner in (None, owner)
                         or as_utc(seen[loop].expires_at) < now][:limit]
             if not takeable:
