@@ -173,6 +173,10 @@ class PythonLimits(_Strict):
     memory: str | None = Field(default="4G", pattern=_SIZE)
     cpus: float | None = Field(default=2.0, gt=0)
     pids: int | None = Field(default=1024, ge=8)
+    # What a run may hold in its folders on the scheduler's disk (its run folder: request,
+    # result, outputs; its trigger folder), watched while it runs: they are the only ones
+    # there it can write (its working folder, /tmp and HOME are in memory).
+    disk: str | None = Field(default="1G", pattern=_SIZE)
     network: bool = True
     # Host folders a run sees at the same path, "ro" or "rw" (shared data, a model store);
     # nothing else of the host is shown. The task's user must be allowed to write a "rw" one.
@@ -181,6 +185,10 @@ class PythonLimits(_Strict):
     @property
     def memory_bytes(self) -> int | None:
         return None if self.memory is None else size_bytes(self.memory)
+
+    @property
+    def disk_bytes(self) -> int | None:
+        return None if self.disk is None else size_bytes(self.disk)
 
 
 MAX_OUTPUT_BYTES = 256 << 20
@@ -210,6 +218,7 @@ class OrganisationPythonSettings(_Strict):
     memory: str | None = Field(default=None, pattern=_SIZE)
     cpus: float | None = Field(default=None, gt=0)
     pids: int | None = Field(default=None, ge=8)
+    disk: str | None = Field(default=None, pattern=_SIZE)
     network: bool | None = None
     mounts: Mounts | None = None  # added to the defaults' mounts
 

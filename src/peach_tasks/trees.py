@@ -127,3 +127,62 @@ def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
             continue
         yield here, dirs, files
         stack.extend(os.path.join(here, name) for name in reversed(dirs))
+
+
+
+def tree_usage(top: Path | str, most_entries: int) -> tuple[int, int]:
+    """What ``top`` holds on disk while its task may still be writing: the bytes its entries
+    take (allocated blocks: a sparse file costs what it uses) and how many entries there are.
+    It stops once it has seen more than ``most_entries`` (the count returned is then above
+    it), so that a hostile folder costs a bounded walk. Level by level relative to an open
+    folder, as ``_empty`` goes; a level moved away meanwhile ends the walk with what was
+    counted. Never raises: a folder that is gone or unreadable counts as what was read."""
+    counted = [0, 0]  # bytes, entries
+    try:
+        fd = os.open(os.fspath(top), _DIR_FLAGS)
+    except OSError:
+        return 0, 0
+    try:
+        levels = [_usage_level(fd, counted, most_entries)]  # each open level: its identity, its folders to do
+        while counted[1] <= most_entries:
+            while not levels[-1][1]:  # this level is done: back up to the next one with work
+                levels.pop()
+                if not levels:
+                    return counted[0], counted[1]
+                up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                seen = os.fstat(fd)
+                if (seen.st_dev, seen.st_ino) != levels[-1][0]:  # moved while walked: what was counted
+                    return counted[0], counted[1]
+            try:
+                below = os.open(levels[-1][1].pop(), _DIR_FLAGS, dir_fd=fd)
+            except OSError:  # gone, or unreadable: counted where it was listed
+                continue
+            os.close(fd)
+            fd = below
+            levels.append(_usage_level(fd, counted, most_entries))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return counted[0], counted[1]
+
+
+def _usage_level(fd: int, counted: list[int], most_entries: int) -> tuple[tuple[int, int], list[str]]:
+    """Count the entries of the open folder ``fd`` into ``counted`` (up to one past
+    ``most_entries``); its identity and its folders."""
+    here = os.fstat(fd)
+    folders: list[str] = []
+    with os.scandir(fd) as listing:
+        for entry in listing:
+            counted[1] += 1
+            if counted[1] > most_entries:
+                break
+            try:
+                counted[0] += entry.stat(follow_symlinks=False).st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.name)
+            except OSError:
+                continue
+    return (here.st_dev, here.st_ino), folders

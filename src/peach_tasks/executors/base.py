@@ -97,7 +97,7 @@ class Job:
 
         self.sandbox.give(work_dir)
         return self.plan.with_paths(read_only=(interpreter_home(self.interpreter), PACKAGE_DIR, *read_only),
-                                    writable=(work_dir,))
+                                    writable=(work_dir,), watched=(work_dir,))
 
 
 class TaskExecutor(Protocol):

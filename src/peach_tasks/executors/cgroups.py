@@ -45,6 +45,9 @@ class Limits:
     memory_bytes: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    # Not the cgroup's: what the run's folders on the scheduler's disk may hold, which
+    # run_process watches (SandboxPlan.watched).
+    disk_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import psutil
 
 from .base import CancelEvent, LogSink
 from .cgroups import RunGroup, Usage
+from .disk_watch import EVERY_SECONDS, DiskWatch, watch_for
 from .output import MAX_LINE_BYTES, READ_BYTES, Reader, utc_stamp  # noqa: F401 - re-exported
 from .spawn import MARKER_ENV, ProcessSpec, _feed, _feed_now, child_env  # noqa: F401 - re-exported
 from .warm import WarmSandbox
@@ -68,6 +69,7 @@ class ProcessResult:
     leftovers_killed: int
     usage: Usage | None = None  # what the run's cgroup measured (sandboxed runs)
     warm: bool = False  # it ran in a sandbox started ahead (warm.py)
+    over_disk: str | None = None  # why it was ended for what it put on the scheduler's disk (disk_watch.py)
 
 
 def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None = None,
@@ -127,11 +129,13 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
         assert group is not None
         return _processes(group.pids() - {proc.pid})
 
+    disk = watch_for(spec.plan)
     try:
-        how = _wait_for_exit(proc, deadline - time.monotonic(), cancel)
+        how = _wait_for_exit(proc, deadline - time.monotonic(), cancel, disk)
         killed = 0
         if how != "exited":
-            why = f"timed out after {spec.timeout:g} s" if how == "timeout" else "the scheduler is stopping"
+            why = {"timeout": f"timed out after {spec.timeout:g} s", "disk": disk and disk.reason}.get(
+                how, "the scheduler is stopping")
             sink(f"{utc_stamp()} peach-tasks: {why}; stopping the task and every process it started")
             if group is not None:
                 killed = _terminate(sandbox_scan, spec.grace)
@@ -176,6 +180,8 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
         leftovers_killed=killed + leftovers,
         usage=usage,
         warm=took,
+        # Looked at once more after its end: a task that wrote it all between two looks.
+        over_disk=disk.reason if disk is not None and (how == "disk" or how == "exited" and disk.over()) else None,
     )
 
 
@@ -240,8 +246,10 @@ def kill_marked(marker_prefix: str, grace: float, extra: Iterable[psutil.Process
 
 
 
-def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None) -> str:
-    """``exited``, ``timeout`` or ``cancelled``; the child is left unreaped if possible.
+def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None,
+                   disk: DiskWatch | None = None) -> str:
+    """``exited``, ``timeout``, ``cancelled`` or ``disk`` (``disk.over()``, asked every
+    ``EVERY_SECONDS``); the child is left unreaped if possible.
 
     A pidfd wakes us the moment the child exits (Popen.wait with a timeout polls with
     growing sleeps, which adds tens of ms to every short task). A ``CancelEvent`` is
@@ -262,8 +270,12 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: thread
             if remaining <= 0:
                 return "exited" if _exited(proc, pidfd, 0) else "timeout"
             slice_ = _CANCEL_POLL if cancel is not None and (cancel_fd is None or pidfd is None) else 3600.0
+            if disk is not None:
+                slice_ = min(slice_, EVERY_SECONDS)
             if _exited(proc, pidfd, min(remaining, slice_), cancel_fd):
                 return "exited"
+            if disk is not None and disk.over():
+                return "exited" if _exited(proc, pidfd, 0) else "disk"
     finally:
         if pidfd is not None:
             os.close(pidfd)

@@ -20,6 +20,7 @@ from ..model import Outcome, RunStatus
 from ..trees import remove_tree
 from .base import Job, LogSink
 from .bytecode import BOOTSTRAP, task_argv  # noqa: F401 (BOOTSTRAP: where bench and tests find it)
+from .disk_watch import size_text
 from .process import ProcessResult, ProcessSpec, child_env, run_process, utc_stamp
 from .run_outputs import OUTPUTS_DIR, OutputBounds, read_outputs
 from .sandbox import inside_env
@@ -173,7 +174,9 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
     if usage is not None:
         codes.update(peak_memory_bytes=usage.peak_memory_bytes, cpu_seconds=usage.cpu_seconds)
 
-    # A timeout or a cancel wins over whatever the task managed to write before.
+    # A timeout, a cancel or too much on disk wins over whatever the task managed to write before.
+    if ended.over_disk is not None:
+        return Outcome(RunStatus.FAILURE, error=ended.over_disk, details=details, **codes)
     if ended.timed_out:
         error = f"timed out after {job.timeout:g} s; the task and every process it started were killed"
         return Outcome(RunStatus.TIMEOUT, error=error, details=details, **codes)
@@ -186,7 +189,7 @@ def outcome_from(job: Job, ended: ProcessResult, result: dict[str, Any] | None) 
         details["oom_kills"] = usage.oom_kills
     if usage is not None and usage.oom_kills and limit is not None and not succeeded:
         # The kernel's OOM killer ended a process of the run: say so, not "killed by SIGKILL".
-        error = (f"ran out of memory: the run's limit is {_size(limit)} (python.memory in scheduler.yaml, "
+        error = (f"ran out of memory: the run's limit is {size_text(limit)} (python.memory in scheduler.yaml, "
                  f"per organisation under organisations.{job.codops}.python.memory)")
         return Outcome(RunStatus.FAILURE, error=error, details=details, **codes)
     if result is not None and not result["ok"]:
@@ -218,13 +221,6 @@ def _text_or_none(value: Any) -> str | None:
         return json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         return repr(type(value))
-
-
-def _size(value: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if value >= 1 << shift and value % (1 << shift) == 0:
-            return f"{value >> shift}{unit}"
-    return f"{value} bytes"
 
 
 def _ended_by(ended: ProcessResult) -> str:

@@ -81,7 +81,9 @@ class SandboxPlan:
     ``read_only`` folders are seen at their own path. ``private_copy`` is a folder (the
     run's checkout) the run sees at its own path in a copy of its own, on a tmpfs filled
     inside the sandbox, so what the task writes there counts against its memory limit and
-    is gone with it, and never reaches the checkout other runs use.
+    is gone with it, and never reaches the checkout other runs use. ``watched`` are the
+    writable folders on the scheduler's disk that are the run's own (its trigger and run
+    folders): while it runs they may hold at most ``limits.disk_bytes`` (run_process).
     """
 
     group_name: str
@@ -90,10 +92,12 @@ class SandboxPlan:
     read_only: tuple[Path, ...] = ()
     writable: tuple[tuple[Path, Path], ...] = ()
     private_copy: Path | None = None
+    watched: tuple[Path, ...] = ()
 
-    def with_paths(self, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()) -> "SandboxPlan":
+    def with_paths(self, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = (),
+                   watched: tuple[Path, ...] = ()) -> "SandboxPlan":
         return replace(self, read_only=self.read_only + tuple(read_only),
-                       writable=self.writable + tuple((p, p) for p in writable))
+                       writable=self.writable + tuple((p, p) for p in writable), watched=self.watched + watched)
 
 
 @dataclass(frozen=True)

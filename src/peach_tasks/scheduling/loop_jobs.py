@@ -80,11 +80,12 @@ class RunJobs:
             log.warning("mount %s of %s does not exist on this host; the run goes without it", path, codops)
             del mounts[path]
         plan = SandboxPlan(group_name=f"{self.marker_prefix.rstrip(':')}-{run_id}",
-                           limits=Limits(limits.memory_bytes, limits.cpus, limits.pids), network=limits.network,
+                           limits=Limits(limits.memory_bytes, limits.cpus, limits.pids, limits.disk_bytes),
+                           network=limits.network,
                            read_only=(env_path, *[p for p, mode in mounts.items() if mode == "ro"]),
                            writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"],
                                      *([(bridge, bridge)] if bridge is not None else [])),
-                           private_copy=task.checkout.path)
+                           private_copy=task.checkout.path, watched=(triggers,))
         return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
 
     def _redis_bridge(self, codops: str) -> Path | None:
