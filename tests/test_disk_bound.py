@@ -12,7 +12,7 @@ from pathlib import Path
 from test_hardening import Project
 
 from peach_tasks.executors.disk_watch import MAX_ENTRIES, DiskWatch
-from peach_tasks.trees import tree_usage
+from peach_tasks.trees import remove_tree, tree_usage
 
 # Writes 64 MiB of real data into its trigger folder, then never ends: only the watch can end
 # it before the task's timeout (which would make it a TIMEOUT, not a FAILURE).
@@ -106,6 +106,7 @@ def test_tree_usage_counts_any_depth_follows_no_link_and_stops_at_its_bound(tmp_
     assert (1 << 20) <= used < (32 << 20)  # the bottom file (and the folders' own blocks), not the linked one
     assert tree_usage(root, 100)[1] == 101  # stopped one past its bound
     assert tree_usage(tmp_path / "missing", 100) == (0, 0)
+    assert remove_tree(root)  # pytest's own clean-up of old temporary folders recurses
 
 
 def test_the_watch_adds_its_folders_up(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from .definition_tasks import TaskChecks
 from .py_environments import ENV_NAME, Declared
 from .yamlsource import Path_, dotted, load_yaml_file, validation_problems
 
-_CODOPS = re.compile(r"[a-z0-9_-]+")
+_CODOPS = re.compile(r"[a-z0-9_-]{1,64}")  # the store's column holds 64
 
 
 class _DefinitionFile(BaseModel):
@@ -266,7 +266,8 @@ class _FileParser(TaskChecks):
             return False
         if not _CODOPS.fullmatch(codops):
             self.at(
-                f"codops {codops!r} may contain only lowercase letters, digits, '_' and '-'; fix codops",
+                f"codops {codops[:100]!r} may contain only lowercase letters, digits, '_' and '-', at most 64 "
+                "of them; fix codops",
                 ("codops",),
             )
             return False

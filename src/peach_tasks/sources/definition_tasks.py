@@ -22,7 +22,8 @@ from .py_environments import ENV_NAME, Declared
 from .requirements import WINDOWS_DRIVE
 from .yamlsource import Path_
 
-_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # the store's column holds 200
+_MAX_METHOD_CHARS = 200  # the store's column
 
 # A task may run again at most this many times within one iteration of its loop.
 MAX_RETRIES = 10
@@ -66,8 +67,8 @@ class TaskChecks(DefinitionChecks):
         if not _TASK_NAME.fullmatch(name) or set(name) == {"."}:
             # Names end up in log paths and URLs; dots alone would mean a directory.
             self.at(
-                f"task name {name!r} may contain only letters, digits, '_', '.' and '-' "
-                "(and not only dots); rename the task",
+                f"task name {name[:100]!r}{'...' if len(name) > 100 else ''} may contain only letters, digits, "
+                "'_', '.' and '-' (and not only dots), at most 200 of them; rename the task",
                 path,
             )
             return None
@@ -149,6 +150,10 @@ class TaskChecks(DefinitionChecks):
                 "to run the whole notebook",
                 path,
             )
+            return False
+        if len(model.method) > _MAX_METHOD_CHARS:
+            self.at(f"method name {model.method[:100]!r}... is longer than {_MAX_METHOD_CHARS} characters; "
+                    "give the function a shorter name", path + ("method",))
             return False
         if not model.method.isidentifier() or keyword.iskeyword(model.method):
             self.at(

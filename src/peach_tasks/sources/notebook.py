@@ -331,7 +331,7 @@ def _resolve_runs(results: list[CellMagics], positions: list[int], read: CodeCel
                 why = f"option {unknown[0]} is not supported (only -i, -n, -e)" if unknown else "no file given"
                 raise refuse(line, f"%run {args}: {why}")
             target = words[0]
-            if "$" in target or "{" in target or posixpath.isabs(target) or target.startswith("~"):
+            if "$" in target or "{" in target or "\0" in target or posixpath.isabs(target) or target.startswith("~"):
                 raise refuse(line, f"%run {args}: give the file as a plain path relative to the notebook")
             key = given = posixpath.normpath(target)
             if not key.endswith((".py", ".ipynb")) and key not in written and not (folder / key).is_file():

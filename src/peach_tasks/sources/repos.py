@@ -38,9 +38,11 @@ def name_problem(name: str) -> str | None:
     of letters, digits, '_', '.' and '-' joined by '/' (a GitLab project's namespace/path),
     none of them '.' or '..': so ``state_dir/repos/<name>`` always lies inside state_dir."""
     parts = name.split("/")
-    if not name or any(part in ("", ".", "..") or not _NAME_PART.fullmatch(part) for part in parts):
-        return (f"repository name {name!r} is not a usable folder name: use letters, digits, '_', '.' and '-', "
-                "parts joined by '/', none of them '.' or '..'")
+    if not name or len(name) > 200 or any(part in ("", ".", "..") or not _NAME_PART.fullmatch(part)
+                                          for part in parts):
+        return (f"repository name {name[:100]!r}{'...' if len(name) > 100 else ''} is not a usable folder name: "
+                "use letters, digits, '_', '.' and '-', parts joined by '/', none of them '.' or '..', at most "
+                "200 characters (set `name:`)")
     return None
 
 

@@ -24,6 +24,7 @@ from ..errors import PeachError, Problem
 from ..model import Outcome, RunStatus, TaskSpec, TaskState
 from . import alert_journal
 from . import outputs as outputs_q
+from .fit import fit_row
 from .logs import FLUSH_SECONDS, LogWriter
 from .reads import StoreReads
 from .schema import problems as problems_t
@@ -133,6 +134,7 @@ class Store(StoreReads):
                               environment=spec.environment,
                               method=spec.method, full_notebook=spec.full_notebook, timeout_s=spec.timeout,
                               dependencies=json.dumps(list(spec.dependencies)), updated_at=now)
+                values = fit_row(tasks, values)  # the names themselves were checked by the definitions
                 row = existing.get(spec.key)
                 if row is not None and row.freshness_s != reg.freshness_s:
                     values["stale_since"] = None  # a new freshness: judged afresh by the next check
@@ -165,8 +167,9 @@ class Store(StoreReads):
         if not groups:
             return
         now = utcnow()
-        rows = [dict(kind=p.kind, scope=scope, codops=codops, file=p.file, line=p.line,
-                     message=p.message, created_at=now) for _, scope, found, codops in groups for p in found]
+        rows = [fit_row(problems_t, dict(kind=p.kind, scope=scope, codops=codops, file=p.file, line=p.line,
+                                         message=p.message, created_at=now))
+                for _, scope, found, codops in groups for p in found]
         with self.engine.begin() as conn:
             conn.execute(problems_t.delete().where(sa.tuple_(problems_t.c.kind, problems_t.c.scope).in_(
                 [(kind, scope) for kind, scope, _, _ in groups])))
