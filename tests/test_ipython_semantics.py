@@ -143,6 +143,17 @@ def test_an_indented_cell_runs_as_ipython_dedents_it_and_exit_does_not_end_the_n
     assert len([line for line in log if "exit() or quit() does not end a notebook" in line]) == 2
 
 
+def test_a_left_breakpoint_and_a_failing_cd_go_on_as_in_a_kernel(tmp_path: Path) -> None:
+    """The tenth pass against papermill: ``breakpoint()`` entered pdb, which read no input and
+    ended the run (ipykernel's hook does nothing without a debugger); ``%cd`` to a folder that
+    is not there ended it too (IPython prints the error and the cell goes on)."""
+    _, log = logged(tmp_path, "x = 1\nbreakpoint()\nprint('after breakpoint', x)",
+                    "%cd /no/such/folder\nprint('after cd')", "%cd nb.ipynb\nprint('still here')")
+    assert "after breakpoint 1" in log and "after cd" in log and "still here" in log
+    assert "[Errno 2] No such file or directory: '/no/such/folder'" in log
+    assert any(line.startswith("[Errno 20] Not a directory") for line in log)
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,

@@ -147,6 +147,27 @@ def test_ten_thousand_displays_keep_the_bound_and_say_so(tmp_path: Path) -> None
     assert any(note.data.decode() in line for line in run.log)  # and the scheduler's
 
 
+def test_the_first_displays_of_many_threads_at_once_are_all_kept(tmp_path: Path) -> None:
+    """The tenth pass against papermill: a thread pool's first displays kept 4 or 5 of 8, as
+    each thread loaded the display code and numbered its outputs from 1 over the others'."""
+    run = Run(tmp_path, """
+        import threading
+        def main():
+            ready = threading.Barrier(8)
+            def show(i):
+                ready.wait()  # all at once, before any output was shown
+                display(f"thread {i}")
+            threads = [threading.Thread(target=show, args=(i,)) for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    """)
+    assert run.outcome.status is RunStatus.SUCCESS, run.log
+    assert sorted(o.data for o in run.outcome.outputs) == sorted(f"'thread {i}'".encode() for i in range(8))
+    assert not any("could not be written" in line for line in run.log)
+
+
 def test_a_500_mb_output_is_not_kept(tmp_path: Path) -> None:
     run = Run(tmp_path, """
         class Huge:

@@ -23,6 +23,7 @@ scheduler), ``bootstrap_cells.py`` (what only some notebooks need).
 
 from __future__ import annotations
 
+import _thread  # built in: no import cost
 import builtins
 import marshal
 import os
@@ -120,6 +121,9 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), _JUPYTER_RECURSION_LIMIT))
     sys.argv = [filename]
     builtins.input = _io.no_input  # type: ignore[attr-defined]  # nobody answers: a clear EOFError
+    # A breakpoint() left in the notebook does nothing, as in a kernel with no debugger attached
+    # (ipykernel's debugpy hook); pdb would read no input and end the run.
+    sys.breakpointhook = _no_breakpoint
     _offer_helpers()
     _offer_display(request)
 
@@ -528,9 +532,18 @@ def _display_hooks() -> None:
         sys.meta_path.insert(0, _DisplayHooks())
 
 
+_displays_loading = _thread.RLock()
+
+
 def _displays() -> object:
     global _displays_module
-    if _displays_module is None:
+    if _displays_module is not None:
+        return _displays_module
+    # Threads of the task may display at once (a thread pool's first outputs): one of them
+    # loads displays.py; two would each install their own outputs, numbered from 1 over each other.
+    with _displays_loading:
+        if _displays_module is not None:
+            return _displays_module
         module: Any = _load_beside("_peach_tasks_displays", _DISPLAYS_FILE)  # (Any: loaded from a file)
         figures: Any = _load_beside("_peach_tasks_displays_figures", _FIGURES_FILE)
         figures.display, figures.say, figures.failed = module.display, module._say, module.failed
@@ -692,6 +705,10 @@ class _HelperFinder:
 
         for attribute in self.MODULES[module.__name__]:  # type: ignore[attr-defined]
             setattr(module, attribute, getattr(client, attribute))
+
+
+def _no_breakpoint(*args: object, **kwargs: object) -> None:
+    return None
 
 
 def _takes_positional(func: object) -> bool:

@@ -373,7 +373,11 @@ class Shell:
         elif target.startswith("-b"):
             raise UsageError("%cd -b (bookmarks) is not supported by peach-tasks")
         before = os.getcwd()
-        os.chdir(os.path.expanduser(target))
+        try:
+            os.chdir(os.path.expanduser(target))
+        except OSError as exc:  # IPython prints it and the cell goes on
+            print(exc)
+            return
         self._previous_dir = before
         now = os.getcwd()
         # Jupyter imports from the working directory (its sys.path holds ''): follow it.
