@@ -34,7 +34,7 @@ def v2_root() -> Path | None:
 def join_and_run(group: RunGroup, code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -c code`` started inside ``group`` by the sandbox's own launcher."""
     files = [str(f) for f in group.procs_files()]
-    return subprocess.run(["/bin/sh", "-c", LAUNCH, "t", str(len(files)), *files, sys.executable, "-c", code],
+    return subprocess.run(["/bin/sh", "-c", LAUNCH, "t", "", str(len(files)), *files, sys.executable, "-c", code],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -108,7 +108,7 @@ def test_v2_groups_and_kills_and_says_when_controllers_are_missing() -> None:
     cgroups = CgroupsV2(root / own.lstrip("/") / f"peach-test-{uuid.uuid4().hex[:6]}")
     group = cgroups.create("run-1", Limits())
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "t", "1", str(group.procs_files()[0]),
+        proc = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "t", "", "1", str(group.procs_files()[0]),
                                  "/bin/sh", "-c", "sleep 60 & sleep 60 & wait"])
         deadline = time.monotonic() + 10
         while len(group.pids()) < 3 and time.monotonic() < deadline:
@@ -170,7 +170,7 @@ def test_v1_limits_raised_and_lowered_in_place_as_the_kernel_reads_them(v1: Cgro
 def test_v1_group_renamed_keeps_its_processes_in_every_hierarchy(v1: CgroupsV1) -> None:
     """A sandbox started ahead takes its run's name once it took the request (warm.py)."""
     group = v1.create(f"warm-{uuid.uuid4().hex[:8]}", Limits(memory_bytes=64 << 20, pids=16))
-    proc = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "t", str(len(group.procs_files())),
+    proc = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "t", "", str(len(group.procs_files())),
                              *map(str, group.procs_files()), "/bin/sleep", "60"])
     try:
         deadline = time.monotonic() + 10

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..trees import walk_tree
 from .cgroups import CgroupError, Cgroups, Limits, RunGroup, detect
+from .seccomp_filter import filter_path
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bootstrap.py and trigger
 
 # Joins the run's cgroup(s), then becomes the sandbox: ``sh -c LAUNCH peach N file... argv...``.
 # It writes 0, "this one": the shell's only thread (see ``RunGroup.procs_files``).
-LAUNCH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+# The launcher joins the run's cgroups, then becomes bubblewrap; with a seccomp program (its
+# first argument, a path) it opens it as fd 9 for bubblewrap's ``--seccomp 9``.
+LAUNCH = ('f=$1; n=$2; shift 2; while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n-1)); done; '
+          'if [ -n "$f" ]; then exec "$@" 9<"$f"; fi; exec "$@"')
+SECCOMP_FD = "9"
 # The sandbox's PID 1 (bubblewrap's --as-pid-1) runs the task as its child and ends with its
 # status: its exit ends every other process of the sandbox, it reaps what the task orphans,
 # and the task cannot signal it. It keeps the user bubblewrap started it as, so bubblewrap's
@@ -108,6 +113,7 @@ class Sandbox:
     cgroups: Cgroups
     run_as: tuple[int, int] | None  # (uid, gid) the task drops to; None: the scheduler's own user
     setpriv: str | None = None
+    seccomp: str | None = None  # the system calls refused in every sandbox (seccomp_filter.py)
 
     def create_group(self, plan: SandboxPlan) -> RunGroup:
         return self.cgroups.create(plan.group_name, plan.limits)
@@ -141,6 +147,8 @@ class Sandbox:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         if not plan.network:
             args.append("--unshare-net")
+        if self.seccomp is not None:
+            args += ["--seccomp", SECCOMP_FD]
         args += _system_view()
         hosts = _hosts_file()
         if hosts is not None:  # the sandbox's own name resolves, as a host's does (Spark, Java need it)
@@ -181,7 +189,8 @@ class Sandbox:
         inner = ["/bin/sh", "-c", TASK_STEP_BESIDE if beside else TASK_STEP, "peach-task",
                  PRISTINE if copy else "", str(copy or ""), "" if beside else str(cwd)]
         files = [str(f) for f in group.procs_files()] if group is not None else []
-        return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", str(len(files)), *files, *args, *inner, *argv]
+        return ["/bin/sh", "-c", LAUNCH, "peach-sandbox", self.seccomp or "", str(len(files)), *files, *args,
+                *inner, *argv]
 
 
 INSIDE_ENV = {"HOME": TASK_HOME, "TMPDIR": "/tmp"}  # what bubblewrap sets for every task
@@ -303,7 +312,7 @@ def make_sandbox() -> Sandbox:
         raise SandboxUnavailable(f"no cgroup for the runs' limits: {exc}; run the scheduler as root or "
                                  "give it a delegated cgroup (systemd: Delegate=yes), or set "
                                  "'isolation: none'") from None
-    sandbox = Sandbox(bwrap, cgroups, run_as, setpriv)
+    sandbox = Sandbox(bwrap, cgroups, run_as, setpriv, filter_path())
     # A real sandbox as runs get it (a private copy on a sized tmpfs too: bubblewrap >= 0.7).
     with tempfile.TemporaryDirectory(prefix="peach-probe-") as tmp:
         checkout = Path(tmp, "checkout")
