@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from test_hardening import Project
 
 from peach_tasks.executors.disk_watch import MAX_ENTRIES, DiskWatch
@@ -54,8 +55,36 @@ def sparse():
 '''
 
 
-def run_once(tmp_path: Path, cell: str, method: str) -> dict:
+# Data no folder names: a removed file still open, a nameless one (O_TMPFILE), a removed one
+# still mapped (its descriptor closed). Each takes the disk as long as the run holds it.
+HIDDEN_CELL = '''import mmap, os, time
+
+def hidden():
+    folder = os.environ["PEACH_TRIGGER_DIR"]
+    how = os.environ.get("HOW") or open(os.path.join(os.getcwd(), "how.txt")).read().strip()
+    chunk = os.urandom(1 << 20)
+    if how == "tmpfile":
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    else:
+        path = os.path.join(folder, "hidden")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.unlink(path)
+    for _ in range(64):
+        os.write(fd, chunk)
+    if how == "mapped":
+        held = mmap.mmap(fd, 0)
+        os.close(fd)
+    while True:
+        time.sleep(1)
+'''
+
+
+def run_once(tmp_path: Path, cell: str, method: str, files: dict[str, str] | None = None) -> dict:
     project = Project(tmp_path, cell, method, python={"disk": "16M"}, timeouts={"task": 120, "kill_grace": 1})
+    for name, text in (files or {}).items():
+        project.repo.write(name, text)
+    if files:
+        project.repo.commit()
     try:
         result = project("run-once", timeout=240)
         assert result.returncode in (0, 1), result.stderr
@@ -72,6 +101,13 @@ def test_a_run_that_fills_its_folders_past_the_limit_is_ended_while_it_runs(tmp_
     run = run_once(tmp_path, FILL_CELL, "fill")
     assert run["status"] == "FAILURE", run  # not TIMEOUT: ended by the watch, not the clock
     assert "more than 16M" in run["error"] and "python.disk" in run["error"], run["error"]
+
+
+@pytest.mark.parametrize("how", ["removed", "tmpfile", "mapped"])
+def test_data_no_folder_names_counts_while_the_run_holds_it(tmp_path: Path, how: str) -> None:
+    run = run_once(tmp_path, HIDDEN_CELL, "hidden", {"how.txt": how})
+    assert run["status"] == "FAILURE", run  # not TIMEOUT
+    assert "more than 16M" in run["error"], run["error"]
 
 
 def test_a_run_that_makes_too_many_files_is_ended_while_it_runs(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ on a timeout. Between two looks a task can still write what the disk takes in th
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..trees import tree_usage
@@ -22,19 +25,32 @@ MAX_ENTRIES = 20_000
 
 
 class DiskWatch:
-    """``folders`` may hold at most ``limit`` bytes and ``MAX_ENTRIES`` entries together."""
+    """``folders`` may hold at most ``limit`` bytes and ``MAX_ENTRIES`` entries together:
+    what their names show, and the files of their disk the run's processes hold open or
+    mapped after removing them (or made nameless, ``O_TMPFILE``), which take the disk as long
+    as they are held and no name shows (the third hostile pass wrote 3 GiB that way)."""
 
     def __init__(self, folders: tuple[Path, ...], limit: int) -> None:
         self.folders, self.limit = folders, limit
         self.reason: str | None = None  # why the run was ended, once over() said so
+        self.devices = set()
+        for folder in folders:
+            try:
+                self.devices.add(os.stat(folder).st_dev)
+            except OSError:
+                continue
 
-    def over(self) -> bool:
+    def over(self, pids: Iterable[int] = ()) -> bool:
+        """Whether the folders (and what ``pids``, the run's processes, hold of their disk
+        without a name) are past the bounds; then ``reason`` says which."""
         used = entries = 0
         for folder in self.folders:
             size, count = tree_usage(folder, MAX_ENTRIES - entries)
             used, entries = used + size, entries + count
             if used > self.limit or entries > MAX_ENTRIES:
                 break
+        if used <= self.limit and entries <= MAX_ENTRIES and self.devices:
+            used += held_without_name(pids, self.devices)
         where = "its run and trigger folders on the scheduler's disk"
         if used > self.limit:
             self.reason = (f"the run held more than {size_text(self.limit)} in {where} (python.disk in scheduler.yaml, "
@@ -43,6 +59,48 @@ class DiskWatch:
         elif entries > MAX_ENTRIES:
             self.reason = f"the run made more than {MAX_ENTRIES:,} files and folders in {where}"
         return self.reason is not None
+
+
+MAX_HELD_LOOKS = 50_000  # open files and mappings looked at per look: a flood of them stops the count
+
+
+def held_without_name(pids: Iterable[int], devices: set[int]) -> int:
+    """Bytes of regular files on ``devices`` that no folder names any more (removed while
+    open, or made with ``O_TMPFILE``) and that ``pids`` still hold: as open files
+    (``/proc/PID/fd``) or mappings (``/proc/PID/maps``, read through ``map_files``, which only
+    root may). Each file once. Never raises."""
+    used, seen, looks = 0, set(), 0
+    for pid in pids:
+        held: list[str] = []
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                looks += 1
+                if looks > MAX_HELD_LOOKS:
+                    return used
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(" (deleted)"):
+                        held.append(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    looks += 1
+                    if looks > MAX_HELD_LOOKS:
+                        return used
+                    if line.rstrip("\n").endswith(" (deleted)"):
+                        held.append(f"/proc/{pid}/map_files/{line.split(' ', 1)[0]}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for path in held:
+            try:
+                found = os.stat(path)  # the file itself, through the process's link to it
+            except OSError:
+                continue
+            key = (found.st_dev, found.st_ino)
+            if found.st_dev in devices and found.st_nlink == 0 and stat.S_ISREG(found.st_mode) and key not in seen:
+                seen.add(key)
+                used += found.st_blocks * 512
+    return used
 
 
 def watch_for(plan: object) -> DiskWatch | None:

@@ -131,7 +131,7 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
 
     disk = watch_for(spec.plan)
     try:
-        how = _wait_for_exit(proc, deadline - time.monotonic(), cancel, disk)
+        how = _wait_for_exit(proc, deadline - time.monotonic(), cancel, disk, group)
         killed = 0
         if how != "exited":
             why = {"timeout": f"timed out after {spec.timeout:g} s", "disk": disk and disk.reason}.get(
@@ -247,7 +247,7 @@ def kill_marked(marker_prefix: str, grace: float, extra: Iterable[psutil.Process
 
 
 def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event | None,
-                   disk: DiskWatch | None = None) -> str:
+                   disk: DiskWatch | None = None, group: RunGroup | None = None) -> str:
     """``exited``, ``timeout``, ``cancelled`` or ``disk`` (``disk.over()``, asked every
     ``EVERY_SECONDS``); the child is left unreaped if possible.
 
@@ -274,7 +274,7 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float, cancel: thread
                 slice_ = min(slice_, EVERY_SECONDS)
             if _exited(proc, pidfd, min(remaining, slice_), cancel_fd):
                 return "exited"
-            if disk is not None and disk.over():
+            if disk is not None and disk.over(group.pids() if group is not None else ()):
                 return "exited" if _exited(proc, pidfd, 0) else "disk"
     finally:
         if pidfd is not None:
