@@ -153,3 +153,15 @@ def test_the_watch_adds_its_folders_up(tmp_path: Path) -> None:
     assert not DiskWatch((first,), 4 << 20).over()
     watch = DiskWatch((first, second), 4 << 20)
     assert watch.over() and "more than 4M" in (watch.reason or "")
+
+
+def test_a_tree_moved_while_walked_is_walked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task renaming its folders as they are walked cut the walk short (the hostile pass's
+    guess); the walk starts again, a few times, and keeps the most it counted."""
+    from peach_tasks import trees
+
+    walks = iter([(10, 5, False), (3, 2, False), (100, 50, True), (999, 999, True)])
+    monkeypatch.setattr(trees, "_walk_usage", lambda top, most: next(walks))
+    assert trees.tree_usage("/anywhere", 1000) == (100, 50)
+    walks = iter([(7, 1, False)] * trees._USAGE_WALKS + [(999, 999, True)])
+    assert trees.tree_usage("/anywhere", 1000) == (7, 1)  # a bounded number of walks

@@ -130,31 +130,46 @@ def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 
 
+_USAGE_WALKS = 4  # walks of a tree whose folders keep moving under it
+
+
 def tree_usage(top: Path | str, most_entries: int) -> tuple[int, int]:
     """What ``top`` holds on disk while its task may still be writing: the bytes its entries
     take (allocated blocks: a sparse file costs what it uses) and how many entries there are.
     It stops once it has seen more than ``most_entries`` (the count returned is then above
     it), so that a hostile folder costs a bounded walk. Level by level relative to an open
-    folder, as ``_empty`` goes; a level moved away meanwhile ends the walk with what was
-    counted. Never raises: a folder that is gone or unreadable counts as what was read."""
+    folder, as ``_empty`` goes; a level moved away meanwhile (its task renames its folders
+    as they are walked) starts the walk again, a few times, and the most counted is kept.
+    Never raises: a folder that is gone or unreadable counts as what was read."""
+    most = (0, 0)
+    for _ in range(_USAGE_WALKS):
+        used, entries, whole = _walk_usage(top, most_entries)
+        most = max(most, (used, entries))
+        if whole:
+            break
+    return most
+
+
+def _walk_usage(top: Path | str, most_entries: int) -> tuple[int, int, bool]:
+    """One walk of ``tree_usage``; False when a level moved while it was walked."""
     counted = [0, 0]  # bytes, entries
     try:
         fd = os.open(os.fspath(top), _DIR_FLAGS)
     except OSError:
-        return 0, 0
+        return 0, 0, True
     try:
         levels = [_usage_level(fd, counted, most_entries)]  # each open level: its identity, its folders to do
         while counted[1] <= most_entries:
             while not levels[-1][1]:  # this level is done: back up to the next one with work
                 levels.pop()
                 if not levels:
-                    return counted[0], counted[1]
+                    return counted[0], counted[1], True
                 up = os.open("..", _DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = up
                 seen = os.fstat(fd)
-                if (seen.st_dev, seen.st_ino) != levels[-1][0]:  # moved while walked: what was counted
-                    return counted[0], counted[1]
+                if (seen.st_dev, seen.st_ino) != levels[-1][0]:  # moved while walked
+                    return counted[0], counted[1], False
             try:
                 below = os.open(levels[-1][1].pop(), _DIR_FLAGS, dir_fd=fd)
             except OSError:  # gone, or unreadable: counted where it was listed
@@ -166,7 +181,7 @@ def tree_usage(top: Path | str, most_entries: int) -> tuple[int, int]:
         pass
     finally:
         os.close(fd)
-    return counted[0], counted[1]
+    return counted[0], counted[1], True
 
 
 def _usage_level(fd: int, counted: list[int], most_entries: int) -> tuple[tuple[int, int], list[str]]:
