@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import Repo, git
 
 from peach_tasks.sources.repos import Repository
@@ -125,3 +128,51 @@ def test_old_checkouts_pruned_but_in_use_kept(repo: Repo, tmp_path: Path) -> Non
     names = [p.name for p in (tmp_path / "state/repos/algos/checkouts").iterdir()]
     assert first.path.exists()
     assert len(names) <= 4
+
+
+def _tree_bomb(repo: Repo, levels: int) -> str:
+    """A commit adding ``bomb``: ten folders of ten folders ... ``levels`` deep, ten files at
+    the bottom (10**levels files), every level one tree object: a few KB in git."""
+    def run(*args: str, text: str | None = None) -> str:
+        return subprocess.run(["git", "-C", str(repo.path), *args], input=text, capture_output=True, text=True,
+                              check=True, env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+                                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+                              ).stdout.strip()
+
+    blob = run("hash-object", "-w", "--stdin", text="x\n")
+    tree = run("mktree", text="".join(f"100644 blob {blob}\tf{i}\n" for i in range(10)))
+    for _ in range(levels - 1):
+        tree = run("mktree", text="".join(f"040000 tree {tree}\td{i}\n" for i in range(10)))
+    root = run("mktree", text=run("ls-tree", "HEAD") + f"\n040000 tree {tree}\tbomb\n")
+    commit = run("commit-tree", root, "-p", "HEAD", "-m", "bomb")
+    run("update-ref", "refs/heads/master", commit)
+    return commit
+
+
+def test_a_commit_too_large_to_check_out_is_refused_before_it_is_written(
+        repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third hostile pass of issue 12: 108 KB of nested trees checked out as 1.1 million
+    files (4.3 GB) and held every organisation's sync for 107 s. Here 10**4 files, against a
+    limit lowered to 5,000 so the test stays small; the bytes are bounded the same way."""
+    from peach_tasks.sources import repos
+
+    repo.write("a.txt", "v1")
+    good = repo.commit()
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    assert r.sync().checkout is not None
+    monkeypatch.setattr(repos, "MAX_CHECKOUT_FILES", 5_000)
+    bomb = _tree_bomb(repo, 4)
+    result = r.sync()
+    assert result.checkout is not None and result.checkout.commit == good  # the last good one runs on
+    [problem] = result.problems
+    assert f"commit {bomb[:7]} holds more than 5,000 files" in problem.message and "still running" in problem.message
+    assert not (tmp_path / "state").joinpath("algos", "checkouts", bomb).exists()
+    assert not any(p.name.startswith(".tmp-") for p in r.checkouts.iterdir())  # nothing was written
+    monkeypatch.setattr(repos, "MAX_CHECKOUT_FILES", 100_000)
+    monkeypatch.setattr(repos, "MAX_CHECKOUT_BYTES", 1_000)  # 10,000 files of 2 bytes: 20,000 bytes
+    [problem] = r.sync().problems
+    assert f"commit {bomb[:7]} holds more than 1,000 bytes" in problem.message
+    monkeypatch.setattr(repos, "MAX_CHECKOUT_BYTES", 1 << 20)
+    result = r.sync()  # within both: checked out
+    assert not result.problems and result.checkout is not None and result.checkout.commit == bomb
+    assert len(list((result.checkout.path / "bomb").rglob("f*"))) == 10_000

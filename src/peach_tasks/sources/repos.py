@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300.0
 KEEP_CHECKOUTS = 3
+# What one commit may check out on the scheduler's disk (the store's and every repository's):
+# a 108 KB repository of nested trees (the third hostile pass) expanded to 1.1 million files
+# and 4.3 GB, and its checkout held every organisation's sync for 107 s. Counted from the
+# commit's tree, before anything is written.
+MAX_CHECKOUT_FILES = 100_000
+MAX_CHECKOUT_BYTES = 2 << 30
 _NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -44,6 +51,10 @@ def name_problem(name: str) -> str | None:
                 "use letters, digits, '_', '.' and '-', parts joined by '/', none of them '.' or '..', at most "
                 "200 characters (set `name:`)")
     return None
+
+
+class CheckoutRefused(Exception):
+    """A commit the scheduler will not check out (``Repository._check_size``)."""
 
 
 class GitError(Exception):
@@ -157,6 +168,10 @@ class Repository:
             head = previous.commit
         try:
             checkout = self._checkout(head)
+        except CheckoutRefused as exc:
+            keep = f"still running {previous.commit[:7]}" if previous else "no checkout yet, so its tasks cannot run"
+            problems.append(Problem("sync", self.name, f"{exc} ({keep})"))
+            return SyncResult(previous, tuple(problems), False)
         except (GitError, subprocess.TimeoutExpired, OSError) as exc:
             problems.append(Problem("sync", self.name, f"cannot export commit {head[:7]}: {exc}; "
                                                        "check free disk space under state_dir"))
@@ -214,6 +229,7 @@ class Repository:
         target = self.checkouts / commit
         if not target.is_dir():
             self.checkouts.mkdir(parents=True, exist_ok=True)
+            self._check_size(commit)
             tmp = self.checkouts / f".tmp-{commit}-{os.getpid()}"
             remove_tree(tmp)
             tmp.mkdir()
@@ -232,6 +248,39 @@ class Repository:
                 index.unlink(missing_ok=True)
             os.replace(tmp, target)  # atomic: a checkout folder is complete or absent
         return Checkout(self.name, self.url, self.branch, commit, target, self.mirror)
+
+    def _check_size(self, commit: str) -> None:
+        """Raise ``GitError`` when ``commit``'s tree holds more than ``MAX_CHECKOUT_FILES``
+        files or ``MAX_CHECKOUT_BYTES``: its listing is read as it comes, and stopped there."""
+        step = ["ls-tree", "-r", "-l", "-z", "--full-tree", commit]
+        proc = subprocess.Popen(["git", f"--git-dir={self.mirror}", *step], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=_git_env())
+        assert proc.stdout is not None
+        files = size = 0
+        deadline = time.monotonic() + GIT_TIMEOUT
+        try:
+            rest = b""
+            while chunk := proc.stdout.read(1 << 16):
+                entries = (rest + chunk).split(b"\0")
+                rest = entries.pop()
+                for entry in entries:  # "<mode> <type> <object> <size>\t<path>"
+                    files += 1
+                    size += int(entry.split(b"\t", 1)[0].split()[-1]) if b" blob " in entry else 0
+                if files > MAX_CHECKOUT_FILES or size > MAX_CHECKOUT_BYTES or time.monotonic() > deadline:
+                    break
+        finally:
+            proc.kill()
+            proc.wait()
+        too_many = f"more than {MAX_CHECKOUT_FILES:,} files" if files > MAX_CHECKOUT_FILES else None
+        limit = MAX_CHECKOUT_BYTES
+        shown = f"{limit >> 30} GiB" if limit >= 1 << 30 and limit % (1 << 30) == 0 else f"{limit:,} bytes"
+        too_big = f"more than {shown}" if size > limit else None
+        if too_many or too_big:
+            raise CheckoutRefused(f"commit {commit[:7]} holds {too_many or too_big}, which the scheduler does not "
+                                  "check out (one repository's checkout must not fill the disk every organisation "
+                                  "shares); keep data out of the repository")
+        if time.monotonic() > deadline:
+            raise GitError(step, f"listing commit {commit[:7]} took more than {GIT_TIMEOUT:g} s")
 
     def _load_current(self) -> Checkout | None:
         if self._current is not None:
