@@ -262,21 +262,37 @@ def test_capture_keeps_displays_as_ipythons_rich_outputs(tmp_path: Path) -> None
                    ("text/html", "<b>hi</b>")], out
 
 
-def test_a_cell_tagged_raises_exception_shows_its_error_and_the_run_goes_on(tmp_path: Path) -> None:
+def test_a_cell_tagged_raises_exception_shows_its_error_the_run_goes_on_and_fails_at_its_end(
+        tmp_path: Path) -> None:
     """nbclient (nbconvert --execute, papermill's engine) runs past a cell tagged
-    ``raises-exception``, the error shown in its output: a teaching notebook's deliberate
-    error failed the run. An error in an untagged cell still fails it, at its cell and line."""
-    cells = [code("x = 1"), code("x = 2\n1 / 0\nx = 3"), code("x"), code("undefined_name")]
+    ``raises-exception``, the error shown in its output; papermill's check of the executed
+    notebook then fails the run, tag or not (the tenth pass against papermill: a run
+    succeeded). So the next cells run, and the run fails at its end naming that cell."""
+    cells = [code("x = 1"), code("x = 2\n1 / 0\nx = 3"), code("x")]
     cells[1].metadata["tags"] = ["raises-exception"]
     outcome, log = run_extracted(tmp_path, write_nb(tmp_path, cells), None)
     assert outcome.status is RunStatus.FAILURE, (outcome, log)
-    assert outcome.error == "nb.ipynb cell 4 line 1: NameError: name 'undefined_name' is not defined"
-    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"2")]  # x = 3 never ran
+    assert outcome.error == ("nb.ipynb cell 2 line 2: a cell tagged raises-exception raised ZeroDivisionError: "
+                             "division by zero: Jupyter shows its traceback in the output and runs the next cells, "
+                             "papermill then fails the run"), outcome.error
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"2")]  # cell 3 ran; x = 3 never did
     text = [line.split(" ", 1)[-1] for line in log]
     at = text.index('  File "nb.ipynb cell 2", line 2, in <module>')
     assert text[at - 1] == "Traceback (most recent call last):" and "ZeroDivisionError: division by zero" in text
-    assert "peach-tasks: nb.ipynb cell 2 line 2: ZeroDivisionError in a cell tagged raises-exception: shown, " \
-        "and the run goes on" in text, text
+    # An error in a later, untagged cell stops the run there, named after the shown one.
+    cells.append(code("undefined_name"))
+    outcome, _ = run_extracted(tmp_path, write_nb(tmp_path, cells), None)
+    assert outcome.error.endswith("; then nb.ipynb cell 4 line 1: NameError: name 'undefined_name' is not defined")
+
+
+def test_a_cell_tagged_skip_execution_never_runs(tmp_path: Path) -> None:
+    """nbclient skips it (the tenth pass against papermill: a cell tagged not to retrain ran)."""
+    cells = [code("x = 1"), code("x = 2\nprint('retrained')"), code("x")]
+    cells[1].metadata["tags"] = ["skip-execution"]
+    outcome, log = run_extracted(tmp_path, write_nb(tmp_path, cells), None)
+    assert outcome.status is RunStatus.SUCCESS, (outcome, log)
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"1")]
+    assert not any("retrained" in line for line in log)
 
 
 def test_a_magic_called_through_get_ipython_is_refused_at_run_time_in_validates_words(tmp_path: Path) -> None:

@@ -203,7 +203,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
                 _displays_module.cell_started()  # type: ignore[attr-defined]  # what clear_output() clears
             execute = lambda cell=cell: cells.run(cell)  # noqa: E731
             if cell.get("allow_error"):  # tagged raises-exception: its error is shown, the run goes on
-                execute = _more().past_its_error(cells, execute, _describe)
+                execute = _more().past_its_error(cells, execute, _describe, _displays().failed)
             if cells.shell is not None:  # IPython's events around it (matplotlib registers one)
                 cells.shell.run_cell_events(cell, execute)  # type: ignore[attr-defined]
             else:

@@ -518,15 +518,16 @@ running_cell: Callable[[], str | None] = _no_cell  # bootstrap.py's: "NOTEBOOK c
 _showing_result = False  # a cell's result is being shown (display(..., _peach_result=True))
 
 
-def failed(what: str, exc: BaseException) -> None:
-    """``what`` (a repr method, a figure's drawing, a ``%time`` statement) raised ``exc`` while
-    an output was made: said in the log now, and the run fails at its end, as under papermill.
-    While a cell's result is shown, the cell fails at once instead (papermill stops there)."""
+def failed(what: str, exc: BaseException, where: str | None = None) -> None:
+    """``what`` (a repr method, a figure's drawing, a ``%time`` statement, a cell tagged
+    ``raises-exception``) raised ``exc`` in cell ``where`` (default: the running one): said in
+    the log now, and the run fails at its end, as under papermill. While a cell's result is
+    shown, the cell fails at once instead (papermill stops there)."""
     global first_failure, failure_count
     if _showing_result:
         raise exc
     failure_count += 1
-    where = running_cell()
+    where = where or running_cell()
     if first_failure is None:
         first_failure = (where, what, exc)
     if failure_count <= MAX_FAILURES_SAID:

@@ -151,6 +151,8 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
             )
         metadata = cell.get("metadata")
         tags = metadata.get("tags") if isinstance(metadata, dict) else None
+        if isinstance(tags, list) and "skip-execution" in tags:
+            continue  # nbclient (papermill's engine) never runs it
         if isinstance(tags, list) and "raises-exception" in tags:
             raising.add(len(sources))
         indexes.append(index)
