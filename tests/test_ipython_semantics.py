@@ -154,6 +154,17 @@ def test_a_left_breakpoint_and_a_failing_cd_go_on_as_in_a_kernel(tmp_path: Path)
     assert any(line.startswith("[Errno 20] Not a directory") for line in log)
 
 
+def test_imports_follow_os_chdir_as_in_a_kernel(tmp_path: Path) -> None:
+    """The tenth pass against papermill: ``os.chdir(...)`` then ``import`` of a module in the
+    new folder failed (the kernel's sys.path holds '', the run's held the notebook's folder)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner_mod.py").write_text("X = 'found in sub'\n")
+    (tmp_path / "beside.py").write_text("Y = 'beside the notebook'\n")
+    _, log = logged(tmp_path, "import beside\nprint(beside.Y)",
+                    "import os\nos.chdir('sub')\nimport inner_mod\nprint(inner_mod.X)")
+    assert "beside the notebook" in log and "found in sub" in log
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,

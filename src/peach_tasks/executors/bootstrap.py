@@ -115,9 +115,10 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
         print(f"peach-tasks bootstrap: cannot open the folder of {result_path}: {exc}", file=sys.stderr)
         return 2
 
-    # Like Jupyter: the notebook's folder is importable, the task sees itself as argv[0], and
+    # Like Jupyter: the working folder is importable ('', the notebook's folder until the task
+    # changes it: after os.chdir or %cd, imports follow), the task sees itself as argv[0], and
     # recursion goes as deep as in a kernel (IPython imports jedi, which sets the limit).
-    sys.path.insert(0, request.get("cwd") or os.getcwd())
+    sys.path.insert(0, "")
     sys.setrecursionlimit(max(sys.getrecursionlimit(), _JUPYTER_RECURSION_LIMIT))
     sys.argv = [filename]
     builtins.input = _io.no_input  # type: ignore[attr-defined]  # nobody answers: a clear EOFError

@@ -83,7 +83,6 @@ class Shell:
         self._previous_dir: str | None = None
         self.extensions: set[str] = set()  # the RUNTIME_EXTENSIONS loaded by %load_ext
         self.usage_error = UsageError  # for notebook_shell_names, loaded apart
-        self._path_entry = sys.path[0] if sys.path else None  # the notebook's folder, importable
 
     def __getattr__(self, name: str) -> Any:
         # Only for names the class lacks: a library that found a shell through IPython's
@@ -95,9 +94,8 @@ class Shell:
 
     def adopt(self, runs: dict) -> None:
         """The run takes over a shell started before its request (a library imported ahead
-        asked for it): its %run files, and the notebook's folder, now first on sys.path."""
+        asked for it): its %run files."""
         self.runs.update(runs)
-        self._path_entry = sys.path[0] if sys.path else None
 
     def release(self) -> None:
         """The run has ended: let go of the callbacks and captures it registered here (a
@@ -379,11 +377,7 @@ class Shell:
             print(exc)
             return
         self._previous_dir = before
-        now = os.getcwd()
-        # Jupyter imports from the working directory (its sys.path holds ''): follow it.
-        if self._path_entry is not None and self._path_entry in sys.path:
-            sys.path[sys.path.index(self._path_entry)] = now
-            self._path_entry = now
+        now = os.getcwd()  # imports follow it: sys.path holds '' (bootstrap.run_request), as Jupyter's
         if not quiet:
             print(now)
 
