@@ -165,6 +165,23 @@ def test_imports_follow_os_chdir_as_in_a_kernel(tmp_path: Path) -> None:
     assert "beside the notebook" in log and "found in sub" in log
 
 
+def test_a_script_run_by_percent_run_that_raises_is_shown_and_the_notebook_goes_on(tmp_path: Path) -> None:
+    """The tenth pass against papermill: IPython's %run shows a script's error (or its failing
+    sys.exit, unless -e) and the cell goes on, with the names it defined so far; papermill then
+    fails the run. The run stopped at once, so the later cells never ran."""
+    (tmp_path / "boom.py").write_text("partial = 1\nraise ValueError('boom')\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, "%run boom.py\nprint('after run', partial)",
+                                                    "%run exits.py\nprint('after exit')",
+                                                    "%run -e exits.py\nprint('after -e')"), None)
+    text = [line.split(" ", 1)[-1] for line in log]
+    assert outcome.status is RunStatus.FAILURE, (outcome, text)
+    assert outcome.error.startswith("nb.ipynb cell 1: %run boom.py raised ValueError: boom (and 1 more): Jupyter "
+                                    "shows its traceback"), outcome.error
+    assert {"after run 1", "after exit", "after -e"} <= set(text), text
+    assert "ValueError: boom" in text and "SystemExit: 3" in text
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,
