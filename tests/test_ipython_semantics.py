@@ -182,6 +182,19 @@ def test_a_script_run_by_percent_run_that_raises_is_shown_and_the_notebook_goes_
     assert "ValueError: boom" in text and "SystemExit: 3" in text
 
 
+@pytest.mark.parametrize("shell", [False, True])
+def test_ipythons_capture_output_captures_prints_and_displays(tmp_path: Path, shell: bool) -> None:
+    """The tenth pass against papermill: ``with capture_output() as c:`` failed the run with an
+    AttributeError (display_pub) in a notebook with magics, and captured no display without."""
+    first = ("!true\n" if shell else "") + "from IPython.utils.capture import capture_output\nfrom IPython.display import HTML"
+    _, log = logged(tmp_path, first,
+                    "with capture_output() as c:\n    print('quiet')\n    display(HTML('<b>kept</b>'))\n"
+                    "print(repr(c.stdout), len(c.outputs), c.outputs[0].data['text/html'])",
+                    "with capture_output(display=False) as d:\n    print('also quiet')\nprint(repr(d.stdout))")
+    assert "'quiet\\n' 1 <b>kept</b>" in log and "'also quiet\\n'" in log, log
+    assert "quiet" not in log and "also quiet" not in log
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,

@@ -604,14 +604,15 @@ class _DisplayHooks:
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
     module loads (without a kernel it would only print), and its ``get_ipython`` (None
-    without a kernel); ``set_matplotlib_formats``, which a run follows as Jupyter does. And the
+    without a kernel), and its ``capture_output`` (which asks a kernel's shell); ``set_matplotlib_formats``,
+    which a run follows as Jupyter does. And the
     cells' lines given to ``linecache`` once it loads (``_remember_lines``), ``getpass``
     answering as ``input()`` does, pandas with a kernel's defaults and plotly with a kernel's
     renderer (``bootstrap_io``)."""
 
     NAMES = frozenset(("matplotlib", "matplotlib.pyplot", "IPython.core.display_functions", "IPython.core.display",
                        "IPython.core.getipython", "matplotlib_inline.backend_inline", "linecache", "getpass",
-                       "pandas", "plotly.io._renderers"))
+                       "pandas", "plotly.io._renderers", "IPython.utils.capture"))
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
         if name not in self.NAMES:

@@ -30,6 +30,7 @@ import uuid
 TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 # displays_figures.py (matplotlib's figures) and displays_pretty.py (the text of a result, as
 # IPython's pretty printer writes it), set by bootstrap.py when it loads these files.
@@ -287,8 +288,25 @@ class RichOutput:
         return self.data
 
 
-def _capturing() -> list | None:
-    """The output list of the ``%%capture`` running now (notebook_shell.py), if any."""
+class _CapturedInto:
+    """A ``capture_output()`` block's output list, which holds what ``RichOutput`` takes as
+    keywords (IPython's ``CapturedIO.outputs`` builds them from it)."""
+
+    def __init__(self, target: list) -> None:
+        self.target = target
+
+    def extend(self, outputs: Any) -> None:
+        self.target.extend({"data": output.data, "metadata": output.metadata} for output in outputs)
+
+
+_captures: list[_CapturedInto] = []  # the capture_output() blocks open now, innermost last
+
+
+def _capturing() -> list | _CapturedInto | None:
+    """The output list of the ``capture_output()`` block or ``%%capture`` (notebook_shell.py)
+    running now, if any."""
+    if _captures:
+        return _captures[-1]
     shell = getattr(builtins, "get_ipython", None)
     try:
         sinks = getattr(shell(), "display_sinks", None) if shell is not None else None
@@ -464,6 +482,35 @@ def publish_display_data(data: object, metadata: object = None, source: object =
     display(data, raw=True, display_id=display_id, update=bool(kwargs.get("update")))
 
 
+def after_capture(module: Any) -> None:
+    """IPython's ``capture_output()`` (``with capture_output() as c:``) captures a block's
+    prints and displays into ``c``, as in Jupyter. IPython's own asks the kernel's shell for
+    its display publisher, which a run does not have (it failed with an AttributeError with
+    magics in the notebook, and captured no display without): its displays go to ``c`` here."""
+    cls = getattr(module, "capture_output", None)
+    if cls is None or getattr(cls, "peach_captures", False):
+        return
+
+    def enter(self: Any) -> Any:
+        self.sys_stdout, self.sys_stderr = sys.stdout, sys.stderr
+        stdout = stderr = outputs = None
+        if self.stdout:
+            stdout = sys.stdout = module.StringIO()
+        if self.stderr:
+            stderr = sys.stderr = module.StringIO()
+        if self.display:
+            outputs = []
+            _captures.append(_CapturedInto(outputs))
+        return module.CapturedIO(stdout, stderr, outputs)
+
+    def leave(self: Any, *exc: object) -> None:
+        sys.stdout, sys.stderr = self.sys_stdout, self.sys_stderr
+        if self.display and _captures:
+            _captures.pop()
+
+    cls.__enter__, cls.__exit__, cls.peach_captures = enter, leave, True
+
+
 def after_getipython(module: object) -> None:
     """Outside a kernel IPython's ``get_ipython()`` returns None: a task's ``from IPython
     import get_ipython`` (which shadows the builtin), and a library that asks IPython, get
@@ -487,7 +534,8 @@ def _get_ipython() -> object:
 # displays_figures.py's, added by bootstrap.py when it loads that file).
 AFTER_IMPORT = {"IPython.core.display_functions": after_ipython_display,
                 "IPython.core.display": after_ipython_display,
-                "IPython.core.getipython": after_getipython}
+                "IPython.core.getipython": after_getipython,
+                "IPython.utils.capture": after_capture}
 
 
 def finish() -> None:
