@@ -186,7 +186,8 @@ def test_a_script_run_by_percent_run_that_raises_is_shown_and_the_notebook_goes_
 def test_ipythons_capture_output_captures_prints_and_displays(tmp_path: Path, shell: bool) -> None:
     """The tenth pass against papermill: ``with capture_output() as c:`` failed the run with an
     AttributeError (display_pub) in a notebook with magics, and captured no display without."""
-    first = ("!true\n" if shell else "") + "from IPython.utils.capture import capture_output\nfrom IPython.display import HTML"
+    first = ("!true\n" if shell else "") + \
+        "from IPython.utils.capture import capture_output\nfrom IPython.display import HTML"
     _, log = logged(tmp_path, first,
                     "with capture_output() as c:\n    print('quiet')\n    display(HTML('<b>kept</b>'))\n"
                     "print(repr(c.stdout), len(c.outputs), c.outputs[0].data['text/html'])",
