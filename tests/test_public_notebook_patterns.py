@@ -81,10 +81,14 @@ def test_a_display_of_a_type_not_kept_says_so_in_the_log(tmp_path: Path) -> None
     path = notebook(tmp_path, "from IPython.display import Javascript, display_javascript\n"
                               "display_javascript('console.log(1)', raw=True)",
                     "%%javascript\nconsole.log(2)", "for i in range(150):\n    display(Javascript(f'bar({i})'))",
-                    "display('kept')")
+                    "display('kept')",
+                    # A script with text of its own (the tenth pass: dropped whole): its text is kept.
+                    "class Gauge:\n    def _repr_javascript_(self):\n        return 'draw()'\n"
+                    "    def __repr__(self):\n        return 'Gauge at 42%'\ndisplay(Gauge())")
     outcome, log = run_extracted(tmp_path, path, None)
     assert outcome.status is RunStatus.SUCCESS, (outcome.error, log)
-    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"'kept'")]
+    assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"'kept'"),
+                                                                ("text/plain", b"Gauge at 42%")]
     said = [line for line in log if "not kept as an output" in line]
     assert len(said) == 1 and "display of application/javascript not kept" in said[0], log
 

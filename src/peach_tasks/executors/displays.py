@@ -236,7 +236,17 @@ def _script_only(bundle: dict) -> bool:
     html = bundle.get("text/html")
     if isinstance(html, str) and _shows_nothing(html):
         return True
-    return "application/javascript" in bundle and html is None
+    # A script with its own text (an object whose __repr__ says something): that text is kept.
+    return "application/javascript" in bundle and html is None and _placeholder(bundle.get("text/plain"))
+
+
+def _placeholder(text: object) -> bool:
+    """No text, or one line in angle brackets: Python's default ``<module.Class object at
+    0x...>``, IPython's ``<IPython.core.display.Javascript object>``, a raw bundle's."""
+    if not isinstance(text, str) or not text.strip():
+        return True
+    text = text.strip()
+    return text.startswith("<") and text.endswith(">") and "\n" not in text
 
 
 # What shows something without a script: text, and these elements.
