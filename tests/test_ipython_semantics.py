@@ -196,6 +196,16 @@ def test_ipythons_capture_output_captures_prints_and_displays(tmp_path: Path, sh
     assert "quiet" not in log and "also quiet" not in log
 
 
+def test_open_refuses_the_standard_streams_as_ipythons_does(tmp_path: Path) -> None:
+    """The tenth pass against papermill: ``open(1, 'w')`` made a file object that closed the
+    run's output when it was collected; IPython's ``open`` refuses 0, 1 and 2."""
+    _, log = logged(tmp_path, "try:\n    open(1, 'w')\nexcept ValueError as e:\n    print('refused:', e)",
+                    "with open('f.txt', 'w') as f:\n    f.write('x')\nprint(open('f.txt').read(), open.__name__)",
+                    "%who")
+    assert any(line.startswith("refused: IPython won't let you open fd=1") for line in log), log
+    assert "x open" in log and log[-1].split() == ["f"]  # %who lists the notebook's f, not open
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,

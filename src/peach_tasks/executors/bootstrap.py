@@ -189,8 +189,10 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
         history: list = [""]
         namespace = module.__dict__
         namespace.update(Out=cells.out, _oh=cells.out, _="", __="", ___="", In=history, _ih=history,
-                         _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_io.NOT_EXIT, quit=_io.NOT_EXIT)
-        cells.hidden = {name: namespace[name] for name in ("In", "Out", "exit", "quit")}  # not the notebook's (%who)
+                         _i="", _ii="", _iii="", _dh=[os.getcwd()], exit=_io.NOT_EXIT, quit=_io.NOT_EXIT,
+                         open=_kernel_open)
+        # Not the notebook's (%who), as IPython's user_ns_hidden.
+        cells.hidden = {name: namespace[name] for name in ("In", "Out", "exit", "quit", "open")}
         for count, cell in enumerate(program["cells"], start=1):
             namespace["_iii"], namespace["_ii"], namespace["_i"] = (["", "", ""] + history)[-3:]  # the cells before
             history.append(cell["code"].rstrip("\n"))
@@ -711,6 +713,18 @@ class _HelperFinder:
 
 def _no_breakpoint(*args: object, **kwargs: object) -> None:
     return None
+
+
+def _kernel_open(file: object, *args: object, **kwargs: object) -> object:
+    """The notebook's ``open``, as IPython's: not the standard streams' descriptors, whose
+    file object would close the run's output when collected."""
+    if file in (0, 1, 2):
+        raise ValueError(f"IPython won't let you open fd={file} by default as it is likely to crash IPython. "
+                         "If you know what you are doing, you can use builtins' open.")
+    return builtins.open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+
+_kernel_open.__name__ = _kernel_open.__qualname__ = "open"  # as IPython's (functools.wraps of io.open)
 
 
 def _takes_positional(func: object) -> bool:
