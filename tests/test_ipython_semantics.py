@@ -315,8 +315,12 @@ def test_pandas_shows_wide_frames_as_in_a_kernel(tmp_path: Path) -> None:
     as in a run without magics, and to 20 in a kernel: a 30-column DataFrame printed and showed
     all its columns where Jupyter shows 20 and '...'. Real pandas."""
     outcome, log = logged(tmp_path, "import pandas as pd\nprint('max_columns', pd.get_option('display.max_columns'))",
-                          "wide = pd.DataFrame([range(30)], columns=[f'c{i}' for i in range(30)])\nwide")
+                          "wide = pd.DataFrame([range(30)], columns=[f'c{i}' for i in range(30)])\nwide",
+                          # and after a reset, as in a kernel (the tenth pass: 0)
+                          "pd.set_option('display.max_columns', 5)\npd.reset_option('display.max_columns')\n"
+                          "print('reset', pd.get_option('display.max_columns'))")
     assert any(line.endswith("max_columns 20") for line in log), log
+    assert any(line.endswith("reset 20") for line in log), log
     (table,) = [o for o in outcome.outputs if o.mime_type == "text/html"]
     assert "<th>...</th>" in table.data.decode() and "c15" not in table.data.decode()
 

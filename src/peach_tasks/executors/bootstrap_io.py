@@ -239,6 +239,10 @@ def after_pandas(module: object) -> None:
     try:
         if module.get_option("display.max_columns") == 0:  # type: ignore[attr-defined]
             module.set_option("display.max_columns", 20)  # type: ignore[attr-defined]
+            # Its default too, which reset_option("display.max_columns") (or "all") goes back to.
+            registered = sys.modules["pandas._config.config"]._registered_options  # type: ignore[attr-defined]
+            option = registered["display.max_columns"]
+            registered["display.max_columns"] = option._replace(defval=20)
     except Exception:  # noqa: BLE001, S110 - another pandas than expected: its own default stands
         pass
 
