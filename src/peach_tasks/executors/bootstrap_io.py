@@ -175,9 +175,9 @@ class StdinNotImplementedError(EOFError, NotImplementedError):
 
 
 def no_input(prompt: object = "", called: str = "input()") -> str:
-    """``input()`` (or ``getpass``) in a run: nobody is there to answer, and the error says so."""
-    if prompt:
-        print(prompt, end="", flush=True)
+    """``input()`` (or ``getpass``) in a run: nobody is there to answer, and the error says so.
+    The prompt is not printed, as a kernel without input prints none (the traceback shows the
+    call)."""
     raise StdinNotImplementedError(
         f"{called} was called, but a scheduled run has no one to answer it: put the value in the "
         "notebook, in the task's task_env, or in the payload of a triggered run")
