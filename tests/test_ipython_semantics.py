@@ -206,6 +206,19 @@ def test_open_refuses_the_standard_streams_as_ipythons_does(tmp_path: Path) -> N
     assert "x open" in log and log[-1].split() == ["f"]  # %who lists the notebook's f, not open
 
 
+def test_percent_run_reads_the_script_as_it_is_when_it_runs(tmp_path: Path) -> None:
+    """The tenth pass against papermill: ``%run g.py`` ran the committed g.py after the notebook
+    rewrote it, and the notebook folder's s.py after ``os.chdir('sub')`` (IPython reads the file
+    when %run runs, from the working folder)."""
+    (tmp_path / "g.py").write_text("print('committed g')\n")
+    (tmp_path / "s.py").write_text("print('top s')\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "s.py").write_text("print('sub s')\n")
+    _, log = logged(tmp_path, "%run g.py", "open('g.py', 'w').write(\"print('rewritten g')\")\n%run g.py",
+                    "import os\nos.chdir('sub')\n%run s.py")
+    assert [line for line in log if line.endswith((" g", " s"))] == ["committed g", "rewritten g", "sub s"], log
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,

@@ -466,9 +466,14 @@ class Shell:
         if key not in self.runs and not key.endswith((".py", ".ipynb")) and not os.path.isfile(target):
             target, key = target + ".py", key + ".py"  # IPython: the name as given if a file, else with .py
         entry = self.runs.get(key)
-        if entry is None:  # a .py file %%writefile made during this run
+        if entry is None or (entry["plain"] and os.path.isfile(target)):
+            # A script is read as IPython reads it: now, from the working folder, so one the
+            # notebook rewrote (open().write, !cp) or reached through os.chdir runs as it is now;
+            # a file %%writefile made during this run, too. Found beside the notebook before
+            # the run (validate): the name it is shown under.
             with open(target, encoding="utf-8-sig") as handle:
-                entry = {"filename": key, "cells": [{"code": handle.read()}], "plain": True}
+                entry = {"filename": entry["filename"] if entry else key, "cells": [{"code": handle.read()}],
+                         "plain": True}
         if not entry["plain"]:  # a notebook: its cells run in the notebook's namespace, as IPython does
             saved_file = self.user_ns.get("__file__", _MISSING)
             self.user_ns["__file__"] = target
