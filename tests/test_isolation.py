@@ -179,6 +179,52 @@ def test_secrets_store_and_other_files_are_out_of_reach(tmp_path: Path, open_sch
     assert "PWNED" not in (victim_checkout / "victim.ipynb").read_text()
 
 
+@pytest.mark.parametrize("own_user", [True, False])
+def test_each_organisation_runs_as_its_own_user(tmp_path: Path, open_scheduler: Any, own_user: bool) -> None:
+    """Under a root scheduler, alpha's and beta's runs have users of their own (user_for), so
+    what the kernel keeps per user and no namespace separates is theirs alone: the third
+    hostile pass used up beta's inotify instances from alpha's task while both ran as 65534.
+    Here alpha holds 128 inotify instances (the default per-user maximum) while beta's run,
+    at the same time, makes one; with ``user_per_organisation: false`` it cannot."""
+    if os.geteuid() != 0:
+        pytest.skip("as an ordinary user every run is the scheduler's user (in a user namespace)")
+    from peach_tasks.executors.sandbox import SANDBOX_UID, user_for
+
+    orgs = Orgs(tmp_path, python={"user_per_organisation": own_user})
+    orgs.beta.notebook("victim.ipynb", """
+import ctypes, getpass, os, pwd, time
+def main():
+    time.sleep(3)  # alpha holds its instances by now
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init()
+    # and the user has a name and a home (Java's user.home, getpass), as nobody has
+    return [os.getuid(), 'inotify ok' if fd >= 0 else os.strerror(ctypes.get_errno()), getpass.getuser(),
+            pwd.getpwuid(os.getuid()).pw_dir]
+""")
+    orgs.beta.commit("victim")
+    orgs.attack("""
+        import ctypes, os, time
+        def main():
+            libc = ctypes.CDLL(None, use_errno=True)
+            held = []
+            while len(held) < 4096 and (fd := libc.inotify_init()) >= 0:
+                held.append(fd)
+            time.sleep(8)  # while beta's run goes
+            return [os.getuid(), len(held)]
+    """)
+    scheduler, store = open_scheduler(orgs.config)
+    scheduler.run_once()  # both organisations' loops at once
+    alpha_uid, held = attack_result(store)
+    [victim] = runs(store, "beta", "job")
+    if own_user:
+        assert alpha_uid == user_for("alpha")[0] and held >= 128
+        assert victim["result"] == [user_for("beta")[0], "inotify ok", "peach", "/tmp/home"], victim
+        assert user_for("alpha") != user_for("beta") and alpha_uid > 65534
+    else:
+        assert alpha_uid == SANDBOX_UID
+        assert victim["result"][:3] == [SANDBOX_UID, "Too many open files", "nobody"], victim
+
+
 def test_forged_trigger_for_another_organisation_is_refused(tmp_path: Path, open_scheduler: Any) -> None:
     orgs = Orgs(tmp_path)
     orgs.attack(f"""

@@ -178,6 +178,9 @@ class PythonLimits(_Strict):
     # there it can write (its working folder, /tmp and HOME are in memory).
     disk: str | None = Field(default="1G", pattern=_SIZE)
     network: bool = True
+    # Under a root scheduler each organisation's runs have a uid of their own (executors/
+    # sandbox.py user_for); false: all run as 65534 (nobody), as before.
+    user_per_organisation: bool = True
     # Host folders a run sees at the same path, "ro" or "rw" (shared data, a model store);
     # nothing else of the host is shown. The task's user must be allowed to write a "rw" one.
     mounts: Mounts = Field(default_factory=dict)

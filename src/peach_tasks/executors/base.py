@@ -95,7 +95,7 @@ class Job:
             return None
         from .sandbox import PACKAGE_DIR, interpreter_home
 
-        self.sandbox.give(work_dir)
+        self.sandbox.give(work_dir, self.plan.user)
         return self.plan.with_paths(read_only=(interpreter_home(self.interpreter), PACKAGE_DIR, *read_only),
                                     writable=(work_dir,), watched=(work_dir,))
 

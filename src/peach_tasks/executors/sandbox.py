@@ -37,7 +37,21 @@ from .seccomp_filter import filter_path
 log = logging.getLogger(__name__)
 
 HOSTNAME = "peach"  # the sandbox's own host name (its UTS namespace): the host's is not shown
-SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: the task's user when the scheduler is root
+SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: a build's user, and a run's without an organisation
+# Each organisation's runs have a user of their own under a root scheduler (``user_for``): the
+# kernel keeps per user what no namespace separates (inotify instances, pipe buffers, keyrings,
+# message queues), and a folder mounted for one organisation is then its own.
+ORG_UID_BASE = 1_000_000_000
+ORG_UID_RANGE = 1_000_000_000
+
+
+def user_for(codops: str) -> tuple[int, int]:
+    """The uid and gid of ``codops``' runs under a root scheduler: the same on every host and
+    after every restart (CRC-32 of the name), far above the host's own users."""
+    import zlib
+
+    uid = ORG_UID_BASE + zlib.crc32(codops.encode("utf-8")) % ORG_UID_RANGE
+    return uid, uid
 CGROUP_BASE = "peach-tasks"
 SYSTEM_READ_ONLY = (Path("/usr"), Path("/etc"), Path("/opt"))
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # symlinks into /usr, or folders
@@ -98,6 +112,7 @@ class SandboxPlan:
     writable: tuple[tuple[Path, Path], ...] = ()
     private_copy: Path | None = None
     watched: tuple[Path, ...] = ()
+    user: tuple[int, int] | None = None  # who the task runs as (user_for); None: the sandbox's run_as
 
     def with_paths(self, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = (),
                    watched: tuple[Path, ...] = ()) -> "SandboxPlan":
@@ -118,11 +133,19 @@ class Sandbox:
     def create_group(self, plan: SandboxPlan) -> RunGroup:
         return self.cgroups.create(plan.group_name, plan.limits)
 
-    def give(self, path: Path) -> None:
-        """Make ``path`` (a folder made for this run) the task's own, so it can write there."""
+    def user(self, plan: SandboxPlan | None = None) -> tuple[int, int] | None:
+        """Who a run of ``plan`` runs as: its organisation's user, under a root scheduler;
+        None: the scheduler's own user (as an ordinary user, in a user namespace)."""
+        if self.run_as is None:
+            return None
+        return plan.user if plan is not None and plan.user is not None else self.run_as
+
+    def give(self, path: Path, user: tuple[int, int] | None = None) -> None:
+        """Make ``path`` (a folder made for this run) the task's own, so it can write there:
+        ``user``'s (``SandboxPlan.user``), else ``run_as``'s."""
         if self.run_as is None:
             return
-        uid, gid = self.run_as
+        uid, gid = user or self.run_as
         os.chown(path, uid, gid)
         for here, dirs, files in walk_tree(path):
             for name in dirs + files:
@@ -153,6 +176,10 @@ class Sandbox:
         hosts = _hosts_file()
         if hosts is not None:  # the sandbox's own name resolves, as a host's does (Spark, Java need it)
             args += ["--ro-bind", hosts, "/etc/hosts"]
+        owner = self.user(plan)
+        accounts = _account_files(*owner) if owner is not None and owner != self.run_as else None
+        if accounts is not None:  # the organisation's user has a name and a home, as nobody has
+            args += ["--ro-bind", accounts[0], "/etc/passwd", "--ro-bind", accounts[1], "/etc/group"]
         # /dev/shm: POSIX semaphores and shared memory (multiprocessing's locks and queues,
         # joblib), the run's own like /tmp; what it holds counts against the run's memory.
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/dev/shm",
@@ -179,8 +206,8 @@ class Sandbox:
             args += ["--bind", str(source), str(dest)]
         args += ["--as-pid-1", "--chdir", "/", *_setenv(INSIDE_ENV), "--",
                  "/bin/sh", "-c", INIT, "peach-init"]
-        if self.run_as is not None:
-            uid, gid = self.run_as
+        if owner is not None:
+            uid, gid = owner
             args += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         beside = copy is not None and copy_beside
@@ -234,6 +261,36 @@ def _hosts_file() -> str | None:
         return None
     atexit.register(shutil.rmtree, folder, True)
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _account_files(uid: int, gid: int) -> tuple[str, str] | None:
+    """The host's /etc/passwd and /etc/group, each with an entry for ``uid``/``gid`` (an
+    organisation's user, which the host does not know), once per process and user: programs
+    that look their user up find one, with HOME as its home (Java takes its ``user.home``
+    from it: Spark's Ivy failed on "?"; Python's ``getpass.getuser()`` and ``pwd`` too).
+    None, with a warning, if they cannot be written."""
+    try:
+        folder = tempfile.mkdtemp(prefix="peach-sandbox-users-")
+        os.chmod(folder, 0o755)  # the task's user reads them through the binds
+        paths = []
+        for name, line in (("passwd", f"peach:x:{uid}:{gid}:peach-tasks run:{TASK_HOME}:/usr/sbin/nologin"),
+                           ("group", f"peach:x:{gid}:")):
+            try:
+                with open(f"/etc/{name}", encoding="utf-8", errors="replace") as handle:
+                    text = handle.read().rstrip()
+            except OSError:
+                text = ""
+            path = os.path.join(folder, name)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f"{text}\n{line}\n" if text else f"{line}\n")
+            os.chmod(path, 0o644)
+            paths.append(path)
+    except OSError as exc:
+        log.warning("the sandbox's user %s will have no name: cannot write its passwd file: %s", uid, exc)
+        return None
+    atexit.register(shutil.rmtree, folder, True)
+    return paths[0], paths[1]
 
 
 @functools.lru_cache(maxsize=None)

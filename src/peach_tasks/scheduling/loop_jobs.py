@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..executors.base import Job
 from ..executors.cgroups import Limits
-from ..executors.sandbox import Sandbox, SandboxPlan
+from ..executors.sandbox import Sandbox, SandboxPlan, user_for
 from ..executors.warm import Slot
 from ..trigger_client import TRIGGER_DIR_ENV
 from .registry import RegisteredTask
@@ -72,9 +72,10 @@ class RunJobs:
         limits = self.settings.limits_for(codops)
         slot = slot or self._cold_slot(run_id)
         triggers, work_dir = slot.triggers, slot.work
+        user = user_for(codops) if self.settings.python.user_per_organisation else None
         for folder in (triggers, work_dir):
             folder.mkdir(parents=True, exist_ok=True)
-            self.sandbox.give(folder)
+            self.sandbox.give(folder, user)
         mounts = {Path(path): mode for path, mode in limits.mounts.items()}
         for path in [p for p in mounts if not p.exists()]:
             log.warning("mount %s of %s does not exist on this host; the run goes without it", path, codops)
@@ -85,7 +86,7 @@ class RunJobs:
                            read_only=(env_path, *[p for p, mode in mounts.items() if mode == "ro"]),
                            writable=((triggers, triggers), *[(p, p) for p, mode in mounts.items() if mode == "rw"],
                                      *([(bridge, bridge)] if bridge is not None else [])),
-                           private_copy=task.checkout.path, watched=(triggers,))
+                           private_copy=task.checkout.path, watched=(triggers,), user=user)
         return {"sandbox": self.sandbox, "plan": plan, "work_dir": work_dir}
 
     def _redis_bridge(self, codops: str) -> Path | None:
