@@ -110,6 +110,41 @@ def test_data_no_folder_names_counts_while_the_run_holds_it(tmp_path: Path, how:
     assert "more than 16M" in run["error"], run["error"]
 
 
+# Ignores SIGTERM and goes on writing, 1 MiB every 10 ms, saying each one, up to 500 MiB.
+DEAF_CELL = '''import os, signal, time
+
+def deaf():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    chunk = os.urandom(1 << 20)
+    with open(os.path.join(os.environ["PEACH_TRIGGER_DIR"], "filler"), "wb") as out:
+        for index in range(500):
+            out.write(chunk)
+            out.flush()
+            print("MiB", index + 1, flush=True)
+            time.sleep(0.01)
+    while True:
+        time.sleep(1)
+'''
+
+
+def test_a_run_past_its_disk_bound_gets_no_grace_to_write_more(tmp_path: Path) -> None:
+    """A timeout gives the task kill_grace seconds after SIGTERM; one writing past its disk
+    bound could go on writing through them (here 30 s, 3 GB at this task's pace)."""
+    project = Project(tmp_path, DEAF_CELL, "deaf", python={"disk": "16M"}, timeouts={"task": 120, "kill_grace": 30})
+    try:
+        assert project("run-once", timeout=240).returncode in (0, 1)
+        [run] = project.runs()
+        store = project.store()
+        try:
+            written = [line for line in store.log(run["id"]).splitlines() if " MiB " in line]
+        finally:
+            store.close()
+    finally:
+        project.cleanup()
+    assert run["status"] == "FAILURE" and "more than 16M" in run["error"], run
+    assert 16 <= len(written) < 250, len(written)  # killed at once, not 30 s later (500 MiB)
+
+
 def test_a_run_that_makes_too_many_files_is_ended_while_it_runs(tmp_path: Path) -> None:
     run = run_once(tmp_path, MANY_CELL, "many")
     assert run["status"] == "FAILURE", run

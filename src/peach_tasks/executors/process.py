@@ -137,11 +137,13 @@ def run_process(spec: ProcessSpec, sink: LogSink, cancel: threading.Event | None
             why = {"timeout": f"timed out after {spec.timeout:g} s", "disk": disk and disk.reason}.get(
                 how, "the scheduler is stopping")
             sink(f"{utc_stamp()} peach-tasks: {why}; stopping the task and every process it started")
+            # Past its disk bound a run gets no grace: it could go on writing through it.
+            grace = 0.0 if how == "disk" else spec.grace
             if group is not None:
-                killed = _terminate(sandbox_scan, spec.grace)
+                killed = _terminate(sandbox_scan, grace)
             else:
                 tree = _tree(proc.pid)  # before any signal: orphans lose their parent link
-                killed = _terminate(marker_scan, spec.grace, extra=tree, pgid=proc.pid, skip=proc.pid)
+                killed = _terminate(marker_scan, grace, extra=tree, pgid=proc.pid, skip=proc.pid)
         returncode = proc.wait()  # reaping only now kept the group id from being reused
         if group is not None:
             # The kernel ends the sandbox's processes with its PID namespace; the group
