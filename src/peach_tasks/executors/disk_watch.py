@@ -5,8 +5,9 @@ A sandboxed run can write in two folders of the scheduler's ``state_dir``: its r
 memory (its working folder's copy, ``/tmp``, ``HOME``: counted against its memory limit)
 or a mount the operator chose. Left unbounded, one organisation's task could fill the disk
 the store and every other organisation's runs share. ``run_process`` asks ``over()`` every
-``EVERY_SECONDS`` while the task runs, and once after it; past the limit the run is ended as
-on a timeout. Between two looks a task can still write what the disk takes in that time.
+``EVERY_SECONDS`` while the task runs, and once after it; past the limit the run is killed at
+once (no kill grace, through which it could go on writing). Between two looks a task can
+still write what the disk takes in that time.
 """
 
 from __future__ import annotations
