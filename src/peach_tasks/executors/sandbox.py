@@ -43,15 +43,6 @@ SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: a build's user, and a run's
 # message queues), and a folder mounted for one organisation is then its own.
 ORG_UID_BASE = 1_000_000_000
 ORG_UID_RANGE = 1_000_000_000
-
-
-def user_for(codops: str) -> tuple[int, int]:
-    """The uid and gid of ``codops``' runs under a root scheduler: the same on every host and
-    after every restart (CRC-32 of the name), far above the host's own users."""
-    import zlib
-
-    uid = ORG_UID_BASE + zlib.crc32(codops.encode("utf-8")) % ORG_UID_RANGE
-    return uid, uid
 CGROUP_BASE = "peach-tasks"
 SYSTEM_READ_ONLY = (Path("/usr"), Path("/etc"), Path("/opt"))
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # symlinks into /usr, or folders
@@ -90,6 +81,15 @@ INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; 
 
 class SandboxUnavailable(Exception):
     """Runs cannot be sandboxed on this host; the message says why and what to do."""
+
+
+def user_for(codops: str) -> tuple[int, int]:
+    """The uid and gid of ``codops``' runs under a root scheduler: the same on every host and
+    after every restart (CRC-32 of the name), far above the host's own users."""
+    import zlib
+
+    uid = ORG_UID_BASE + zlib.crc32(codops.encode("utf-8")) % ORG_UID_RANGE
+    return uid, uid
 
 
 @dataclass(frozen=True)
