@@ -143,7 +143,9 @@ def _tree_bomb(repo: Repo, levels: int) -> str:
     tree = run("mktree", text="".join(f"100644 blob {blob}\tf{i}\n" for i in range(10)))
     for _ in range(levels - 1):
         tree = run("mktree", text="".join(f"040000 tree {tree}\td{i}\n" for i in range(10)))
-    root = run("mktree", text=run("ls-tree", "HEAD") + f"\n040000 tree {tree}\tbomb\n")
+    # and a gitlink (a submodule) whose name reads like a blob's listing: no size of its own
+    gitlink = "160000 commit " + "1" * 40 + "\tx blob y 5\n"
+    root = run("mktree", text=run("ls-tree", "HEAD") + f"\n040000 tree {tree}\tbomb\n" + gitlink)
     commit = run("commit-tree", root, "-p", "HEAD", "-m", "bomb")
     run("update-ref", "refs/heads/master", commit)
     return commit

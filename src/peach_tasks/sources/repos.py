@@ -250,7 +250,7 @@ class Repository:
         return Checkout(self.name, self.url, self.branch, commit, target, self.mirror)
 
     def _check_size(self, commit: str) -> None:
-        """Raise ``GitError`` when ``commit``'s tree holds more than ``MAX_CHECKOUT_FILES``
+        """Raise ``CheckoutRefused`` when ``commit``'s tree holds more than ``MAX_CHECKOUT_FILES``
         files or ``MAX_CHECKOUT_BYTES``: its listing is read as it comes, and stopped there."""
         step = ["ls-tree", "-r", "-l", "-z", "--full-tree", commit]
         proc = subprocess.Popen(["git", f"--git-dir={self.mirror}", *step], stdout=subprocess.PIPE,
@@ -263,9 +263,11 @@ class Repository:
             while chunk := proc.stdout.read(1 << 16):
                 entries = (rest + chunk).split(b"\0")
                 rest = entries.pop()
-                for entry in entries:  # "<mode> <type> <object> <size>\t<path>"
+                for entry in entries:  # "<mode> <type> <object> <size>\t<path>"; a path may hold anything
                     files += 1
-                    size += int(entry.split(b"\t", 1)[0].split()[-1]) if b" blob " in entry else 0
+                    fields = entry.split(b"\t", 1)[0].split()
+                    if len(fields) == 4 and fields[1] == b"blob" and fields[3].isdigit():
+                        size += int(fields[3])
                 if files > MAX_CHECKOUT_FILES or size > MAX_CHECKOUT_BYTES or time.monotonic() > deadline:
                     break
         finally:
