@@ -605,10 +605,10 @@ class _DisplayHooks:
     """A meta path finder that lets ``displays.py`` act around a few imports: matplotlib's
     font list built with the environment after ``matplotlib`` loads, the backend before
     ``matplotlib.pyplot`` loads and its ``show`` after; IPython's ``display`` after its
-    module loads (without a kernel it would only print), and its ``get_ipython`` (None
-    without a kernel), and its ``capture_output`` (which asks a kernel's shell); ``set_matplotlib_formats``,
-    which a run follows as Jupyter does. And the
-    cells' lines given to ``linecache`` once it loads (``_remember_lines``), ``getpass``
+    module loads (without a kernel it would only print), its ``get_ipython`` (None without
+    a kernel) and its ``capture_output`` (which asks a kernel's shell); ``set_matplotlib_formats``,
+    which a run follows as Jupyter does. And the cells' lines given to ``linecache`` once it
+    loads (``_remember_lines``), ``getpass``
     answering as ``input()`` does, pandas with a kernel's defaults and plotly with a kernel's
     renderer (``bootstrap_io``)."""
 
