@@ -28,6 +28,9 @@ BAD_DEFINITIONS = {
     "long-codops.yaml": "codops: " + "a" * 100 + "\ntasks:\n  c: {executor: python, notebook: nb.ipynb, "
                         "method: main}\n",
     "magic.yaml": "codops: alpha\ntasks:\n  g: {executor: python, notebook: magic.ipynb, full_notebook: true}\n",
+    # lone surrogates (the re-check of the hostile pass): no UTF-8 for them, in either database
+    "surrogate.yaml": 'codops: alpha\ndependencies: ["six\\ud800"]\ntasks:\n'
+                      '  s: {executor: python, notebook: "a\\ud800b.ipynb", method: main}\n',
 }
 
 
@@ -37,6 +40,7 @@ def test_a_repository_full_of_unstorable_text_stops_no_other_organisation(tmp_pa
     alpha.notebook("magic.ipynb", "%foomagic\0 x")
     for name, text in BAD_DEFINITIONS.items():
         alpha.write(f"peach.conf/{name}", text)
+    (alpha.path / "peach.conf" / "not-utf8-\udcff.yaml").write_text("codops: [\n", errors="surrogateescape")
     alpha.commit("bad")
     beta.notebook("nb.ipynb", "def main():\n    return 'beta ran'\n")
     beta.write("peach.yaml", task_yaml("beta", {"job": py_task("nb.ipynb", "main")}))
@@ -54,13 +58,15 @@ def test_a_repository_full_of_unstorable_text_stops_no_other_organisation(tmp_pa
         said = "\n".join(found)
         assert "x\ufffdy" in said and "foo\ufffdbar" in said  # stored, the NUL written as U+FFFD
         assert "at most 200" in said and "longer than 200 characters" in said and "at most 64" in said
-        assert "%foomagic" in said
+        assert "%foomagic" in said and "'six\ufffd' is not a valid requirement" in said
+        assert "not-utf8-\ufffd.yaml" in "\n".join(p["file"] for p in store.problems())
         assert not any("\0" in message for message in found)
     finally:
         store.close()
 
 
 def test_fit_row_cleans_and_cuts_to_each_column() -> None:
+    assert fit_row(problems, {"file": "a\ud800b\udcffc"})["file"] == "a\ufffdb\ufffdc"
     row = fit_row(problems, {"scope": "s" * 500, "message": "a\0b" + "x" * (MAX_TEXT_CHARS + 10), "line": 3,
                              "other": "a\0b"})
     assert len(row["scope"]) == 200  # String(200)
