@@ -326,6 +326,30 @@ def test_task_requests_reuse_request_ids_as_the_api_does(tmp_path: Path) -> None
         store.close()
 
 
+def test_an_unstorable_request_is_ignored_alone_and_the_folder_still_goes(tmp_path: Path) -> None:
+    """The re-check of the hostile pass: a request whose id held a lone surrogate raised past
+    the loop, so the run's later requests were dropped and its trigger folder (15 MiB beside
+    the request) stayed on the disk for ever, run after run."""
+    import json
+
+    from peach_tasks.scheduling.triggers import collect_run_requests
+
+    _, store = registered(tmp_path, [("alpha", "job")])
+    try:
+        folder = tmp_path / "requests"
+        folder.mkdir()
+        (folder / "1.json").write_text('{"codops": "alpha", "task": "job", "id": "\\ud800"}')
+        (folder / "2.json").write_text(json.dumps({"codops": "alpha", "task": "job", "id": "fine"}))
+        (folder / "ballast").write_bytes(b"x" * (1 << 20))
+        notes: list[str] = []
+        assert collect_run_requests(store, folder, "alpha", "job", 7, notes.append) == 1
+        assert "could not be stored (UnicodeEncodeError); ignored" in notes[0], notes
+        assert "trigger of alpha/job queued" in notes[1], notes
+        assert not folder.exists()
+    finally:
+        store.close()
+
+
 SELF_TRIGGER = (
     "import os\n"
     "from peach_tasks import trigger_task\n"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from ..errors import PeachError
 from ..executors.untrusted_files import read_task_file
@@ -265,26 +265,34 @@ def collect_run_requests(store: "Store", folder: Path, codops: str, task: str, r
         note(f"more trigger requests ignored: at most {MAX_FILES_PER_RUN} per run")
     queued = 0
     source = f"task {codops}/{task} run {run_id}"
-    for path in files:
-        try:
-            raw = read_task_file(path, _MAX_FILE_BYTES)
-            if raw is None:
-                raise ValueError(f"not a regular file of at most {_MAX_FILE_BYTES} bytes")
-            data = json.loads(raw.decode("utf-8"))
-            target = f"{data['codops']}/{data['task']}"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            note(f"trigger request {path.name} is unreadable ({exc}); ignored")
-            continue
-        if data["codops"] != codops:
-            note(f"trigger of {target} refused: a task may trigger only tasks of its own organisation ('{codops}')")
-            continue
-        try:
-            request_trigger(store, data["codops"], data["task"], data.get("payload"), requested_by=source,
-                            request_id=str(data.get("id") or "") or None)
-        except TriggerRefused as exc:
-            note(f"trigger of {target} refused: {exc}")
-            continue
-        note(f"trigger of {target} queued (requested by this run)")
-        queued += 1
-    remove_tree(folder)
+    try:
+        for path in files:
+            try:
+                raw = read_task_file(path, _MAX_FILE_BYTES)
+                if raw is None:
+                    raise ValueError(f"not a regular file of at most {_MAX_FILE_BYTES} bytes")
+                data = json.loads(raw.decode("utf-8"))
+                target = f"{data['codops']}/{data['task']}"
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                note(f"trigger request {path.name} is unreadable ({exc}); ignored")
+                continue
+            if data["codops"] != codops:
+                note(f"trigger of {target} refused: a task may trigger only tasks of its own organisation "
+                     f"('{codops}')")
+                continue
+            try:
+                request_trigger(store, data["codops"], data["task"], data.get("payload"), requested_by=source,
+                                request_id=str(data.get("id") or "") or None)
+            except TriggerRefused as exc:
+                note(f"trigger of {target} refused: {exc}")
+                continue
+            except (ValueError, StatementError) as exc:
+                # What no row can hold (a NUL, a lone surrogate in its id or task): this request
+                # only; the run's others are still queued.
+                note(f"trigger of {target} could not be stored ({type(exc).__name__}); ignored")
+                continue
+            note(f"trigger of {target} queued (requested by this run)")
+            queued += 1
+    finally:  # whatever happened, the folder goes: the run's own files never stay on the disk
+        remove_tree(folder)
     return queued
