@@ -130,15 +130,19 @@ def test_old_checkouts_pruned_but_in_use_kept(repo: Repo, tmp_path: Path) -> Non
     assert len(names) <= 4
 
 
-def _tree_bomb(repo: Repo, levels: int) -> str:
-    """A commit adding ``bomb``: ten folders of ten folders ... ``levels`` deep, ten files at
-    the bottom (10**levels files), every level one tree object: a few KB in git."""
+def _git(repo: Repo):  # noqa: ANN202 - a small runner of git in ``repo``
     def run(*args: str, text: str | None = None) -> str:
         return subprocess.run(["git", "-C", str(repo.path), *args], input=text, capture_output=True, text=True,
                               check=True, env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
                                                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
                               ).stdout.strip()
+    return run
 
+
+def _tree_bomb(repo: Repo, levels: int) -> str:
+    """A commit adding ``bomb``: ten folders of ten folders ... ``levels`` deep, ten files at
+    the bottom (10**levels files), every level one tree object: a few KB in git."""
+    run = _git(repo)
     blob = run("hash-object", "-w", "--stdin", text="x\n")
     tree = run("mktree", text="".join(f"100644 blob {blob}\tf{i}\n" for i in range(10)))
     for _ in range(levels - 1):
@@ -167,7 +171,8 @@ def test_a_commit_too_large_to_check_out_is_refused_before_it_is_written(
     result = r.sync()
     assert result.checkout is not None and result.checkout.commit == good  # the last good one runs on
     [problem] = result.problems
-    assert f"commit {bomb[:7]} holds more than 5,000 files" in problem.message and "still running" in problem.message
+    assert f"commit {bomb[:7]} holds more than 5,000 files and folders" in problem.message
+    assert "still running" in problem.message
     assert not (tmp_path / "state").joinpath("algos", "checkouts", bomb).exists()
     assert not any(p.name.startswith(".tmp-") for p in r.checkouts.iterdir())  # nothing was written
     monkeypatch.setattr(repos, "MAX_CHECKOUT_FILES", 100_000)
@@ -178,3 +183,33 @@ def test_a_commit_too_large_to_check_out_is_refused_before_it_is_written(
     result = r.sync()  # within both: checked out
     assert not result.problems and result.checkout is not None and result.checkout.commit == bomb
     assert len(list((result.checkout.path / "bomb").rglob("f*"))) == 10_000
+
+
+def test_a_commit_of_folders_alone_is_counted_and_attributes_convert_nothing(
+        repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-check of the hostile pass: one chain of 100 folders listed 2,000 times checked out
+    202,003 folders while the count saw 2,000 files; and a .gitattributes asking for CRLF in
+    UTF-32 wrote 8 times what the count saw. Folders count now, and a checkout holds the
+    committed bytes."""
+    from peach_tasks.sources import repos
+
+    run = _git(repo)
+    repo.write("blow.txt", "\n" * 1000)
+    repo.commit()
+    # Added with git's plumbing: git add would convert blow.txt on the way in.
+    attributes = run("hash-object", "-w", "--stdin", text="blow.txt text eol=crlf working-tree-encoding=UTF-32LE\n")
+    tree = run("mktree", text=run("ls-tree", "HEAD") + f"\n100644 blob {attributes}\t.gitattributes\n")
+    run("update-ref", "refs/heads/master", run("commit-tree", tree, "-p", "HEAD", "-m", "attributes"))
+    r = Repository("algos", str(repo.path), "master", tmp_path / "state")
+    checkout = r.sync().checkout
+    assert checkout is not None and (checkout.path / "blow.txt").stat().st_size == 1000
+    monkeypatch.setattr(repos, "MAX_CHECKOUT_FILES", 5_000)
+    blob = run("hash-object", "-w", "--stdin", text="x\n")
+    chain = run("mktree", text=f"100644 blob {blob}\tf\n")
+    for _ in range(20):
+        chain = run("mktree", text=f"040000 tree {chain}\ta\n")
+    root = run("mktree", text=run("ls-tree", "HEAD") + "\n" + "".join(f"040000 tree {chain}\td{i}\n"
+                                                                      for i in range(300)))
+    run("update-ref", "refs/heads/master", run("commit-tree", root, "-p", "HEAD", "-m", "folders"))
+    [problem] = r.sync().problems  # 300 files, 6,300 folders
+    assert "holds more than 5,000 files and folders" in problem.message

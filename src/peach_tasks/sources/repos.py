@@ -35,8 +35,9 @@ KEEP_CHECKOUTS = 3
 # a 108 KB repository of nested trees (the third hostile pass) expanded to 1.1 million files
 # and 4.3 GB, and its checkout held every organisation's sync for 107 s. Counted from the
 # commit's tree, before anything is written.
-MAX_CHECKOUT_FILES = 100_000
+MAX_CHECKOUT_FILES = 100_000  # files and folders: a tree of folders alone is a bomb too
 MAX_CHECKOUT_BYTES = 2 << 30
+NO_CONVERSIONS = "* -text -eol -filter -ident -working-tree-encoding\n"
 _NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -196,6 +197,13 @@ class Repository:
         if not (self.mirror / "HEAD").exists():
             self.root.mkdir(parents=True, exist_ok=True)
             git("init", "--bare", "--quiet", str(self.mirror))
+        # A checkout holds the committed bytes: the repository's .gitattributes may not convert
+        # them on the way out (eol, working-tree-encoding: 1 MiB committed became 8 MiB on the
+        # disk, past what _check_size counted). The mirror's info/attributes wins over them.
+        attributes = self.mirror / "info" / "attributes"
+        if not attributes.is_file() or attributes.read_text() != NO_CONVERSIONS:
+            attributes.parent.mkdir(parents=True, exist_ok=True)
+            attributes.write_text(NO_CONVERSIONS)
         # The url may have changed in the settings since the last start.
         git("config", "remote.origin.url", self.url, git_dir=self.mirror)
 
@@ -252,7 +260,7 @@ class Repository:
     def _check_size(self, commit: str) -> None:
         """Raise ``CheckoutRefused`` when ``commit``'s tree holds more than ``MAX_CHECKOUT_FILES``
         files or ``MAX_CHECKOUT_BYTES``: its listing is read as it comes, and stopped there."""
-        step = ["ls-tree", "-r", "-l", "-z", "--full-tree", commit]
+        step = ["ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit]  # -t: each folder too
         proc = subprocess.Popen(["git", f"--git-dir={self.mirror}", *step], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, env=_git_env())
         assert proc.stdout is not None
@@ -273,7 +281,7 @@ class Repository:
         finally:
             proc.kill()
             proc.wait()
-        too_many = f"more than {MAX_CHECKOUT_FILES:,} files" if files > MAX_CHECKOUT_FILES else None
+        too_many = f"more than {MAX_CHECKOUT_FILES:,} files and folders" if files > MAX_CHECKOUT_FILES else None
         limit = MAX_CHECKOUT_BYTES
         shown = f"{limit >> 30} GiB" if limit >= 1 << 30 and limit % (1 << 30) == 0 else f"{limit:,} bytes"
         too_big = f"more than {shown}" if size > limit else None
