@@ -219,6 +219,21 @@ def test_percent_run_reads_the_script_as_it_is_when_it_runs(tmp_path: Path) -> N
     assert [line for line in log if line.endswith((" g", " s"))] == ["committed g", "rewritten g", "sub s"], log
 
 
+def test_a_notebooks_module_named_as_the_standard_librarys_does_not_replace_it(tmp_path: Path) -> None:
+    """The re-check of the tenth pass: the notebook's folder was first on sys.path, so a
+    json.py or logging.py beside the notebook replaced the standard library's (pandas failed to
+    import; a token.py broke the run's own error report). IPython puts the working folder
+    before site-packages, after the standard library: it still shadows an installed package."""
+    (tmp_path / "json.py").write_text("LEVEL = 'the notebook json'\n")
+    (tmp_path / "token.py").write_text("X = 1\n")
+    (tmp_path / "tabulate.py").write_text("WHO = 'the notebook tabulate'\n")
+    outcome, log = run_extracted(tmp_path, notebook(tmp_path, "import json\nprint(json.dumps([1]))",
+                                                    "import tabulate\nprint(tabulate.WHO)", "1 / 0"), None)
+    text = [line.split(" ", 1)[-1] for line in log]
+    assert "[1]" in text and "the notebook tabulate" in text, text
+    assert outcome.error == "nb.ipynb cell 3 line 1: ZeroDivisionError: division by zero", outcome.error
+
+
 def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) -> None:
     outcome, log = logged(
         tmp_path,
@@ -231,11 +246,14 @@ def test_input_raises_what_a_kernel_raises_and_slist_has_fields(tmp_path: Path) 
                for line in log), log
     assert not any("echoed" in line for line in log), log
     assert "fields ['1', '2'] ['1 a', '2 b'] ['a 1', 'b 2']" in log, log
-    # A getpass.py of the notebook's own (first on its path, as in Jupyter) is its own.
+    # A getpass.py of the notebook's own does not replace the standard library's: the working
+    # folder comes after it on sys.path, as IPython puts it.
     (tmp_path / "own").mkdir()
-    _, log = logged(tmp_path / "own", "import getpass\nprint('own', getpass.getpass())",
+    _, log = logged(tmp_path / "own", "import getpass, os\n"
+                    "print('getpass from', 'the notebook' if os.path.dirname(getpass.__file__) == os.getcwd() "
+                    "else 'the standard library')",
                     files={"getpass.py": "def getpass(prompt=''):\n    return 'from the repository'\n"})
-    assert any(line.endswith("own from the repository") for line in log), log
+    assert any(line.endswith("getpass from the standard library") for line in log), log
 
 
 def test_a_thread_left_running_ends_with_the_run(tmp_path: Path) -> None:

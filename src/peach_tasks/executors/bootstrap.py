@@ -118,7 +118,7 @@ def run_request(request: dict, extra_globals: dict | None = None) -> int:
     # Like Jupyter: the working folder is importable ('', the notebook's folder until the task
     # changes it: after os.chdir or %cd, imports follow), the task sees itself as argv[0], and
     # recursion goes as deep as in a kernel (IPython imports jedi, which sets the limit).
-    sys.path.insert(0, "")
+    sys.path.insert(_before_site_packages(), "")
     sys.setrecursionlimit(max(sys.getrecursionlimit(), _JUPYTER_RECURSION_LIMIT))
     sys.argv = [filename]
     builtins.input = _io.no_input  # type: ignore[attr-defined]  # nobody answers: a clear EOFError
@@ -709,6 +709,17 @@ class _HelperFinder:
 
         for attribute in self.MODULES[module.__name__]:  # type: ignore[attr-defined]
             setattr(module, attribute, getattr(client, attribute))
+
+
+def _before_site_packages() -> int:
+    """Where IPython puts the working folder on sys.path: before the first site-packages (or
+    dist-packages) folder, after the standard library, so that a notebook's json.py or
+    logging.py does not take the place of the standard library's (it shadows an installed
+    package, as in Jupyter). The front when there is none."""
+    for index, path in enumerate(sys.path):
+        if os.path.basename(path) in ("site-packages", "dist-packages"):
+            return index
+    return 0
 
 
 def _no_breakpoint(*args: object, **kwargs: object) -> None:
