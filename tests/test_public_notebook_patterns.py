@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_notebook import code, write_nb
 from test_notebook_formats import run_extracted
 
 from peach_tasks.model import RunStatus
+from peach_tasks.sources.notebook_files import NotebookError
 
 
 def notebook(tmp_path: Path, *cells: str, files: dict[str, str] | None = None) -> Path:
@@ -297,6 +299,12 @@ def test_a_cell_tagged_skip_execution_never_runs(tmp_path: Path) -> None:
     assert outcome.status is RunStatus.SUCCESS, (outcome, log)
     assert [(o.mime_type, o.data) for o in outcome.outputs] == [("text/plain", b"1")]
     assert not any("retrained" in line for line in log)
+    # An entry function only a skipped cell defines: said so (the re-check said "defines no
+    # top-level function" of a function the notebook does define).
+    cells = [code("x = 1"), code("def main():\n    return 1")]
+    cells[1].metadata["tags"] = ["skip-execution"]
+    with pytest.raises(NotebookError, match="defines 'main' only in cell 2, tagged skip-execution, which never runs"):
+        run_extracted(tmp_path, write_nb(tmp_path, cells), "main")
 
 
 def test_a_magic_called_through_get_ipython_is_refused_at_run_time_in_validates_words(tmp_path: Path) -> None:

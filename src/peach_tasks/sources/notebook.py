@@ -204,7 +204,8 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
         assert method is not None
         entry, broken = find_entry(codes, method)
         if entry is None:
-            raise NotebookError(not_found_message(name, method, [indexes[i] for i in broken]), kind="method")
+            raise NotebookError(not_found_message(name, method, [indexes[i] for i in broken], read.skipped),
+                                kind="method")
         positions = [entry]
 
     # Every cell's problems (a refused magic, else a syntax error), in the notebook's order:
@@ -238,7 +239,7 @@ def _extract(path: Path, method: str | None, full_notebook: bool, name: str, roo
     if method:
         entry = positions[0] if not full_notebook else find_entry(codes, method)[0]
         if entry is None:
-            raise NotebookError(not_found_message(name, method, []), kind="method")
+            raise NotebookError(not_found_message(name, method, [], read.skipped), kind="method")
         tree = compile(codes[entry], name, "exec", ast.PyCF_ONLY_AST | TOP_LEVEL_AWAIT, dont_inherit=True)
         problem = signature_problem(tree, method)
         if problem is not None:

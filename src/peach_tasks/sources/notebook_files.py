@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PeachError
@@ -61,6 +61,7 @@ class CodeCells:
     sources: list[str]
     file_lines: list[int] | None = None
     raising: frozenset[int] = frozenset()
+    skipped: dict[int, str] = field(default_factory=dict)  # index -> source of a cell tagged skip-execution
 
     def file_line(self, position: int, line: int) -> int | None:
         """The file line of line ``line`` (1-based) of the ``position``-th code cell, if known."""
@@ -133,6 +134,7 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
     indexes: list[int] = []
     sources: list[str] = []
     raising: set[int] = set()
+    skipped: dict[int, str] = {}
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise NotebookError(f"{name} cell {index + 1} is not a JSON object; re-save the notebook from Jupyter",
@@ -152,12 +154,13 @@ def read_code_cells(path: Path, name: str) -> CodeCells:
         metadata = cell.get("metadata")
         tags = metadata.get("tags") if isinstance(metadata, dict) else None
         if isinstance(tags, list) and "skip-execution" in tags:
-            continue  # nbclient (papermill's engine) never runs it
+            skipped[index] = text  # nbclient (papermill's engine) never runs it
+            continue
         if isinstance(tags, list) and "raises-exception" in tags:
             raising.add(len(sources))
         indexes.append(index)
         sources.append(text)
-    return CodeCells(indexes, sources, raising=frozenset(raising))
+    return CodeCells(indexes, sources, raising=frozenset(raising), skipped=skipped)
 
 
 def _check_language(data: dict, name: str) -> None:
