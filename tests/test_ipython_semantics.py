@@ -151,6 +151,7 @@ def test_a_left_breakpoint_and_a_failing_cd_go_on_as_in_a_kernel(tmp_path: Path)
                     "%cd /no/such/folder\nprint('after cd')", "%cd nb.ipynb\nprint('still here')")
     assert "after breakpoint 1" in log and "after cd" in log and "still here" in log
     assert "[Errno 2] No such file or directory: '/no/such/folder'" in log
+    assert log[log.index("[Errno 2] No such file or directory: '/no/such/folder'") + 1] == str(tmp_path)
     assert any(line.startswith("[Errno 20] Not a directory") for line in log)
 
 
@@ -217,6 +218,15 @@ def test_percent_run_reads_the_script_as_it_is_when_it_runs(tmp_path: Path) -> N
     _, log = logged(tmp_path, "%run g.py", "open('g.py', 'w').write(\"print('rewritten g')\")\n%run g.py",
                     "import os\nos.chdir('sub')\n%run s.py")
     assert [line for line in log if line.endswith((" g", " s"))] == ["committed g", "rewritten g", "sub s"], log
+    # A script found beside the notebook but not from the folder %run runs in: IPython's error,
+    # and the cell goes on; __file__ is absolute; -n runs it under its own module name.
+    (tmp_path / "defs.py").write_text("from __future__ import annotations\nimport dataclasses, os\n"
+                                      "@dataclasses.dataclass\nclass Point:\n    x: int\n"
+                                      "HERE = os.path.isabs(__file__)\n")
+    _, log = logged(tmp_path, "%run -n defs.py\nprint('point', Point(3), HERE)",
+                    "import os\nos.chdir('sub')\n%run g.py\nprint('went on')")
+    assert "point Point(x=3) True" in log and "went on" in log, log
+    assert "ERROR:root:File `'g.py'` not found." in log, log
 
 
 def test_a_notebooks_module_named_as_the_standard_librarys_does_not_replace_it(tmp_path: Path) -> None:

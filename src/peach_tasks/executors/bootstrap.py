@@ -735,7 +735,10 @@ def _kernel_open(file: object, *args: object, **kwargs: object) -> object:
     return builtins.open(file, *args, **kwargs)  # type: ignore[call-overload]
 
 
-_kernel_open.__name__ = _kernel_open.__qualname__ = "open"  # as IPython's (functools.wraps of io.open)
+# As IPython's, functools.wraps of io.open: its name, module, help and signature.
+_kernel_open.__name__ = _kernel_open.__qualname__ = "open"
+_kernel_open.__module__, _kernel_open.__doc__ = "io", builtins.open.__doc__
+_kernel_open.__wrapped__ = builtins.open  # type: ignore[attr-defined]
 
 
 def _takes_positional(func: object) -> bool:

@@ -373,8 +373,10 @@ class Shell:
         before = os.getcwd()
         try:
             os.chdir(os.path.expanduser(target))
-        except OSError as exc:  # IPython prints it and the cell goes on
+        except OSError as exc:  # IPython prints it, then the folder it stays in, and the cell goes on
             print(exc)
+            if not quiet:
+                print(os.getcwd())
             return
         self._previous_dir = before
         now = os.getcwd()  # imports follow it: sys.path holds '' (bootstrap.run_request), as Jupyter's
@@ -466,7 +468,12 @@ class Shell:
         if key not in self.runs and not key.endswith((".py", ".ipynb")) and not os.path.isfile(target):
             target, key = target + ".py", key + ".py"  # IPython: the name as given if a file, else with .py
         entry = self.runs.get(key)
-        if entry is None or (entry["plain"] and os.path.isfile(target)):
+        if entry is not None and entry["plain"] and not os.path.isfile(target):
+            # Found beside the notebook before the run, but not from here now (after os.chdir,
+            # or removed by the notebook): IPython says so and the cell goes on.
+            print(f"ERROR:root:File `{target!r}` not found.", file=sys.stderr)
+            return
+        if entry is None or entry["plain"]:
             # A script is read as IPython reads it: now, from the working folder, so one the
             # notebook rewrote (open().write, !cp) or reached through os.chdir runs as it is now;
             # a file %%writefile made during this run, too. Found beside the notebook before
@@ -495,12 +502,13 @@ class Shell:
         else:
             main = type(sys)("__main__" if "-n" not in options else os.path.splitext(os.path.basename(target))[0])
             namespace = main.__dict__
-            namespace.update(__file__=target, __builtins__=builtins)
-        saved_argv, saved_main, saved_path = sys.argv, sys.modules.get("__main__"), list(sys.path)
+            namespace.update(__file__=os.path.abspath(target), __builtins__=builtins)  # IPython's: absolute
+        module_name = main.__name__ if main is not None else "__main__"
+        saved_argv, saved_main, saved_path = sys.argv, sys.modules.get(module_name), list(sys.path)
         sys.argv = [target, *args]
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-        if main is not None and "-n" not in options:
-            sys.modules["__main__"] = main
+        if main is not None:  # under its name while it runs (dataclasses, pickle look it up there), as IPython
+            sys.modules[module_name] = main
         try:
             self._run_cells(entry, namespace)
         except SystemExit as exc:  # IPython shows a failing status (not with -e) and the cell goes on
@@ -511,7 +519,9 @@ class Shell:
         finally:
             sys.argv, sys.path[:] = saved_argv, saved_path
             if saved_main is not None:
-                sys.modules["__main__"] = saved_main
+                sys.modules[module_name] = saved_main
+            elif main is not None:
+                sys.modules.pop(module_name, None)
         if interactive:
             _restore(namespace, "__name__", saved_name)
             return
