@@ -521,29 +521,39 @@ def two_runs(tmp_path: Path, open_scheduler: Any, cell: str, files: dict[str, st
 # The task's imports, seen from inside: which were loaded before its own cell ran them.
 IMPORTER = """
 import sys
-BEFORE = sorted(m for m in ("colorsys", "wave", "calendar") if m in sys.modules)
+BEFORE = sorted(m for m in ("colorsys", "wave", "calendar", "sitemod") if m in sys.modules)
 import colorsys, wave
-import calendar  # the checkout's own calendar.py: first on sys.path, as in Jupyter
+import calendar  # the checkout has a calendar.py: the standard library's wins, as in Jupyter
+try:
+    import sitemod  # the checkout's sitemod.py before the environment's, as in Jupyter
+except ImportError:
+    sitemod = None
 try:
     import no_such_module_anywhere
 except ImportError:
     pass
 
 def main():
-    return {"before": BEFORE, "calendar": getattr(calendar, "WHO", "stdlib")}
+    return {"before": BEFORE, "calendar": getattr(calendar, "WHO", "stdlib"),
+            "sitemod": getattr(sitemod, "WHO", "none")}
 """
 
 
 def test_the_sandbox_started_ahead_imports_the_next_tasks_modules_of_its_environment_only(
         tmp_path: Path, open_scheduler: Any) -> None:
     """executors/preload.py: the second run finds its standard-library imports loaded; a name
-    the checkout holds (calendar.py) is left for the run, which gets the checkout's module;
-    a module that is nowhere changes nothing."""
-    scheduler, store, runs = two_runs(tmp_path, open_scheduler, IMPORTER, {"calendar.py": "WHO = 'checkout'\n"})
+    the checkout holds is left for the run (sitemod.py, which the working folder's place on
+    sys.path, before site-packages, makes the checkout's; calendar.py, which the standard
+    library's still wins over, as in Jupyter); a module that is nowhere changes nothing."""
+    scheduler, store, runs = two_runs(tmp_path, open_scheduler, IMPORTER,
+                                      {"calendar.py": "WHO = 'checkout'\n", "sitemod.py": "WHO = 'checkout'\n"},
+                                      site_packages={"sitemod.py": "WHO = 'site-packages'\n"})
     assert {t: r["status"] for t, r in runs.items()} == {"t0": "SUCCESS", "t1": "SUCCESS"}, runs
     assert [ahead(runs[t]) for t in ("t0", "t1")] == [False, True]
-    assert runs["t0"]["result"] == {"before": [], "calendar": "checkout"}  # started cold: nothing ahead
-    assert runs["t1"]["result"] == {"before": ["colorsys", "wave"], "calendar": "checkout"}, store.log(runs["t1"]["id"])
+    # started cold: nothing ahead
+    assert runs["t0"]["result"] == {"before": [], "calendar": "stdlib", "sitemod": "checkout"}
+    assert runs["t1"]["result"] == {"before": ["colorsys", "wave"], "calendar": "stdlib", "sitemod": "checkout"}, \
+        store.log(runs["t1"]["id"])
     assert_nothing_left(scheduler, tmp_path / "state")
 
 
@@ -551,7 +561,7 @@ def test_preload_imports_false_leaves_every_import_to_the_run(tmp_path: Path, op
     _, _, runs = two_runs(tmp_path, open_scheduler, IMPORTER, loop={"preload_imports": False})
     second = runs["t1"]
     assert second["status"] == "SUCCESS" and ahead(second), second
-    assert second["result"] == {"before": [], "calendar": "stdlib"}
+    assert second["result"] == {"before": [], "calendar": "stdlib", "sitemod": "none"}
 
 
 def test_a_paced_loop_starts_the_first_tasks_sandbox_in_the_last_seconds_of_its_pause(
