@@ -12,8 +12,9 @@ Only modules that mean the same before and after the request are imported ahead:
 - absolute imports the run executes: the cells' own statements (in ``if``, ``try``, ``with``
   and loops too) and the entry function's body; not other functions' or classes', which may
   never run, nor ``if TYPE_CHECKING:`` ones;
-- not a name the run's folder holds (``name.py``, ``name/``, ``name.*.so``): there, the
-  notebook's folder comes first on ``sys.path`` and its own module must win, as in Jupyter;
+- not a name the run's folder holds (``name.py``, ``name/``, ``name.*.so``): the working
+  folder comes before site-packages on ``sys.path`` and its own module must win over an
+  installed one, as in Jupyter (a standard library name is left to the run too: harmless);
 - nothing at all when the notebook writes files (``%%writefile``/``%%file``) or ``%run``s
   them: those files appear during the run;
 - and, in the sandbox (``bootstrap_start.preload``), only what its interpreter finds in the
@@ -126,7 +127,7 @@ _READS_AT_IMPORT = {"matplotlibrc": "matplotlib"}
 
 
 def _folder_names(cwd: Path) -> set[str]:
-    """The module names the run's folder would give (it is first on the run's sys.path),
+    """The module names the run's folder would give (it is before site-packages on the run's sys.path),
     and those of modules that read one of its files at import (``_READS_AT_IMPORT``)."""
     try:
         entries = os.listdir(cwd)
