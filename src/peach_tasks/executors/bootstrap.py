@@ -206,7 +206,7 @@ def _run(code: str, filename: str, request: dict, extra_globals: dict, cells: "_
                 _displays_module.cell_started()  # type: ignore[attr-defined]  # what clear_output() clears
             execute = lambda cell=cell: cells.run(cell)  # noqa: E731
             if cell.get("allow_error"):  # tagged raises-exception: its error is shown, the run goes on
-                execute = _more().past_its_error(cells, execute, _describe, _displays().failed)
+                execute = _more().past_its_error(cells, execute)
             if cells.shell is not None:  # IPython's events around it (matplotlib registers one)
                 cells.shell.run_cell_events(cell, execute)  # type: ignore[attr-defined]
             else:
@@ -318,12 +318,14 @@ class _Cells:
         """Wall and CPU clocks now, for ``%time`` (the shell's) and ``%%time``."""
         return _more().clocks()  # type: ignore[attr-defined]
 
-    def error_shown(self, what: str, exc: BaseException) -> None:
-        """An error the notebook's cells go on after, as Jupyter's do (``%time``, ``%%time``):
-        its traceback printed from the notebook's frames, and the run fails at its end, as
-        papermill fails it."""
+    def error_shown(self, what: str, exc: BaseException, where: str | None = None) -> None:
+        """An error the notebook's cells go on after, as Jupyter's do (``%time``, ``%%time``,
+        a cell tagged ``raises-exception``, a script ``%run`` runs), in cell ``where`` (default:
+        the running one): its traceback printed from the notebook's frames, and the run fails
+        at its end, as papermill fails it. The next failure is placed afresh."""
         _more().print_error(exc, self.files)  # type: ignore[attr-defined]
-        _displays().failed(what, exc)  # type: ignore[attr-defined]
+        _displays().failed(what, exc, where)  # type: ignore[attr-defined]
+        self.failed_in = None
 
     def print_times(self, started: tuple) -> None:
         _more().print_times(started)  # type: ignore[attr-defined]

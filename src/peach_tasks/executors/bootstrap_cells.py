@@ -169,22 +169,17 @@ def _timespan(seconds: float) -> str:
     return f"{value:.3g} {('s', 'ms', 'µs', 'ns')[scale]}"
 
 
-def past_its_error(cells: Any, execute: Any, describe: Any, shown: Any) -> Any:
+def past_its_error(cells: Any, execute: Any) -> Any:
     """``execute`` (one cell tagged ``raises-exception``) whose exception, as nbclient does,
     is shown and not raised: the run goes on with the next cell. As under papermill, whose
     check of the executed notebook takes no notice of the tag, the run then fails at its end
-    (``shown(what, exc, where)``: ``displays.failed``). ``describe`` is bootstrap's own (the
-    traceback into the log, from the task's code). KeyboardInterrupt and SystemExit still end
-    the run."""
+    (``cells.error_shown``). KeyboardInterrupt and SystemExit still end the run."""
 
     def run() -> None:
         try:
             execute()
         except Exception as exc:
-            place = where(cells, exc)
-            describe(exc, place)
-            shown("a cell tagged raises-exception", exc, place)
-            cells.failed_in = None  # the next failure is placed afresh
+            cells.error_shown("a cell tagged raises-exception", exc, where(cells, exc))
     return run
 
 

@@ -511,11 +511,13 @@ class Shell:
             sys.modules[module_name] = main
         try:
             self._run_cells(entry, namespace)
-        except SystemExit as exc:  # IPython shows a failing status (not with -e) and the cell goes on
+        # IPython shows what the script raised (a failing status too, unless -e) and the cell goes on,
+        # with the names defined so far; papermill then fails the run (cells.error_shown).
+        except SystemExit as exc:
             if exc.code and "-e" not in options:
-                self._shown(target, exc)
-        except Exception as exc:  # IPython shows it and the cell goes on; papermill then fails the run
-            self._shown(target, exc)
+                self.cells.error_shown(f"%run {target}", exc)
+        except Exception as exc:
+            self.cells.error_shown(f"%run {target}", exc)
         finally:
             sys.argv, sys.path[:] = saved_argv, saved_path
             if saved_main is not None:
@@ -530,12 +532,6 @@ class Shell:
         self.user_ns.update(namespace)
         _restore(self.user_ns, "__file__", saved_file)
         self.user_ns["__builtins__"] = builtins
-
-    def _shown(self, target: str, exc: BaseException) -> None:
-        """What a script ``%run`` runs raised: its traceback shown and the cell goes on, as in
-        IPython (its names defined so far become the notebook's), and the run fails at its end."""
-        self.cells.error_shown(f"%run {target}", exc)
-        self.cells.failed_in = None  # the next failure is placed afresh
 
     def _run_cells(self, entry: dict, namespace: dict) -> None:
         flags = [0]  # the file's own: its future imports hold for it alone (IPython's shell_futures=False)
