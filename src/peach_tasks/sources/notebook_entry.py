@@ -132,13 +132,11 @@ def signature_problem(tree: ast.Module, method: str) -> tuple[int, str] | None:
 def not_found_message(name: str, method: str, broken: list[int], skipped: dict[int, str] | None = None) -> str:
     """Why ``method`` is not in ``name``; ``skipped``: its cells tagged skip-execution (index:
     source), which may define it but never run."""
-    import re
-
-    defines = re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(method)}[ \t]*\(", re.MULTILINE)
-    there = sorted(index for index, source in (skipped or {}).items() if defines.search(source))
-    if there:
-        return (f"{name} defines {method!r} only in cell {there[0] + 1}, tagged skip-execution, which never runs "
-                "(as under nbclient and papermill); remove the tag, or define the function in another cell")
+    indexes = list(skipped or {})
+    there = find_entry_cell([skipped[index] for index in indexes], method) if skipped else None
+    if there is not None:
+        return (f"{name} defines {method!r} only in cell {indexes[there] + 1}, tagged skip-execution, which never "
+                "runs (as under nbclient and papermill); remove the tag, or define the function in another cell")
     unreadable = ""
     if len(broken) == 1:
         unreadable = f" (cell {broken[0] + 1} mentions it but has a syntax error)"
