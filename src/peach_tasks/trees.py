@@ -129,7 +129,6 @@ def walk_tree(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
         stack.extend(os.path.join(here, name) for name in reversed(dirs))
 
 
-
 _USAGE_WALKS = 4  # walks of a tree whose folders keep moving under it
 
 

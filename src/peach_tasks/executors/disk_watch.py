@@ -16,8 +16,12 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..trees import tree_usage
+
+if TYPE_CHECKING:
+    from .sandbox import SandboxPlan
 
 EVERY_SECONDS = 0.25
 # More entries than a run's own files ever make (its outputs are at most 10,000): the walk
@@ -104,12 +108,11 @@ def held_without_name(pids: Iterable[int], devices: set[int]) -> int:
     return used
 
 
-def watch_for(plan: object) -> DiskWatch | None:
-    """The watch of a run's ``SandboxPlan``; None: nothing to watch, or no limit."""
-    limits = getattr(plan, "limits", None)
-    limit = getattr(limits, "disk_bytes", None)
-    folders = getattr(plan, "watched", ())
-    return DiskWatch(tuple(folders), limit) if limit is not None and folders else None
+def watch_for(plan: SandboxPlan | None) -> DiskWatch | None:
+    """The watch of a run's plan; None: not sandboxed, nothing to watch, or no limit."""
+    if plan is None or plan.limits.disk_bytes is None or not plan.watched:
+        return None
+    return DiskWatch(plan.watched, plan.limits.disk_bytes)
 
 
 def size_text(count: int) -> str:
